@@ -1,0 +1,28 @@
+"""gpuback: backpropagation for feed-forward networks of any acyclic wiring.
+
+Bishop, *Pattern Recognition and Machine Learning*, section 5.3: a hidden unit's
+delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
+5.56), whichever later group k is in. See README.md for the map from equations to
+functions.
+"""
+
+from .backends import available_backends
+from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
+from .network import Network
+from .spec import ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "GradcheckReport",
+    "Network",
+    "ParameterCheck",
+    "__version__",
+    "available_backends",
+    "gradcheck",
+    "mlp_spec",
+    "sparse_mlp_spec",
+    "validate_spec",
+]

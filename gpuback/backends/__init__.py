@@ -1,0 +1,39 @@
+"""The backend registry: the one place that knows which backends exist.
+
+Every backend is a module exporting the same op set as ``numpy_backend`` (the
+reference). Orchestration code receives a backend module from ``get_backend`` and
+never asks which one it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# name -> module path; later backends (cuda, cpu) register here.
+_BACKENDS = {
+    "numpy": "gpuback.backends.numpy_backend",
+}
+
+
+def backend_names() -> list[str]:
+    """Every backend gpuback knows, available on this machine or not."""
+    return list(_BACKENDS)
+
+
+def available_backends() -> list[str]:
+    """The backends usable on this machine."""
+    return [n for n in _BACKENDS if importlib.import_module(_BACKENDS[n]).is_available()]
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module called ``name``; a clear error if it is unknown or unusable."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a backend name (str), got {name!r}")
+    if name not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {backend_names()}, got {name!r}")
+    module = importlib.import_module(_BACKENDS[name])
+    if not module.is_available():
+        raise RuntimeError(f"backend: {name!r} is not available on this machine; "
+                           f"available backends are {available_backends()}")
+    return module

@@ -1,0 +1,205 @@
+"""The NumPy reference backend: the op set every other backend implements and is tested against.
+
+Buffers are feature-major, shape ``(units, batch)``, as in Bishop's column-vector
+notation: ``A = W @ Z``, ``acc = W.T @ Delta``, ``dW = Delta @ Z.T``. Every op
+writes into a buffer it is given (the workspace) and returns nothing, except the
+loss op, which returns the loss as a Python float. Ops with ``accumulate``
+overwrite their output when it is False and add to it when it is True; the
+backward pass uses that to realise the sum over consumers of Bishop eq. 5.56.
+
+This module is meant to be read: it is backprop in about a hundred lines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..plan import SparseIndex
+
+name = "numpy"
+LEAKY_SLOPE = 0.01
+_GELU_C = np.sqrt(2.0 / np.pi)
+_GELU_K = 0.044715
+
+
+def is_available() -> bool:
+    return True
+
+
+# --- buffers ---------------------------------------------------------------------------
+
+def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+def from_host(array: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    """A backend copy of a host array, C-contiguous, in ``dtype``."""
+    return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+def to_host(array: np.ndarray) -> np.ndarray:
+    """A host NumPy copy of a backend array."""
+    return np.array(array, copy=True)
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` with casting; ``src`` may be a host array."""
+    np.copyto(dst, src, casting="unsafe")
+
+
+def prepare_index(index: SparseIndex) -> SparseIndex:
+    """The backend form of a sparse block's index arrays (here: the host arrays)."""
+    return index
+
+
+# --- activations (5.49) and their derivatives h'(a) ------------------------------------
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(a))  # never overflows
+    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _gelu_tanh(a: np.ndarray) -> np.ndarray:
+    return np.tanh(_GELU_C * (a + _GELU_K * a**3))
+
+
+def _activate(activation: str, a: np.ndarray, out: np.ndarray) -> None:
+    if activation == "identity":
+        out[...] = a
+    elif activation == "tanh":
+        np.tanh(a, out=out)
+    elif activation == "sigmoid":
+        out[...] = _sigmoid(a)
+    elif activation == "relu":
+        np.maximum(a, 0, out=out)
+    elif activation == "leaky_relu":
+        out[...] = np.where(a > 0, a, LEAKY_SLOPE * a)
+    elif activation == "softplus":
+        out[...] = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))  # log(1 + e^a), stable
+    elif activation == "gelu":
+        out[...] = 0.5 * a * (1.0 + _gelu_tanh(a))
+    elif activation == "softmax":  # over the units of each sample (axis 0), shifted by the max
+        e = np.exp(a - a.max(axis=0, keepdims=True))
+        out[...] = e / e.sum(axis=0, keepdims=True)
+    else:
+        raise ValueError(f"activation: unknown {activation!r}")
+
+
+def _derivative(activation: str, a: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """h'(a) for an elementwise activation, given a and z = h(a)."""
+    if activation == "identity":
+        return np.ones_like(a)
+    if activation == "tanh":
+        return 1.0 - z * z
+    if activation == "sigmoid":
+        return z * (1.0 - z)
+    if activation == "relu":
+        return (a > 0).astype(a.dtype)
+    if activation == "leaky_relu":
+        return np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype)
+    if activation == "softplus":
+        return _sigmoid(a)
+    if activation == "gelu":
+        t = _gelu_tanh(a)
+        return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * _GELU_K * a * a)
+    raise ValueError(f"activation: no elementwise derivative for {activation!r}")
+
+
+# --- forward (5.48, 5.49) -----------------------------------------------------------------
+
+def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulate: bool) -> None:
+    """a_dst (+)= W @ z_src: sum_j w_kj z_j over a dense block (5.48)."""
+    if accumulate:
+        a_dst += w @ z_src
+    else:
+        np.matmul(w, z_src, out=a_dst)
+
+
+def sparse_forward(w: np.ndarray, index: SparseIndex, z_src: np.ndarray, a_dst: np.ndarray,
+                   accumulate: bool) -> None:
+    """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48 over an edge list)."""
+    if not accumulate:
+        a_dst[...] = 0
+    np.add.at(a_dst, index.dst, w[:, None] * z_src[index.src])
+
+
+def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
+    """Add the bias to the pre-activations in place (5.48), then z = h(a) (5.49)."""
+    a += b[:, None]
+    _activate(activation, a, z)
+
+
+# --- output deltas and the loss (5.54) -----------------------------------------------------
+
+def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
+                          t: np.ndarray, delta: np.ndarray) -> float:
+    """Mean loss over the batch, and delta = dE/da for the output units (5.54).
+
+    ``t`` is feature-major targets ``(n_out, batch)``, or integer class labels
+    ``(batch,)`` for cross-entropy. For the canonical pairings delta = (y - t) / N;
+    for sum of squares with a non-identity output, delta = h'(a) (y - t) / N.
+    """
+    n = a.shape[1]
+    if t.ndim == 1:  # class labels: the one-hot target, without building it
+        rows = np.arange(n)
+        target = np.zeros_like(y)
+        target[t, rows] = 1.0
+        t = target
+    if loss == "sum_of_squares":
+        diff = y - t
+        value = 0.5 * np.sum(diff * diff)
+        delta[...] = _derivative(activation, a, y) * diff
+    elif loss == "binary_cross_entropy":
+        # -[t log y + (1 - t) log(1 - y)] with y = sigmoid(a) equals softplus(a) - t a.
+        value = np.sum(np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - t * a)
+        delta[...] = y - t
+    elif loss == "cross_entropy":
+        # -sum_k t_k log y_k with log y_k = a_k - logsumexp(a); rows of t sum to 1.
+        m = a.max(axis=0, keepdims=True)
+        log_y = a - (m + np.log(np.exp(a - m).sum(axis=0, keepdims=True)))
+        value = -np.sum(t * log_y)
+        delta[...] = y - t
+    else:
+        raise ValueError(f"loss: unknown {loss!r}")
+    delta /= n
+    return float(value) / n
+
+
+# --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
+
+def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
+                   accumulate: bool) -> None:
+    """acc_src (+)= W.T @ delta_dst: this block's share of sum_k w_kj delta_k (5.56)."""
+    if accumulate:
+        acc_src += w.T @ delta_dst
+    else:
+        np.matmul(w.T, delta_dst, out=acc_src)
+
+
+def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
+                    acc_src: np.ndarray, accumulate: bool) -> None:
+    """The scatter-add: acc_src[src_e] += w_e delta_dst[dst_e] for every edge e (5.56)."""
+    if not accumulate:
+        acc_src[...] = 0
+    np.add.at(acc_src, index.src, w[:, None] * delta_dst[index.dst])
+
+
+def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
+    """Turn the accumulated sum_k w_kj delta_k into delta_j = h'(a_j) * sum (5.56), in place."""
+    acc *= _derivative(activation, a, z)
+
+
+def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
+    """dE/dw_kj = sum over the batch of delta_k z_j (5.53): dW = Delta @ Z.T."""
+    np.matmul(delta_dst, z_src.T, out=dw)
+
+
+def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndarray,
+                       dw: np.ndarray) -> None:
+    """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge."""
+    np.einsum("en,en->e", delta_dst[index.dst], z_src[index.src], out=dw)
+
+
+def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
+    """dE/db_k = sum over the batch of delta_k."""
+    np.sum(delta, axis=1, out=db)

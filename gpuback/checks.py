@@ -1,0 +1,108 @@
+"""Validation of user data (inputs, targets, parameters) before it reaches a backend.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind,
+wrong shape or content) with a message naming the argument, what was expected and
+what was given, so that no bad value ever reaches a kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
+
+
+def as_numeric_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers; TypeError for anything else."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
+                        f"({exc})") from None
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name}: expected a numeric (integer or float) array, "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name}: expected finite values, got {arr[tuple(bad)]} at index "
+                         f"{tuple(int(i) for i in bad)}")
+
+
+def check_inputs(X: Any, n_in: int) -> np.ndarray:
+    """X as a (batch, n_in) array of finite numbers, batch >= 1."""
+    arr = as_numeric_array("X", X)
+    if arr.ndim != 2:
+        raise ValueError(f"X: expected a 2-D array of shape (batch, {n_in}), got ndim {arr.ndim} "
+                         f"(shape {arr.shape})")
+    if arr.shape[1] != n_in:
+        raise ValueError(f"X: expected shape (batch, {n_in}), got {arr.shape}: the input group "
+                         f"has {n_in} units")
+    if arr.shape[0] == 0:
+        raise ValueError(f"X: expected at least one sample, got an empty batch (shape {arr.shape})")
+    check_finite("X", arr)
+    return arr
+
+
+def check_targets(T: Any, loss: str, n_out: int, batch: int) -> np.ndarray:
+    """T checked against the loss: (batch, n_out) rows, or (batch,) labels for cross-entropy.
+
+    Cross-entropy rows must be non-negative and sum to 1; binary cross-entropy
+    targets must lie in [0, 1]; integer class labels must lie in [0, n_out).
+    """
+    arr = as_numeric_array("T", T)
+    if loss == "cross_entropy" and arr.ndim == 1:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"T: class labels of shape ({batch},) must be integers, got dtype "
+                            f"{arr.dtype} (or pass (batch, {n_out}) probability rows)")
+        if arr.shape[0] != batch:
+            raise ValueError(f"T: expected {batch} class labels (one per sample of X), "
+                             f"got shape {arr.shape}")
+        bad = np.flatnonzero((arr < 0) | (arr >= n_out))
+        if bad.size:
+            raise ValueError(f"T: class labels must lie in [0, {n_out}), got {int(arr[bad[0]])} "
+                             f"at index {int(bad[0])}")
+        return arr.astype(np.int64)
+    labels_hint = f" or ({batch},) integer class labels" if loss == "cross_entropy" else ""
+    if arr.shape != (batch, n_out):
+        raise ValueError(f"T: expected shape ({batch}, {n_out}){labels_hint} for loss {loss!r}, "
+                         f"got {arr.shape}")
+    check_finite("T", arr)
+    if loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
+        raise ValueError("T: binary cross-entropy targets must lie in [0, 1], got values in "
+                         f"[{arr.min()}, {arr.max()}]")
+    if loss == "cross_entropy":
+        if (arr < 0).any():
+            raise ValueError(f"T: cross-entropy target rows must be non-negative, got a minimum "
+                             f"of {arr.min()}")
+        sums = arr.sum(axis=1)
+        off = np.flatnonzero(np.abs(sums - 1.0) > PROBABILITY_ATOL)
+        if off.size:
+            raise ValueError(f"T: cross-entropy target rows must sum to 1, row {int(off[0])} "
+                             f"sums to {sums[off[0]]}")
+    return arr
+
+
+def check_parameters(params: Any, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Parameters given by name: known names, exact shapes, finite numbers (a subset is fine)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of name -> array, got {type(params).__name__}")
+    checked = {}
+    for key, value in params.items():
+        if key not in shapes:
+            raise ValueError(f"params: unknown parameter {key!r}, expected names from "
+                             f"{list(shapes)}")
+        arr = as_numeric_array(f"params[{key!r}]", value)
+        if arr.shape != tuple(shapes[key]):
+            raise ValueError(f"params[{key!r}]: expected shape {tuple(shapes[key])}, got "
+                             f"{arr.shape}")
+        check_finite(f"params[{key!r}]", arr)
+        checked[key] = arr
+    return checked

@@ -1,0 +1,120 @@
+"""``Network``: a validated spec, its parameters on a backend, forward and backprop."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import propagation
+from .backends import get_backend
+from .checks import check_inputs, check_parameters, check_targets
+from .init import initial_parameters
+from .plan import compile_plan
+from .spec import validate_spec
+from .workspace import Workspace
+
+DTYPES = ("float32", "float64")
+
+
+class Network:
+    """A feed-forward network of unit groups wired by any acyclic set of blocks.
+
+    ``Network(spec, backend="numpy", dtype="float64", seed=0)`` validates and
+    compiles ``spec`` (see ``gpuback.spec``), and draws reproducible initial weights
+    from ``seed`` (``gpuback.init``). Users pass and receive batch-major
+    ``(batch, features)`` NumPy arrays; the engine works feature-major inside.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], backend: str = "numpy", dtype: str = "float64",
+                 seed: int = 0) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
+        self._ops = get_backend(backend)
+        self._plan = compile_plan(validate_spec(spec))
+        self._dtype = np.dtype(dtype)
+        self._shapes = self._plan.parameter_shapes()
+        self._indices = {b.name: self._ops.prepare_index(b.index)
+                         for b in self._plan.blocks if b.kind == "sparse"}
+        self._params = {k: self._ops.from_host(v, self._dtype)
+                        for k, v in initial_parameters(self._plan, int(seed)).items()}
+        self._grads = {k: self._ops.zeros(s, self._dtype) for k, s in self._shapes.items()}
+        self._workspace: Workspace | None = None
+
+    # --- description ----------------------------------------------------------------------
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The validated, normalised spec (a copy; JSON round-trips)."""
+        return copy.deepcopy(self._plan.spec)
+
+    @property
+    def backend(self) -> str:
+        return self._ops.name
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype.name
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{g}={self._plan.groups[g].size}" for g in self._plan.order)
+        return f"Network({sizes}; loss={self._plan.loss!r}, backend={self.backend!r}, " \
+               f"dtype={self.dtype!r})"
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """NumPy copies of every parameter: ``"src->dst"`` -> weights, group name -> bias."""
+        return {k: self._ops.to_host(v) for k, v in self._params.items()}
+
+    def set_parameters(self, params: Mapping[str, Any]) -> None:
+        """Replace some or all parameters; names, shapes and values are checked first."""
+        checked = check_parameters(params, self._shapes)
+        for key, value in checked.items():
+            self._ops.copy_into(self._params[key], value)
+
+    # --- computation ----------------------------------------------------------------------
+
+    def forward(self, X: Any) -> np.ndarray:
+        """Network outputs y (after the output activation) for inputs ``X`` (batch, n_in)."""
+        ws = self._load_inputs(X)
+        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+        return self._ops.to_host(ws.z[self._plan.output]).T.copy()
+
+    def loss_and_grads(self, X: Any, T: Any) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss over the batch and its gradient for every parameter, by backprop.
+
+        ``T`` is ``(batch, n_out)``, or ``(batch,)`` integer class labels for
+        cross-entropy. The gradient dict has the keys of ``parameters()``.
+        """
+        ws = self._load_inputs(X)
+        targets = self._load_targets(T, ws.batch)
+        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+        loss = propagation.backward(self._ops, self._plan, self._params, self._indices, ws,
+                                    targets, self._grads)
+        return loss, {k: self._ops.to_host(v) for k, v in self._grads.items()}
+
+    def _loss(self, X: Any, T: Any) -> float:
+        """The mean loss alone: a forward pass, no backward (for finite differences)."""
+        ws = self._load_inputs(X)
+        targets = self._load_targets(T, ws.batch)
+        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+        return propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
+
+    def _load_inputs(self, X: Any) -> Workspace:
+        X = check_inputs(X, self._plan.n_in)
+        batch = X.shape[0]
+        if self._workspace is None or self._workspace.batch != batch:
+            self._workspace = Workspace.allocate(self._plan, self._ops, self._dtype, batch)
+        self._ops.copy_into(self._workspace.z[self._plan.input], X.T)
+        return self._workspace
+
+    def _load_targets(self, T: Any, batch: int) -> Any:
+        T = check_targets(T, self._plan.loss, self._plan.n_out, batch)
+        if T.ndim == 1:
+            return self._ops.from_host(T, np.int64)
+        return self._ops.from_host(T.T, self._dtype)

@@ -1,0 +1,141 @@
+"""A validated spec compiled once into what the forward and backward passes walk.
+
+The plan holds the topological order of the groups, each group's incoming blocks,
+and for every sparse block the index arrays every backend needs:
+
+* COO (``src``, ``dst``): edge e connects source unit ``src[e]`` to destination
+  unit ``dst[e]``; the weight vector is in this order. Used by the scatter-add.
+* CSR by destination (``dst_ptr``, ``dst_edges``): the edges into destination unit
+  k are ``dst_edges[dst_ptr[k]:dst_ptr[k+1]]``. Used by the forward gather.
+* CSC by source (``src_ptr``, ``src_edges``): the edges out of source unit j are
+  ``src_edges[src_ptr[j]:src_ptr[j+1]]``. Used by the deterministic backward gather.
+
+Index arrays are host NumPy ``int64`` arrays; a backend copies them to its device
+once, when the network is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .spec import topological_order, weight_name
+
+
+@dataclass(frozen=True)
+class SparseIndex:
+    """The index arrays of one sparse block (see the module docstring)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    dst_ptr: np.ndarray
+    dst_edges: np.ndarray
+    src_ptr: np.ndarray
+    src_edges: np.ndarray
+
+    @classmethod
+    def from_edges(cls, edges: list[list[int]], n_src: int, n_dst: int) -> SparseIndex:
+        src = np.asarray(edges[0], dtype=np.int64).reshape(-1)
+        dst = np.asarray(edges[1], dtype=np.int64).reshape(-1)
+        dst_edges = np.argsort(dst, kind="stable")
+        src_edges = np.argsort(src, kind="stable")
+        dst_ptr = np.concatenate([[0], np.cumsum(np.bincount(dst, minlength=n_dst))])
+        src_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n_src))])
+        return cls(src, dst, dst_ptr.astype(np.int64), dst_edges.astype(np.int64),
+                   src_ptr.astype(np.int64), src_edges.astype(np.int64))
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.src.size)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One connection block ``src -> dst`` (dense weight (n_dst, n_src), or sparse (E,))."""
+
+    name: str
+    src: str
+    dst: str
+    kind: str
+    shape: tuple[int, ...]
+    index: SparseIndex | None = None
+    # In the backward pass, the first block to write src's delta accumulator
+    # overwrites it; later ones add to it (Bishop 5.56's sum over consumers).
+    first_into_src_accumulator: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    size: int
+    activation: str | None
+    incoming: tuple[Block, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about a network that does not depend on the weights or the batch."""
+
+    spec: dict[str, Any]
+    order: tuple[str, ...]
+    groups: dict[str, Group]
+    blocks: tuple[Block, ...]
+    input: str
+    output: str
+    loss: str
+
+    @property
+    def n_in(self) -> int:
+        return self.groups[self.input].size
+
+    @property
+    def n_out(self) -> int:
+        return self.groups[self.output].size
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        """The non-input groups in topological order: the ones the forward pass computes."""
+        return self.order[1:]
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes: every block's weight, then every non-input bias."""
+        shapes = {b.name: b.shape for b in self.blocks}
+        shapes.update({g: (self.groups[g].size,) for g in self.order if g != self.input})
+        return shapes
+
+
+def compile_plan(spec: dict[str, Any]) -> Plan:
+    """Compile a spec already passed through ``validate_spec``."""
+    sizes = {g["name"]: g["size"] for g in spec["groups"]}
+    order = topological_order([g["name"] for g in spec["groups"]], spec["connections"])
+    position = {name: i for i, name in enumerate(order)}
+
+    # The backward pass visits groups in reverse topological order and, inside a
+    # group, its incoming blocks in spec order; the first block so visited that
+    # feeds a given source initialises that source's accumulator.
+    visit = sorted(range(len(spec["connections"])),
+                   key=lambda i: -position[spec["connections"][i]["dst"]])
+    first_writer: dict[str, int] = {}
+    for i in visit:
+        first_writer.setdefault(spec["connections"][i]["src"], i)
+
+    blocks = []
+    for i, c in enumerate(spec["connections"]):
+        n_src, n_dst = sizes[c["src"]], sizes[c["dst"]]
+        if c["kind"] == "dense":
+            shape: tuple[int, ...] = (n_dst, n_src)
+            index = None
+        else:
+            index = SparseIndex.from_edges(c["edges"], n_src, n_dst)
+            shape = (index.n_edges,)
+        blocks.append(Block(weight_name(c["src"], c["dst"]), c["src"], c["dst"], c["kind"],
+                            shape, index, first_writer[c["src"]] == i))
+    groups = {
+        g["name"]: Group(g["name"], g["size"], g.get("activation"),
+                         tuple(b for b in blocks if b.dst == g["name"]))
+        for g in spec["groups"]
+    }
+    return Plan(spec, tuple(order), groups, tuple(blocks), spec["input"], spec["output"],
+                spec["loss"])

@@ -1,0 +1,74 @@
+"""Forward and backward propagation, written once against the backend op set.
+
+Nothing here knows which backend runs it: ``ops`` is a backend module, buffers live
+in a ``Workspace``, parameters and gradients in dicts keyed by parameter name.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .plan import Plan
+from .workspace import Workspace
+
+
+def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+            ws: Workspace) -> None:
+    """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
+
+    Groups are visited in topological order; a group's pre-activations are the sum
+    over all its incoming blocks, whichever earlier groups they come from.
+    """
+    for g in plan.computed:
+        group = plan.groups[g]
+        for i, block in enumerate(group.incoming):
+            if block.kind == "dense":
+                ops.dense_forward(params[block.name], ws.z[block.src], ws.a[g], i > 0)
+            else:
+                ops.sparse_forward(params[block.name], indices[block.name], ws.z[block.src],
+                                   ws.a[g], i > 0)
+        ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+
+
+def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: Any) -> float:
+    """The mean loss after ``forward``; leaves the output deltas (5.54) in ``ws.delta``."""
+    out = plan.output
+    return ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out],
+                                     ws.z[out], targets, ws.delta[out])
+
+
+def backward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+             ws: Workspace, targets: Any, grads: dict[str, Any]) -> float:
+    """Error backpropagation after ``forward``; fills ``grads`` and returns the mean loss.
+
+    1. Output deltas from the loss (5.54).
+    2. Groups in reverse topological order: by the time group j is reached, every
+       group it feeds has added w_kj delta_k into j's accumulator, so
+       delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56).
+    3. Each incoming block of a group then gets its weight gradient delta_k z_j
+       (5.53) and adds its share into its source's accumulator.
+    """
+    out = plan.output
+    loss = loss_and_output_delta(ops, plan, ws, targets)
+    for g in reversed(plan.computed):
+        group = plan.groups[g]
+        if g != out:
+            ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g])
+        ops.bias_grad(ws.delta[g], grads[g])
+        for block in group.incoming:
+            w = params[block.name]
+            if block.kind == "dense":
+                ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
+            else:
+                ops.sparse_weight_grad(indices[block.name], ws.delta[g], ws.z[block.src],
+                                       grads[block.name])
+            if block.src == plan.input:
+                continue  # inputs need no delta
+            accumulate = not block.first_into_src_accumulator
+            if block.kind == "dense":
+                ops.dense_backward(w, ws.delta[g], ws.delta[block.src], accumulate)
+            else:
+                ops.sparse_backward(w, indices[block.name], ws.delta[g], ws.delta[block.src],
+                                    accumulate)
+    return loss

@@ -1,0 +1,126 @@
+"""Random and hand-picked network specs for the test suite, and data to go with them.
+
+Covers dense chains, sparse blocks, DAGs with skip connections and groups feeding
+several later groups, every activation, every loss, sizes 1, 3 and 17.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+ELEMENTWISE = ["identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu"]
+OUTPUT_FOR_LOSS = {"sum_of_squares": "identity", "binary_cross_entropy": "sigmoid",
+                   "cross_entropy": "softmax"}
+SIZES = (1, 3, 17)
+
+
+def random_edges(rng: np.random.Generator, n_src: int, n_dst: int, density: float) -> list:
+    """A random edge list, no duplicates, in shuffled order, with at least one edge into every
+    destination unit (a unit with no input sits at a = b, on relu's kink when b = 0)."""
+    covering = rng.integers(0, n_src, size=n_dst) + n_src * np.arange(n_dst)
+    n = max(n_dst, round(density * n_src * n_dst))
+    rest = np.setdiff1d(np.arange(n_src * n_dst), covering)
+    flat = np.concatenate([covering, rng.choice(rest, size=n - n_dst, replace=False)])
+    flat = rng.permutation(flat)
+    return [(flat % n_src).tolist(), (flat // n_src).tolist()]
+
+
+def block(rng: np.random.Generator, src: str, dst: str, sizes: dict, kind: str) -> dict:
+    if kind == "dense":
+        return {"src": src, "dst": dst, "kind": "dense"}
+    density = float(rng.uniform(0.2, 0.7))
+    return {"src": src, "dst": dst, "kind": "sparse",
+            "edges": random_edges(rng, sizes[src], sizes[dst], density)}
+
+
+def chain_spec(sizes: list[int], activation: str, loss: str, kind: str = "dense",
+               output_activation: str | None = None, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    names = ["x"] + [f"h{i}" for i in range(1, len(sizes) - 1)] + ["y"]
+    size_of = dict(zip(names, sizes, strict=True))
+    groups = [{"name": "x", "size": sizes[0]}]
+    groups += [{"name": n, "size": size_of[n], "activation": activation} for n in names[1:-1]]
+    groups.append({"name": "y", "size": sizes[-1],
+                   "activation": output_activation or OUTPUT_FOR_LOSS[loss]})
+    connections = [block(rng, a, b, size_of, kind) for a, b in itertools.pairwise(names)]
+    return {"groups": groups, "connections": connections, "input": "x", "output": "y",
+            "loss": loss}
+
+
+def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None) -> dict:
+    """A random DAG: every group receives from at least one earlier group, feeds at least one
+    later group, and many have extra skip connections; random kinds, activations, sizes."""
+    rng = np.random.default_rng(seed)
+    losses = list(OUTPUT_FOR_LOSS)
+    loss = loss or losses[seed % len(losses)]
+    names = ["x"] + [f"g{i}" for i in range(n_hidden)] + ["y"]
+    sizes = {n: int(rng.choice(SIZES)) for n in names}
+    groups = [{"name": "x", "size": sizes["x"]}]
+    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(ELEMENTWISE))}
+               for n in names[1:-1]]
+    out_act = OUTPUT_FOR_LOSS[loss]
+    if loss == "sum_of_squares":
+        out_act = str(rng.choice(ELEMENTWISE))
+    groups.append({"name": "y", "size": sizes["y"], "activation": out_act})
+    pairs = set()
+    for i in range(1, len(names)):  # an incoming connection for every group
+        pairs.add((names[int(rng.integers(0, i))], names[i]))
+    for i in range(len(names) - 1):  # an outgoing connection for every group
+        if not any(src == names[i] for src, _ in pairs):
+            pairs.add((names[i], names[int(rng.integers(i + 1, len(names)))]))
+    for _ in range(len(names)):  # extra skips
+        i, j = sorted(rng.choice(len(names), size=2, replace=False))
+        pairs.add((names[i], names[j]))
+    ordered = sorted(pairs, key=lambda p: rng.random())  # listed in random order
+    connections = [block(rng, s, d, sizes, str(rng.choice(["dense", "sparse"])))
+                   for s, d in ordered]
+    # shuffle the groups' listing too (input first is not required)
+    order = rng.permutation(len(groups))
+    return {"groups": [groups[k] for k in order], "connections": connections,
+            "input": "x", "output": "y", "loss": loss}
+
+
+def _cases() -> list[tuple[str, dict]]:
+    cases = []
+    for act in ELEMENTWISE:
+        cases.append((f"dense-{act}", chain_spec([3, 17, 3, 3], act, "cross_entropy")))
+    for out_act in ELEMENTWISE:
+        cases.append((f"sse-out-{out_act}",
+                      chain_spec([3, 3, 3], "tanh", "sum_of_squares", output_activation=out_act)))
+    cases.append(("bce", chain_spec([17, 3, 3], "relu", "binary_cross_entropy")))
+    cases.append(("size-1", chain_spec([1, 1, 1], "tanh", "sum_of_squares")))
+    cases.append(("size-1-bce", chain_spec([1, 1, 1], "sigmoid", "binary_cross_entropy")))
+    cases.append(("softmax-1", chain_spec([3, 1, 1], "gelu", "cross_entropy")))
+    cases.append(("sparse-chain", chain_spec([17, 17, 3, 3], "softplus", "cross_entropy",
+                                             kind="sparse", seed=1)))
+    cases.append(("sparse-sse", chain_spec([3, 17, 3], "leaky_relu", "sum_of_squares",
+                                           kind="sparse", seed=2)))
+    for seed in range(6):
+        cases.append((f"dag-{seed}", random_dag_spec(seed)))
+    return cases
+
+
+SPEC_CASES: list[tuple[str, dict]] = _cases()
+
+
+def random_data(spec: dict, batch: int, rng: np.random.Generator,
+                labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (batch, n_in) and targets matching the spec's loss.
+
+    Cross-entropy targets are probability rows, or integer class labels with ``labels``.
+    """
+    sizes = {g["name"]: g["size"] for g in spec["groups"]}
+    n_in, n_out = sizes[spec["input"]], sizes[spec["output"]]
+    X = rng.normal(size=(batch, n_in))
+    loss = spec["loss"]
+    if loss == "sum_of_squares":
+        T = rng.normal(size=(batch, n_out))
+    elif loss == "binary_cross_entropy":
+        T = rng.uniform(size=(batch, n_out))
+    elif labels:
+        T = rng.integers(0, n_out, size=batch)
+    else:
+        T = rng.dirichlet(np.ones(n_out), size=batch)
+    return X, T
