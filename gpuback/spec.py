@@ -136,7 +136,15 @@ def topological_order(group_names: Sequence[str], connections: Sequence[Mapping]
             if indegree[dst] == 0:
                 ready.append(dst)
     if len(order) < len(group_names):
-        on_cycle = [name for name in group_names if indegree[name] > 0]
+        # What Kahn's algorithm left is the cycles and what hangs below them; peel off
+        # groups that feed nothing left, so the message names the cycles' groups.
+        left = {name for name in group_names if indegree[name] > 0}
+        while True:
+            sinks = {n for n in left if not any(d in left for d in consumers[n])}
+            if not sinks:
+                break
+            left -= sinks
+        on_cycle = [name for name in group_names if name in left]
         raise ValueError(f"spec['connections']: the connections form a cycle through {on_cycle}")
     return order
 
