@@ -30,13 +30,13 @@ class Network:
 
     def __init__(self, spec: Mapping[str, Any], backend: str = "numpy", dtype: str = "float64",
                  seed: int = 0) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
+        if seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed}")
         self._ops = get_backend(backend)
         self._plan = compile_plan(validate_spec(spec))
-        self._dtype = np.dtype(dtype)
+        self._dtype = _float_dtype(dtype)
         self._shapes = self._plan.parameter_shapes()
         self._indices = {b.name: self._ops.prepare_index(b.index)
                          for b in self._plan.blocks if b.kind == "sparse"}
@@ -118,3 +118,14 @@ class Network:
         if T.ndim == 1:
             return self._ops.from_host(T, np.int64)
         return self._ops.from_host(T.T, self._dtype)
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` ("float32", "float64", or a NumPy spelling of them) as a NumPy dtype."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if dtype is None or resolved is None or resolved.name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    return resolved

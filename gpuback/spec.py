@@ -246,7 +246,9 @@ def _validate_edges(where: str, edges: Any, n_src: int, n_dst: int) -> list[list
     if arr.ndim != 2 or arr.shape[0] != 2:
         raise ValueError(f"{where}: expected shape (2, E), [[src indices], [dst indices]], "
                          f"got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    if arr.shape[1] == 0:
+        raise ValueError(f"{where}: expected at least one edge, got none")
+    if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{where}: expected integer unit indices, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     for row, side, n in ((0, "src", n_src), (1, "dst", n_dst)):

@@ -140,9 +140,18 @@ def test_set_parameters_accepts_a_subset_and_copies() -> None:
     ({"dtype": "float16"}, ValueError, r"dtype: expected one of \['float32', 'float64'\]"),
     ({"backend": "tpu"}, ValueError, r"backend: expected one of \['numpy'\], got 'tpu'"),
     ({"backend": None}, TypeError, "backend: expected a backend name"),
-    ({"seed": -1}, TypeError, "seed: expected a non-negative integer"),
+    ({"dtype": None}, ValueError, "dtype: expected one of"),
+    ({"dtype": "int32"}, ValueError, "dtype: expected one of"),
+    ({"seed": -1}, ValueError, "seed: expected a non-negative integer, got -1"),
     ({"seed": 1.5}, TypeError, "seed: expected a non-negative integer"),
 ])
 def test_bad_constructor_arguments(kwargs: dict, exc, match: str) -> None:
     with pytest.raises(exc, match=match):
         gpuback.Network(gpuback.mlp_spec([2, 2]), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float32, np.dtype("float32")])
+def test_dtype_spellings(dtype) -> None:
+    net = gpuback.Network(gpuback.mlp_spec([2, 2]), dtype=dtype)
+    assert net.dtype == "float32"
+    assert net.forward(np.ones((1, 2))).dtype == np.float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pathlib
 import re
 
@@ -30,3 +31,20 @@ def test_ci_runs_the_exact_test_command_from_the_readme() -> None:
     command = match.group(1).strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert command in ci.splitlines(), f"{command!r} is not a line of .ci/run"
+
+
+def test_every_backend_exports_the_op_set_with_the_reference_signatures() -> None:
+    from gpuback.backends import _BACKENDS, OP_SET, get_backend
+
+    reference = get_backend("numpy")
+    public = {n for n in dir(reference) if not n.startswith("_")}
+    ops = {n for n in public if callable(getattr(reference, n)) and
+           getattr(getattr(reference, n), "__module__", None) == reference.__name__}
+    assert ops | {"name"} == set(OP_SET)  # the list and the reference agree
+    for backend_name, path in _BACKENDS.items():  # available on this machine or not
+        module = importlib.import_module(path)
+        for op in OP_SET:
+            assert hasattr(module, op), f"backend {backend_name!r} lacks op {op!r}"
+            if callable(getattr(reference, op)):
+                assert inspect.signature(getattr(module, op)) == \
+                    inspect.signature(getattr(reference, op)), f"{backend_name}.{op}"

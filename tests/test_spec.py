@@ -190,6 +190,8 @@ BAD_SPECS = [
      r"expected shape \(2, E\)"),
     ("edges-ragged", _with(["connections", 2, "edges"], [[0, 1], [0]]), ValueError,
      "equal length"),
+    ("edges-empty", _with(["connections", 2, "edges"], [[], []]), ValueError,
+     "expected at least one edge"),
     ("edges-float", _with(["connections", 2, "edges"], [[0.0, 1.5], [0, 1]]), TypeError,
      "integer unit indices"),
     ("src-index-out-of-range", _with(["connections", 2, "edges"], [[0, 4], [1, 0]]),

@@ -10,6 +10,21 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+# The op set: every backend module exports these names, with the signatures of the
+# NumPy reference (gpuback/backends/numpy_backend.py documents each one).
+OP_SET = (
+    "name", "is_available",
+    # buffers
+    "zeros", "from_host", "to_host", "copy_into", "prepare_index",
+    # forward (5.48, 5.49)
+    "dense_forward", "sparse_forward", "bias_activation",
+    # loss and output deltas (5.54)
+    "loss_and_output_delta",
+    # backward (5.56) and gradients (5.53)
+    "dense_backward", "sparse_backward", "activation_delta",
+    "dense_weight_grad", "sparse_weight_grad", "bias_grad",
+)
+
 # name -> module path; later backends (cuda, cpu) register here.
 _BACKENDS = {
     "numpy": "gpuback.backends.numpy_backend",

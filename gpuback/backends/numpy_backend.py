@@ -12,13 +12,15 @@ This module is meant to be read: it is backprop in about a hundred lines.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..plan import SparseIndex
 
 name = "numpy"
 LEAKY_SLOPE = 0.01
-_GELU_C = np.sqrt(2.0 / np.pi)
+_GELU_C = math.sqrt(2.0 / math.pi)  # Python floats: no upcast of float32 arrays
 _GELU_K = 0.044715
 
 
