@@ -73,7 +73,7 @@ def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None) -> di
     for _ in range(len(names)):  # extra skips
         i, j = sorted(rng.choice(len(names), size=2, replace=False))
         pairs.add((names[i], names[j]))
-    ordered = sorted(pairs, key=lambda p: rng.random())  # listed in random order
+    ordered = [p for _, p in sorted((rng.random(), p) for p in sorted(pairs))]  # random order
     connections = [block(rng, s, d, sizes, str(rng.choice(["dense", "sparse"])))
                    for s, d in ordered]
     # shuffle the groups' listing too (input first is not required)
