@@ -29,7 +29,7 @@ class Network:
     """
 
     def __init__(self, spec: Mapping[str, Any], backend: str = "numpy", dtype: str = "float64",
-                 seed: int = 0) -> None:
+                 seed: int = 0, deterministic: bool = False) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
         if seed < 0:
@@ -38,7 +38,9 @@ class Network:
         self._plan = compile_plan(validate_spec(spec))
         self._dtype = _float_dtype(dtype)
         self._shapes = self._plan.parameter_shapes()
-        self._indices = {b.name: self._ops.prepare_index(b.index)
+        if not isinstance(deterministic, bool):
+            raise TypeError(f"deterministic: expected True or False, got {deterministic!r}")
+        self._indices = {b.name: self._ops.prepare_index(b.index, deterministic)
                          for b in self._plan.blocks if b.kind == "sparse"}
         self._params = {k: self._ops.from_host(v, self._dtype)
                         for k, v in initial_parameters(self._plan, int(seed)).items()}
@@ -92,7 +94,7 @@ class Network:
         cross-entropy. The gradient dict has the keys of ``parameters()``.
         """
         ws = self._load_inputs(X)
-        targets = self._load_targets(T, ws.batch)
+        targets = self._load_targets(T, ws)
         propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
         loss = propagation.backward(self._ops, self._plan, self._params, self._indices, ws,
                                     targets, self._grads)
@@ -101,7 +103,7 @@ class Network:
     def _loss(self, X: Any, T: Any) -> float:
         """The mean loss alone: a forward pass, no backward (for finite differences)."""
         ws = self._load_inputs(X)
-        targets = self._load_targets(T, ws.batch)
+        targets = self._load_targets(T, ws)
         propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
         return propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
 
@@ -113,11 +115,13 @@ class Network:
         self._ops.copy_into(self._workspace.z[self._plan.input], X.T)
         return self._workspace
 
-    def _load_targets(self, T: Any, batch: int) -> Any:
-        T = check_targets(T, self._plan.loss, self._plan.n_out, batch)
+    def _load_targets(self, T: Any, ws: Workspace) -> Any:
+        T = check_targets(T, self._plan.loss, self._plan.n_out, ws.batch)
         if T.ndim == 1:
-            return self._ops.from_host(T, np.int64)
-        return self._ops.from_host(T.T, self._dtype)
+            self._ops.copy_into(ws.labels, T)
+            return ws.labels
+        self._ops.copy_into(ws.targets, T.T)
+        return ws.targets
 
 
 def _float_dtype(dtype: Any) -> np.dtype:

@@ -35,7 +35,7 @@ def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: A
     """The mean loss after ``forward``; leaves the output deltas (5.54) in ``ws.delta``."""
     out = plan.output
     return ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out],
-                                     ws.z[out], targets, ws.delta[out])
+                                     ws.z[out], targets, ws.delta[out], ws.losses)
 
 
 def backward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],

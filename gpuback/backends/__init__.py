@@ -1,8 +1,8 @@
 """The backend registry: the one place that knows which backends exist.
 
-Every backend is a module exporting the same op set as ``numpy_backend`` (the
-reference). Orchestration code receives a backend module from ``get_backend`` and
-never asks which one it is.
+Every backend is a module exporting the same op set (``OP_SET``) as
+``numpy_backend``, the reference. Orchestration code receives a backend module from
+``get_backend`` and never asks which one it is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import ModuleType
 # The op set: every backend module exports these names, with the signatures of the
 # NumPy reference (gpuback/backends/numpy_backend.py documents each one).
 OP_SET = (
-    "name", "is_available",
+    "name", "status",
     # buffers
     "zeros", "from_host", "to_host", "copy_into", "prepare_index",
     # forward (5.48, 5.49)
@@ -25,30 +25,44 @@ OP_SET = (
     "dense_weight_grad", "sparse_weight_grad", "bias_grad",
 )
 
-# name -> module path; later backends (cuda, cpu) register here.
+# name -> module path, in the order "auto" prefers them (fastest first).
 _BACKENDS = {
+    "cuda": "gpuback.backends.cuda_backend",
     "numpy": "gpuback.backends.numpy_backend",
 }
+AUTO = "auto"
 
 
 def backend_names() -> list[str]:
-    """Every backend gpuback knows, available on this machine or not."""
+    """Every backend gpuback knows, usable on this machine or not."""
     return list(_BACKENDS)
 
 
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(_BACKENDS[name])
+
+
 def available_backends() -> list[str]:
-    """The backends usable on this machine."""
-    return [n for n in _BACKENDS if importlib.import_module(_BACKENDS[n]).is_available()]
+    """The backends usable on this machine (the simulated cuda backend included)."""
+    return [n for n in _BACKENDS if _module(n).status().usable]
+
+
+def resolve_backend_name(name: str) -> str:
+    """``name`` itself, or for "auto" the first usable backend that is not simulated."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a backend name (str), got {name!r}")
+    if name == AUTO:
+        return next(n for n in _BACKENDS
+                    if _module(n).status().usable and not _module(n).status().simulated)
+    if name not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {[AUTO, *_BACKENDS]}, got {name!r}")
+    return name
 
 
 def get_backend(name: str) -> ModuleType:
-    """The backend module called ``name``; a clear error if it is unknown or unusable."""
-    if not isinstance(name, str):
-        raise TypeError(f"backend: expected a backend name (str), got {name!r}")
-    if name not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {backend_names()}, got {name!r}")
-    module = importlib.import_module(_BACKENDS[name])
-    if not module.is_available():
-        raise RuntimeError(f"backend: {name!r} is not available on this machine; "
-                           f"available backends are {available_backends()}")
+    """The backend module for ``name`` (or "auto"); a clear error if it cannot run here."""
+    module = _module(resolve_backend_name(name))
+    state = module.status()
+    if not state.usable:
+        raise RuntimeError(f"backend: {module.name!r} cannot run here: {state.reason}")
     return module

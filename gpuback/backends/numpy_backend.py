@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..plan import SparseIndex
+from .status import BackendStatus
 
 name = "numpy"
 LEAKY_SLOPE = 0.01
@@ -24,8 +25,8 @@ _GELU_C = math.sqrt(2.0 / math.pi)  # Python floats: no upcast of float32 arrays
 _GELU_K = 0.044715
 
 
-def is_available() -> bool:
-    return True
+def status() -> BackendStatus:
+    return BackendStatus(usable=True, simulated=False, reason="NumPy on the CPU")
 
 
 # --- buffers ---------------------------------------------------------------------------
@@ -49,8 +50,12 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src, casting="unsafe")
 
 
-def prepare_index(index: SparseIndex) -> SparseIndex:
-    """The backend form of a sparse block's index arrays (here: the host arrays)."""
+def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
+    """The backend form of a sparse block's index arrays (here: the host arrays).
+
+    ``deterministic`` asks for a bitwise reproducible backward; ``np.add.at`` adds
+    in edge order, so this backend always is.
+    """
     return index
 
 
@@ -134,12 +139,13 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
 # --- output deltas and the loss (5.54) -----------------------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
-                          t: np.ndarray, delta: np.ndarray) -> float:
+                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray) -> float:
     """Mean loss over the batch, and delta = dE/da for the output units (5.54).
 
     ``t`` is feature-major targets ``(n_out, batch)``, or integer class labels
     ``(batch,)`` for cross-entropy. For the canonical pairings delta = (y - t) / N;
     for sum of squares with a non-identity output, delta = h'(a) (y - t) / N.
+    ``losses`` (batch,) receives the per-sample losses E_n.
     """
     n = a.shape[1]
     if t.ndim == 1:  # class labels: the one-hot target, without building it
@@ -149,22 +155,22 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
         t = target
     if loss == "sum_of_squares":
         diff = y - t
-        value = 0.5 * np.sum(diff * diff)
+        losses[...] = 0.5 * np.sum(diff * diff, axis=0)
         delta[...] = _derivative(activation, a, y) * diff
     elif loss == "binary_cross_entropy":
         # -[t log y + (1 - t) log(1 - y)] with y = sigmoid(a) equals softplus(a) - t a.
-        value = np.sum(np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - t * a)
+        losses[...] = np.sum(np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - t * a, axis=0)
         delta[...] = y - t
     elif loss == "cross_entropy":
         # -sum_k t_k log y_k with log y_k = a_k - logsumexp(a); rows of t sum to 1.
         m = a.max(axis=0, keepdims=True)
         log_y = a - (m + np.log(np.exp(a - m).sum(axis=0, keepdims=True)))
-        value = -np.sum(t * log_y)
+        losses[...] = -np.sum(t * log_y, axis=0)
         delta[...] = y - t
     else:
         raise ValueError(f"loss: unknown {loss!r}")
     delta /= n
-    return float(value) / n
+    return float(np.sum(losses, dtype=np.float64)) / n
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
