@@ -8,6 +8,7 @@ functions.
 
 from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
+from .info import info
 from .network import Network
 from .spec import ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
 
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "gradcheck",
+    "info",
     "mlp_spec",
     "sparse_mlp_spec",
     "validate_spec",

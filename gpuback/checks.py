@@ -12,16 +12,27 @@ from typing import Any
 
 import numpy as np
 
+from .backends import cuda_device
+
 PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
 
 
-def as_numeric_array(name: str, value: Any) -> np.ndarray:
-    """``value`` as a NumPy array of real numbers; TypeError for anything else."""
-    try:
-        arr = np.asarray(value)
-    except ValueError as exc:  # ragged nested sequences
-        raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
-                        f"({exc})") from None
+def _namespace(arr: Any) -> Any:
+    """NumPy for host arrays, CuPy for device arrays (so checks run where the data is)."""
+    return np if isinstance(arr, np.ndarray) else cuda_device.xp()
+
+
+def as_numeric_array(name: str, value: Any) -> Any:
+    """``value`` as an array of real numbers: a device (CuPy) array stays on the device,
+    anything else becomes a NumPy array. TypeError for non-numeric values."""
+    if cuda_device.is_device_array(value):
+        arr = cuda_device.xp().asarray(value)
+    else:
+        try:
+            arr = np.asarray(value)
+        except ValueError as exc:  # ragged nested sequences
+            raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
+                            f"({exc})") from None
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
                                      or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name}: expected a numeric (integer or float) array, "
@@ -30,13 +41,14 @@ def as_numeric_array(name: str, value: Any) -> np.ndarray:
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
+    xp = _namespace(arr)
+    if np.issubdtype(arr.dtype, np.floating) and not bool(xp.isfinite(arr).all()):
+        bad = xp.argwhere(~xp.isfinite(arr))[0].tolist()
         raise ValueError(f"{name}: expected finite values, got {arr[tuple(bad)]} at index "
                          f"{tuple(int(i) for i in bad)}")
 
 
-def check_inputs(X: Any, n_in: int) -> np.ndarray:
+def check_inputs(X: Any, n_in: int) -> Any:
     """X as a (batch, n_in) array of finite numbers, batch >= 1."""
     arr = as_numeric_array("X", X)
     if arr.ndim != 2:
@@ -51,7 +63,7 @@ def check_inputs(X: Any, n_in: int) -> np.ndarray:
     return arr
 
 
-def check_targets(T: Any, loss: str, n_out: int, batch: int) -> np.ndarray:
+def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
     """T checked against the loss: (batch, n_out) rows, or (batch,) labels for cross-entropy.
 
     Cross-entropy rows must be non-negative and sum to 1; binary cross-entropy
@@ -65,7 +77,7 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> np.ndarray:
         if arr.shape[0] != batch:
             raise ValueError(f"T: expected {batch} class labels (one per sample of X), "
                              f"got shape {arr.shape}")
-        bad = np.flatnonzero((arr < 0) | (arr >= n_out))
+        bad = _namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))
         if bad.size:
             raise ValueError(f"T: class labels must lie in [0, {n_out}), got {int(arr[bad[0]])} "
                              f"at index {int(bad[0])}")
@@ -83,7 +95,7 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> np.ndarray:
             raise ValueError(f"T: cross-entropy target rows must be non-negative, got a minimum "
                              f"of {arr.min()}")
         sums = arr.sum(axis=1)
-        off = np.flatnonzero(np.abs(sums - 1.0) > PROBABILITY_ATOL)
+        off = _namespace(arr).flatnonzero(abs(sums - 1.0) > PROBABILITY_ATOL)
         if off.size:
             raise ValueError(f"T: cross-entropy target rows must sum to 1, row {int(off[0])} "
                              f"sums to {sums[off[0]]}")

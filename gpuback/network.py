@@ -26,6 +26,11 @@ class Network:
     compiles ``spec`` (see ``gpuback.spec``), and draws reproducible initial weights
     from ``seed`` (``gpuback.init``). Users pass and receive batch-major
     ``(batch, features)`` NumPy arrays; the engine works feature-major inside.
+
+    ``backend``: "numpy" (the reference), "cuda" (Numba kernels on CuPy memory; NumPy
+    or CuPy inputs), or "auto" (cuda on a usable GPU, else the best CPU backend).
+    ``deterministic``: make the sparse backward bitwise reproducible (the cuda
+    backend then gathers over a CSC index instead of its atomic scatter-add).
     """
 
     def __init__(self, spec: Mapping[str, Any], backend: str = "numpy", dtype: str = "float64",
@@ -87,17 +92,23 @@ class Network:
         propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
         return self._ops.to_host(ws.z[self._plan.output]).T.copy()
 
-    def loss_and_grads(self, X: Any, T: Any) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_grads(self, X: Any, T: Any,
+                       as_device: bool = False) -> tuple[float, dict[str, Any]]:
         """Mean loss over the batch and its gradient for every parameter, by backprop.
 
         ``T`` is ``(batch, n_out)``, or ``(batch,)`` integer class labels for
-        cross-entropy. The gradient dict has the keys of ``parameters()``.
+        cross-entropy. The gradient dict has the keys of ``parameters()``: NumPy
+        copies, or with ``as_device=True`` the backend's own gradient buffers (CuPy
+        arrays on the cuda backend), with no copy; those are overwritten by the next
+        call, so use them (an optimiser step, say) before calling again.
         """
         ws = self._load_inputs(X)
         targets = self._load_targets(T, ws)
         propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
         loss = propagation.backward(self._ops, self._plan, self._params, self._indices, ws,
                                     targets, self._grads)
+        if as_device:
+            return loss, dict(self._grads)
         return loss, {k: self._ops.to_host(v) for k, v in self._grads.items()}
 
     def _loss(self, X: Any, T: Any) -> float:

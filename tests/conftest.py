@@ -1,6 +1,15 @@
-"""Shared fixtures. Test modules import helpers from this directory (random_specs, tolerances)."""
+"""Shared fixtures and the CUDA test modes. Test modules import helpers from this directory
+(random_specs, tolerances).
+
+CUDA modes: a plain ``pytest`` runs the cuda backend under the Numba simulator
+(``NUMBA_ENABLE_CUDASIM=1`` is set here, before anything imports Numba); tests marked
+``gpu`` then skip with their reason. ``pytest -m gpu`` on a machine with an NVIDIA GPU
+leaves the simulator off and runs the same comparisons against CuPy.
+"""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -43,6 +52,28 @@ def data_away_from_kinks(net: gpuback.Network, spec: dict, batch: int,
         if kink_margin(net, X) > margin:
             return X, T
     raise AssertionError("could not draw data away from relu kinks")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    markexpr = (config.getoption("markexpr") or "").replace("not gpu", "")
+    if "gpu" not in markexpr:
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from gpuback.backends import cuda_device
+
+    state = cuda_device.status()
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    for item in items:
+        if "gpu" in item.keywords and (state.simulated or not state.usable):
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs a real NVIDIA GPU; the cuda backend here runs on {state.reason}"
+                       " (on a GPU machine: pip install '.[test,cuda13]' && pytest -m gpu)"))
+        if "sim" in item.keywords and not state.simulated and not in_ci:
+            item.add_marker(pytest.mark.skip(
+                reason="simulator tests need NUMBA_ENABLE_CUDASIM=1 (set by conftest unless "
+                       f"-m gpu is given); the cuda backend here runs on {state.reason}"))
 
 
 @pytest.fixture

@@ -49,14 +49,16 @@ def chain_spec(sizes: list[int], activation: str, loss: str, kind: str = "dense"
             "loss": loss}
 
 
-def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None) -> dict:
+def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None,
+                    sizes: tuple[int, ...] = SIZES) -> dict:
     """A random DAG: every group receives from at least one earlier group, feeds at least one
     later group, and many have extra skip connections; random kinds, activations, sizes."""
     rng = np.random.default_rng(seed)
     losses = list(OUTPUT_FOR_LOSS)
     loss = loss or losses[seed % len(losses)]
     names = ["x"] + [f"g{i}" for i in range(n_hidden)] + ["y"]
-    sizes = {n: int(rng.choice(SIZES)) for n in names}
+    size_choices = sizes
+    sizes = {n: int(rng.choice(size_choices)) for n in names}
     groups = [{"name": "x", "size": sizes["x"]}]
     groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(ELEMENTWISE))}
                for n in names[1:-1]]
@@ -103,6 +105,24 @@ def _cases() -> list[tuple[str, dict]]:
 
 
 SPEC_CASES: list[tuple[str, dict]] = _cases()
+
+
+def _sim_cases() -> list[tuple[str, dict]]:
+    """Smaller cases for the CUDA simulator, where every simulated thread costs ~70 us."""
+    cases = [(f"dense-{act}", chain_spec([3, 4, 3], act, "cross_entropy")) for act in ELEMENTWISE]
+    cases += [(f"sse-out-{act}", chain_spec([2, 3, 2], "tanh", "sum_of_squares",
+                                            output_activation=act))
+              for act in ("identity", "sigmoid", "gelu")]
+    cases.append(("bce", chain_spec([3, 3, 2], "relu", "binary_cross_entropy")))
+    cases.append(("size-1", chain_spec([1, 1, 1], "tanh", "sum_of_squares")))
+    cases.append(("sparse-chain", chain_spec([5, 5, 3, 3], "softplus", "cross_entropy",
+                                             kind="sparse", seed=1)))
+    cases += [(f"dag-{seed}", random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)))
+              for seed in range(3)]
+    return cases
+
+
+SIM_CASES: list[tuple[str, dict]] = _sim_cases()
 
 
 def random_data(spec: dict, batch: int, rng: np.random.Generator,

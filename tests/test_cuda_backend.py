@@ -1,0 +1,181 @@
+"""The cuda backend against the NumPy reference: under the Numba simulator (``sim``, every CI
+run) and on a real GPU with CuPy (``gpu``, ``pytest -m gpu``). Same test bodies for both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import randomise_biases
+from random_specs import SIM_CASES, random_data
+from tolerances import TOLERANCES, rel_error
+
+import gpuback
+from gpuback.backends import cuda_backend, cuda_device
+
+MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
+DTYPES = ["float64", "float32"]
+
+
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    return request.param
+
+
+def _pair(spec: dict, dtype: str, deterministic: bool, rng: np.random.Generator):
+    """A reference network and a cuda network with the same (random-bias) parameters."""
+    ref = gpuback.Network(spec, backend="numpy", dtype=dtype, seed=1)
+    randomise_biases(ref, rng)
+    cuda = gpuback.Network(spec, backend="cuda", dtype=dtype, seed=1,
+                           deterministic=deterministic)
+    cuda.set_parameters(ref.parameters())
+    return ref, cuda
+
+
+def _assert_matches(ref: gpuback.Network, cuda: gpuback.Network, X, T, dtype: str) -> None:
+    tol = TOLERANCES[dtype]["backend"]
+    err = rel_error(cuda.forward(X), ref.forward(X))
+    assert err <= tol, f"forward: {err:.3e}"
+    loss_c, grads_c = cuda.loss_and_grads(X, T)
+    loss_r, grads_r = ref.loss_and_grads(X, T)
+    assert rel_error(loss_c, loss_r) <= tol, f"loss {loss_c!r} vs {loss_r!r}"
+    assert grads_c.keys() == grads_r.keys()
+    errors = {k: rel_error(grads_c[k], grads_r[k]) for k in grads_r}
+    assert max(errors.values()) <= tol, errors
+    assert all(isinstance(g, np.ndarray) and g.dtype == np.dtype(dtype) for g in grads_c.values())
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("case", "spec"), SIM_CASES, ids=[c for c, _ in SIM_CASES])
+def test_cuda_matches_reference(mode: str, case: str, spec: dict, dtype: str,
+                                deterministic: bool) -> None:
+    rng = np.random.default_rng(11)
+    ref, cuda = _pair(spec, dtype, deterministic, rng)
+    X, T = random_data(spec, 3, rng)
+    _assert_matches(ref, cuda, X, T, dtype)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cuda_class_labels_and_batch_sizes(mode: str, batch: int) -> None:
+    spec = dict(SIM_CASES)["dag-2"]
+    assert spec["loss"] == "cross_entropy"
+    rng = np.random.default_rng(batch)
+    ref, cuda = _pair(spec, "float64", False, rng)
+    X, T = random_data(spec, batch, rng, labels=True)
+    _assert_matches(ref, cuda, X, T, "float64")
+    # a second batch size on the same network reallocates its workspace and still agrees
+    X, T = random_data(spec, batch + 2, rng, labels=True)
+    _assert_matches(ref, cuda, X, T, "float64")
+
+
+def test_deterministic_mode_is_bitwise_reproducible(mode: str) -> None:
+    spec = dict(SIM_CASES)["sparse-chain"]
+    rng = np.random.default_rng(5)
+    X, T = random_data(spec, 4, rng)
+    runs = []
+    for _ in range(2):
+        net = gpuback.Network(spec, backend="cuda", dtype="float32", seed=3, deterministic=True)
+        runs.append(net.loss_and_grads(X, T))
+        runs.append(net.loss_and_grads(X, T))
+    loss0, grads0 = runs[0]
+    for loss, grads in runs[1:]:
+        assert loss == loss0
+        for k in grads0:
+            assert np.array_equal(grads[k], grads0[k]), k
+
+
+def test_steady_state_allocates_no_device_memory(mode: str, monkeypatch) -> None:
+    spec = dict(SIM_CASES)["dag-1"]
+    rng = np.random.default_rng(6)
+    net = gpuback.Network(spec, backend="cuda", dtype="float32")
+    X, T = random_data(spec, 4, rng)
+    net.loss_and_grads(X, T, as_device=True)  # first call: allocates the workspace
+
+    calls = []
+    for fn in ("zeros", "from_host"):
+        original = getattr(cuda_backend, fn)
+        monkeypatch.setattr(cuda_backend, fn,
+                            lambda *a, _f=original, _n=fn, **k: calls.append(_n) or _f(*a, **k))
+    pool = None if cuda_device.status().simulated else cuda_device.xp().get_default_memory_pool()
+    before = pool.total_bytes() if pool else None
+    for _ in range(3):
+        net.loss_and_grads(X, T, as_device=True)
+    assert calls == [], f"steady-state steps allocated buffers: {calls}"
+    if pool:  # on a GPU: CuPy's pool took no new memory from the device
+        assert pool.total_bytes() == before
+
+
+def test_as_device_returns_the_backend_gradient_buffers(mode: str) -> None:
+    spec = dict(SIM_CASES)["dense-tanh"]
+    rng = np.random.default_rng(7)
+    net = gpuback.Network(spec, backend="cuda")
+    X, T = random_data(spec, 2, rng)
+    loss_host, grads_host = net.loss_and_grads(X, T)
+    loss_dev, grads_dev = net.loss_and_grads(X, T, as_device=True)
+    assert loss_dev == loss_host
+    xp = cuda_device.xp()
+    for k, g in grads_dev.items():
+        assert isinstance(g, xp.ndarray)
+        np.testing.assert_array_equal(cuda_device.to_numpy(g), grads_host[k])
+
+
+def test_device_inputs_are_accepted(mode: str) -> None:
+    spec = dict(SIM_CASES)["bce"]
+    rng = np.random.default_rng(8)
+    net = gpuback.Network(spec, backend="cuda")
+    X, T = random_data(spec, 3, rng)
+    xp = cuda_device.xp()
+    loss_dev, _ = net.loss_and_grads(xp.asarray(X), xp.asarray(T))
+    loss_host, _ = net.loss_and_grads(X, T)
+    assert loss_dev == loss_host
+    np.testing.assert_array_equal(net.forward(xp.asarray(X)), net.forward(X))
+
+
+def test_auto_never_picks_the_simulator() -> None:
+    net = gpuback.Network(gpuback.mlp_spec([2, 2]), backend="auto")
+    state = cuda_device.status()
+    assert net.backend == ("cuda" if state.usable and not state.simulated else "numpy")
+
+
+def test_cuda_without_a_gpu_says_what_to_install(monkeypatch) -> None:
+    from gpuback.backends.status import BackendStatus
+
+    missing = BackendStatus(False, False, f"CuPy is not installed: {cuda_device.INSTALL_HINT}")
+    monkeypatch.setattr(cuda_backend, "status", lambda: missing)
+    with pytest.raises(RuntimeError, match=r"'cuda' cannot run here: CuPy is not installed.*"
+                                           r"gpuback\[cuda12\].*gpuback\[cuda13\].*'numpy'"):
+        gpuback.Network(gpuback.mlp_spec([2, 2]), backend="cuda")
+    assert gpuback.Network(gpuback.mlp_spec([2, 2]), backend="auto").backend == "numpy"
+
+
+def test_info_reports_backends_and_versions() -> None:
+    report = gpuback.info()
+    assert set(report["backends"]) == {"numpy", "cuda"}
+    assert report["backends"]["numpy"]["usable"]
+    cuda = report["backends"]["cuda"]
+    assert cuda["usable"] == cuda_device.status().usable
+    assert report["numpy"] == np.__version__
+    assert "numba" in report["cuda"] and "cupy" in report["cuda"]
+
+
+INDEPENDENT_CASES = [c for c in SIM_CASES if c[0].startswith(("dag", "sparse", "bce"))]
+
+
+@pytest.mark.parametrize(("case", "spec"), INDEPENDENT_CASES,
+                         ids=[c for c, _ in INDEPENDENT_CASES])
+def test_cuda_matches_the_independent_implementation(mode: str, case: str, spec: dict) -> None:
+    import independent
+
+    rng = np.random.default_rng(13)
+    net = gpuback.Network(spec, backend="cuda", dtype="float64", seed=2)
+    randomise_biases(net, rng)
+    X, T = random_data(spec, 3, rng)
+    params = net.parameters()
+    tol = TOLERANCES["float64"]
+    assert rel_error(net.forward(X), independent.forward(spec, params, X)) \
+        <= tol["independent_forward"]
+    loss, grads = net.loss_and_grads(X, T)
+    assert rel_error(loss, independent.loss(spec, params, X, T)) <= tol["independent_forward"]
+    reference = independent.complex_step_grads(spec, params, X, T)
+    errors = {k: rel_error(grads[k], reference[k]) for k in reference}
+    assert max(errors.values()) <= tol["independent_grad"], errors
