@@ -179,3 +179,13 @@ def test_cuda_matches_the_independent_implementation(mode: str, case: str, spec:
     reference = independent.complex_step_grads(spec, params, X, T)
     errors = {k: rel_error(grads[k], reference[k]) for k in reference}
     assert max(errors.values()) <= tol["independent_grad"], errors
+
+
+@pytest.mark.parametrize(("value", "allowed"), [(None, False), ("0", False), ("", False),
+                                                ("1", True)])
+def test_tf32_is_off_unless_cupy_tf32_is_set(monkeypatch, value, allowed: bool) -> None:
+    if value is None:
+        monkeypatch.delenv("CUPY_TF32", raising=False)
+    else:
+        monkeypatch.setenv("CUPY_TF32", value)
+    assert cuda_device.tf32_allowed() is allowed

@@ -12,6 +12,7 @@ can be slow.
 from __future__ import annotations
 
 import functools
+import os
 from types import ModuleType
 from typing import Any
 
@@ -86,16 +87,37 @@ def copy_into(dst: Any, src: Any) -> None:
         dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
 
 
+def tf32_allowed() -> bool:
+    """Whether float32 dense products may use TensorFloat-32 (CuPy's ``CUPY_TF32=1``).
+
+    Off unless the user sets ``CUPY_TF32=1``: TF32 keeps 10 mantissa bits, far from the
+    float32 tolerances gpuback's tests hold the backend to.
+    """
+    return os.environ.get("CUPY_TF32", "0") not in ("", "0")
+
+
 def gemm(a: Any, b: Any, out: Any, accumulate: bool) -> None:
-    """out (+)= a @ b; ``a`` and ``b`` may be transposed views. cuBLAS on a GPU."""
+    """out (+)= a @ b; ``a`` and ``b`` may be transposed views. cuBLAS on a GPU.
+
+    By default cuBLAS ``sgemm``/``dgemm`` with beta = 1 to accumulate, in the default
+    (full-precision) math mode. With ``CUPY_TF32=1`` float32 products go through
+    ``cupy.matmul``, which then runs them in TF32.
+    """
     if status().simulated:
         if accumulate:
             out += a @ b
         else:
             np.matmul(a, b, out=out)
         return
+    import cupy
     from cupy import cublas
 
+    if out.dtype == np.float32 and tf32_allowed():
+        if accumulate:
+            out += cupy.matmul(a, b)
+        else:
+            cupy.matmul(a, b, out=out)
+        return
     cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=1.0 if accumulate else 0.0)
 
 
