@@ -1,4 +1,5 @@
-"""Sparse-block kernels: forward gather, backward scatter-add and gather, per-edge gradients.
+"""Sparse-block kernels: the gather (forward, and deterministic backward), the scatter-add
+(backward), and per-edge weight gradients.
 
 A sparse block has E edges; edge e connects source unit ``src[e]`` to destination unit
 ``dst[e]`` with weight ``w[e]``. Buffers are feature-major ``(units, batch)`` and the
@@ -13,18 +14,23 @@ from .reduce import LANES, ROWS, block_sum
 from .signatures import INDEX, for_each_dtype
 
 
-def sparse_forward(w, dst_ptr, dst_edges, src, z, a, accumulate):
-    """a[k, n] (+)= sum over edges e into k of w[e] z[src[e], n] (5.48), CSR gather.
+def gather(w, ptr, order, other, x, out, accumulate):
+    """out[r, n] (+)= sum over the edges e of row r of w[e] x[other[e], n]; one thread per
+    (row, sample), summing in a fixed order: no atomics, bitwise reproducible.
 
-    One thread per (destination unit, sample); no atomics.
+    The rows' edges are ``order[ptr[r]:ptr[r + 1]]``. With the CSR-by-destination index
+    (ptr, order = dst_ptr, dst_edges; other = src; x = z) it is the forward pass of a
+    sparse block, a_k = sum_j w_kj z_j (5.48). With the CSC-by-source index (src_ptr,
+    src_edges; other = dst; x = delta) it is the deterministic backward accumulation
+    sum_k w_kj delta_k (5.56).
     """
-    n, k = cuda.grid(2)
-    if k < a.shape[0] and n < a.shape[1]:
-        total = a[k, n] if accumulate else 0.0
-        for i in range(dst_ptr[k], dst_ptr[k + 1]):
-            e = dst_edges[i]
-            total += w[e] * z[src[e], n]
-        a[k, n] = total
+    n, r = cuda.grid(2)
+    if r < out.shape[0] and n < out.shape[1]:
+        total = out[r, n] if accumulate else 0.0
+        for i in range(ptr[r], ptr[r + 1]):
+            e = order[i]
+            total += w[e] * x[other[e], n]
+        out[r, n] = total
 
 
 def scatter_add(w, src, dst, delta, acc):
@@ -38,21 +44,6 @@ def scatter_add(w, src, dst, delta, acc):
     n, e = cuda.grid(2)
     if e < src.shape[0] and n < delta.shape[1]:
         cuda.atomic.add(acc, (src[e], n), w[e] * delta[dst[e], n])
-
-
-def gather_backward(w, src_ptr, src_edges, dst, delta, acc, accumulate):
-    """acc[j, n] (+)= sum over edges e out of j of w[e] delta[dst[e], n] (5.56), CSC gather.
-
-    One thread per (source unit, sample), summing in a fixed order: bitwise
-    reproducible, no atomics.
-    """
-    n, j = cuda.grid(2)
-    if j < acc.shape[0] and n < acc.shape[1]:
-        total = acc[j, n] if accumulate else 0.0
-        for i in range(src_ptr[j], src_ptr[j + 1]):
-            e = src_edges[i]
-            total += w[e] * delta[dst[e], n]
-        acc[j, n] = total
 
 
 def edge_grad(src, dst, delta, z, dw):
@@ -80,12 +71,10 @@ def edge_grad(src, dst, delta, z, dw):
 
 # name -> (kernel function, {dtype: explicit signature})
 KERNELS = {
-    "sparse_forward": (sparse_forward, for_each_dtype(
+    "gather": (gather, for_each_dtype(
         lambda mat, vec: (vec, INDEX, INDEX, INDEX, mat, mat, boolean))),
     "scatter_add": (scatter_add, for_each_dtype(
         lambda mat, vec: (vec, INDEX, INDEX, mat, mat))),
-    "gather_backward": (gather_backward, for_each_dtype(
-        lambda mat, vec: (vec, INDEX, INDEX, INDEX, mat, mat, boolean))),
     "edge_grad": (edge_grad, for_each_dtype(
         lambda mat, vec: (INDEX, INDEX, mat, mat, vec))),
 }

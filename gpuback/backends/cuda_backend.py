@@ -132,9 +132,8 @@ def dense_forward(w: Any, z_src: Any, a_dst: Any, accumulate: bool) -> None:
 def sparse_forward(w: Any, index: DeviceIndex, z_src: Any, a_dst: Any,
                    accumulate: bool) -> None:
     """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): the CSR gather."""
-    kernel = _kernel("sparse", "sparse_forward", _dtype(a_dst))
-    _launch_2d(kernel, a_dst.shape[1], a_dst.shape[0], w, index.dst_ptr, index.dst_edges,
-               index.src, z_src, a_dst, accumulate)
+    _launch_2d(_kernel("sparse", "gather", _dtype(a_dst)), a_dst.shape[1], a_dst.shape[0], w,
+               index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, accumulate)
 
 
 def bias_activation(activation: str, b: Any, a: Any, z: Any) -> None:
@@ -185,7 +184,7 @@ def sparse_backward(w: Any, index: DeviceIndex, delta_dst: Any, acc_src: Any,
     (atomic), or with ``deterministic`` the CSC gather."""
     dtype, n = _dtype(acc_src), acc_src.shape[1]
     if index.deterministic:
-        _launch_2d(_kernel("sparse", "gather_backward", dtype), n, acc_src.shape[0], w,
+        _launch_2d(_kernel("sparse", "gather", dtype), n, acc_src.shape[0], w,
                    index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, accumulate)
         return
     if not accumulate:
