@@ -52,3 +52,10 @@ def test_every_backend_exports_the_op_set_with_the_reference_signatures() -> Non
 
 def _parameters(function) -> list[tuple]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_the_readme_python_example_runs(capsys) -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## In Python\n\n```python\n(.+?)```", readme, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert "PASSED" in capsys.readouterr().out
