@@ -14,6 +14,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -28,8 +29,11 @@ def run_report(*args: str, simulator: bool = False) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     if simulator:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
+    # Run outside the source tree: ``python -m`` puts the working directory first on sys.path,
+    # and the checkout's gpuback/ has no kernels/ inside it (only the installed package does).
     return subprocess.run([sys.executable, "-m", "gpuback.kernel_report", *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                          timeout=600, check=False)
 
 
 def expected_builds() -> set[tuple[str, str, str]]:
