@@ -111,6 +111,10 @@ class Network:
             return loss, dict(self._grads)
         return loss, {k: self._ops.to_host(v) for k, v in self._grads.items()}
 
+    def _optimizer_view(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The backend, the parameter buffers and the gradient buffers, for ``gpuback.optim``."""
+        return self._ops, self._params, self._grads
+
     def _loss(self, X: Any, T: Any) -> float:
         """The mean loss alone: a forward pass, no backward (for finite differences)."""
         ws = self._load_inputs(X)

@@ -23,6 +23,8 @@ OP_SET = (
     # backward (5.56) and gradients (5.53)
     "dense_backward", "sparse_backward", "activation_delta",
     "dense_weight_grad", "sparse_weight_grad", "bias_grad",
+    # optimiser updates, one fused op per parameter buffer
+    "sgd_update", "adam_update",
 )
 
 # name -> module path, in the order "auto" prefers them (fastest first).

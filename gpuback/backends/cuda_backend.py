@@ -216,3 +216,27 @@ def sparse_weight_grad(index: DeviceIndex, delta_dst: Any, z_src: Any, dw: Any) 
 def bias_grad(delta: Any, db: Any) -> None:
     """dE/db_k = sum over the batch of delta_k."""
     _launch_rows(_kernel("reduce", "row_sum", _dtype(db)), db.shape[0], delta, db)
+
+
+# --- optimiser updates ----------------------------------------------------------------------
+
+def _launch_flat(kernel: Any, size: int, *args: Any) -> None:
+    threads = _block_2d()[0] * _block_2d()[1]
+    kernel[(size + threads - 1) // threads, threads](*args)
+
+
+def sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
+               nesterov: bool, weight_decay: float) -> None:
+    """SGD with momentum / Nesterov and L2 decay, one fused kernel over the flat buffer."""
+    flat = [x.reshape(-1) for x in (param, grad, velocity)]
+    _launch_flat(_kernel("optimizer", "sgd", _dtype(param)), param.size, *flat, float(lr),
+                 float(momentum), bool(nesterov), float(weight_decay))
+
+
+def adam_update(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
+                eps: float, weight_decay: float, decoupled: bool, step: int) -> None:
+    """Adam / AdamW, one fused kernel over the flat buffer; bias corrections from the host."""
+    flat = [x.reshape(-1) for x in (param, grad, m, v)]
+    _launch_flat(_kernel("optimizer", "adam", _dtype(param)), param.size, *flat, float(lr),
+                 float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                 1.0 - beta1**step, 1.0 - beta2**step)

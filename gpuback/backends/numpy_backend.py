@@ -211,3 +211,33 @@ def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndar
 def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
     """dE/db_k = sum over the batch of delta_k."""
     np.sum(delta, axis=1, out=db)
+
+
+# --- optimiser updates (one fused op per parameter buffer) --------------------------------
+
+def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
+               momentum: float, nesterov: bool, weight_decay: float) -> None:
+    """g = grad + wd w;  v = mu v + g;  w -= lr (g + mu v if nesterov else v)."""
+    g = grad + weight_decay * param
+    velocity *= momentum
+    velocity += g
+    param -= lr * (g + momentum * velocity if nesterov else velocity)
+
+
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
+                beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                step: int) -> None:
+    """Adam at step t (from 1): L2 decay (g = grad + wd w), or AdamW's decoupled decay
+    (w -= lr wd w); m, v moving averages of g and g^2; w -= lr m_hat / (sqrt(v_hat) + eps)."""
+    if decoupled:
+        param -= lr * weight_decay * param
+        g = grad
+    else:
+        g = grad + weight_decay * param
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    param -= lr * m_hat / (np.sqrt(v_hat) + eps)

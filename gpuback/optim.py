@@ -1,0 +1,189 @@
+"""Optimisers (SGD with momentum / Nesterov, Adam, AdamW) and learning-rate schedules.
+
+An optimiser updates a network's parameters in place from the gradients of its last
+``loss_and_grads``, one fused backend op per parameter buffer (``sgd_update``,
+``adam_update``), so the update runs where the parameters live (on the GPU for the
+cuda backend). Its state (velocities, moment estimates, the step count) lives on
+the same backend and can be saved and restored with ``state_dict`` /
+``load_state_dict``.
+
+Schedules are callables ``step -> factor``; the learning rate at step t (from 0) is
+``lr * schedule(t)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Schedule = Callable[[int], float]
+
+
+def constant() -> Schedule:
+    """The learning rate as given, at every step."""
+    return lambda step: 1.0
+
+
+def step_decay(step_size: int, gamma: float = 0.1) -> Schedule:
+    """Multiply the learning rate by ``gamma`` every ``step_size`` steps."""
+    _check_positive_int("step_size", step_size)
+    _check_positive("gamma", gamma)
+    return lambda step: gamma ** (step // step_size)
+
+
+def cosine(total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> Schedule:
+    """Linear warm-up from 0 over ``warmup_steps``, then a cosine from 1 down to
+    ``min_factor`` at ``total_steps`` (and ``min_factor`` after it)."""
+    _check_positive_int("total_steps", total_steps)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
+            not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warmup_steps: expected an integer in [0, total_steps={total_steps}), "
+                         f"got {warmup_steps!r}")
+    if not 0.0 <= min_factor <= 1.0:
+        raise ValueError(f"min_factor: expected a number in [0, 1], got {min_factor!r}")
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+class Optimizer:
+    """Base class: learning rate, schedule, step count and per-parameter state buffers."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float, weight_decay: float = 0.0,
+                 schedule: Schedule | None = None) -> None:
+        _check_positive("lr", lr)
+        _check_non_negative("weight_decay", weight_decay)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule: expected a callable step -> factor, got {schedule!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.schedule = schedule or constant()
+        self.steps = 0
+        self._state: dict[str, dict[str, Any]] = {}
+        self._ops: Any = None  # the backend the state lives on, set by step / load_state_dict
+
+    def current_lr(self) -> float:
+        """The learning rate the next ``step`` will use."""
+        return self.lr * float(self.schedule(self.steps))
+
+    def step(self, net: Any) -> None:
+        """Update ``net``'s parameters from the gradients of its last ``loss_and_grads``."""
+        ops, params, grads = net._optimizer_view()
+        self._ops = ops
+        lr = self.current_lr()
+        self.steps += 1
+        for name, param in params.items():
+            state = self._state.get(name)
+            if state is None:
+                state = {s: ops.zeros(param.shape, param.dtype) for s in self.state_names}
+                self._state[name] = state
+            self._update(ops, param, grads[name], state, lr)
+
+    def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host (NumPy) copies of the state, with the step count: what a checkpoint stores."""
+        return {"steps": self.steps,
+                "buffers": {name: {s: self._ops.to_host(b) for s, b in state.items()}
+                            for name, state in self._state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], net: Any) -> None:
+        """Restore ``state_dict()`` output onto ``net``'s backend (shapes are checked)."""
+        ops, params, _ = net._optimizer_view()
+        buffers = state.get("buffers", {})
+        for name, named in buffers.items():
+            if name not in params:
+                raise ValueError(f"state: unknown parameter {name!r}")
+            if set(named) != set(self.state_names):
+                raise ValueError(f"state[{name!r}]: expected buffers {list(self.state_names)}, "
+                                 f"got {sorted(named)}")
+            for s, value in named.items():
+                if tuple(np.shape(value)) != tuple(params[name].shape):
+                    raise ValueError(f"state[{name!r}][{s!r}]: expected shape "
+                                     f"{tuple(params[name].shape)}, got {np.shape(value)}")
+        self.steps = int(state.get("steps", 0))
+        self._ops = ops
+        self._state = {name: {s: ops.from_host(np.asarray(v), params[name].dtype)
+                              for s, v in named.items()} for name, named in buffers.items()}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum (optionally Nesterov) and L2 weight decay:
+    g = grad + wd w;  v = momentum v + g;  w -= lr (g + momentum v if nesterov else v)."""
+
+    state_names = ("velocity",)
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
+        super().__init__(lr, weight_decay, schedule)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("nesterov: needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def _update(self, ops, param, grad, state, lr):
+        ops.sgd_update(param, grad, state["velocity"], lr, self.momentum, self.nesterov,
+                       self.weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with L2 weight decay added to the gradient."""
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 schedule: Schedule | None = None) -> None:
+        super().__init__(lr, weight_decay, schedule)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
+        _check_positive("eps", eps)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+
+    def _update(self, ops, param, grad, state, lr):
+        ops.adam_update(param, grad, state["m"], state["v"], lr, self.betas[0], self.betas[1],
+                        self.eps, self.weight_decay, self.decoupled, self.steps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): w -= lr wd w, then the
+    Adam step on the plain gradient."""
+
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01,
+                 schedule: Schedule | None = None) -> None:
+        super().__init__(lr, betas, eps, weight_decay, schedule)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+
+
+def _check_non_negative(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")

@@ -1,0 +1,158 @@
+"""Optimisers against the textbook update formulas, and the cuda kernels against NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from random_specs import SIM_CASES, random_data
+from tolerances import TOLERANCES, rel_error
+
+import gpuback
+from gpuback import optim
+
+SPEC = dict(SIM_CASES)["dag-2"]  # dense and sparse blocks, several groups
+STEPS = 5
+
+
+def _textbook(kind: str, hp: dict):
+    """A per-parameter update written from the papers, one scalar at a time."""
+    def sgd(w, g, state, t, lr):
+        out, vel = [], state.setdefault("v", [0.0] * len(w))
+        for i, (wi, gi) in enumerate(zip(w, g, strict=True)):
+            gi = gi + hp["weight_decay"] * wi
+            vel[i] = hp["momentum"] * vel[i] + gi
+            step = gi + hp["momentum"] * vel[i] if hp["nesterov"] else vel[i]
+            out.append(wi - lr * step)
+        return out
+
+    def adam(w, g, state, t, lr):
+        b1, b2 = hp["betas"]
+        m = state.setdefault("m", [0.0] * len(w))
+        v = state.setdefault("v", [0.0] * len(w))
+        out = []
+        for i, (wi, gi) in enumerate(zip(w, g, strict=True)):
+            if kind == "adamw":
+                wi = wi * (1 - lr * hp["weight_decay"])
+            else:
+                gi = gi + hp["weight_decay"] * wi
+            m[i] = b1 * m[i] + (1 - b1) * gi
+            v[i] = b2 * v[i] + (1 - b2) * gi * gi
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            out.append(wi - lr * m_hat / (math.sqrt(v_hat) + hp["eps"]))
+        return out
+
+    return sgd if kind == "sgd" else adam
+
+
+CONFIGS = {
+    "sgd": ("sgd", dict(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)),
+    "sgd-momentum-wd": ("sgd", dict(lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-2)),
+    "sgd-nesterov": ("sgd", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.0)),
+    "adam": ("adam", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)),
+    "adam-l2": ("adam", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)),
+    "adamw": ("adamw", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)),
+}
+
+
+def _make(kind: str, hp: dict, schedule=None) -> optim.Optimizer:
+    cls = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}[kind]
+    return cls(**hp, schedule=schedule)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_updates_follow_the_textbook_formulas(config: str) -> None:
+    kind, hp = CONFIGS[config]
+    schedule = optim.cosine(total_steps=STEPS, warmup_steps=2, min_factor=0.1)
+    net = gpuback.Network(SPEC, seed=4)
+    opt = _make(kind, hp, schedule)
+    update = _textbook(kind, hp)
+    rng = np.random.default_rng(0)
+    X, T = random_data(SPEC, 6, rng)
+    expected = {k: v.ravel().tolist() for k, v in net.parameters().items()}
+    states: dict[str, dict] = {k: {} for k in expected}
+    for t in range(1, STEPS + 1):
+        _, grads = net.loss_and_grads(X, T)
+        lr = hp["lr"] * schedule(t - 1)
+        assert opt.current_lr() == pytest.approx(lr, rel=1e-15)
+        opt.step(net)
+        for k in expected:
+            expected[k] = update(expected[k], grads[k].ravel().tolist(), states[k], t, lr)
+        params = net.parameters()
+        for k, values in expected.items():
+            assert rel_error(params[k].ravel(), np.array(values)) <= 1e-14, (k, t)
+            expected[k] = params[k].ravel().tolist()  # next step starts from the same point
+    assert opt.steps == STEPS
+
+
+def test_schedules() -> None:
+    assert [optim.constant()(t) for t in (0, 10)] == [1.0, 1.0]
+    decay = optim.step_decay(step_size=3, gamma=0.5)
+    assert [decay(t) for t in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
+    cos = optim.cosine(total_steps=10, warmup_steps=4, min_factor=0.0)
+    assert [cos(t) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cos(4) == 1.0 and cos(10) == pytest.approx(0.0, abs=1e-15)
+    assert cos(7) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 6)))
+    assert cos(25) == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_cuda_optimizer_kernels_match_numpy(config: str, dtype: str) -> None:
+    kind, hp = CONFIGS[config]
+    spec = dict(SIM_CASES)["size-1"]  # tiny: the simulator costs ~70 us a thread
+    rng = np.random.default_rng(1)
+    X, T = random_data(spec, 2, rng)
+    nets = [gpuback.Network(spec, backend=b, dtype=dtype, seed=2) for b in ("numpy", "cuda")]
+    opts = [_make(kind, hp) for _ in nets]
+    for _ in range(2):
+        for net, opt in zip(nets, opts, strict=True):
+            net.loss_and_grads(X, T, as_device=True)
+            opt.step(net)
+    ref, cuda = (n.parameters() for n in nets)
+    for k in ref:
+        assert rel_error(cuda[k], ref[k]) <= TOLERANCES[dtype]["backend"], k
+
+
+def test_state_dict_round_trip_resumes_exactly() -> None:
+    rng = np.random.default_rng(2)
+    X, T = random_data(SPEC, 5, rng)
+    straight = gpuback.Network(SPEC, seed=5)
+    opt = optim.AdamW(lr=1e-2)
+    for _ in range(4):
+        straight.loss_and_grads(X, T)
+        opt.step(straight)
+
+    first = gpuback.Network(SPEC, seed=5)
+    opt1 = optim.AdamW(lr=1e-2)
+    for _ in range(2):
+        first.loss_and_grads(X, T)
+        opt1.step(first)
+    resumed = gpuback.Network(SPEC, seed=99)
+    resumed.set_parameters(first.parameters())
+    opt2 = optim.AdamW(lr=1e-2)
+    opt2.load_state_dict(opt1.state_dict(), resumed)
+    for _ in range(2):
+        resumed.loss_and_grads(X, T)
+        opt2.step(resumed)
+    for k, v in straight.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[k], v)
+
+
+@pytest.mark.parametrize(("factory", "match"), [
+    (lambda: optim.SGD(lr=0), "lr"),
+    (lambda: optim.SGD(lr=float("nan")), "lr"),
+    (lambda: optim.SGD(momentum=1.0), "momentum"),
+    (lambda: optim.SGD(nesterov=True), "nesterov"),
+    (lambda: optim.Adam(betas=(0.9, 1.0)), "betas"),
+    (lambda: optim.Adam(eps=0), "eps"),
+    (lambda: optim.AdamW(weight_decay=-1), "weight_decay"),
+    (lambda: optim.step_decay(0), "step_size"),
+    (lambda: optim.cosine(10, warmup_steps=10), "warmup_steps"),
+    (lambda: optim.cosine(10, min_factor=2.0), "min_factor"),
+])
+def test_bad_optimizer_arguments(factory, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        factory()
