@@ -12,6 +12,7 @@ from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
 from .network import Network
 from .spec import ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
+from .training import TrainingDivergedError
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "GradcheckReport",
     "Network",
     "ParameterCheck",
+    "TrainingDivergedError",
     "__version__",
     "available_backends",
     "gradcheck",

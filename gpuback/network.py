@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import propagation
+from . import propagation, training
 from .backends import get_backend
 from .checks import check_inputs, check_parameters, check_targets
 from .init import initial_parameters
@@ -17,6 +17,7 @@ from .spec import validate_spec
 from .workspace import Workspace
 
 DTYPES = ("float32", "float64")
+MAX_WORKSPACES = 3  # batch sizes kept at once: training, last partial batch, evaluation
 
 
 class Network:
@@ -50,7 +51,8 @@ class Network:
         self._params = {k: self._ops.from_host(v, self._dtype)
                         for k, v in initial_parameters(self._plan, int(seed)).items()}
         self._grads = {k: self._ops.zeros(s, self._dtype) for k, s in self._shapes.items()}
-        self._workspace: Workspace | None = None
+        self._workspace: Workspace | None = None  # the one the last call used
+        self._workspaces: dict[int, Workspace] = {}  # by batch size, a few kept
 
     # --- description ----------------------------------------------------------------------
 
@@ -111,6 +113,34 @@ class Network:
             return loss, dict(self._grads)
         return loss, {k: self._ops.to_host(v) for k, v in self._grads.items()}
 
+    # --- training (gpuback.training) -------------------------------------------------------
+
+    def fit(self, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
+            optimizer: Any = None, validation: tuple[Any, Any] | None = None,
+            shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
+            progress: bool = True) -> dict[str, list]:
+        """Train by mini-batch gradient descent; return the per-epoch history.
+
+        ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``).
+        ``validation``: ``(X_val, T_val)``, evaluated after every epoch.
+        ``shuffle``/``seed``: the batch order, reproducible from the seed.
+        ``early_stopping``: stop after that many epochs without a lower validation
+        loss, keeping the best epoch's weights. ``progress``: a tqdm bar on a terminal.
+        History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
+        ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``.
+        Raises ``gpuback.TrainingDivergedError`` on a NaN or infinite loss or gradient.
+        """
+        return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
+                            seed, early_stopping, progress)
+
+    def predict(self, X: Any, batch_size: int = 1024) -> np.ndarray:
+        """Outputs for every sample of ``X`` (batch-major), in batches of ``batch_size``."""
+        return training.predict(self, X, batch_size)
+
+    def evaluate(self, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
+        """``{"loss": mean loss, "accuracy": fraction correct or None}`` over ``X``, ``T``."""
+        return training.evaluate(self, X, T, batch_size)
+
     def _optimizer_view(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The backend, the parameter buffers and the gradient buffers, for ``gpuback.optim``."""
         return self._ops, self._params, self._grads
@@ -125,10 +155,19 @@ class Network:
     def _load_inputs(self, X: Any) -> Workspace:
         X = check_inputs(X, self._plan.n_in)
         batch = X.shape[0]
-        if self._workspace is None or self._workspace.batch != batch:
-            self._workspace = Workspace.allocate(self._plan, self._ops, self._dtype, batch)
-        self._ops.copy_into(self._workspace.z[self._plan.input], X.T)
-        return self._workspace
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            if len(self._workspaces) >= MAX_WORKSPACES:  # drop the oldest batch size
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[batch] = Workspace.allocate(self._plan, self._ops,
+                                                              self._dtype, batch)
+        self._workspace = ws
+        self._ops.copy_into(ws.z[self._plan.input], X.T)
+        return ws
+
+    def _last_outputs(self) -> np.ndarray:
+        """Host copy of the outputs of the last forward pass, batch-major."""
+        return self._ops.to_host(self._workspace.z[self._plan.output]).T
 
     def _load_targets(self, T: Any, ws: Workspace) -> Any:
         T = check_targets(T, self._plan.loss, self._plan.n_out, ws.batch)

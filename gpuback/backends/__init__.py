@@ -15,7 +15,7 @@ from types import ModuleType
 OP_SET = (
     "name", "status",
     # buffers
-    "zeros", "from_host", "to_host", "copy_into", "prepare_index",
+    "zeros", "from_host", "to_host", "copy_into", "all_finite", "prepare_index",
     # forward (5.48, 5.49)
     "dense_forward", "sparse_forward", "bias_activation",
     # loss and output deltas (5.54)

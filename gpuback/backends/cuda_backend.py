@@ -100,6 +100,11 @@ def copy_into(dst: Any, src: Any) -> None:
     cuda_device.copy_into(dst, src)
 
 
+def all_finite(array: Any) -> bool:
+    """True when no entry is NaN or infinite (one reduction, one sync)."""
+    return bool(cuda_device.xp().isfinite(array).all())
+
+
 @dataclass(frozen=True)
 class DeviceIndex:
     """A sparse block's index arrays on the device, and which backward it uses."""

@@ -50,6 +50,11 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src, casting="unsafe")
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """True when no entry is NaN or infinite."""
+    return bool(np.isfinite(array).all())
+
+
 def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
     """The backend form of a sparse block's index arrays (here: the host arrays).
 
