@@ -6,7 +6,7 @@ delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
 functions.
 """
 
-from . import optim
+from . import checkpoint, optim
 from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
@@ -25,6 +25,7 @@ __all__ = [
     "TrainingDivergedError",
     "__version__",
     "available_backends",
+    "checkpoint",
     "gradcheck",
     "info",
     "mlp_spec",

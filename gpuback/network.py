@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import propagation, training
+from . import checkpoint, propagation, training
 from .backends import get_backend
 from .checks import check_inputs, check_parameters, check_targets
 from .init import initial_parameters
@@ -51,6 +51,7 @@ class Network:
         self._params = {k: self._ops.from_host(v, self._dtype)
                         for k, v in initial_parameters(self._plan, int(seed)).items()}
         self._grads = {k: self._ops.zeros(s, self._dtype) for k, s in self._shapes.items()}
+        self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
         self._workspace: Workspace | None = None  # the one the last call used
         self._workspaces: dict[int, Workspace] = {}  # by batch size, a few kept
 
@@ -118,20 +119,32 @@ class Network:
     def fit(self, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             optimizer: Any = None, validation: tuple[Any, Any] | None = None,
             shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
-            progress: bool = True) -> dict[str, list]:
+            checkpoint: str | None = None, progress: bool = True) -> dict[str, list]:
         """Train by mini-batch gradient descent; return the per-epoch history.
 
         ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``).
         ``validation``: ``(X_val, T_val)``, evaluated after every epoch.
         ``shuffle``/``seed``: the batch order, reproducible from the seed.
         ``early_stopping``: stop after that many epochs without a lower validation
-        loss, keeping the best epoch's weights. ``progress``: a tqdm bar on a terminal.
+        loss, keeping the best epoch's weights. ``checkpoint``: a directory written
+        (with the optimiser) after every epoch; a run that diverges leaves the last
+        good one. ``progress``: a tqdm bar on a terminal.
         History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
         ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``.
         Raises ``gpuback.TrainingDivergedError`` on a NaN or infinite loss or gradient.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
-                            seed, early_stopping, progress)
+                            seed, early_stopping, checkpoint, progress)
+
+    def save(self, path: str, optimizer: Any = None) -> None:
+        """Save to the directory ``path`` (see ``gpuback.checkpoint``), atomically."""
+        checkpoint.save(self, path, optimizer)
+
+    @classmethod
+    def load(cls, path: str, backend: str = "numpy") -> Network:
+        """A network saved with ``save``; ``gpuback.checkpoint.load_optimizer`` restores the
+        optimiser saved beside it."""
+        return checkpoint.load(path, backend)
 
     def predict(self, X: Any, batch_size: int = 1024) -> np.ndarray:
         """Outputs for every sample of ``X`` (batch-major), in batches of ``batch_size``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -22,36 +23,58 @@ import numpy as np
 Schedule = Callable[[int], float]
 
 
-def constant() -> Schedule:
+@dataclass(frozen=True)
+class Constant:
     """The learning rate as given, at every step."""
-    return lambda step: 1.0
+
+    def __call__(self, step: int) -> float:
+        return 1.0
 
 
-def step_decay(step_size: int, gamma: float = 0.1) -> Schedule:
+@dataclass(frozen=True)
+class StepDecay:
     """Multiply the learning rate by ``gamma`` every ``step_size`` steps."""
-    _check_positive_int("step_size", step_size)
-    _check_positive("gamma", gamma)
-    return lambda step: gamma ** (step // step_size)
+
+    step_size: int
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_positive_int("step_size", self.step_size)
+        _check_positive("gamma", self.gamma)
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** (step // self.step_size)
 
 
-def cosine(total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0) -> Schedule:
+@dataclass(frozen=True)
+class Cosine:
     """Linear warm-up from 0 over ``warmup_steps``, then a cosine from 1 down to
     ``min_factor`` at ``total_steps`` (and ``min_factor`` after it)."""
-    _check_positive_int("total_steps", total_steps)
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
-            not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"warmup_steps: expected an integer in [0, total_steps={total_steps}), "
-                         f"got {warmup_steps!r}")
-    if not 0.0 <= min_factor <= 1.0:
-        raise ValueError(f"min_factor: expected a number in [0, 1], got {min_factor!r}")
 
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    total_steps: int
+    warmup_steps: int = 0
+    min_factor: float = 0.0
 
-    return schedule
+    def __post_init__(self) -> None:
+        _check_positive_int("total_steps", self.total_steps)
+        w = self.warmup_steps
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.total_steps:
+            raise ValueError(f"warmup_steps: expected an integer in [0, total_steps="
+                             f"{self.total_steps}), got {w!r}")
+        if not 0.0 <= self.min_factor <= 1.0:
+            raise ValueError(f"min_factor: expected a number in [0, 1], got {self.min_factor!r}")
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi *
+                                                                                progress))
+
+
+SCHEDULES = {"constant": Constant, "step_decay": StepDecay, "cosine": Cosine}
+constant, step_decay, cosine = Constant, StepDecay, Cosine  # the names the docs use
 
 
 class Optimizer:
@@ -67,10 +90,22 @@ class Optimizer:
             raise TypeError(f"schedule: expected a callable step -> factor, got {schedule!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
-        self.schedule = schedule or constant()
+        self.schedule = schedule or Constant()
         self.steps = 0
         self._state: dict[str, dict[str, Any]] = {}
         self._ops: Any = None  # the backend the state lives on, set by step / load_state_dict
+
+    def config(self) -> dict[str, Any]:
+        """The optimiser's class and hyperparameters as plain data (for checkpoints)."""
+        schedule = next((n for n, c in SCHEDULES.items() if type(self.schedule) is c), None)
+        if schedule is None:
+            raise TypeError(f"schedule: only {list(SCHEDULES)} can be saved, got "
+                            f"{self.schedule!r}")
+        return {"type": type(self).__name__, **self._hyperparameters(),
+                "schedule": {"type": schedule, **asdict(self.schedule)}}
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
 
     def current_lr(self) -> float:
         """The learning rate the next ``step`` will use."""
@@ -134,6 +169,10 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "momentum": self.momentum,
+                "nesterov": self.nesterov}
+
     def _update(self, ops, param, grad, state, lr):
         ops.sgd_update(param, grad, state["velocity"], lr, self.momentum, self.nesterov,
                        self.weight_decay)
@@ -154,6 +193,9 @@ class Adam(Optimizer):
         _check_positive("eps", eps)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {**super()._hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
     def _update(self, ops, param, grad, state, lr):
         ops.adam_update(param, grad, state["m"], state["v"], lr, self.betas[0], self.betas[1],
@@ -187,3 +229,22 @@ def _check_non_negative(name: str, value: Any) -> None:
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+
+
+def from_config(config: dict[str, Any]) -> Optimizer:
+    """An optimiser built from ``Optimizer.config()`` output."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer type: expected one of {list(OPTIMIZERS)}, got {kind!r}")
+    schedule = dict(config.pop("schedule", {"type": "constant"}))
+    schedule_kind = schedule.pop("type", None)
+    if schedule_kind not in SCHEDULES:
+        raise ValueError(f"schedule type: expected one of {list(SCHEDULES)}, got "
+                         f"{schedule_kind!r}")
+    if "betas" in config:
+        config["betas"] = tuple(config["betas"])
+    return OPTIMIZERS[kind](**config, schedule=SCHEDULES[schedule_kind](**schedule))

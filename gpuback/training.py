@@ -89,7 +89,7 @@ def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, floa
 def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         optimizer: Optimizer | None = None, validation: tuple[Any, Any] | None = None,
         shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
-        progress: bool = True) -> dict[str, list[float]]:
+        checkpoint: str | None = None, progress: bool = True) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``)."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive integer, got {epochs!r}")
@@ -109,7 +109,6 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation: expected a pair (X_val, T_val)")
         Xv, Tv = _host(net, *validation)
-    rng = np.random.default_rng(seed) if shuffle else None
     history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
@@ -118,6 +117,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     ops = net._optimizer_view()[0]
     for epoch in range(1, epochs + 1):
         start, total, outputs, order = time.perf_counter(), 0.0, [], []
+        # one generator per (seed, epoch number): a resumed run shuffles as an unbroken one
+        rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
         for step, idx in enumerate(_batches(X.shape[0], batch_size, rng), start=1):
             loss, grads = net.loss_and_grads(X[idx], T[idx], as_device=True)
             if not np.isfinite(loss) or not all(ops.all_finite(g) for g in grads.values()):
@@ -134,6 +135,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
         seconds = time.perf_counter() - start
+        net.epochs_trained += 1
         history["loss"].append(total / X.shape[0])
         history["accuracy"].append(accuracy(net._plan.loss, np.concatenate(outputs),
                                             T[np.concatenate(order)]))
@@ -142,14 +144,16 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             result = evaluate(net, Xv, Tv, batch_size=max(batch_size, 256))
             history["val_loss"].append(result["loss"])
             history["val_accuracy"].append(result["accuracy"])
-            if early_stopping is not None:
-                if result["loss"] < best:
-                    best, best_params, waited = result["loss"], net.parameters(), 0
-                else:
-                    waited += 1
-                    if waited >= early_stopping:
-                        net.set_parameters(best_params)  # keep the best epoch's weights
-                        break
+        if checkpoint is not None:
+            net.save(checkpoint, optimizer)
+        if early_stopping is not None:  # (validation is required with it)
+            if result["loss"] < best:
+                best, best_params, waited = result["loss"], net.parameters(), 0
+            else:
+                waited += 1
+                if waited >= early_stopping:
+                    net.set_parameters(best_params)  # keep the best epoch's weights
+                    break
     if bar is not None:
         bar.close()
     return history

@@ -1,0 +1,138 @@
+"""Checkpoints: round trips, resume equivalence, interrupted saves, divergence, bad files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import gpuback
+from gpuback import checkpoint, optim
+from gpuback.checkpoint import CheckpointError
+
+
+def _problem(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def _spec() -> dict:
+    return gpuback.sparse_mlp_spec([5, 8, 6, 2], density=0.5, seed=1, activation="tanh")
+
+
+def _optimizer() -> optim.Optimizer:
+    return optim.AdamW(lr=1e-2, schedule=optim.cosine(total_steps=40, warmup_steps=5))
+
+
+def _assert_same_parameters(a: gpuback.Network, b: gpuback.Network) -> None:
+    pa, pb = a.parameters(), b.parameters()
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_round_trip(tmp_path, dtype: str) -> None:
+    net = gpuback.Network(_spec(), dtype=dtype, seed=3)
+    net.save(tmp_path / "model")
+    again = gpuback.Network.load(tmp_path / "model")
+    assert again.spec == net.spec and again.dtype == dtype
+    _assert_same_parameters(again, net)
+    assert checkpoint.load_optimizer(tmp_path / "model", again) is None
+
+
+def test_resume_equals_training_straight_through(tmp_path) -> None:
+    X, y = _problem()
+    straight = gpuback.Network(_spec(), seed=2)
+    straight.fit(X, y, epochs=4, batch_size=16, optimizer=_optimizer(), seed=9, progress=False)
+
+    first = gpuback.Network(_spec(), seed=2)
+    opt = _optimizer()
+    first.fit(X, y, epochs=2, batch_size=16, optimizer=opt, seed=9, progress=False)
+    first.save(tmp_path / "ckpt", opt)
+    resumed = gpuback.Network.load(tmp_path / "ckpt")
+    resumed_opt = checkpoint.load_optimizer(tmp_path / "ckpt", resumed)
+    assert resumed.epochs_trained == 2 and resumed_opt.steps == opt.steps
+    assert resumed_opt.config() == opt.config()
+    resumed.fit(X, y, epochs=2, batch_size=16, optimizer=resumed_opt, seed=9, progress=False)
+    _assert_same_parameters(resumed, straight)  # bitwise
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    import safetensors.numpy
+
+    X, y = _problem()
+    net = gpuback.Network(_spec(), seed=4)
+    opt = _optimizer()
+    net.save(tmp_path / "ckpt", opt)
+    before = gpuback.Network.load(tmp_path / "ckpt")
+    net.fit(X, y, epochs=1, optimizer=opt, progress=False)
+
+    calls = []
+
+    def crash_on_second_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the weights are written, the optimiser state is not
+            raise KeyboardInterrupt("power cut")
+        return real(tensors, filename, metadata)
+
+    real = safetensors.numpy.save_file
+    monkeypatch.setattr(safetensors.numpy, "save_file", crash_on_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        net.save(tmp_path / "ckpt", opt)
+    monkeypatch.undo()
+    _assert_same_parameters(gpuback.Network.load(tmp_path / "ckpt"), before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no half directories left
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path) -> None:
+    X, _ = _problem()
+    T = X[:, :2] * 3.0
+    net = gpuback.Network(gpuback.mlp_spec([5, 8, 2], activation="identity",
+                                           loss="sum_of_squares"), seed=5)
+    opt = optim.SGD(lr=0.01)
+    net.fit(X, T, epochs=1, optimizer=opt, checkpoint=str(tmp_path / "ckpt"), progress=False)
+    opt.lr = 1e3  # a linear network with this step size grows without bound
+    with pytest.raises(gpuback.TrainingDivergedError, match=r"epoch \d+, step \d+") as info:
+        net.fit(X, T, epochs=5, optimizer=opt, checkpoint=str(tmp_path / "ckpt"),
+                progress=False)
+    failed_epoch = int(re.search(r"epoch (\d+)", str(info.value))[1])
+    kept = gpuback.Network.load(tmp_path / "ckpt")
+    # the checkpoint is the one written after the last epoch that finished: 1 + (failed - 1)
+    assert kept.epochs_trained == failed_epoch
+    assert all(np.isfinite(v).all() for v in kept.parameters().values())
+    assert checkpoint.load_optimizer(tmp_path / "ckpt", kept) is not None
+
+
+def test_load_errors(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        gpuback.Network.load(tmp_path / "nothing")
+    net = gpuback.Network(_spec())
+    net.save(tmp_path / "a")
+    (tmp_path / "a" / "weights.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        gpuback.Network.load(tmp_path / "a")
+
+    net.save(tmp_path / "b")
+    (tmp_path / "b" / "network.json").write_text("{")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        gpuback.Network.load(tmp_path / "b")
+
+    net.save(tmp_path / "c")
+    other = gpuback.Network(gpuback.mlp_spec([5, 8, 6, 2]))  # same names, other shapes
+    other.save(tmp_path / "d")
+    meta = json.loads((tmp_path / "c" / "network.json").read_text())
+    (tmp_path / "d" / "network.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"'\w+->\w+' is float64 \(\d+, \d+\), expected "
+                                              r"float64 \(\d+,\)"):
+        gpuback.Network.load(tmp_path / "d")
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not a gpuback checkpoint; refusing"):
+        net.save(tmp_path / "e")
+    assert (tmp_path / "e" / "notes.txt").read_text() == "mine"
