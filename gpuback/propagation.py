@@ -14,11 +14,14 @@ from .workspace import Workspace
 
 
 def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
-            ws: Workspace) -> None:
+            ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
     """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
 
     Groups are visited in topological order; a group's pre-activations are the sum
     over all its incoming blocks, whichever earlier groups they come from.
+    ``nudge = (group, unit, amount)`` adds ``amount`` to that unit's pre-activation
+    a_j in every sample, before its activation: how ``gpuback explain`` measures
+    dE/da_j by perturbing a_j itself.
     """
     for g in plan.computed:
         group = plan.groups[g]
@@ -28,6 +31,8 @@ def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[s
             else:
                 ops.sparse_forward(params[block.name], indices[block.name], ws.z[block.src],
                                    ws.a[g], i > 0)
+        if nudge is not None and nudge[0] == g:
+            ws.a[g][nudge[1]] += nudge[2]
         ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
 
 
