@@ -6,7 +6,7 @@ delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
 functions.
 """
 
-from . import checkpoint, optim
+from . import checkpoint, datasets, optim
 from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "checkpoint",
+    "datasets",
     "gradcheck",
     "info",
     "mlp_spec",
