@@ -54,8 +54,14 @@ def _parameters(function) -> list[tuple]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
 
-def test_the_readme_python_example_runs(capsys) -> None:
+def test_the_readme_python_examples_run(capsys, tmp_path, monkeypatch) -> None:
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"## In Python\n\n```python\n(.+?)```", readme, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
-    assert "PASSED" in capsys.readouterr().out
+    blocks = re.findall(r"```python\n(.+?)```", readme, re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)  # the training example writes run/model
+    namespace: dict = {}
+    for code in blocks:  # in order: later blocks use names from earlier ones
+        exec(compile(code, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "PASSED" in out and "'accuracy'" in out
+    assert namespace["opt_again"].steps == namespace["opt"].steps
