@@ -38,6 +38,9 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary dir
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in net.parameters().items()},
                   str(staging / WEIGHTS))
