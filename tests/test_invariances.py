@@ -9,6 +9,7 @@ from random_specs import SPEC_CASES, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
+from gpuback.explain import DEMO_SPEC
 
 DTYPES = ["float64", "float32"]
 
@@ -105,34 +106,17 @@ def test_order_of_groups_and_connections_in_the_spec_does_not_matter() -> None:
 
 # --- the seed question: a unit feeding several groups gets the sum (5.55, 5.56) ----------
 
-FAN_OUT_SPEC = {
-    # h feeds g1 (dense), g2 (sparse) and, skipping a layer, y itself.
-    "groups": [{"name": "x", "size": 3}, {"name": "h", "size": 4, "activation": "tanh"},
-               {"name": "g1", "size": 3, "activation": "sigmoid"},
-               {"name": "g2", "size": 2, "activation": "softplus"},
-               {"name": "y", "size": 2, "activation": "identity"}],
-    "connections": [
-        {"src": "x", "dst": "h", "kind": "dense"},
-        {"src": "h", "dst": "g1", "kind": "dense"},
-        {"src": "h", "dst": "g2", "kind": "sparse", "edges": [[0, 1, 3, 3], [0, 1, 0, 1]]},
-        {"src": "g1", "dst": "y", "kind": "dense"},
-        {"src": "g2", "dst": "y", "kind": "dense"},
-        {"src": "h", "dst": "y", "kind": "dense"},
-    ],
-    "input": "x", "output": "y", "loss": "sum_of_squares",
-}
-
-
 def test_unit_feeding_several_groups_receives_the_sum_of_all_contributions() -> None:
     rng = np.random.default_rng(3)
-    net = gpuback.Network(FAN_OUT_SPEC)
+    # h feeds g1 (dense), g2 (sparse) and, skipping a layer, y itself.
+    net = gpuback.Network(DEMO_SPEC)
     randomise_biases(net, rng)
     p = net.parameters()
     x, t = rng.normal(size=(1, 3)), rng.normal(size=(1, 2))
     _, grads = net.loss_and_grads(x, t)
     # With one sample, a group's bias gradient is its delta vector (dE/db_k = delta_k).
     delta_g1, delta_g2, delta_y = grads["g1"], grads["g2"], grads["y"]
-    src, dst = FAN_OUT_SPEC["connections"][2]["edges"]
+    src, dst = DEMO_SPEC["connections"][2]["edges"]
     via_g1 = p["h->g1"].T @ delta_g1
     via_g2 = np.zeros(4)
     np.add.at(via_g2, src, p["h->g2"] * delta_g2[dst])
