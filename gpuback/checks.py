@@ -17,6 +17,15 @@ from .backends import cuda_device
 PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
 
 
+def check_int(where: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``: TypeError if it is not an integer, else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{where}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
 def _namespace(arr: Any) -> Any:
     """NumPy for host arrays, CuPy for device arrays (so checks run where the data is)."""
     return np if isinstance(arr, np.ndarray) else cuda_device.xp()

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_int
+
 Schedule = Callable[[int], float]
 
 
@@ -39,7 +41,7 @@ class StepDecay:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_positive_int("step_size", self.step_size)
+        check_int("step_size", self.step_size, 1)
         _check_positive("gamma", self.gamma)
 
     def __call__(self, step: int) -> float:
@@ -56,7 +58,7 @@ class Cosine:
     min_factor: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_positive_int("total_steps", self.total_steps)
+        check_int("total_steps", self.total_steps, 1)
         w = self.warmup_steps
         if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.total_steps:
             raise ValueError(f"warmup_steps: expected an integer in [0, total_steps="
@@ -226,9 +228,6 @@ def _check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_int
+
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "softmax")
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
 LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy")
@@ -158,14 +160,6 @@ def _check_keys(where: str, obj: Mapping, required: set[str], allowed: set[str])
         raise ValueError(f"{where}: unknown key(s) {unknown}, expected only {sorted(allowed)}")
 
 
-def _check_int(where: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{where}: expected an integer >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_group_ref(where: str, value: Any, sizes: Mapping[str, int]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{where}: expected a group name (str), got {value!r}")
@@ -193,7 +187,7 @@ def _validate_groups(groups: Any) -> list[dict[str, Any]]:
         if name in seen:
             raise ValueError(f"{where}['name']: duplicate group name {name!r}")
         seen.add(name)
-        group: dict[str, Any] = {"name": name, "size": _check_int(f"{where}['size']", g["size"], 1)}
+        group: dict[str, Any] = {"name": name, "size": check_int(f"{where}['size']", g["size"], 1)}
         if "activation" in g:
             group["activation"] = g["activation"]
         out.append(group)

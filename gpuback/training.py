@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .backends import cuda_device
-from .checks import check_inputs, check_targets
+from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
@@ -46,13 +46,6 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
         yield order[start:start + batch_size]
 
 
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
 def _host(net: Any, X: Any, T: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Validated host copies of a whole data set (batches are sliced from them)."""
     X = _to_numpy(check_inputs(X, net._plan.n_in))
@@ -67,7 +60,7 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     """Outputs for every sample of ``X``, computed ``batch_size`` samples at a time."""
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_int("batch_size", batch_size, 1)
     X, _ = _host(net, X)
     return np.concatenate([net.forward(X[i:i + batch_size])
                            for i in range(0, X.shape[0], batch_size)])
@@ -75,7 +68,7 @@ def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
 
 def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
     """Mean loss and accuracy (None for sum of squares) over the whole of ``X``, ``T``."""
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_int("batch_size", batch_size, 1)
     X, T = _host(net, X, T)
     total, outputs = 0.0, []
     for i in range(0, X.shape[0], batch_size):
@@ -91,9 +84,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
         checkpoint: str | None = None, progress: bool = True) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``)."""
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs: expected a positive integer, got {epochs!r}")
-    batch_size = _check_batch_size(batch_size)
+    check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if optimizer is None:
         optimizer = Adam()
     if not isinstance(optimizer, Optimizer):
