@@ -30,6 +30,14 @@ class UsageError(Exception):
     """Bad input the user can fix; printed as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage block), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -44,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpuback", description="Backpropagation for "
+    parser = _Parser(prog="gpuback", description="Backpropagation for "
                                      "feed-forward networks (Bishop PRML 5.3).")
     sub = parser.add_subparsers(dest="command", required=True)
 

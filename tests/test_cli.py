@@ -66,6 +66,16 @@ def test_errors_are_one_line_without_traceback(argv, message: str, capsys, tmp_p
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [["train", "--epochs", "many"], ["frobnicate"], [],
+                                  ["train", "--optimizer", "lbfgs"]])
+def test_bad_arguments_are_one_line_too(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == EXIT_USAGE
+    assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
 def test_malformed_data_file(tmp_path, capsys) -> None:
     (tmp_path / "bad.csv").write_text("1,2,0\n3,x,1\n")
     assert main(["train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path)]) == \
