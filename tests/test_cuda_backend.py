@@ -134,7 +134,14 @@ def test_device_inputs_are_accepted(mode: str) -> None:
 def test_auto_never_picks_the_simulator() -> None:
     net = gpuback.Network(gpuback.mlp_spec([2, 2]), backend="auto")
     state = cuda_device.status()
-    assert net.backend == ("cuda" if state.usable and not state.simulated else "numpy")
+    assert net.backend == ("cuda" if state.usable and not state.simulated else
+                           _best_cpu_backend())
+
+
+def _best_cpu_backend() -> str:
+    from gpuback.backends import cpu_backend
+
+    return "cpu" if cpu_backend.status().usable else "numpy"
 
 
 def test_cuda_without_a_gpu_says_what_to_install(monkeypatch) -> None:
@@ -145,12 +152,13 @@ def test_cuda_without_a_gpu_says_what_to_install(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match=r"'cuda' cannot run here: CuPy is not installed.*"
                                            r"gpuback\[cuda12\].*gpuback\[cuda13\].*'numpy'"):
         gpuback.Network(gpuback.mlp_spec([2, 2]), backend="cuda")
-    assert gpuback.Network(gpuback.mlp_spec([2, 2]), backend="auto").backend == "numpy"
+    assert gpuback.Network(gpuback.mlp_spec([2, 2]), backend="auto").backend == \
+        _best_cpu_backend()
 
 
 def test_info_reports_backends_and_versions() -> None:
     report = gpuback.info()
-    assert set(report["backends"]) == {"numpy", "cuda"}
+    assert set(report["backends"]) == {"numpy", "cpu", "cuda"}
     assert report["backends"]["numpy"]["usable"]
     cuda = report["backends"]["cuda"]
     assert cuda["usable"] == cuda_device.status().usable

@@ -139,7 +139,7 @@ def test_set_parameters_accepts_a_subset_and_copies() -> None:
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [
     ({"dtype": "float16"}, ValueError, r"dtype: expected one of \['float32', 'float64'\]"),
     ({"backend": "tpu"}, ValueError,
-     r"backend: expected one of \['auto', 'cuda', 'numpy'\], got 'tpu'"),
+     r"backend: expected one of \['auto', 'cuda', 'cpu', 'numpy'\], got 'tpu'"),
     ({"backend": None}, TypeError, "backend: expected a backend name"),
     ({"dtype": None}, ValueError, "dtype: expected one of"),
     ({"dtype": "int32"}, ValueError, "dtype: expected one of"),

@@ -30,6 +30,7 @@ OP_SET = (
 # name -> module path, in the order "auto" prefers them (fastest first).
 _BACKENDS = {
     "cuda": "gpuback.backends.cuda_backend",
+    "cpu": "gpuback.backends.cpu_backend",
     "numpy": "gpuback.backends.numpy_backend",
 }
 AUTO = "auto"
