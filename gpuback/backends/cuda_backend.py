@@ -64,9 +64,10 @@ def _launch_2d(kernel: Any, n_cols: int, n_rows: int, *args: Any) -> None:
     kernel[grid, (bx, by)](*args)
 
 
-def _launch_per_sample(kernel: Any, n_samples: int, *args: Any) -> None:
+def _launch_1d(kernel: Any, n_threads: int, *args: Any) -> None:
+    """One thread per sample (loss, softmax) or per element (optimiser updates)."""
     threads = _block_2d()[0] * _block_2d()[1]
-    kernel[(n_samples + threads - 1) // threads, threads](*args)
+    kernel[(n_threads + threads - 1) // threads, threads](*args)
 
 
 def _launch_rows(kernel: Any, n_rows: int, *args: Any) -> None:
@@ -146,7 +147,7 @@ def bias_activation(activation: str, b: Any, a: Any, z: Any) -> None:
     from ..kernels.activation import CODES
 
     if activation == "softmax":
-        _launch_per_sample(_kernel("activation", "softmax_bias", _dtype(a)), a.shape[1], a, b, z)
+        _launch_1d(_kernel("activation", "softmax_bias", _dtype(a)), a.shape[1], a, b, z)
     else:
         _launch_2d(_kernel("activation", "bias_activation", _dtype(a)), a.shape[1], a.shape[0],
                    a, b, z, CODES[activation])
@@ -172,7 +173,7 @@ def loss_and_output_delta(loss: str, activation: str, a: Any, y: Any, t: Any, de
         args = (a, y, t, delta, losses, inv_batch)
     else:
         args = (a, y, t, delta, losses, inv_batch)
-    _launch_per_sample(_kernel("loss", loss, dtype), n, *args)
+    _launch_1d(_kernel("loss", loss, dtype), n, *args)
     return float(np.sum(to_host(losses), dtype=np.float64)) * inv_batch
 
 
@@ -225,16 +226,11 @@ def bias_grad(delta: Any, db: Any) -> None:
 
 # --- optimiser updates ----------------------------------------------------------------------
 
-def _launch_flat(kernel: Any, size: int, *args: Any) -> None:
-    threads = _block_2d()[0] * _block_2d()[1]
-    kernel[(size + threads - 1) // threads, threads](*args)
-
-
 def sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
                nesterov: bool, weight_decay: float) -> None:
     """SGD with momentum / Nesterov and L2 decay, one fused kernel over the flat buffer."""
     flat = [x.reshape(-1) for x in (param, grad, velocity)]
-    _launch_flat(_kernel("optimizer", "sgd", _dtype(param)), param.size, *flat, float(lr),
+    _launch_1d(_kernel("optimizer", "sgd", _dtype(param)), param.size, *flat, float(lr),
                  float(momentum), bool(nesterov), float(weight_decay))
 
 
@@ -242,6 +238,6 @@ def adam_update(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, 
                 eps: float, weight_decay: float, decoupled: bool, step: int) -> None:
     """Adam / AdamW, one fused kernel over the flat buffer; bias corrections from the host."""
     flat = [x.reshape(-1) for x in (param, grad, m, v)]
-    _launch_flat(_kernel("optimizer", "adam", _dtype(param)), param.size, *flat, float(lr),
+    _launch_1d(_kernel("optimizer", "adam", _dtype(param)), param.size, *flat, float(lr),
                  float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
                  1.0 - beta1**step, 1.0 - beta2**step)
