@@ -11,8 +11,8 @@ loss and optimiser step with the same formulas. Nothing here imports a Numba tar
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 IDENTITY, TANH, SIGMOID, RELU, LEAKY_RELU, SOFTPLUS, GELU = range(7)

@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it;
+# no NaN/Inf assumptions, so non-finite values still propagate.
+SUM_IN_ANY_ORDER = {"reassoc", "contract"}
+
 
 @njit(parallel=True, cache=True)
 def gather(w, ptr, order, other, x, out, accumulate):  # pragma: no cover - compiled
@@ -32,9 +36,13 @@ def gather(w, ptr, order, other, x, out, accumulate):  # pragma: no cover - comp
                 row[s] += we * src[s]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=SUM_IN_ANY_ORDER)
 def edge_grad(src, dst, delta, z, dw):  # pragma: no cover - compiled
-    """dw[e] = sum over the batch of delta[dst[e], :] z[src[e], :] (5.53), per edge."""
+    """dw[e] = sum over the batch of delta[dst[e], :] z[src[e], :] (5.53), per edge.
+
+    Summed in float64 (as the CUDA kernel does), in SIMD lanes: the reassociation
+    ``SUM_IN_ANY_ORDER`` allows is fixed at compile time, so results are reproducible.
+    """
     n = z.shape[1]
     for e in prange(src.shape[0]):
         d = delta[dst[e]]
