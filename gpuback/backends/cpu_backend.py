@@ -1,10 +1,15 @@
-"""The cpu backend: the NumPy reference's op set, with Numba kernels for sparse blocks.
+"""The cpu backend: the reference op set as Numba kernels and BLAS, shared over the cores.
 
-Dense blocks are BLAS products on contiguous feature-major buffers (as in the
-reference). Sparse blocks, where the reference's ``np.add.at`` is slow, run as Numba
-``parallel=True`` kernels (``cpu_kernels``): the forward CSR gather, the backward
-CSC gather (race-free, deterministic) and per-edge weight gradients. Needs Numba
-(``pip install numba``, or any extra that brings it).
+Dense blocks are BLAS products on contiguous feature-major buffers, each split into
+one block of rows per core (``cpu_threads.run_product``). Everything else is a Numba
+kernel (``cpu_kernels``) that mirrors the CUDA kernel of the same op: the sparse
+forward gathers over a CSR-by-destination index; the sparse backward accumulation
+sum_k w_kj delta_k gathers over the CSC-by-source index (race-free and deterministic,
+like the cuda backend's ``deterministic=True``); weight gradients are per edge; bias +
+activation, h'(a) * acc, the losses and the optimiser steps are each one fused pass.
+Each op hands one range of rows, samples or elements to each core (``cpu_threads``).
+
+Needs Numba and threadpoolctl (both installed with gpuback).
 """
 
 from __future__ import annotations
@@ -15,63 +20,191 @@ from typing import Any
 import numpy as np
 
 from ..plan import SparseIndex
-from . import numpy_backend
-from .numpy_backend import (  # noqa: F401  (re-exported: the rest of the op set)
-    activation_delta,
-    adam_update,
+from . import cpu_threads, numpy_backend
+from .numpy_backend import (  # noqa: F401  (re-exported: the buffer ops are the reference's)
     all_finite,
-    bias_activation,
-    bias_grad,
     copy_into,
-    dense_backward,
-    dense_forward,
-    dense_weight_grad,
     from_host,
-    loss_and_output_delta,
-    sgd_update,
     to_host,
     zeros,
 )
 from .status import BackendStatus
 
 name = "cpu"
+# Activations whose forward runs as NumPy's SIMD ufuncs (tanh; exp and log1p) on each
+# core's rows: a Numba kernel calls the scalar libm functions, measured 37x (tanh) and
+# 7x (softplus) slower. Every other activation, and every derivative, is a Numba kernel.
+UFUNC_ACTIVATIONS = frozenset({"tanh", "softplus"})
 
 
 @functools.cache
 def status() -> BackendStatus:
     try:
         import numba
-    except ImportError:
-        return BackendStatus(False, False, "Numba is not installed: pip install numba "
-                                           "(or use backend='numpy')")
-    return BackendStatus(True, False, f"Numba {numba.__version__} parallel kernels on the CPU")
+        import threadpoolctl  # noqa: F401
+    except ImportError as error:
+        return BackendStatus(False, False, f"{error.name} is not installed: pip install "
+                                           f"numba threadpoolctl (or use backend='numpy')")
+    return BackendStatus(True, False, f"Numba {numba.__version__} kernels and BLAS on "
+                                      f"{cpu_threads.core_count()} CPU cores")
 
 
+@functools.cache
 def _kernels() -> Any:
     from . import cpu_kernels
 
     return cpu_kernels
 
 
+def _codes() -> dict[str, int]:
+    from ..kernels.scalar import CODES
+
+    return CODES
+
+
+def _by_rows(kernel: Any, array: np.ndarray, *args: Any) -> None:
+    """``kernel(lo, hi, *args)`` over the rows of ``array``, one range per core."""
+    rows, cols = array.shape
+    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
+                           cpu_threads.even_bounds(rows, cols))
+
+
+def _by_samples(kernel: Any, array: np.ndarray, *args: Any) -> None:
+    """``kernel(lo, hi, *args)`` over the samples (columns) of ``array``, one range per core."""
+    rows, cols = array.shape
+    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
+                           cpu_threads.even_bounds(cols, rows))
+
+
+def _by_elements(kernel: Any, flat: np.ndarray, *args: Any) -> None:
+    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
+                           cpu_threads.even_bounds(flat.shape[0]))
+
+
 def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
-    """The host index arrays; the CSC gather backward is always deterministic."""
-    return numpy_backend.prepare_index(index, deterministic)
+    """The host index arrays; every op here is deterministic (the backward is a gather)."""
+    return index
+
+
+# --- forward (5.48, 5.49) -----------------------------------------------------------------
+
+def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulate: bool) -> None:
+    """a_dst (+)= W @ z_src: sum_j w_kj z_j over a dense block (5.48)."""
+    def product(rows: slice, cols: slice) -> None:
+        if accumulate:
+            a_dst[rows, cols] += w[rows] @ z_src[:, cols]
+        else:
+            np.matmul(w[rows], z_src[:, cols], out=a_dst[rows, cols])
+
+    cpu_threads.run_product(product, a_dst, w.shape[1])
 
 
 def sparse_forward(w: np.ndarray, index: SparseIndex, z_src: np.ndarray, a_dst: np.ndarray,
                    accumulate: bool) -> None:
-    """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): CSR gather."""
-    _kernels().gather(w, index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, accumulate)
+    """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): the CSR gather."""
+    gather = _kernels().gather
+    cpu_threads.run_ranges(
+        lambda lo, hi: gather(lo, hi, w, index.dst_ptr, index.dst_edges, index.src, z_src,
+                              a_dst, accumulate),
+        cpu_threads.balanced_bounds(index.dst_ptr, a_dst.shape[1]))
+
+
+def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
+    """a += b (5.48), then z = h(a) (5.49), in one pass (``UFUNC_ACTIVATIONS``: NumPy's)."""
+    if activation == "softmax":
+        _by_samples(_kernels().softmax_bias, a, b, a, z)
+    elif activation in UFUNC_ACTIVATIONS:
+        cpu_threads.run_ranges(
+            lambda lo, hi: numpy_backend.bias_activation(activation, b[lo:hi], a[lo:hi],
+                                                         z[lo:hi]),
+            cpu_threads.even_bounds(*a.shape))
+    else:
+        _by_rows(_kernels().bias_activation, a, _codes()[activation], b, a, z)
+
+
+# --- output deltas and the loss (5.54) -----------------------------------------------------
+
+def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
+                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray) -> float:
+    """Mean loss over the batch and the output deltas (5.54), in one fused pass per sample."""
+    inv_batch = 1.0 / a.shape[1]
+    if loss == "sum_of_squares":
+        args = (a, y, t, delta, losses, _codes()[activation], inv_batch)
+    elif loss == "cross_entropy" and t.ndim == 1:
+        loss = "cross_entropy_labels"
+        args = (a, y, t, delta, losses, inv_batch)
+    else:
+        args = (a, y, t, delta, losses, inv_batch)
+    _by_samples(getattr(_kernels(), loss), a, *args)
+    return float(np.sum(losses, dtype=np.float64)) * inv_batch
+
+
+# --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
+
+def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
+                   accumulate: bool) -> None:
+    """acc_src (+)= W.T @ delta_dst: this block's share of sum_k w_kj delta_k (5.56)."""
+    def product(rows: slice, cols: slice) -> None:
+        if accumulate:
+            acc_src[rows, cols] += w[:, rows].T @ delta_dst[:, cols]
+        else:
+            np.matmul(w[:, rows].T, delta_dst[:, cols], out=acc_src[rows, cols])
+
+    cpu_threads.run_product(product, acc_src, w.shape[0])
 
 
 def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
                     acc_src: np.ndarray, accumulate: bool) -> None:
     """acc_src[j] (+)= sum over edges e out of j of w_e delta_dst[dst_e] (5.56): CSC gather."""
-    _kernels().gather(w, index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src,
-                      accumulate)
+    gather = _kernels().gather
+    cpu_threads.run_ranges(
+        lambda lo, hi: gather(lo, hi, w, index.src_ptr, index.src_edges, index.dst, delta_dst,
+                              acc_src, accumulate),
+        cpu_threads.balanced_bounds(index.src_ptr, acc_src.shape[1]))
+
+
+def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
+    """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place."""
+    _by_rows(_kernels().activation_delta, a, _codes()[activation], a, z, acc)
+
+
+def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
+    """dE/dw_kj = sum over the batch of delta_k z_j (5.53): dW = Delta @ Z.T."""
+    def product(rows: slice, cols: slice) -> None:
+        np.matmul(delta_dst[rows], z_src[cols].T, out=dw[rows, cols])
+
+    cpu_threads.run_product(product, dw, delta_dst.shape[1])
 
 
 def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndarray,
                        dw: np.ndarray) -> None:
     """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge."""
-    _kernels().edge_grad(index.src, index.dst, delta_dst, z_src, dw)
+    edge_grad = _kernels().edge_grad
+    cpu_threads.run_ranges(
+        lambda lo, hi: edge_grad(lo, hi, index.src, index.dst, delta_dst, z_src, dw),
+        cpu_threads.even_bounds(dw.shape[0], z_src.shape[1]))
+
+
+def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
+    """dE/db_k = sum over the batch of delta_k."""
+    _by_rows(_kernels().row_sum, delta, delta, db)
+
+
+# --- optimiser updates (one fused pass per parameter buffer) -------------------------------
+
+def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
+               momentum: float, nesterov: bool, weight_decay: float) -> None:
+    """SGD with momentum / Nesterov and L2 decay, over the flat buffer."""
+    flat = [x.reshape(-1) for x in (param, grad, velocity)]
+    _by_elements(_kernels().sgd, flat[0], *flat, float(lr), float(momentum), bool(nesterov),
+                 float(weight_decay))
+
+
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
+                beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                step: int) -> None:
+    """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once."""
+    flat = [x.reshape(-1) for x in (param, grad, m, v)]
+    _by_elements(_kernels().adam, flat[0], *flat, float(lr), float(beta1), float(beta2),
+                 float(eps), float(weight_decay), bool(decoupled), 1.0 - beta1**step,
+                 1.0 - beta2**step)

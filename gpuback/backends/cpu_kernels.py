@@ -1,30 +1,55 @@
-"""Numba CPU kernels for the cpu backend: ``@njit(parallel=True, cache=True)``.
+"""Numba CPU kernels for the cpu backend: ``@njit(nogil=True, cache=True)``, one range each.
 
-They mirror the CUDA kernels' structure on feature-major ``(units, batch)`` buffers:
-each parallel iteration owns one output row, and the inner loop runs over the batch,
-a contiguous row that the compiler vectorises. No iteration writes another's row, so
-there are no races and no atomics (the backward accumulation is the CSC gather).
+Each kernel works on a contiguous range of rows (units), samples or elements, given
+as ``lo, hi``; ``cpu_threads`` runs one range per core, so no two calls ever write the
+same memory: no races, no atomics, and results that do not depend on timing. They
+mirror the CUDA kernels (``gpuback.kernels``) on the same feature-major
+``(units, batch)`` buffers, and compute activations, losses and optimiser steps with
+the very same functions (``gpuback.kernels.scalar``, compiled here for the CPU). A
+range of rows keeps the batch as the inner loop: a contiguous row the compiler
+vectorises.
+
+The on-disk cache (``cache=True``, in ``__pycache__`` beside this file) makes a second
+process start without compiling; ``warm_up`` compiles everything for both dtypes.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-# LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it;
-# no NaN/Inf assumptions, so non-finite values still propagate.
+from ..kernels.scalar import CODES, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, compile_for
+
+# LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it; no
+# NaN/Inf assumptions, so non-finite values still propagate.
 SUM_IN_ANY_ORDER = {"reassoc", "contract"}
 
+CPU = compile_for(njit(inline="always"))
+activate = CPU.activate
+derivative = CPU.derivative
+softmax_bias_sample = CPU.softmax_bias
+sum_of_squares_sample = CPU.sum_of_squares
+binary_cross_entropy_sample = CPU.binary_cross_entropy
+cross_entropy_sample = CPU.cross_entropy
+cross_entropy_labels_sample = CPU.cross_entropy_labels
+sgd_element = CPU.sgd
+adam_element = CPU.adam
 
-@njit(parallel=True, cache=True)
-def gather(w, ptr, order, other, x, out, accumulate):  # pragma: no cover - compiled
-    """out[r, :] (+)= sum over the edges e of row r of w[e] x[other[e], :].
+kernel = njit(nogil=True, cache=True)
+summing_kernel = njit(nogil=True, cache=True, fastmath=SUM_IN_ANY_ORDER)
+
+
+# --- sparse blocks --------------------------------------------------------------------------
+
+@kernel
+def gather(lo, hi, w, ptr, order, other, x, out, accumulate):
+    """Rows r in [lo, hi): out[r, :] (+)= sum over the edges e of row r of w[e] x[other[e], :].
 
     CSR by destination: the sparse forward (5.48). CSC by source: the backward
     accumulation sum_k w_kj delta_k (5.56), race-free.
     """
     n = out.shape[1]
-    for r in prange(out.shape[0]):
+    for r in range(lo, hi):
         row = out[r]
         if not accumulate:
             row[:] = 0.0
@@ -36,15 +61,14 @@ def gather(w, ptr, order, other, x, out, accumulate):  # pragma: no cover - comp
                 row[s] += we * src[s]
 
 
-@njit(parallel=True, cache=True, fastmath=SUM_IN_ANY_ORDER)
-def edge_grad(src, dst, delta, z, dw):  # pragma: no cover - compiled
-    """dw[e] = sum over the batch of delta[dst[e], :] z[src[e], :] (5.53), per edge.
+@summing_kernel
+def edge_grad(lo, hi, src, dst, delta, z, dw):
+    """Edges e in [lo, hi): dw[e] = sum over the batch of delta[dst[e], :] z[src[e], :] (5.53).
 
-    Summed in float64 (as the CUDA kernel does), in SIMD lanes: the reassociation
-    ``SUM_IN_ANY_ORDER`` allows is fixed at compile time, so results are reproducible.
+    Summed in float64 (as the CUDA kernel does), in SIMD lanes.
     """
     n = z.shape[1]
-    for e in prange(src.shape[0]):
+    for e in range(lo, hi):
         d = delta[dst[e]]
         x = z[src[e]]
         total = 0.0
@@ -53,13 +77,135 @@ def edge_grad(src, dst, delta, z, dw):  # pragma: no cover - compiled
         dw[e] = total
 
 
+# --- activations (5.49, 5.56) and bias gradients ------------------------------------------
+
+@njit(inline="always")
+def bias_activation_row(code, bk, a, z):
+    for n in range(a.shape[0]):
+        value = a[n] + bk
+        a[n] = value
+        z[n] = activate(code, value)
+
+
+@kernel
+def bias_activation(lo, hi, code, b, a, z):
+    """Rows k in [lo, hi): a[k, :] += b[k]; z[k, :] = h(a[k, :]) (5.48, 5.49), fused.
+
+    For the piecewise-linear activations the code is passed on as a constant, so the
+    compiler drops the other activations' branches and vectorises the row.
+    """
+    for k in range(lo, hi):
+        if code == RELU:
+            bias_activation_row(RELU, b[k], a[k], z[k])
+        elif code == LEAKY_RELU:
+            bias_activation_row(LEAKY_RELU, b[k], a[k], z[k])
+        elif code == IDENTITY:
+            bias_activation_row(IDENTITY, b[k], a[k], z[k])
+        else:
+            bias_activation_row(code, b[k], a[k], z[k])
+
+
+@kernel
+def softmax_bias(lo, hi, b, a, z):
+    """Samples n in [lo, hi): add the bias, then softmax over the units."""
+    for n in range(lo, hi):
+        softmax_bias_sample(a, b, z, n)
+
+
+@njit(inline="always")
+def activation_delta_row(code, a, z, acc):
+    for n in range(a.shape[0]):
+        acc[n] = acc[n] * derivative(code, a[n], z[n])
+
+
+@kernel
+def activation_delta(lo, hi, code, a, z, acc):
+    """Rows j in [lo, hi): delta_j = h'(a_j) * acc_j in place (5.56); constant codes as in
+    ``bias_activation``."""
+    for j in range(lo, hi):
+        if code == RELU:
+            activation_delta_row(RELU, a[j], z[j], acc[j])
+        elif code == LEAKY_RELU:
+            activation_delta_row(LEAKY_RELU, a[j], z[j], acc[j])
+        elif code == TANH:
+            activation_delta_row(TANH, a[j], z[j], acc[j])
+        elif code == SIGMOID:
+            activation_delta_row(SIGMOID, a[j], z[j], acc[j])
+        else:
+            activation_delta_row(code, a[j], z[j], acc[j])
+
+
+@summing_kernel
+def row_sum(lo, hi, x, out):
+    """Rows r in [lo, hi): out[r] = sum over the batch of x[r, :] (bias gradients), in float64."""
+    for r in range(lo, hi):
+        total = 0.0
+        for n in range(x.shape[1]):
+            total += x[r, n]
+        out[r] = total
+
+
+# --- losses and output deltas (5.54), one sample at a time --------------------------------
+
+@kernel
+def sum_of_squares(lo, hi, a, y, t, delta, losses, code, inv_batch):
+    for n in range(lo, hi):
+        sum_of_squares_sample(a, y, t, delta, losses, code, inv_batch, n)
+
+
+@kernel
+def binary_cross_entropy(lo, hi, a, y, t, delta, losses, inv_batch):
+    for n in range(lo, hi):
+        binary_cross_entropy_sample(a, y, t, delta, losses, inv_batch, n)
+
+
+@kernel
+def cross_entropy(lo, hi, a, y, t, delta, losses, inv_batch):
+    for n in range(lo, hi):
+        cross_entropy_sample(a, y, t, delta, losses, inv_batch, n)
+
+
+@kernel
+def cross_entropy_labels(lo, hi, a, y, labels, delta, losses, inv_batch):
+    for n in range(lo, hi):
+        cross_entropy_labels_sample(a, y, labels, delta, losses, inv_batch, n)
+
+
+# --- optimiser steps, elements [lo, hi) of a flattened parameter buffer --------------------
+
+@kernel
+def sgd(lo, hi, param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    for i in range(lo, hi):
+        sgd_element(param, grad, velocity, lr, momentum, nesterov, weight_decay, i)
+
+
+@kernel
+def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
+         correction1, correction2):
+    for i in range(lo, hi):
+        adam_element(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
+                     correction1, correction2, i)
+
+
 def warm_up() -> None:
-    """Compile (or load from the on-disk cache) both kernels for both dtypes."""
+    """Compile (or load from the on-disk cache) every kernel for both dtypes."""
     index = np.zeros(1, dtype=np.int64)
     ptr = np.array([0, 1], dtype=np.int64)
     for dtype in (np.float32, np.float64):
-        w = np.ones(1, dtype=dtype)
-        a = np.ones((1, 2), dtype=dtype)
-        out = np.zeros((1, 2), dtype=dtype)
-        gather(w, ptr, index, index, a, out, False)
-        edge_grad(index, index, a, a, np.zeros(1, dtype=dtype))
+        vec = np.ones(1, dtype=dtype)
+        mat = np.ones((1, 2), dtype=dtype)
+        gather(0, 1, vec, ptr, index, index, mat, mat.copy(), False)
+        edge_grad(0, 1, index, index, mat, mat, vec.copy())
+        bias_activation(0, 1, CODES["relu"], vec, mat.copy(), mat.copy())
+        softmax_bias(0, 2, vec, mat.copy(), mat.copy())
+        activation_delta(0, 1, CODES["relu"], mat, mat, mat.copy())
+        row_sum(0, 1, mat, vec.copy())
+        losses = np.zeros(2, dtype=dtype)
+        sum_of_squares(0, 2, mat, mat, mat, mat.copy(), losses, CODES["identity"], 0.5)
+        binary_cross_entropy(0, 2, mat, mat, mat, mat.copy(), losses, 0.5)
+        cross_entropy(0, 2, mat, mat, mat, mat.copy(), losses, 0.5)
+        cross_entropy_labels(0, 2, mat, mat, np.zeros(2, dtype=np.int64), mat.copy(), losses,
+                             0.5)
+        sgd(0, 1, vec.copy(), vec, vec.copy(), 0.1, 0.9, False, 0.0)
+        adam(0, 1, vec.copy(), vec, vec.copy(), vec.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, False,
+             0.1, 0.001)
