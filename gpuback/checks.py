@@ -42,8 +42,7 @@ def as_numeric_array(name: str, value: Any) -> Any:
         except ValueError as exc:  # ragged nested sequences
             raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
                             f"({exc})") from None
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
-                                     or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype.kind not in "iuf":  # signed, unsigned, float (not bool, complex, object)
         raise TypeError(f"{name}: expected a numeric (integer or float) array, "
                         f"got dtype {arr.dtype}")
     return arr
@@ -51,7 +50,7 @@ def as_numeric_array(name: str, value: Any) -> Any:
 
 def check_finite(name: str, arr: np.ndarray) -> None:
     xp = _namespace(arr)
-    if np.issubdtype(arr.dtype, np.floating) and not bool(xp.isfinite(arr).all()):
+    if arr.dtype.kind == "f" and not bool(xp.isfinite(arr).all()):
         bad = xp.argwhere(~xp.isfinite(arr))[0].tolist()
         raise ValueError(f"{name}: expected finite values, got {arr[tuple(bad)]} at index "
                          f"{tuple(int(i) for i in bad)}")
@@ -80,17 +79,17 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
     """
     arr = as_numeric_array("T", T)
     if loss == "cross_entropy" and arr.ndim == 1:
-        if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype.kind not in "iu":
             raise TypeError(f"T: class labels of shape ({batch},) must be integers, got dtype "
                             f"{arr.dtype} (or pass (batch, {n_out}) probability rows)")
         if arr.shape[0] != batch:
             raise ValueError(f"T: expected {batch} class labels (one per sample of X), "
                              f"got shape {arr.shape}")
-        bad = _namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))
-        if bad.size:
-            raise ValueError(f"T: class labels must lie in [0, {n_out}), got {int(arr[bad[0]])} "
-                             f"at index {int(bad[0])}")
-        return arr.astype(np.int64)
+        if batch and (int(arr.min()) < 0 or int(arr.max()) >= n_out):
+            bad = int(_namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))[0])
+            raise ValueError(f"T: class labels must lie in [0, {n_out}), got {int(arr[bad])} "
+                             f"at index {bad}")
+        return arr.astype(np.int64, copy=False)
     labels_hint = f" or ({batch},) integer class labels" if loss == "cross_entropy" else ""
     if arr.shape != (batch, n_out):
         raise ValueError(f"T: expected shape ({batch}, {n_out}){labels_hint} for loss {loss!r}, "

@@ -1,20 +1,49 @@
-"""The cpu backend (Numba parallel kernels for sparse blocks) against the NumPy reference."""
+"""The cpu backend (Numba kernels and BLAS, split over the cores) against the NumPy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import randomise_biases
-from random_specs import SPEC_CASES, random_data
+from random_specs import ELEMENTWISE, SPEC_CASES, chain_spec, random_dag_spec, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
+from gpuback.backends import cpu_threads
 
 
 @pytest.mark.parametrize("batch", [1, 6])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("case", "spec"), SPEC_CASES, ids=[c for c, _ in SPEC_CASES])
 def test_cpu_matches_reference(case: str, spec: dict, dtype: str, batch: int) -> None:
+    compare_with_reference(spec, dtype, batch)
+
+
+# Big enough that every op splits its rows, samples, edges or elements over the cores.
+SPLIT_CASES = [(f"dag-{seed}", random_dag_spec(seed, sizes=(129, 300, 7))) for seed in range(6)]
+SPLIT_CASES += [(f"{kind}-{act}", chain_spec([150, 300, 260, 3], act, "cross_entropy", kind))
+                for act in ELEMENTWISE for kind in ("dense", "sparse")]
+
+
+@pytest.mark.parametrize("cores", [3, 1])
+@pytest.mark.parametrize(("case", "spec"), SPLIT_CASES, ids=[c for c, _ in SPLIT_CASES])
+def test_cpu_split_over_cores_matches_reference(case: str, spec: dict, cores: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three ranges per op (uneven, and more than this machine may have cores) or one."""
+    monkeypatch.setattr(cpu_threads, "core_count", lambda: cores)
+    split_into = []
+    run_ranges = cpu_threads.run_ranges
+
+    def counting(task, bounds):  # noqa: ANN001, ANN202
+        split_into.append(len(bounds) - 1)
+        run_ranges(task, bounds)
+
+    monkeypatch.setattr(cpu_threads, "run_ranges", counting)
+    compare_with_reference(spec, "float32", 131)
+    assert max(split_into, default=1) == cores
+
+
+def compare_with_reference(spec: dict, dtype: str, batch: int) -> None:
     rng = np.random.default_rng(batch)
     ref = gpuback.Network(spec, backend="numpy", dtype=dtype, seed=1)
     randomise_biases(ref, rng)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.scalar import CODES
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
 from .numpy_backend import (  # noqa: F401  (re-exported: the buffer ops are the reference's)
@@ -56,29 +57,19 @@ def _kernels() -> Any:
     return cpu_kernels
 
 
-def _codes() -> dict[str, int]:
-    from ..kernels.scalar import CODES
-
-    return CODES
-
-
 def _by_rows(kernel: Any, array: np.ndarray, *args: Any) -> None:
-    """``kernel(lo, hi, *args)`` over the rows of ``array``, one range per core."""
-    rows, cols = array.shape
-    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
-                           cpu_threads.even_bounds(rows, cols))
+    """``kernel(lo, hi, *args)`` over the rows (units) of ``array``."""
+    cpu_threads.run_split(kernel, array.shape[0], array.shape[1], *args)
 
 
 def _by_samples(kernel: Any, array: np.ndarray, *args: Any) -> None:
-    """``kernel(lo, hi, *args)`` over the samples (columns) of ``array``, one range per core."""
-    rows, cols = array.shape
-    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
-                           cpu_threads.even_bounds(cols, rows))
+    """``kernel(lo, hi, *args)`` over the samples (columns) of ``array``."""
+    cpu_threads.run_split(kernel, array.shape[1], array.shape[0], *args)
 
 
-def _by_elements(kernel: Any, flat: np.ndarray, *args: Any) -> None:
-    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, *args),
-                           cpu_threads.even_bounds(flat.shape[0]))
+def _numpy_bias_activation(lo: int, hi: int, activation: str, b: np.ndarray, a: np.ndarray,
+                           z: np.ndarray) -> None:
+    numpy_backend.bias_activation(activation, b[lo:hi], a[lo:hi], z[lo:hi])
 
 
 def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
@@ -114,12 +105,9 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
     if activation == "softmax":
         _by_samples(_kernels().softmax_bias, a, b, a, z)
     elif activation in UFUNC_ACTIVATIONS:
-        cpu_threads.run_ranges(
-            lambda lo, hi: numpy_backend.bias_activation(activation, b[lo:hi], a[lo:hi],
-                                                         z[lo:hi]),
-            cpu_threads.even_bounds(*a.shape))
+        _by_rows(_numpy_bias_activation, a, activation, b, a, z)
     else:
-        _by_rows(_kernels().bias_activation, a, _codes()[activation], b, a, z)
+        _by_rows(_kernels().bias_activation, a, CODES[activation], b, a, z)
 
 
 # --- output deltas and the loss (5.54) -----------------------------------------------------
@@ -129,7 +117,7 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
     """Mean loss over the batch and the output deltas (5.54), in one fused pass per sample."""
     inv_batch = 1.0 / a.shape[1]
     if loss == "sum_of_squares":
-        args = (a, y, t, delta, losses, _codes()[activation], inv_batch)
+        args = (a, y, t, delta, losses, CODES[activation], inv_batch)
     elif loss == "cross_entropy" and t.ndim == 1:
         loss = "cross_entropy_labels"
         args = (a, y, t, delta, losses, inv_batch)
@@ -165,7 +153,7 @@ def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
 
 def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
     """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place."""
-    _by_rows(_kernels().activation_delta, a, _codes()[activation], a, z, acc)
+    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc)
 
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
@@ -179,10 +167,8 @@ def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) 
 def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndarray,
                        dw: np.ndarray) -> None:
     """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge."""
-    edge_grad = _kernels().edge_grad
-    cpu_threads.run_ranges(
-        lambda lo, hi: edge_grad(lo, hi, index.src, index.dst, delta_dst, z_src, dw),
-        cpu_threads.even_bounds(dw.shape[0], z_src.shape[1]))
+    cpu_threads.run_split(_kernels().edge_grad, dw.shape[0], z_src.shape[1], index.src,
+                          index.dst, delta_dst, z_src, dw)
 
 
 def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
@@ -196,8 +182,8 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: fl
                momentum: float, nesterov: bool, weight_decay: float) -> None:
     """SGD with momentum / Nesterov and L2 decay, over the flat buffer."""
     flat = [x.reshape(-1) for x in (param, grad, velocity)]
-    _by_elements(_kernels().sgd, flat[0], *flat, float(lr), float(momentum), bool(nesterov),
-                 float(weight_decay))
+    cpu_threads.run_split(_kernels().sgd, param.size, 1, *flat, float(lr), float(momentum),
+                          bool(nesterov), float(weight_decay))
 
 
 def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
@@ -205,6 +191,6 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
                 step: int) -> None:
     """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once."""
     flat = [x.reshape(-1) for x in (param, grad, m, v)]
-    _by_elements(_kernels().adam, flat[0], *flat, float(lr), float(beta1), float(beta2),
-                 float(eps), float(weight_decay), bool(decoupled), 1.0 - beta1**step,
-                 1.0 - beta2**step)
+    cpu_threads.run_split(_kernels().adam, param.size, 1, *flat, float(lr), float(beta1),
+                          float(beta2), float(eps), float(weight_decay), bool(decoupled),
+                          1.0 - beta1**step, 1.0 - beta2**step)

@@ -74,11 +74,14 @@ def run_ranges(task: Callable[[int, int], None], bounds: Sequence[int]) -> None:
             future.result()
 
 
-def even_bounds(n: int, work_per_item: int = 1) -> list[int]:
-    """Split ``range(n)`` into one equal range per core, or a single range when the work
-    (n * work_per_item) is too small to share."""
-    parts = min(core_count(), n) if n * work_per_item >= SPLIT_MIN_ELEMENTS else 1
-    return [n * i // parts for i in range(parts + 1)]
+def run_split(kernel: Callable[..., None], n: int, work_per_item: int, *args: Any) -> None:
+    """``kernel(lo, hi, *args)`` over ``range(n)``: in one call on this thread when the work
+    (n * work_per_item) is too small to share, else one equal range per core."""
+    if n * work_per_item < SPLIT_MIN_ELEMENTS or core_count() == 1:
+        kernel(0, n, *args)
+        return
+    parts = min(core_count(), n)
+    run_ranges(lambda lo, hi: kernel(lo, hi, *args), [n * i // parts for i in range(parts + 1)])
 
 
 def balanced_bounds(ptr: np.ndarray, work_per_item: int) -> list[int]:
@@ -98,7 +101,7 @@ def run_product(product: Callable[[slice, slice], None], out: np.ndarray, inner:
     rows), with BLAS single-threaded. ``inner`` is the product's inner dimension."""
     rows, cols = out.shape
     everything = slice(None)
-    if rows * cols * inner < BLAS_THREADED_MIN:
+    if rows * cols * inner < BLAS_THREADED_MIN or core_count() == 1:
         product(everything, everything)
         return
     along_rows = rows >= min(cols, 8 * core_count())
