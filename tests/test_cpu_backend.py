@@ -34,7 +34,7 @@ def test_cpu_split_over_cores_matches_reference(case: str, spec: dict, cores: in
     split_into = []
     run_ranges = cpu_threads.run_ranges
 
-    def counting(task, bounds):  # noqa: ANN001, ANN202
+    def counting(task, bounds):
         split_into.append(len(bounds) - 1)
         run_ranges(task, bounds)
 
