@@ -1,4 +1,4 @@
-"""The ``gpuback`` command: train, gradcheck, explain, info.
+"""The ``gpuback`` command: train, gradcheck, explain, bench, info.
 
 Errors (bad arguments, missing or malformed files, an unavailable backend, a diverging
 run) print one line on stderr and exit non-zero, never a traceback.
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, optim
+from .backends import get_backend
+from .bench import CASES as BENCH_CASES
 from .checkpoint import CheckpointError
 from .gradcheck import gradcheck
 from .network import Network
@@ -97,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
                          "where h feeds three later groups)")
     explain.add_argument("--seed", type=int, default=0)
     explain.set_defaults(run=_explain)
+
+    bench = sub.add_parser("bench", help="training-step speed of every backend here against "
+                           "PyTorch (if installed), in one run")
+    bench.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                       help=f"some of {', '.join(BENCH_CASES)} (default: all)")
+    bench.add_argument("--backends", nargs="+", default=None, metavar="BACKEND",
+                       help="gpuback backends to time (default: every one usable here)")
+    bench.add_argument("--seconds", type=float, default=1.0,
+                       help="timing per contender and mode, after warming up (default: 1)")
+    bench.add_argument("--quick", action="store_true",
+                       help="a short run (0.05 s a contender): checks it runs, not how fast")
+    bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    bench.add_argument("--json", metavar="PATH", help="also write the results to PATH")
+    bench.set_defaults(run=_bench)
 
     info = sub.add_parser("info", help="backends available here, GPU and versions")
     info.add_argument("--json", action="store_true")
@@ -219,6 +235,36 @@ def _explain(args: argparse.Namespace) -> int:
         net.set_parameters(saved.parameters())
     print(explain(net, group=args.group, unit=args.unit, seed=args.seed))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .backends import resolve_backend_name
+
+    cases = args.cases or list(BENCH_CASES)
+    unknown = [c for c in cases if c not in BENCH_CASES]
+    if unknown:
+        raise UsageError(f"--cases: unknown {unknown}, expected some of {list(BENCH_CASES)}")
+    backends = None
+    if args.backends is not None:
+        backends = [resolve_backend_name(b) for b in args.backends]
+        for name in backends:
+            get_backend(name)  # a clear error if it cannot run here
+    seconds = 0.05 if args.quick else args.seconds
+    if not seconds > 0:
+        raise UsageError(f"--seconds: expected a positive number, got {args.seconds}")
+    results = bench.run(cases, backends, seconds=seconds, use_torch=not args.no_torch)
+    if args.json:
+        _write_json(Path(args.json), results)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to a temporary name beside ``path``, then move it over."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -45,9 +45,11 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(_BACKENDS[name])
 
 
-def available_backends() -> list[str]:
-    """The backends usable on this machine (the simulated cuda backend included)."""
-    return [n for n in _BACKENDS if _module(n).status().usable]
+def available_backends(include_simulated: bool = True) -> list[str]:
+    """The backends usable on this machine; the cuda backend under the Numba CUDA simulator
+    counts unless ``include_simulated`` is False."""
+    return [n for n in _BACKENDS if _module(n).status().usable
+            and (include_simulated or not _module(n).status().simulated)]
 
 
 def resolve_backend_name(name: str) -> str:

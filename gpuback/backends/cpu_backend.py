@@ -36,6 +36,10 @@ name = "cpu"
 # core's rows: a Numba kernel calls the scalar libm functions, measured 37x (tanh) and
 # 7x (softplus) slower. Every other activation, and every derivative, is a Numba kernel.
 UFUNC_ACTIVATIONS = frozenset({"tanh", "softplus"})
+# An element of an activation (or derivative) that calls exp, tanh or log costs roughly this
+# many cheap operations (relu's max, an add); used to decide when to share work over cores.
+TRANSCENDENTAL_COST = 16
+PIECEWISE_LINEAR = frozenset({"identity", "relu", "leaky_relu"})
 
 
 @functools.cache
@@ -57,14 +61,19 @@ def _kernels() -> Any:
     return cpu_kernels
 
 
-def _by_rows(kernel: Any, array: np.ndarray, *args: Any) -> None:
-    """``kernel(lo, hi, *args)`` over the rows (units) of ``array``."""
-    cpu_threads.run_split(kernel, array.shape[0], array.shape[1], *args)
+def _by_rows(kernel: Any, array: np.ndarray, *args: Any, cost: float = 1) -> None:
+    """``kernel(lo, hi, *args)`` over the rows (units) of ``array``; ``cost``: of one element,
+    in cheap operations."""
+    cpu_threads.run_split(kernel, array.shape[0], array.shape[1] * cost, *args)
 
 
 def _by_samples(kernel: Any, array: np.ndarray, *args: Any) -> None:
     """``kernel(lo, hi, *args)`` over the samples (columns) of ``array``."""
-    cpu_threads.run_split(kernel, array.shape[1], array.shape[0], *args)
+    cpu_threads.run_split(kernel, array.shape[1], array.shape[0] * TRANSCENDENTAL_COST, *args)
+
+
+def _cost(activation: str) -> float:
+    return 1 if activation in PIECEWISE_LINEAR else TRANSCENDENTAL_COST
 
 
 def _numpy_bias_activation(lo: int, hi: int, activation: str, b: np.ndarray, a: np.ndarray,
@@ -105,9 +114,10 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
     if activation == "softmax":
         _by_samples(_kernels().softmax_bias, a, b, a, z)
     elif activation in UFUNC_ACTIVATIONS:
-        _by_rows(_numpy_bias_activation, a, activation, b, a, z)
+        _by_rows(_numpy_bias_activation, a, activation, b, a, z, cost=TRANSCENDENTAL_COST)
     else:
-        _by_rows(_kernels().bias_activation, a, CODES[activation], b, a, z)
+        _by_rows(_kernels().bias_activation, a, CODES[activation], b, a, z,
+                 cost=_cost(activation))
 
 
 # --- output deltas and the loss (5.54) -----------------------------------------------------
@@ -153,7 +163,8 @@ def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
 
 def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
     """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place."""
-    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc)
+    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc,
+             cost=_cost(activation))
 
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
@@ -191,6 +202,6 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
                 step: int) -> None:
     """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once."""
     flat = [x.reshape(-1) for x in (param, grad, m, v)]
-    cpu_threads.run_split(_kernels().adam, param.size, 1, *flat, float(lr), float(beta1),
+    cpu_threads.run_split(_kernels().adam, param.size, 4, *flat, float(lr), float(beta1),
                           float(beta2), float(eps), float(weight_decay), bool(decoupled),
                           1.0 - beta1**step, 1.0 - beta2**step)

@@ -16,19 +16,22 @@ idle threads sleep instead of spinning.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 
-# Below these sizes an op runs on the calling thread: handing work to the pool costs
-# tens of microseconds. BLAS_THREADED_MIN is OpenBLAS's own threshold (m * n * k) for
-# using more than one thread; under it a product is single-threaded anyway.
-SPLIT_MIN_ELEMENTS = 1 << 15
+# Handing ranges to the pool costs about 30 us (measured), so work is shared only when it
+# is well above that: SPLIT_MIN_WORK elementwise operations (the cheapest kind: an add, a
+# max), SPLIT_MIN_PRODUCT multiply-adds of a BLAS product. A smaller product still runs
+# with BLAS held to one thread when it reaches BLAS_THREADED_MIN (m * n * k), OpenBLAS's
+# own threshold for waking its threads; below that BLAS is single-threaded anyway.
+SPLIT_MIN_WORK = 1 << 20
+SPLIT_MIN_PRODUCT = 1 << 23
 BLAS_THREADED_MIN = 1 << 18
 
 
@@ -53,10 +56,17 @@ def _blas_controller() -> Any:
     return ThreadpoolController().select(user_api="blas")
 
 
-def single_threaded_blas() -> AbstractContextManager:
-    """A context in which BLAS uses one thread (restored on exit)."""
-    controller = _blas_controller()
-    return controller.limit(limits=1) if controller.lib_controllers else nullcontext()
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """A context in which BLAS uses one thread (each library's setting restored on exit)."""
+    saved = [(lib, lib.get_num_threads()) for lib in _blas_controller().lib_controllers]
+    for lib, _ in saved:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, threads in saved:
+            lib.set_num_threads(threads)
 
 
 def run_ranges(task: Callable[[int, int], None], bounds: Sequence[int]) -> None:
@@ -74,10 +84,11 @@ def run_ranges(task: Callable[[int, int], None], bounds: Sequence[int]) -> None:
             future.result()
 
 
-def run_split(kernel: Callable[..., None], n: int, work_per_item: int, *args: Any) -> None:
+def run_split(kernel: Callable[..., None], n: int, work_per_item: float, *args: Any) -> None:
     """``kernel(lo, hi, *args)`` over ``range(n)``: in one call on this thread when the work
-    (n * work_per_item) is too small to share, else one equal range per core."""
-    if n * work_per_item < SPLIT_MIN_ELEMENTS or core_count() == 1:
+    (n * work_per_item, in cheap elementwise operations) is too small to share, else one
+    equal range per core."""
+    if n * work_per_item < SPLIT_MIN_WORK or core_count() == 1:
         kernel(0, n, *args)
         return
     parts = min(core_count(), n)
@@ -88,7 +99,7 @@ def balanced_bounds(ptr: np.ndarray, work_per_item: int) -> list[int]:
     """Split the rows of a CSR/CSC pointer array so each range holds about the same number
     of edges (rows may hold very different numbers of them)."""
     n_rows = len(ptr) - 1
-    parts = min(core_count(), n_rows) if ptr[-1] * work_per_item >= SPLIT_MIN_ELEMENTS else 1
+    parts = min(core_count(), n_rows) if ptr[-1] * work_per_item >= SPLIT_MIN_WORK else 1
     if parts == 1:
         return [0, n_rows]
     targets = np.linspace(0, ptr[-1], parts + 1)[1:-1]
@@ -101,8 +112,13 @@ def run_product(product: Callable[[slice, slice], None], out: np.ndarray, inner:
     rows), with BLAS single-threaded. ``inner`` is the product's inner dimension."""
     rows, cols = out.shape
     everything = slice(None)
-    if rows * cols * inner < BLAS_THREADED_MIN or core_count() == 1:
+    size = rows * cols * inner
+    if size < BLAS_THREADED_MIN:
         product(everything, everything)
+        return
+    if size < SPLIT_MIN_PRODUCT or core_count() == 1:
+        with single_threaded_blas():
+            product(everything, everything)
         return
     along_rows = rows >= min(cols, 8 * core_count())
     n = rows if along_rows else cols

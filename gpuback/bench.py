@@ -1,0 +1,310 @@
+"""``gpuback bench``: training-step speed of every backend here, against PyTorch, in one run.
+
+Cases (float32; hidden ReLU, softmax + cross-entropy output):
+
+* ``dense``: MLP 784-1024-1024-10, batch 256;
+* ``sparse95`` / ``sparse99``: 784-4096-4096-10, both hidden blocks sparse with random
+  edges (95% / 99% of the weights absent), the output block dense, batch 256;
+* ``small``: MLP 64-64-64-10, batch 32 (per-step overhead);
+* ``digits``: seconds of training (Adam, batch 32, 64-128-10) until the test accuracy
+  on the embedded digits reaches 95%.
+
+For each step case every contender is timed for ``fwd_bwd`` (forward + backward: for
+gpuback ``Network.loss_and_grads``) and ``step`` (that plus an SGD-with-momentum
+update). Each is warmed up first (compilation, buffers, and long enough for another
+library's thread pool to stop spinning), then called repeatedly for ``seconds``; the
+median is reported. The floor of a case is its FLOPs, 6 x batch x parameters (2 each
+for the forward product, the backward product and the weight gradient), over the
+float32 GEMM rate measured in the same run (the best of NumPy's BLAS and PyTorch).
+Ratios are gpuback's time over PyTorch's, on the same device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import bench_torch, datasets, optim
+from .backends import available_backends
+from .network import Network
+from .spec import mlp_spec, sparse_mlp_spec
+
+STEP_CASES = ("dense", "sparse95", "sparse99", "small")
+CASES = (*STEP_CASES, "digits")
+TARGET_ACCURACY = 0.95
+MAX_EPOCHS = 40
+SETTLE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class StepCase:
+    sizes: tuple[int, ...]
+    batch: int
+    density: float | None = None  # of the hidden blocks; None: dense
+
+    def spec(self) -> dict:
+        if self.density is None:
+            return mlp_spec(self.sizes)
+        return sparse_mlp_spec(self.sizes, density=self.density, seed=0)
+
+
+STEP_CASE_SHAPES = {
+    "dense": StepCase((784, 1024, 1024, 10), 256),
+    "sparse95": StepCase((784, 4096, 4096, 10), 256, density=0.05),
+    "sparse99": StepCase((784, 4096, 4096, 10), 256, density=0.01),
+    "small": StepCase((64, 64, 64, 10), 32),
+}
+
+# Targets of the CPU backend (issue 5), each: case, PyTorch contender, largest time ratio.
+CPU_TARGETS = (("dense", "torch.nn", 1.0), ("sparse95", "torch.sparse.mm", 1 / 3),
+               ("sparse95", "torch masked dense", 1 / 2.5), ("sparse99", "torch.sparse.mm", 1 / 6),
+               ("small", "torch.nn", 0.5))
+DENSE_FLOOR_TARGET = 1.3
+
+
+def settle() -> None:
+    """Wait until the thread pools of whatever ran before (BLAS, OpenMP, PyTorch) have stopped
+    spinning: they keep a core busy for up to a few tenths of a second after their work."""
+    time.sleep(SETTLE_SECONDS)
+
+
+def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = None) -> float:
+    """Median milliseconds per call of ``fn``: settle, warm-up calls for ``warm_up`` seconds
+    (at least two), then calls for ``seconds`` (at least three)."""
+    warm_up = max(0.2, seconds / 2) if warm_up is None else warm_up
+    settle()
+    start = time.perf_counter()
+    for i in range(1_000_000):
+        fn()
+        if i >= 1 and time.perf_counter() - start >= warm_up:
+            break
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _device_of(backend: str) -> str:
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+def gemm_gflops(devices: Sequence[str], seconds: float) -> dict[str, float]:
+    """Float32 GEMM rate per device: the best of NumPy (CPU) and PyTorch, in GFLOP/s."""
+    m, k, n = 1024, 1024, 256
+    flops = 2 * m * k * n
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(m, k)).astype(np.float32)
+    b = rng.normal(size=(k, n)).astype(np.float32)
+    rates = {"cpu": flops / time_call(lambda: a @ b, seconds) / 1e6}
+    if bench_torch.version() is not None:
+        for device in bench_torch.devices():
+            ms = time_call(bench_torch.gemm(device, m, k, n), seconds)
+            rates[device] = max(rates.get(device, 0.0), flops / ms / 1e6)
+    return {d: round(rates[d], 1) for d in devices if d in rates}
+
+
+def _gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[], Any]]:
+    net = Network(spec, backend=backend, dtype="float32", seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(batch, spec["groups"][0]["size"])).astype(np.float32)
+    y = rng.integers(0, spec["groups"][-1]["size"], size=batch)
+    opt = optim.SGD(lr=bench_torch.SGD_LR, momentum=bench_torch.SGD_MOMENTUM)
+
+    def fwd_bwd() -> None:
+        net.loss_and_grads(X, y, as_device=True)
+
+    def step() -> None:
+        net.loss_and_grads(X, y, as_device=True)
+        opt.step(net)
+
+    return {"fwd_bwd": fwd_bwd, "step": step}
+
+
+def _parameter_count(spec: dict) -> int:
+    sizes = {g["name"]: g["size"] for g in spec["groups"]}
+    weights = sum(sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
+                  else len(c["edges"][0]) for c in spec["connections"])
+    return weights + sum(sizes[g["name"]] for g in spec["groups"][1:])
+
+
+def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
+                    gflops: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor."""
+    case = STEP_CASE_SHAPES[name]
+    spec = case.spec()
+    params = _parameter_count(spec)
+    flops = 6 * case.batch * params
+    contenders = {f"gpuback {b}": (_device_of(b), _gpuback_steps(spec, case.batch, b))
+                  for b in backends}
+    for device in torch_devices:
+        for label, steps in bench_torch.contenders(spec, case.batch, device).items():
+            contenders[f"{label} ({device})"] = (device, steps)
+    runs = []
+    for label, (device, steps) in contenders.items():
+        run = {"name": label, "device": device}
+        for mode, fn in steps.items():
+            run[f"{mode}_ms"] = round(time_call(fn, seconds), 4)
+        run["samples_per_s"] = round(case.batch / (run["fwd_bwd_ms"] * 1e-3), 1)
+        floor_ms = flops / (gflops[device] * 1e6) if device in gflops else None
+        run["floor_ms"] = None if floor_ms is None else round(floor_ms, 4)
+        run["x_floor"] = None if floor_ms is None else round(run["fwd_bwd_ms"] / floor_ms, 3)
+        runs.append(run)
+        del steps  # free the contender's memory before the next one
+    for run in runs:
+        if run["name"].startswith("gpuback"):
+            run["ratio_to"] = {other["name"]: round(run["fwd_bwd_ms"] / other["fwd_bwd_ms"], 4)
+                               for other in runs if not other["name"].startswith("gpuback")
+                               and other["device"] == run["device"]}
+    return {"case": name, "sizes": list(case.sizes), "batch": case.batch,
+            "density": case.density, "parameters": params, "flops": flops, "runs": runs}
+
+
+def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
+                 repeats: int = 3) -> dict[str, Any]:
+    """Seconds of training (and epochs) until the digits test accuracy reaches 95%: the
+    median of ``repeats`` runs from the same initial weights, after one untimed run."""
+    data = datasets.load_digits(test_fraction=0.2, seed=0)
+    spec = mlp_spec([data.n_features, 128, data.n_classes])
+
+    def gpuback_trainer(backend: str) -> tuple[Callable[[], None], Callable[[], float]]:
+        net = Network(spec, backend=backend, dtype="float32", seed=0)
+        opt = optim.Adam(lr=3e-3)
+
+        def train_epoch() -> None:
+            net.fit(data.X_train, data.y_train, epochs=1, batch_size=32, optimizer=opt,
+                    progress=False)
+
+        return train_epoch, lambda: net.evaluate(data.X_test, data.y_test)["accuracy"]
+
+    trainers = {f"gpuback {b}": functools.partial(gpuback_trainer, b) for b in backends}
+    trainers |= {f"torch.nn ({d})": functools.partial(bench_torch.digits_trainer, data, d)
+                 for d in torch_devices}
+    runs = []
+    for name, make in trainers.items():
+        _time_to_accuracy(name, *make())  # compiles, allocates, warms caches
+        tries = [_time_to_accuracy(name, *make()) for _ in range(repeats)]
+        tries.sort(key=lambda r: math.inf if r["seconds"] is None else r["seconds"])
+        runs.append(tries[len(tries) // 2])
+    return {"case": "digits", "target_accuracy": TARGET_ACCURACY, "runs": runs}
+
+
+def _time_to_accuracy(name: str, train_epoch: Callable[[], None],
+                      accuracy: Callable[[], float]) -> dict[str, Any]:
+    settle()
+    seconds = 0.0
+    for epoch in range(1, MAX_EPOCHS + 1):
+        start = time.perf_counter()
+        train_epoch()
+        reached = accuracy()
+        seconds += time.perf_counter() - start
+        if reached >= TARGET_ACCURACY:
+            return {"name": name, "seconds": round(seconds, 3), "epochs": epoch,
+                    "accuracy": round(reached, 4)}
+    return {"name": name, "seconds": None, "epochs": MAX_EPOCHS, "accuracy": round(reached, 4)}
+
+
+def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cpu backend's targets, where both sides were measured: value and whether met."""
+    by_case = {r["case"]: r for r in results}
+    checks = []
+    for case, torch_name, limit in CPU_TARGETS:
+        run = _run(by_case.get(case), "gpuback cpu")
+        ratio = None if run is None else run["ratio_to"].get(f"{torch_name} (cpu)")
+        if ratio is not None:
+            checks.append({"case": case, "against": torch_name, "ratio": ratio,
+                           "at_most": round(limit, 4), "met": ratio <= limit})
+    run = _run(by_case.get("dense"), "gpuback cpu")
+    if run is not None and run["x_floor"] is not None:
+        checks.append({"case": "dense", "against": "floor", "ratio": run["x_floor"],
+                       "at_most": DENSE_FLOOR_TARGET, "met": run["x_floor"] <= DENSE_FLOOR_TARGET})
+    return checks
+
+
+def _run(result: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return next((r for r in result["runs"] if r["name"] == name), None)
+
+
+def machine() -> dict[str, Any]:
+    from .backends import cpu_threads
+
+    return {"cpu": _cpu_name(), "cores": cpu_threads.core_count(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "torch": bench_torch.version(),
+            "torch_threads": bench_torch.threads() if bench_torch.version() else None}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
+        seconds: float = 1.0, use_torch: bool = True,
+        report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark; ``report`` receives each table line as it is measured."""
+    backends = (available_backends(include_simulated=False) if backends is None
+                else list(backends))
+    torch_devices = bench_torch.devices() if use_torch and bench_torch.version() else []
+    devices = sorted({_device_of(b) for b in backends} | set(torch_devices))
+    info = machine()
+    gflops = gemm_gflops(devices, seconds)
+    torch = (f"PyTorch {info['torch']} ({info['torch_threads']} threads)" if info["torch"]
+             else "PyTorch not installed")
+    report(f"machine: {info['cpu']}, {info['cores']} cores; NumPy {info['numpy']}; {torch}")
+    report("float32 GEMM rate: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in gflops.items()))
+    results = []
+    for name in cases:
+        if name == "digits":
+            result = bench_digits(backends, torch_devices, repeats=1 if seconds < 0.5 else 3)
+        else:
+            result = bench_step_case(name, backends, torch_devices, gflops, seconds)
+        results.append(result)
+        for line in format_result(result):
+            report(line)
+    checks = targets(results)
+    for check in checks:
+        report(f"target {check['case']} vs {check['against']}: {check['ratio']:.3g} "
+               f"(at most {check['at_most']:.3g}) {'met' if check['met'] else 'NOT met'}")
+    return {"machine": info, "gemm_gflops": gflops, "seconds": seconds, "results": results,
+            "targets": checks}
+
+
+def format_result(result: dict[str, Any]) -> list[str]:
+    """Table lines for one case."""
+    if result["case"] == "digits":
+        lines = [f"\ndigits: seconds of training to {TARGET_ACCURACY:.0%} test accuracy"]
+        for r in result["runs"]:
+            took = (f"{r['seconds']:.2f} s, {r['epochs']} epochs" if r["seconds"] is not None
+                    else f"not reached in {r['epochs']} epochs ({r['accuracy']:.3f})")
+            lines.append(f"  {r['name']:<28} {took}")
+        return lines
+    density = "" if result["density"] is None else f", density {result['density']}"
+    lines = [f"\n{result['case']}: {'-'.join(map(str, result['sizes']))}{density}, batch "
+             f"{result['batch']}, {result['parameters']:,} parameters",
+             f"  {'contender':<28} {'fwd+bwd ms':>11} {'+SGD ms':>9} {'samples/s':>10} "
+             f"{'x floor':>8}  time ratio to PyTorch"]
+    for r in result["runs"]:
+        floor = "" if r["x_floor"] is None else f"{r['x_floor']:.2f}"
+        ratios = ", ".join(f"{v:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
+        lines.append(f"  {r['name']:<28} {r['fwd_bwd_ms']:>11.3f} {r['step_ms']:>9.3f} "
+                     f"{r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
+    return lines
