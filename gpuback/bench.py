@@ -7,7 +7,9 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
   edges (95% / 99% of the weights absent), the output block dense, batch 256;
 * ``small``: MLP 64-64-64-10, batch 32 (per-step overhead);
 * ``digits``: seconds of training (Adam, batch 32, 64-128-10) until the test accuracy
-  on the embedded digits reaches 95%.
+  on the embedded digits reaches 95%;
+* ``startup``: a new process's import and first training step on the cpu backend, with
+  an empty Numba cache (every kernel it uses compiled) and then with the cache filled.
 
 For each step case every contender is timed for ``fwd_bwd`` (forward + backward: for
 gpuback ``Network.loss_and_grads``) and ``step`` (that plus an SGD-with-momentum
@@ -23,8 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +44,7 @@ from .network import Network
 from .spec import mlp_spec, sparse_mlp_spec
 
 STEP_CASES = ("dense", "sparse95", "sparse99", "small")
-CASES = (*STEP_CASES, "digits")
+CASES = (*STEP_CASES, "digits", "startup")
 TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 40
 SETTLE_SECONDS = 0.5
@@ -114,7 +120,7 @@ def gemm_gflops(devices: Sequence[str], seconds: float) -> dict[str, float]:
     return {d: round(rates[d], 1) for d in devices if d in rates}
 
 
-def _gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[], Any]]:
+def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[], Any]]:
     net = Network(spec, backend=backend, dtype="float32", seed=0)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(batch, spec["groups"][0]["size"])).astype(np.float32)
@@ -145,7 +151,7 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     spec = case.spec()
     params = _parameter_count(spec)
     flops = 6 * case.batch * params
-    contenders = {f"gpuback {b}": (_device_of(b), _gpuback_steps(spec, case.batch, b))
+    contenders = {f"gpuback {b}": (_device_of(b), gpuback_steps(spec, case.batch, b))
                   for b in backends}
     for device in torch_devices:
         for label, steps in bench_torch.contenders(spec, case.batch, device).items():
@@ -214,6 +220,32 @@ def _time_to_accuracy(name: str, train_epoch: Callable[[], None],
     return {"name": name, "seconds": None, "epochs": MAX_EPOCHS, "accuracy": round(reached, 4)}
 
 
+STARTUP_SCRIPT = """
+import time
+start = time.perf_counter()
+import numpy as np
+import gpuback
+net = gpuback.Network(gpuback.sparse_mlp_spec([64, 32, 10], density=0.3), backend="cpu",
+                      dtype="float32")
+net.loss_and_grads(np.ones((8, 64)), np.zeros(8, dtype=int))
+print(time.perf_counter() - start)
+"""
+
+
+def bench_startup() -> dict[str, Any]:
+    """Seconds from a new process's ``import gpuback`` to the end of its first cpu training
+    step (dense and sparse blocks): with an empty Numba cache, then with it filled."""
+    runs = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for name in ("empty cache (compiles)", "cached"):
+            # cwd: outside any source checkout, whose gpuback/ would shadow the installed one
+            done = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT], env=env, cwd=cache,
+                                  capture_output=True, text=True, check=True)
+            runs.append({"name": name, "seconds": round(float(done.stdout.split()[-1]), 3)})
+    return {"case": "startup", "runs": runs}
+
+
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cpu backend's targets, where both sides were measured: value and whether met."""
     by_case = {r["case"]: r for r in results}
@@ -275,6 +307,8 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
     for name in cases:
         if name == "digits":
             result = bench_digits(backends, torch_devices, repeats=1 if seconds < 0.5 else 3)
+        elif name == "startup":
+            result = bench_startup()
         else:
             result = bench_step_case(name, backends, torch_devices, gflops, seconds)
         results.append(result)
@@ -290,6 +324,9 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
 
 def format_result(result: dict[str, Any]) -> list[str]:
     """Table lines for one case."""
+    if result["case"] == "startup":
+        return ["\nstartup: new process, import gpuback to the end of the first cpu step",
+                *(f"  {r['name']:<28} {r['seconds']:.2f} s" for r in result["runs"])]
     if result["case"] == "digits":
         lines = [f"\ndigits: seconds of training to {TARGET_ACCURACY:.0%} test accuracy"]
         for r in result["runs"]:

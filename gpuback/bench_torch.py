@@ -54,6 +54,11 @@ def gemm(device: str, m: int, k: int, n: int) -> Callable[[], Any]:
     return lambda: _sync(device, torch.mm(a, b))
 
 
+def labels(dense: bool) -> list[str]:
+    """The contenders ``contenders`` builds for a dense or a sparse network."""
+    return ["torch.nn"] if dense else ["torch.sparse.mm", "torch masked dense"]
+
+
 def contenders(spec: dict, batch: int, device: str, seed: int = 0
                ) -> dict[str, dict[str, Callable[[], Any]]]:
     """``{name: {"fwd_bwd": fn, "step": fn}}`` for a chain spec (``mlp_spec`` or
@@ -73,11 +78,13 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
         for n_in, n_out in itertools.pairwise(sizes):
             layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
         model = torch.nn.Sequential(*layers[:-1]).to(device)
-        return {"torch.nn": _steps(lambda: loss_fn(model(X), y), model.parameters(), device)}
+        nn = _steps(lambda: loss_fn(model(X), y), model.parameters(), device)
+        return dict(zip(labels(dense=True), [nn], strict=True))
     sparse = _SparseMM(blocks, sizes, device)
     masked = _MaskedDense(blocks, sizes, device)
-    return {"torch.sparse.mm": _steps(lambda: loss_fn(sparse(X), y), sparse.params, device),
-            "torch masked dense": _steps(lambda: loss_fn(masked(X), y), masked.params, device)}
+    return dict(zip(labels(dense=False),
+                    [_steps(lambda: loss_fn(sparse(X), y), sparse.params, device),
+                     _steps(lambda: loss_fn(masked(X), y), masked.params, device)], strict=True))
 
 
 def digits_trainer(data: Any, device: str, seed: int = 0

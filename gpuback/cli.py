@@ -249,7 +249,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.backends is not None:
         backends = [resolve_backend_name(b) for b in args.backends]
         for name in backends:
-            get_backend(name)  # a clear error if it cannot run here
+            if get_backend(name).status().simulated:  # get_backend: a clear error if unusable
+                raise UsageError(f"--backends: {name!r} runs on the Numba CUDA simulator here; "
+                                 f"its timings would mean nothing")
     seconds = 0.05 if args.quick else args.seconds
     if not seconds > 0:
         raise UsageError(f"--seconds: expected a positive number, got {args.seconds}")
