@@ -28,8 +28,9 @@ class Network:
     from ``seed`` (``gpuback.init``). Users pass and receive batch-major
     ``(batch, features)`` NumPy arrays; the engine works feature-major inside.
 
-    ``backend``: "numpy" (the reference), "cuda" (Numba kernels on CuPy memory; NumPy
-    or CuPy inputs), or "auto" (cuda on a usable GPU, else the best CPU backend).
+    ``backend``: "numpy" (the reference), "cpu" (Numba kernels and BLAS shared over the
+    CPU cores), "cuda" (Numba kernels on CuPy memory; NumPy or CuPy inputs), or "auto"
+    (cuda on a usable GPU, else cpu, else numpy).
     ``deterministic``: make the sparse backward bitwise reproducible (the cuda
     backend then gathers over a CSC index instead of its atomic scatter-add).
     """
