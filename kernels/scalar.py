@@ -23,6 +23,19 @@ GELU_C = math.sqrt(2.0 / math.pi)
 GELU_K = 0.044715
 
 
+def loss_kernel(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
+                losses: Any) -> tuple[str, tuple]:
+    """Which loss kernel a backend runs, and its arguments after the sample index or range:
+    ``sum_of_squares`` needs the output activation's code, class labels (``t`` of shape
+    (batch,)) take ``cross_entropy_labels``; the deltas carry 1/N (``inv_batch``)."""
+    inv_batch = 1.0 / a.shape[1]
+    if loss == "sum_of_squares":
+        return loss, (a, y, t, delta, losses, CODES[activation], inv_batch)
+    if loss == "cross_entropy" and t.ndim == 1:
+        return "cross_entropy_labels", (a, y, t, delta, losses, inv_batch)
+    return loss, (a, y, t, delta, losses, inv_batch)
+
+
 def compile_for(device: Callable[[Callable], Any]) -> SimpleNamespace:
     """The functions below, each decorated with ``device``, as attributes of a namespace."""
 

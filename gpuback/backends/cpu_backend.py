@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.scalar import CODES
+from ..kernels.scalar import CODES, loss_kernel
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
 from .numpy_backend import (  # noqa: F401  (re-exported: the buffer ops are the reference's)
@@ -102,11 +102,16 @@ def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulat
 def sparse_forward(w: np.ndarray, index: SparseIndex, z_src: np.ndarray, a_dst: np.ndarray,
                    accumulate: bool) -> None:
     """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): the CSR gather."""
+    _gather(w, index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, accumulate)
+
+
+def _gather(w: np.ndarray, ptr: np.ndarray, order: np.ndarray, other: np.ndarray,
+            x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
+    """``cpu_kernels.gather`` over ranges of rows holding about equal numbers of edges."""
     gather = _kernels().gather
-    cpu_threads.run_ranges(
-        lambda lo, hi: gather(lo, hi, w, index.dst_ptr, index.dst_edges, index.src, z_src,
-                              a_dst, accumulate),
-        cpu_threads.balanced_bounds(index.dst_ptr, a_dst.shape[1]))
+    cpu_threads.run_ranges(lambda lo, hi: gather(lo, hi, w, ptr, order, other, x, out,
+                                                 accumulate),
+                           cpu_threads.balanced_bounds(ptr, out.shape[1]))
 
 
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
@@ -125,16 +130,9 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
                           t: np.ndarray, delta: np.ndarray, losses: np.ndarray) -> float:
     """Mean loss over the batch and the output deltas (5.54), in one fused pass per sample."""
-    inv_batch = 1.0 / a.shape[1]
-    if loss == "sum_of_squares":
-        args = (a, y, t, delta, losses, CODES[activation], inv_batch)
-    elif loss == "cross_entropy" and t.ndim == 1:
-        loss = "cross_entropy_labels"
-        args = (a, y, t, delta, losses, inv_batch)
-    else:
-        args = (a, y, t, delta, losses, inv_batch)
-    _by_samples(getattr(_kernels(), loss), a, *args)
-    return float(np.sum(losses, dtype=np.float64)) * inv_batch
+    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses)
+    _by_samples(getattr(_kernels(), kernel), a, *args)
+    return float(np.sum(losses, dtype=np.float64)) / a.shape[1]
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
@@ -154,11 +152,7 @@ def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
 def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
                     acc_src: np.ndarray, accumulate: bool) -> None:
     """acc_src[j] (+)= sum over edges e out of j of w_e delta_dst[dst_e] (5.56): CSC gather."""
-    gather = _kernels().gather
-    cpu_threads.run_ranges(
-        lambda lo, hi: gather(lo, hi, w, index.src_ptr, index.src_edges, index.dst, delta_dst,
-                              acc_src, accumulate),
-        cpu_threads.balanced_bounds(index.src_ptr, acc_src.shape[1]))
+    _gather(w, index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, accumulate)
 
 
 def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:

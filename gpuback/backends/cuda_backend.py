@@ -162,19 +162,11 @@ def loss_and_output_delta(loss: str, activation: str, a: Any, y: Any, t: Any, de
     ``losses`` (batch,) receives E_n per sample; their sum is taken on the host in
     float64 (the loss is returned to the host anyway).
     """
-    from ..kernels.activation import CODES
+    from ..kernels.scalar import loss_kernel
 
-    dtype, n = _dtype(a), a.shape[1]
-    inv_batch = 1.0 / n
-    if loss == "sum_of_squares":
-        args = (a, y, t, delta, losses, CODES[activation], inv_batch)
-    elif loss == "cross_entropy" and t.ndim == 1:
-        loss = "cross_entropy_labels"
-        args = (a, y, t, delta, losses, inv_batch)
-    else:
-        args = (a, y, t, delta, losses, inv_batch)
-    _launch_1d(_kernel("loss", loss, dtype), n, *args)
-    return float(np.sum(to_host(losses), dtype=np.float64)) * inv_batch
+    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses)
+    _launch_1d(_kernel("loss", kernel, _dtype(a)), a.shape[1], *args)
+    return float(np.sum(to_host(losses), dtype=np.float64)) / a.shape[1]
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
