@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import bench_torch, datasets, optim
-from .backends import available_backends
+from .backends import available_backends, get_backend
 from .network import Network
 from .spec import mlp_spec, sparse_mlp_spec
 
@@ -123,8 +123,9 @@ def gemm_gflops(devices: Sequence[str], seconds: float) -> dict[str, float]:
 def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[], Any]]:
     net = Network(spec, backend=backend, dtype="float32", seed=0)
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(batch, spec["groups"][0]["size"])).astype(np.float32)
-    y = rng.integers(0, spec["groups"][-1]["size"], size=batch)
+    ops = get_backend(backend)  # the data lives where the backend works, as torch's does
+    X = ops.from_host(rng.normal(size=(batch, spec["groups"][0]["size"])), np.float32)
+    y = ops.from_host(rng.integers(0, spec["groups"][-1]["size"], size=batch), np.int64)
     opt = optim.SGD(lr=bench_torch.SGD_LR, momentum=bench_torch.SGD_MOMENTUM)
 
     def fwd_bwd() -> None:
