@@ -9,8 +9,11 @@ the very same functions (``gpuback.kernels.scalar``, compiled here for the CPU).
 range of rows keeps the batch as the inner loop: a contiguous row the compiler
 vectorises.
 
-The on-disk cache (``cache=True``, in ``__pycache__`` beside this file) makes a second
-process start without compiling; ``warm_up`` compiles everything for both dtypes.
+The on-disk cache (``cache=True``, in ``__pycache__`` beside this file, or under
+``NUMBA_CACHE_DIR``) makes a second process start without compiling; ``warm_up``
+compiles everything for both dtypes. Numba checks only this file's time stamp: after
+editing ``kernels/scalar.py`` in a checkout, touch this file (or delete the cache), or
+the kernels keep the old functions.
 """
 
 from __future__ import annotations
