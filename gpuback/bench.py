@@ -167,7 +167,6 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
         run["floor_ms"] = None if floor_ms is None else round(floor_ms, 4)
         run["x_floor"] = None if floor_ms is None else round(run["fwd_bwd_ms"] / floor_ms, 3)
         runs.append(run)
-        del steps  # free the contender's memory before the next one
     for run in runs:
         if run["name"].startswith("gpuback"):
             run["ratio_to"] = {other["name"]: round(run["fwd_bwd_ms"] / other["fwd_bwd_ms"], 4)
@@ -236,13 +235,19 @@ print(time.perf_counter() - start)
 def bench_startup() -> dict[str, Any]:
     """Seconds from a new process's ``import gpuback`` to the end of its first cpu training
     step (dense and sparse blocks): with an empty Numba cache, then with it filled."""
+    if "cpu" not in available_backends():
+        raise RuntimeError("the startup case times the cpu backend, which cannot run here "
+                           "(gpuback info says why)")
     runs = []
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         for name in ("empty cache (compiles)", "cached"):
             # cwd: outside any source checkout, whose gpuback/ would shadow the installed one
             done = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT], env=env, cwd=cache,
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"startup case: the new process failed: "
+                                   f"{done.stderr.strip().splitlines()[-1:]}")
             runs.append({"name": name, "seconds": round(float(done.stdout.split()[-1]), 3)})
     return {"case": "startup", "runs": runs}
 

@@ -1,7 +1,7 @@
 """The cpu backend: the reference op set as Numba kernels and BLAS, shared over the cores.
 
-Dense blocks are BLAS products on contiguous feature-major buffers, each split into
-one block of rows per core (``cpu_threads.run_product``). Everything else is a Numba
+Dense blocks are BLAS products on contiguous feature-major buffers, a large one split
+into one block of rows per core (``cpu_threads.run_product``). Everything else is a Numba
 kernel (``cpu_kernels``) that mirrors the CUDA kernel of the same op: the sparse
 forward gathers over a CSR-by-destination index; the sparse backward accumulation
 sum_k w_kj delta_k gathers over the CSC-by-source index (race-free and deterministic,

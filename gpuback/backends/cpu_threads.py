@@ -3,8 +3,8 @@
 An op splits its rows (or samples, or elements) into one contiguous range per core;
 this thread runs the first range and a persistent pool the others, each range a
 ``nogil`` Numba kernel or a single-threaded BLAS product. Ranges never overlap, so
-there are no races, and the split depends only on the sizes: results are bitwise
-reproducible.
+there are no races, and the split depends only on the sizes and the number of cores:
+on one machine, results are bitwise reproducible.
 
 Why not Numba's ``parallel=True`` beside multi-threaded BLAS: after its work each
 pool keeps its threads spinning for a while (OpenBLAS about 0.1 s), and two pools
