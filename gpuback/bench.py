@@ -132,8 +132,9 @@ def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[]
         net.loss_and_grads(X, y, as_device=True)
 
     def step() -> None:
-        net.loss_and_grads(X, y, as_device=True)
+        _, grads = net.loss_and_grads(X, y, as_device=True)
         opt.step(net)
+        ops.to_host(grads[spec["output"]])  # on a GPU: waits for the update (stream order)
 
     return {"fwd_bwd": fwd_bwd, "step": step}
 
