@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from conftest import randomise_biases
@@ -9,7 +11,7 @@ from random_specs import ELEMENTWISE, SPEC_CASES, chain_spec, random_dag_spec, r
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback.backends import cpu_threads
+from gpuback.backends import cpu_backend, cpu_threads, resolve_backend_name
 
 
 @pytest.mark.parametrize("batch", [1, 6])
@@ -70,3 +72,16 @@ def test_cpu_is_bitwise_reproducible() -> None:
     assert first[0] == second[0]
     for k in first[1]:
         assert np.array_equal(first[1][k], second[1][k])
+
+
+def test_without_numba_auto_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    cpu_backend.status.cache_clear()
+    try:
+        state = cpu_backend.status()
+        assert not state.usable and "numba is not installed" in state.reason
+        assert resolve_backend_name("auto") == "numpy"  # the cuda simulator does not count
+        with pytest.raises(RuntimeError, match="'cpu' cannot run here: numba is not installed"):
+            gpuback.Network(gpuback.mlp_spec([2, 2]), backend="cpu")
+    finally:
+        cpu_backend.status.cache_clear()
