@@ -10,18 +10,17 @@ range of rows keeps the batch as the inner loop: a contiguous row the compiler
 vectorises.
 
 The on-disk cache (``cache=True``, in ``__pycache__`` beside this file, or under
-``NUMBA_CACHE_DIR``) makes a second process start without compiling; ``warm_up``
-compiles everything for both dtypes. Numba checks only this file's time stamp: after
+``NUMBA_CACHE_DIR``) makes a second process start without compiling (each kernel is
+compiled on first use, per dtype). Numba checks only this file's time stamp: after
 editing ``kernels/scalar.py`` in a checkout, touch this file (or delete the cache), or
 the kernels keep the old functions.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from ..kernels.scalar import CODES, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, compile_for
+from ..kernels.scalar import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, compile_for
 
 # LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it; no
 # NaN/Inf assumptions, so non-finite values still propagate.
@@ -193,26 +192,3 @@ def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupl
         adam_element(p, g, first, second, lr, beta1, beta2, eps, weight_decay, decoupled,
                      correction1, correction2, i)
 
-
-def warm_up() -> None:
-    """Compile (or load from the on-disk cache) every kernel for both dtypes."""
-    index = np.zeros(1, dtype=np.int64)
-    ptr = np.array([0, 1], dtype=np.int64)
-    for dtype in (np.float32, np.float64):
-        vec = np.ones(1, dtype=dtype)
-        mat = np.ones((1, 2), dtype=dtype)
-        gather(0, 1, vec, ptr, index, index, mat, mat.copy(), False)
-        edge_grad(0, 1, index, index, mat, mat, vec.copy())
-        bias_activation(0, 1, CODES["relu"], vec, mat.copy(), mat.copy())
-        softmax_bias(0, 2, vec, mat.copy(), mat.copy())
-        activation_delta(0, 1, CODES["relu"], mat, mat, mat.copy())
-        row_sum(0, 1, mat, vec.copy())
-        losses = np.zeros(2, dtype=dtype)
-        sum_of_squares(0, 2, mat, mat, mat, mat.copy(), losses, CODES["identity"], 0.5)
-        binary_cross_entropy(0, 2, mat, mat, mat, mat.copy(), losses, 0.5)
-        cross_entropy(0, 2, mat, mat, mat, mat.copy(), losses, 0.5)
-        cross_entropy_labels(0, 2, mat, mat, np.zeros(2, dtype=np.int64), mat.copy(), losses,
-                             0.5)
-        sgd(0, 1, vec.copy(), vec, vec.copy(), 0.1, 0.9, False, 0.0)
-        adam(0, 1, vec.copy(), vec, vec.copy(), vec.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, False,
-             0.1, 0.001)
