@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets, optim
-from .backends import get_backend
-from .bench import CASES as BENCH_CASES
+from . import bench, datasets, optim
+from .backends import get_backend, resolve_backend_name
 from .checkpoint import CheckpointError
 from .gradcheck import gradcheck
 from .network import Network
@@ -100,19 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--seed", type=int, default=0)
     explain.set_defaults(run=_explain)
 
-    bench = sub.add_parser("bench", help="training-step speed of every backend here against "
+    bench_cmd = sub.add_parser("bench", help="training-step speed of every backend here against "
                            "PyTorch (if installed), in one run")
-    bench.add_argument("--cases", nargs="+", default=None, metavar="CASE",
-                       help=f"some of {', '.join(BENCH_CASES)} (default: all)")
-    bench.add_argument("--backends", nargs="+", default=None, metavar="BACKEND",
+    bench_cmd.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                       help=f"some of {', '.join(bench.CASES)} (default: all)")
+    bench_cmd.add_argument("--backends", nargs="+", default=None, metavar="BACKEND",
                        help="gpuback backends to time (default: every one usable here)")
-    bench.add_argument("--seconds", type=float, default=1.0,
+    bench_cmd.add_argument("--seconds", type=float, default=1.0,
                        help="timing per contender and mode, after warming up (default: 1)")
-    bench.add_argument("--quick", action="store_true",
+    bench_cmd.add_argument("--quick", action="store_true",
                        help="a short run (0.05 s a contender): checks it runs, not how fast")
-    bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    bench.add_argument("--json", metavar="PATH", help="also write the results to PATH")
-    bench.set_defaults(run=_bench)
+    bench_cmd.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    bench_cmd.add_argument("--json", metavar="PATH", help="also write the results to PATH")
+    bench_cmd.set_defaults(run=_bench)
 
     info = sub.add_parser("info", help="backends available here, GPU and versions")
     info.add_argument("--json", action="store_true")
@@ -238,13 +237,10 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import bench
-    from .backends import resolve_backend_name
-
-    cases = args.cases or list(BENCH_CASES)
-    unknown = [c for c in cases if c not in BENCH_CASES]
+    cases = args.cases or list(bench.CASES)
+    unknown = [c for c in cases if c not in bench.CASES]
     if unknown:
-        raise UsageError(f"--cases: unknown {unknown}, expected some of {list(BENCH_CASES)}")
+        raise UsageError(f"--cases: unknown {unknown}, expected some of {list(bench.CASES)}")
     backends = None
     if args.backends is not None:
         backends = [resolve_backend_name(b) for b in args.backends]
@@ -255,6 +251,8 @@ def _bench(args: argparse.Namespace) -> int:
     seconds = 0.05 if args.quick else args.seconds
     if not seconds > 0:
         raise UsageError(f"--seconds: expected a positive number, got {args.seconds}")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json: no directory {str(Path(args.json).parent)!r} to write into")
     results = bench.run(cases, backends, seconds=seconds, use_torch=not args.no_torch)
     if args.json:
         _write_json(Path(args.json), results)

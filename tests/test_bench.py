@@ -43,6 +43,8 @@ def test_bench_rejects_unknown_cases_and_simulated_backends(capsys) -> None:
     assert main(["bench", "--backends", "cuda"]) == EXIT_USAGE  # the simulator, in this suite
     assert "simulator" in capsys.readouterr().err
     assert main(["bench", "--seconds", "0"]) == EXIT_USAGE
+    assert main(["bench", "--json", "/no/such/dir/out.json"]) == EXIT_USAGE
+    assert "--json: no directory '/no/such/dir'" in capsys.readouterr().err
 
 
 def test_parameter_count_and_flops_follow_the_spec() -> None:
