@@ -125,20 +125,18 @@ def _steps(loss: Callable[[], Any], params: Any, device: str) -> dict[str, Calla
     params = list(params)
     opt = torch.optim.SGD(params, lr=SGD_LR, momentum=SGD_MOMENTUM)
 
-    def fwd_bwd() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = loss()
-        out.backward()
-        _sync(device, out)
+    def call(update: bool) -> Callable[[], None]:
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            out = loss()
+            out.backward()
+            if update:
+                opt.step()
+            _sync(device, out)
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = loss()
-        out.backward()
-        opt.step()
-        _sync(device, out)
+        return run
 
-    return {"fwd_bwd": fwd_bwd, "step": step}
+    return {"fwd_bwd": call(update=False), "step": call(update=True)}
 
 
 def _sync(device: str, value: Any) -> Any:
