@@ -14,16 +14,18 @@ from types import ModuleType
 # NumPy reference (gpuback/backends/numpy_backend.py documents each one).
 OP_SET = (
     "name", "status",
-    # buffers
-    "zeros", "from_host", "to_host", "copy_into", "all_finite", "prepare_index",
+    # buffers, and mini-batches gathered from data that lives on the backend
+    "zeros", "from_host", "to_host", "copy_into", "fill_zero", "prepare_index", "take_batch",
     # forward (5.48, 5.49)
     "dense_forward", "sparse_forward", "bias_activation",
     # loss and output deltas (5.54)
     "loss_and_output_delta",
+    # per-step metrics and non-finite detection, kept on the backend until read
+    "accumulate_metrics", "check_finite",
     # backward (5.56) and gradients (5.53)
     "dense_backward", "sparse_backward", "activation_delta",
     "dense_weight_grad", "sparse_weight_grad", "bias_grad",
-    # optimiser updates, one fused op per parameter buffer
+    # optimiser updates, one fused op over the flat parameter buffer
     "sgd_update", "adam_update",
 )
 

@@ -50,9 +50,49 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src, casting="unsafe")
 
 
-def all_finite(array: np.ndarray) -> bool:
-    """True when no entry is NaN or infinite."""
-    return bool(np.isfinite(array).all())
+def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarray) -> None:
+    """One mini-batch gathered from a data set that lives on the backend.
+
+    ``source`` is batch-major, ``(samples, features)`` or ``(samples,)`` (class labels);
+    ``order`` (int64) is the sample order of the epoch. With b = ``out.shape[-1]``,
+    ``out[:, i] = source[order[start + i], :]`` (feature-major, cast to ``out``'s dtype), or
+    ``out[i] = source[order[start + i]]`` for labels.
+    """
+    rows = order[start:start + out.shape[-1]]
+    if source.ndim == 1:
+        out[...] = source[rows]
+    else:
+        np.copyto(out, source[rows].T, casting="unsafe")
+
+
+def fill_zero(array: np.ndarray) -> None:
+    """Set every entry of a backend array to zero, in place."""
+    array[...] = 0
+
+
+# Codes written to ``status[1]`` when a step first goes non-finite (``status[0]`` = the step).
+LOSS_NOT_FINITE, GRADIENT_NOT_FINITE = 1, 2
+
+
+def accumulate_metrics(losses: np.ndarray, correct: np.ndarray, totals: np.ndarray,
+                       status: np.ndarray, step: int) -> None:
+    """totals[0] += sum of the per-sample losses, totals[1] += sum of ``correct``, in float64.
+
+    If the loss sum is NaN or infinite and ``status[0] == 0``, record
+    ``status = (step, LOSS_NOT_FINITE)``: the first bad step, kept on the backend until read.
+    """
+    loss = np.sum(losses, dtype=np.float64)
+    totals[0] += loss
+    totals[1] += np.sum(correct, dtype=np.float64)
+    if not np.isfinite(loss) and status[0] == 0:
+        status[0], status[1] = step, LOSS_NOT_FINITE
+
+
+def check_finite(array: np.ndarray, status: np.ndarray, step: int) -> None:
+    """If any entry of ``array`` is NaN or infinite and ``status[0] == 0``, record
+    ``status = (step, GRADIENT_NOT_FINITE)``; the optimiser ops then skip their update."""
+    if status[0] == 0 and not np.isfinite(array).all():
+        status[0], status[1] = step, GRADIENT_NOT_FINITE
 
 
 def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
@@ -144,15 +184,26 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
 # --- output deltas and the loss (5.54) -----------------------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
-                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray) -> float:
-    """Mean loss over the batch, and delta = dE/da for the output units (5.54).
+                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray,
+                          correct: np.ndarray) -> None:
+    """Per-sample losses, delta = dE/da for the output units (5.54), and correct predictions.
 
     ``t`` is feature-major targets ``(n_out, batch)``, or integer class labels
     ``(batch,)`` for cross-entropy. For the canonical pairings delta = (y - t) / N;
     for sum of squares with a non-identity output, delta = h'(a) (y - t) / N.
-    ``losses`` (batch,) receives the per-sample losses E_n.
+    ``losses`` (batch,) receives the per-sample losses E_n (the mean loss is their mean).
+    ``correct`` (batch,) receives, per sample: cross-entropy, 1 if the first arg-max of y is
+    the label (or the first arg-max of the target row), else 0; binary cross-entropy, the
+    number of outputs with (y > 0.5) == (t > 0.5); sum of squares, 0.
     """
     n = a.shape[1]
+    if loss == "cross_entropy":
+        label = t if t.ndim == 1 else t.argmax(axis=0)
+        correct[...] = y.argmax(axis=0) == label
+    elif loss == "binary_cross_entropy":
+        correct[...] = np.sum((y > 0.5) == (t > 0.5), axis=0)
+    else:
+        correct[...] = 0
     if t.ndim == 1:  # class labels: the one-hot target, without building it
         rows = np.arange(n)
         target = np.zeros_like(y)
@@ -175,7 +226,6 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
     else:
         raise ValueError(f"loss: unknown {loss!r}")
     delta /= n
-    return float(np.sum(losses, dtype=np.float64)) / n
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
@@ -197,9 +247,12 @@ def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
     np.add.at(acc_src, index.src, w[:, None] * delta_dst[index.dst])
 
 
-def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
-    """Turn the accumulated sum_k w_kj delta_k into delta_j = h'(a_j) * sum (5.56), in place."""
+def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray,
+                     db: np.ndarray) -> None:
+    """Turn the accumulated sum_k w_kj delta_k into delta_j = h'(a_j) * sum (5.56), in place,
+    and write the bias gradient dE/db_j = sum over the batch of delta_j into ``db``."""
     acc *= _derivative(activation, a, z)
+    bias_grad(acc, db)
 
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
@@ -218,11 +271,16 @@ def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
     np.sum(delta, axis=1, out=db)
 
 
-# --- optimiser updates (one fused op per parameter buffer) --------------------------------
+# --- optimiser updates (one fused op over the flat parameter buffer) ----------------------
+# ``status`` is the int64 pair of ``check_finite``: while ``status[0] != 0`` (a step went
+# non-finite) the update is skipped, so the parameters keep their last good values.
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
-               momentum: float, nesterov: bool, weight_decay: float) -> None:
+               momentum: float, nesterov: bool, weight_decay: float,
+               status: np.ndarray) -> None:
     """g = grad + wd w;  v = mu v + g;  w -= lr (g + mu v if nesterov else v)."""
+    if status[0] != 0:
+        return
     g = grad + weight_decay * param
     velocity *= momentum
     velocity += g
@@ -231,9 +289,11 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: fl
 
 def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
-                step: int) -> None:
+                step: int, status: np.ndarray) -> None:
     """Adam at step t (from 1): L2 decay (g = grad + wd w), or AdamW's decoupled decay
     (w -= lr wd w); m, v moving averages of g and g^2; w -= lr m_hat / (sqrt(v_hat) + eps)."""
+    if status[0] != 0:
+        return
     if decoupled:
         param -= lr * weight_decay * param
         g = grad
