@@ -2,8 +2,13 @@
 
 On a machine with an NVIDIA GPU, buffers are CuPy arrays and dense products go to
 cuBLAS. Under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before Numba
-is imported) the same kernels run on the CPU: buffers are NumPy arrays and dense
+is imported) the same kernels run on the CPU: buffers are ``SimDeviceArray`` (NumPy
+arrays that count their allocations and read-backs like device memory) and dense
 products are ``numpy.matmul``. Everything that differs between the two lives here.
+
+Every launch, product, copy, wait and allocation passes through this module and is
+counted for ``gpuback.profile.counters()``. Everything runs on one stream: CuPy's
+current stream, which Numba launches use too (``current_stream``).
 
 Detection runs once per process and is cached: asking a machine without a device
 can be slow.
@@ -12,12 +17,15 @@ can be slow.
 from __future__ import annotations
 
 import functools
+import operator
 import os
+import weakref
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from .. import profile
 from .status import BackendStatus
 
 INSTALL_HINT = ("install the CUDA extra that matches your driver, pip install 'gpuback[cuda12]' "
@@ -56,35 +64,178 @@ def xp() -> ModuleType:
     return cupy
 
 
+# --- device arrays under the simulator ------------------------------------------------------
+
+class SimDeviceArray(np.ndarray):
+    """A NumPy array standing in for device memory under the Numba CUDA simulator.
+
+    It makes the simulator as strict as a GPU about what a step costs: every new array
+    made from one (a temporary of an expression, a copy) counts as a device allocation,
+    and reading a value back to the host (``float``, ``bool``, ``int``, ``item``,
+    ``tolist``) counts as a device-to-host copy and a host wait, as CuPy would.
+    Views (slices, reshapes, transposes) are free, as on a GPU.
+    """
+
+    def __array_finalize__(self, obj: Any) -> None:
+        root = self
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if id(root) not in _sim_memory and not _sim_quiet:
+            _sim_memory[id(root)] = root
+            profile.count("allocations")
+
+    def _read_back(self, convert: Any) -> Any:
+        profile.count("device_to_host")
+        profile.count("host_waits")
+        return convert(self.view(np.ndarray))
+
+    def __float__(self) -> float:
+        return self._read_back(float)
+
+    def __int__(self) -> int:
+        return self._read_back(int)
+
+    def __bool__(self) -> bool:
+        return self._read_back(bool)
+
+    def __index__(self) -> int:
+        return self._read_back(operator.index)
+
+    def item(self, *args: Any) -> Any:
+        return self._read_back(lambda a: a.item(*args))
+
+    def tolist(self) -> Any:
+        return self._read_back(lambda a: a.tolist())
+
+
+_sim_memory: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_sim_quiet = False  # the simulator's own copies of kernel arguments are not allocations
+
+
+def _sim_array(host: np.ndarray) -> SimDeviceArray:
+    return host.view(SimDeviceArray)
+
+
+# --- buffers and copies ------------------------------------------------------------------------
+
 def is_device_array(value: Any) -> bool:
-    """True for a CuPy array (or another ``__cuda_array_interface__`` producer)."""
+    """True for a CuPy array (or another ``__cuda_array_interface__`` producer), or for a
+    simulator device array."""
+    if isinstance(value, SimDeviceArray):
+        return True
     return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
 
 
+def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
+    """A new zero-filled device array (one allocation)."""
+    if status().simulated:
+        return _sim_array(np.zeros(shape, dtype=dtype))
+    return xp().zeros(shape, dtype=dtype)
+
+
 def to_numpy(array: Any) -> np.ndarray:
-    """A host NumPy copy of a backend array."""
-    if isinstance(array, np.ndarray):
+    """A host NumPy copy of a device (or host) array: a device-to-host copy and a wait."""
+    if isinstance(array, np.ndarray) and not isinstance(array, SimDeviceArray):
         return np.array(array, copy=True)
+    profile.count("device_to_host")
+    profile.count("host_waits")
+    if isinstance(array, SimDeviceArray):
+        return np.array(array.view(np.ndarray), copy=True)
     return array.get()
 
 
 def from_host(array: Any, dtype: Any) -> Any:
-    """A new C-contiguous backend array holding ``array`` (host or device) in ``dtype``."""
-    return xp().array(array, dtype=dtype, order="C", copy=True)
+    """A new C-contiguous device array holding ``array`` (host or device) in ``dtype``."""
+    if isinstance(array, SimDeviceArray):
+        return _sim_array(np.array(array.view(np.ndarray), dtype=dtype, order="C"))
+    if is_device_array(array):
+        profile.count("launches")
+        return xp().array(array, dtype=dtype, order="C", copy=True)
+    host = np.ascontiguousarray(array, dtype=dtype)
+    profile.count("host_to_device")
+    if status().simulated:
+        return _sim_array(np.array(host, copy=True))
+    return xp().asarray(host)
+
+
+def asarray(array: Any, dtype: Any) -> Any:
+    """``array`` as a C-contiguous device array in ``dtype``: itself when it already is one
+    (a user's CuPy data is used in place), else a copy (``from_host``)."""
+    if is_device_array(array) and array.dtype == np.dtype(dtype) and array.flags.c_contiguous:
+        return array
+    return from_host(array, dtype)
 
 
 def copy_into(dst: Any, src: Any) -> None:
     """``dst[...] = src`` with casting; ``src`` may be a host or a device array.
 
-    A host array is converted on the host and uploaded straight into ``dst``, so the
-    copy allocates no device memory.
+    A host array is converted on the host and uploaded straight into ``dst`` (no device
+    allocation); a device array is copied by one element-wise kernel on the stream.
     """
-    if status().simulated:
-        np.copyto(dst, src, casting="unsafe")
-    elif is_device_array(src):
-        dst[...] = src
+    if is_device_array(src):
+        profile.count("launches")
+        if isinstance(dst, SimDeviceArray):
+            np.copyto(dst.view(np.ndarray), src.view(np.ndarray), casting="unsafe")
+        else:
+            dst[...] = src
+        return
+    profile.count("host_to_device")
+    if isinstance(dst, SimDeviceArray):
+        np.copyto(dst.view(np.ndarray), src, casting="unsafe")
     else:
-        dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
+        dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=_cupy_stream())
+
+
+def synchronize() -> None:
+    """Block the host until the current stream has finished its work (one host wait)."""
+    profile.count("host_waits")
+    if not status().simulated:
+        _cupy_stream().synchronize()
+
+
+# --- the stream, launches and products ---------------------------------------------------------
+
+def _cupy_stream() -> Any:
+    import cupy
+
+    return cupy.cuda.get_current_stream()
+
+
+def current_stream() -> Any:
+    """CuPy's current stream as a Numba stream: every kernel of a step is launched on it,
+    and CuPy (cuBLAS, copies) runs on it too, so all of a step's work is ordered on one
+    stream. A user picks the stream with CuPy (``with cupy.cuda.Stream(non_blocking=True):``).
+    Under the simulator: the simulator's (synchronous) default stream."""
+    if status().simulated:
+        return _numba_stream(None)
+    return _numba_stream(_cupy_stream().ptr)
+
+
+@functools.lru_cache(maxsize=64)
+def _numba_stream(ptr: int | None) -> Any:
+    from numba import cuda
+
+    if ptr is None:
+        return cuda.default_stream()
+    if ptr == 0:  # CuPy's null stream is the legacy default stream
+        return cuda.legacy_default_stream()
+    return cuda.external_stream(ptr)
+
+
+def launch(kernel: Any, grid: tuple[int, ...] | int, block: tuple[int, ...] | int,
+           *args: Any) -> None:
+    """``kernel[grid, block, stream](*args)`` on the current stream (one counted launch)."""
+    global _sim_quiet
+    profile.count("launches")
+    configured = kernel[grid, block, current_stream()]
+    if not status().simulated:
+        configured(*args)
+        return
+    _sim_quiet = True  # the simulator copies every array argument in and out
+    try:
+        configured(*args)
+    finally:
+        _sim_quiet = False
 
 
 def tf32_allowed() -> bool:
@@ -97,28 +248,52 @@ def tf32_allowed() -> bool:
 
 
 def gemm(a: Any, b: Any, out: Any, accumulate: bool) -> None:
-    """out (+)= a @ b; ``a`` and ``b`` may be transposed views. cuBLAS on a GPU.
+    """out (+)= a @ b; ``a`` and ``b`` may be transposed views. One cuBLAS call on a GPU.
 
-    By default cuBLAS ``sgemm``/``dgemm`` with beta = 1 to accumulate, in the default
+    cuBLAS ``sgemm``/``dgemm`` with beta = 1 to accumulate, in place, in the default
     (full-precision) math mode. With ``CUPY_TF32=1`` float32 products go through
     ``cupy.matmul``, which then runs them in TF32.
+    CuPy runs cuBLAS on its current stream. Under the simulator ``numpy.matmul``
+    stands in, on the host views (no device temporary, as with cuBLAS's beta = 1).
     """
-    if status().simulated:
+    profile.count("gemms")
+    if isinstance(out, SimDeviceArray):
+        host_out = out.view(np.ndarray)
+        product = np.matmul(a.view(np.ndarray), b.view(np.ndarray))
         if accumulate:
-            out += a @ b
+            host_out += product
         else:
-            np.matmul(a, b, out=out)
+            host_out[...] = product
         return
     import cupy
     from cupy import cublas
 
     if out.dtype == np.float32 and tf32_allowed():
+        # CuPy's matmul honours CUPY_TF32; accumulating then needs a temporary.
         if accumulate:
             out += cupy.matmul(a, b)
         else:
             cupy.matmul(a, b, out=out)
         return
     cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=1.0 if accumulate else 0.0)
+
+
+def allocation_hook() -> Any:
+    """On a GPU, a CuPy memory hook that counts every request to CuPy's memory pool as an
+    allocation while it is entered; None under the simulator (its arrays count themselves)
+    or when the cuda backend cannot run."""
+    state = status()
+    if state.simulated or not state.usable:
+        return None
+    from cupy.cuda import memory_hook
+
+    class CountAllocations(memory_hook.MemoryHook):
+        name = "gpuback.profile"
+
+        def malloc_preprocess(self, **kwargs: Any) -> None:
+            profile.count("allocations")
+
+    return CountAllocations()
 
 
 def describe() -> dict[str, Any]:
