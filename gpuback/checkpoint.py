@@ -115,8 +115,9 @@ def load_optimizer(path: str | os.PathLike, net: Any) -> Any:
 def _check_round_trip(net: Any, optimizer: Any, folder: Path) -> None:
     """Load what was just written and compare it with what was meant (validate on save)."""
     again = load(folder)
+    loaded = again.parameters()
     for name, value in net.parameters().items():
-        if not np.array_equal(again.parameters()[name], value):
+        if not np.array_equal(loaded[name], value):
             raise CheckpointError(f"{folder}: {name!r} did not read back as written")
     if optimizer is not None:
         restored = load_optimizer(folder, again)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends import numpy_backend
 from .network import Network
-from .propagation import forward, loss_and_output_delta
+from .propagation import forward, loss_and_output_delta, mean_loss
 
 # x feeds h; h feeds g1 (dense), g2 (sparse) and, skipping a layer, the output y.
 DEMO_SPEC = {
@@ -144,7 +144,8 @@ def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any 
         ws = net._load_inputs(x)
         targets = net._load_targets(t, ws)
         forward(net._ops, plan, net._params, net._indices, ws, nudge=(group, unit, offset))
-        return loss_and_output_delta(net._ops, plan, ws, targets)
+        loss_and_output_delta(net._ops, plan, ws, targets)
+        return mean_loss(net._ops, ws)
 
     finite = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     return Explanation(group, unit, a_j, h_prime, terms, float(grads[group][unit]), finite,

@@ -11,13 +11,13 @@ import numpy as np
 from . import checkpoint, propagation, training
 from .backends import get_backend
 from .checks import check_inputs, check_parameters, check_targets
+from .flat import FlatLayout
 from .init import initial_parameters
 from .plan import compile_plan
 from .spec import validate_spec
-from .workspace import Workspace
+from .workspace import Arena, Workspace
 
 DTYPES = ("float32", "float64")
-MAX_WORKSPACES = 3  # batch sizes kept at once: training, last partial batch, evaluation
 
 
 class Network:
@@ -49,12 +49,16 @@ class Network:
             raise TypeError(f"deterministic: expected True or False, got {deterministic!r}")
         self._indices = {b.name: self._ops.prepare_index(b.index, deterministic)
                          for b in self._plan.blocks if b.kind == "sparse"}
-        self._params = {k: self._ops.from_host(v, self._dtype)
-                        for k, v in initial_parameters(self._plan, int(seed)).items()}
-        self._grads = {k: self._ops.zeros(s, self._dtype) for k, s in self._shapes.items()}
+        # one flat buffer each for parameters and gradients; the dicts hold views (gpuback.flat)
+        self._layout = FlatLayout.of(self._shapes)
+        initial = self._layout.pack(initial_parameters(self._plan, int(seed)), self._dtype)
+        self._flat_params = self._ops.from_host(initial, self._dtype)
+        self._flat_grads = self._ops.zeros((self._layout.size,), self._dtype)
+        self._params = self._layout.views(self._flat_params)
+        self._grads = self._layout.views(self._flat_grads)
         self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
+        self._arena = Arena(self._plan, self._ops, self._dtype)
         self._workspace: Workspace | None = None  # the one the last call used
-        self._workspaces: dict[int, Workspace] = {}  # by batch size, a few kept
 
     # --- description ----------------------------------------------------------------------
 
@@ -80,7 +84,7 @@ class Network:
 
     def parameters(self) -> dict[str, np.ndarray]:
         """NumPy copies of every parameter: ``"src->dst"`` -> weights, group name -> bias."""
-        return {k: self._ops.to_host(v) for k, v in self._params.items()}
+        return self._layout.unpack(self._ops.to_host(self._flat_params))
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
         """Replace some or all parameters; names, shapes and values are checked first."""
@@ -103,17 +107,23 @@ class Network:
         ``T`` is ``(batch, n_out)``, or ``(batch,)`` integer class labels for
         cross-entropy. The gradient dict has the keys of ``parameters()``: NumPy
         copies, or with ``as_device=True`` the backend's own gradient buffers (CuPy
-        arrays on the cuda backend), with no copy; those are overwritten by the next
-        call, so use them (an optimiser step, say) before calling again.
+        arrays on the cuda backend, views of one flat buffer), with no copy; those are
+        overwritten by the next call, so use them (an optimiser step, say) before
+        calling again. The loss is read back to the host: one wait on a GPU.
         """
         ws = self._load_inputs(X)
         targets = self._load_targets(T, ws)
-        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
-        loss = propagation.backward(self._ops, self._plan, self._params, self._indices, ws,
-                                    targets, self._grads)
+        self._forward_backward(ws, targets)
+        loss = propagation.mean_loss(self._ops, ws)
         if as_device:
             return loss, dict(self._grads)
-        return loss, {k: self._ops.to_host(v) for k, v in self._grads.items()}
+        return loss, self._layout.unpack(self._ops.to_host(self._flat_grads))
+
+    def _forward_backward(self, ws: Workspace, targets: Any) -> None:
+        """Forward and backprop on a loaded workspace; nothing is read back."""
+        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+        propagation.backward(self._ops, self._plan, self._params, self._indices, ws, targets,
+                             self._grads)
 
     # --- training (gpuback.training) -------------------------------------------------------
 
@@ -155,33 +165,29 @@ class Network:
         """``{"loss": mean loss, "accuracy": fraction correct or None}`` over ``X``, ``T``."""
         return training.evaluate(self, X, T, batch_size)
 
-    def _optimizer_view(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """The backend, the parameter buffers and the gradient buffers, for ``gpuback.optim``."""
-        return self._ops, self._params, self._grads
+    def _optimizer_view(self) -> tuple[Any, Any, Any, FlatLayout]:
+        """The backend, the flat parameter and gradient buffers and their layout, for
+        ``gpuback.optim``."""
+        return self._ops, self._flat_params, self._flat_grads, self._layout
 
     def _loss(self, X: Any, T: Any) -> float:
         """The mean loss alone: a forward pass, no backward (for finite differences)."""
         ws = self._load_inputs(X)
         targets = self._load_targets(T, ws)
         propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
-        return propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
+        propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
+        return propagation.mean_loss(self._ops, ws)
+
+    def _workspace_for(self, batch: int) -> Workspace:
+        """The workspace for ``batch`` samples (views of the arena), now the current one."""
+        self._workspace = self._arena.workspace(batch)
+        return self._workspace
 
     def _load_inputs(self, X: Any) -> Workspace:
         X = check_inputs(X, self._plan.n_in)
-        batch = X.shape[0]
-        ws = self._workspaces.get(batch)
-        if ws is None:
-            if len(self._workspaces) >= MAX_WORKSPACES:  # drop the oldest batch size
-                self._workspaces.pop(next(iter(self._workspaces)))
-            ws = self._workspaces[batch] = Workspace.allocate(self._plan, self._ops,
-                                                              self._dtype, batch)
-        self._workspace = ws
+        ws = self._workspace_for(X.shape[0])
         self._ops.copy_into(ws.z[self._plan.input], X.T)
         return ws
-
-    def _last_outputs(self) -> np.ndarray:
-        """Host copy of the outputs of the last forward pass, batch-major."""
-        return self._ops.to_host(self._workspace.z[self._plan.output]).T
 
     def _load_targets(self, T: Any, ws: Workspace) -> Any:
         T = check_targets(T, self._plan.loss, self._plan.n_out, ws.batch)

@@ -1,11 +1,12 @@
 """Optimisers (SGD with momentum / Nesterov, Adam, AdamW) and learning-rate schedules.
 
 An optimiser updates a network's parameters in place from the gradients of its last
-``loss_and_grads``, one fused backend op per parameter buffer (``sgd_update``,
-``adam_update``), so the update runs where the parameters live (on the GPU for the
-cuda backend). Its state (velocities, moment estimates, the step count) lives on
-the same backend and can be saved and restored with ``state_dict`` /
-``load_state_dict``.
+``loss_and_grads``: one fused backend op (``sgd_update``, ``adam_update``) over the
+network's flat parameter buffer (``gpuback.flat``), so every parameter is updated by
+one launch, where the parameters live (on the GPU for the cuda backend). Its state
+(velocities, moment estimates: flat buffers in the parameters' layout; the step
+count) lives on the same backend and can be saved and restored, per parameter name,
+with ``state_dict`` / ``load_state_dict``.
 
 Schedules are callables ``step -> factor``; the learning rate at step t (from 0) is
 ``lr * schedule(t)``.
@@ -94,8 +95,10 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.schedule = schedule or Constant()
         self.steps = 0
-        self._state: dict[str, dict[str, Any]] = {}
+        self._state: dict[str, Any] = {}  # state name -> flat buffer in the parameters' layout
         self._ops: Any = None  # the backend the state lives on, set by step / load_state_dict
+        self._layout: Any = None
+        self._no_status: Any = None
 
     def config(self) -> dict[str, Any]:
         """The optimiser's class and hyperparameters as plain data (for checkpoints)."""
@@ -113,46 +116,66 @@ class Optimizer:
         """The learning rate the next ``step`` will use."""
         return self.lr * float(self.schedule(self.steps))
 
-    def step(self, net: Any) -> None:
-        """Update ``net``'s parameters from the gradients of its last ``loss_and_grads``."""
-        ops, params, grads = net._optimizer_view()
-        self._ops = ops
+    def step(self, net: Any, status: Any = None) -> None:
+        """Update ``net``'s parameters from the gradients of its last ``loss_and_grads``.
+
+        ``status``: the backend's int64 status pair of a training run (``gpuback.training``);
+        while it records a non-finite step the update is skipped. Without it the update is
+        always applied.
+        """
+        ops, flat_params, flat_grads, layout = net._optimizer_view()
+        self._bind(ops, flat_params, layout)
         lr = self.current_lr()
         self.steps += 1
-        for name, param in params.items():
-            state = self._state.get(name)
-            if state is None:
-                state = {s: ops.zeros(param.shape, param.dtype) for s in self.state_names}
-                self._state[name] = state
-            self._update(ops, param, grads[name], state, lr)
+        self._update(ops, flat_params, flat_grads, self._state, lr,
+                     self._no_status if status is None else status)
 
-    def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float) -> None:
+    def _bind(self, ops: Any, flat_params: Any, layout: Any) -> None:
+        """Allocate the state buffers (zero) for this network the first time it is stepped."""
+        if self._state and self._layout == layout and self._ops is ops:
+            return
+        self._ops, self._layout = ops, layout
+        self._state = {s: ops.zeros(flat_params.shape, flat_params.dtype)
+                       for s in self.state_names}
+        self._no_status = ops.zeros((2,), np.int64)  # never set: updates always apply
+
+    def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float,
+                status: Any) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Host (NumPy) copies of the state, with the step count: what a checkpoint stores."""
+        """Host (NumPy) copies of the state per parameter name, with the step count: what a
+        checkpoint stores."""
+        if not self._state:
+            return {"steps": self.steps, "buffers": {}}
+        per_buffer = {s: self._layout.unpack(self._ops.to_host(b))
+                      for s, b in self._state.items()}
         return {"steps": self.steps,
-                "buffers": {name: {s: self._ops.to_host(b) for s, b in state.items()}
-                            for name, state in self._state.items()}}
+                "buffers": {name: {s: per_buffer[s][name] for s in self.state_names}
+                            for name in self._layout.offsets}}
 
     def load_state_dict(self, state: dict[str, Any], net: Any) -> None:
-        """Restore ``state_dict()`` output onto ``net``'s backend (shapes are checked)."""
-        ops, params, _ = net._optimizer_view()
+        """Restore ``state_dict()`` output onto ``net``'s backend (names and shapes are
+        checked; parameters without saved state start from zero)."""
+        ops, flat_params, _, layout = net._optimizer_view()
         buffers = state.get("buffers", {})
         for name, named in buffers.items():
-            if name not in params:
+            if name not in layout.shapes:
                 raise ValueError(f"state: unknown parameter {name!r}")
             if set(named) != set(self.state_names):
                 raise ValueError(f"state[{name!r}]: expected buffers {list(self.state_names)}, "
                                  f"got {sorted(named)}")
             for s, value in named.items():
-                if tuple(np.shape(value)) != tuple(params[name].shape):
+                if tuple(np.shape(value)) != layout.shapes[name]:
                     raise ValueError(f"state[{name!r}][{s!r}]: expected shape "
-                                     f"{tuple(params[name].shape)}, got {np.shape(value)}")
+                                     f"{layout.shapes[name]}, got {np.shape(value)}")
         self.steps = int(state.get("steps", 0))
-        self._ops = ops
-        self._state = {name: {s: ops.from_host(np.asarray(v), params[name].dtype)
-                              for s, v in named.items()} for name, named in buffers.items()}
+        self._state = {}
+        self._bind(ops, flat_params, layout)
+        for s, flat in self._state.items():
+            packed = layout.pack({name: np.asarray(named[s]) for name, named in buffers.items()},
+                                 flat.dtype)
+            ops.copy_into(flat, packed)
 
 
 class SGD(Optimizer):
@@ -175,9 +198,9 @@ class SGD(Optimizer):
         return {**super()._hyperparameters(), "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
-    def _update(self, ops, param, grad, state, lr):
+    def _update(self, ops, param, grad, state, lr, status):
         ops.sgd_update(param, grad, state["velocity"], lr, self.momentum, self.nesterov,
-                       self.weight_decay)
+                       self.weight_decay, status)
 
 
 class Adam(Optimizer):
@@ -199,9 +222,9 @@ class Adam(Optimizer):
     def _hyperparameters(self) -> dict[str, Any]:
         return {**super()._hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
-    def _update(self, ops, param, grad, state, lr):
+    def _update(self, ops, param, grad, state, lr, status):
         ops.adam_update(param, grad, state["m"], state["v"], lr, self.betas[0], self.betas[1],
-                        self.eps, self.weight_decay, self.decoupled, self.steps)
+                        self.eps, self.weight_decay, self.decoupled, self.steps, status)
 
 
 class AdamW(Adam):
@@ -226,8 +249,6 @@ def _check_non_negative(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
             or not math.isfinite(value):
         raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
-
-
 
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from .plan import Plan
 from .workspace import Workspace
 
@@ -36,31 +38,40 @@ def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[s
         ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
 
 
-def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: Any) -> float:
-    """The mean loss after ``forward``; leaves the output deltas (5.54) in ``ws.delta``."""
+def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: Any) -> None:
+    """After ``forward``: the per-sample losses and correct predictions into ``ws.losses``
+    and ``ws.correct``, the output deltas (5.54) into ``ws.delta``. Nothing is read back."""
     out = plan.output
-    return ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out],
-                                     ws.z[out], targets, ws.delta[out], ws.losses)
+    ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out], ws.z[out],
+                              targets, ws.delta[out], ws.losses, ws.correct)
+
+
+def mean_loss(ops: ModuleType, ws: Workspace) -> float:
+    """The mean of the per-sample losses of the last loss op, summed in float64 on the host
+    (one device-to-host copy, and so one wait, on the cuda backend)."""
+    return float(np.sum(ops.to_host(ws.losses), dtype=np.float64)) / ws.batch
 
 
 def backward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
-             ws: Workspace, targets: Any, grads: dict[str, Any]) -> float:
-    """Error backpropagation after ``forward``; fills ``grads`` and returns the mean loss.
+             ws: Workspace, targets: Any, grads: dict[str, Any]) -> None:
+    """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
     2. Groups in reverse topological order: by the time group j is reached, every
        group it feeds has added w_kj delta_k into j's accumulator, so
-       delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56).
+       delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56); the
+       same op writes the bias gradient dE/db_j = sum over the batch of delta_j.
     3. Each incoming block of a group then gets its weight gradient delta_k z_j
        (5.53) and adds its share into its source's accumulator.
     """
     out = plan.output
-    loss = loss_and_output_delta(ops, plan, ws, targets)
+    loss_and_output_delta(ops, plan, ws, targets)
     for g in reversed(plan.computed):
         group = plan.groups[g]
-        if g != out:
-            ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g])
-        ops.bias_grad(ws.delta[g], grads[g])
+        if g == out:
+            ops.bias_grad(ws.delta[g], grads[g])
+        else:
+            ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g], grads[g])
         for block in group.incoming:
             w = params[block.name]
             if block.kind == "dense":
@@ -76,4 +87,3 @@ def backward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[
             else:
                 ops.sparse_backward(w, indices[block.name], ws.delta[g], ws.delta[block.src],
                                     accumulate)
-    return loss

@@ -1,10 +1,22 @@
-"""Training: the fit loop, evaluation and prediction, on any backend.
+"""Training: the fit loop, evaluation and prediction, on any backend, device-resident.
 
-``fit`` runs mini-batch gradient descent: for each batch, ``loss_and_grads`` (forward
-and backprop, Bishop 5.3) and one optimiser step; per epoch it records the training
-loss and accuracy, the validation loss and accuracy, and samples per second. A
-NaN or infinite loss or gradient stops training with ``TrainingDivergedError``, naming the
-epoch and step.
+``fit`` runs mini-batch gradient descent. The data set is put on the backend once
+(``Dataset``: a user's CuPy arrays are used in place); each epoch uploads its sample
+order (one small copy), and each step gathers its batch on the backend
+(``take_batch``), runs forward and backprop (Bishop 5.3), counts the loss and the
+correct predictions into backend accumulators (``accumulate_metrics``), checks the
+gradients for NaN or infinity into a backend status flag (``check_finite``) and
+applies one fused optimiser update (skipped once the flag is set). Nothing is read
+back inside an epoch: the accumulators and the flag are read at its end (and every
+``LOG_EVERY`` steps when a progress bar is shown). A run whose loss or gradients
+went non-finite stops there with ``TrainingDivergedError``, naming the epoch and the
+first bad step; the parameters keep the values of the last good step (the failing
+update was skipped) and the last good checkpoint stays on disk.
+
+Data sets larger than the backend's memory budget (``ops.memory_budget()``: half of
+the free device memory on a GPU) stay on the host and are streamed batch by batch
+through pinned buffers (``StreamedDataset``), the next batch gathered on the host
+while the device computes.
 """
 
 from __future__ import annotations
@@ -20,63 +32,197 @@ from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
+LOG_EVERY = 50  # steps between progress-bar updates (each reads the running loss back)
+STATUS_WHAT = {1: "loss", 2: "a gradient"}  # the codes of the status flag (kernels/scalar.py)
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss or a gradient became NaN or infinite."""
 
 
-def accuracy(loss: str, Y: np.ndarray, T: np.ndarray) -> float | None:
-    """Fraction correct for classification losses (None for sum of squares).
+def accuracy_from_count(loss: str, correct: float, samples: int, n_out: int) -> float | None:
+    """Fraction correct from the count the loss op accumulates (None for sum of squares).
 
-    Cross-entropy: arg-max of the outputs against the label (or the target row's arg-max).
-    Binary cross-entropy: each output thresholded at 0.5 against the target at 0.5.
+    Cross-entropy: a sample is correct when the arg-max of the outputs is its label (or
+    its target row's arg-max). Binary cross-entropy: each of the ``n_out`` outputs
+    thresholded at 0.5 against the target at 0.5.
     """
     if loss == "cross_entropy":
-        labels = T if T.ndim == 1 else T.argmax(axis=1)
-        return float(np.mean(Y.argmax(axis=1) == labels))
+        return correct / samples
     if loss == "binary_cross_entropy":
-        return float(np.mean((Y > 0.5) == (T > 0.5)))
+        return correct / (samples * n_out)
     return None
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+class Dataset:
+    """A data set held on the network's backend, batch-major: ``X`` (n, n_in) in the
+    network's dtype, and ``T`` (n, n_out) or int64 class labels (n,)."""
+
+    def __init__(self, net: Any, X: Any, T: Any | None = None) -> None:
+        self.net, ops = net, net._ops
+        self.X = ops.asarray(X, net.dtype)
+        self.T = None if T is None else ops.asarray(T, np.int64 if T.ndim == 1 else net.dtype)
+        self.n = X.shape[0]
+        self.order = ops.zeros((self.n,), np.int64)
+
+    def set_order(self, order: np.ndarray) -> None:
+        """The sample order of the next pass (one host-to-device copy)."""
+        self.net._ops.copy_into(self.order, order)
+
+    def load(self, start: int, batch: int) -> tuple[Any, Any]:
+        """Samples ``order[start:start + batch]`` gathered into the workspace; the workspace
+        and its target buffer (None without targets)."""
+        net, ops = self.net, self.net._ops
+        ws = net._workspace_for(batch)
+        ops.take_batch(self.X, self.order, start, ws.z[net._plan.input])
+        if self.T is None:
+            return ws, None
+        targets = ws.labels if self.T.ndim == 1 else ws.targets
+        ops.take_batch(self.T, self.order, start, targets)
+        return ws, targets
 
 
-def _host(net: Any, X: Any, T: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validated host copies of a whole data set (batches are sliced from them)."""
-    X = _to_numpy(check_inputs(X, net._plan.n_in))
-    if T is None:
-        return X, None
-    return X, _to_numpy(check_targets(T, net._plan.loss, net._plan.n_out, X.shape[0]))
+class StreamedDataset:
+    """A data set too large for the backend's memory budget: it stays on the host.
+
+    Each batch is gathered on the host into one of two pinned (page-locked) buffers and
+    copied to a device staging buffer asynchronously on the network's stream, so the
+    host gathers batch i + 1 while the device computes batch i. Before a pinned buffer
+    is refilled the host waits for the copy made from it two batches earlier.
+    """
+
+    def __init__(self, net: Any, X: Any, T: Any | None, batch: int) -> None:
+        ops = net._ops
+        self.net, self.n = net, X.shape[0]
+        self.host_X = _to_numpy(X)
+        self.host_T = None if T is None else _to_numpy(T)
+        dtypes = [net.dtype] + ([] if T is None else
+                                [np.int64 if T.ndim == 1 else net.dtype])
+        self._pinned = [[cuda_device.pinned_empty((batch, *a.shape[1:]), d)
+                         for a, d in zip(self._host_arrays(), dtypes, strict=True)]
+                        for _ in range(2)]
+        self._staged = [ops.zeros((batch, *a.shape[1:]), d)
+                        for a, d in zip(self._host_arrays(), dtypes, strict=True)]
+        self._copied: list[Any] = [None, None]
+        self._turn = 0
+        self._host_order = np.arange(self.n)
+        self.order = ops.from_host(np.arange(batch), np.int64)  # staged rows in order
+        self.X = self._staged[0]
+        self.T = None if T is None else self._staged[1]
+
+    def _host_arrays(self) -> list[np.ndarray]:
+        return [self.host_X] + ([] if self.host_T is None else [self.host_T])
+
+    def set_order(self, order: np.ndarray) -> None:
+        self._host_order = order
+
+    def load(self, start: int, batch: int) -> tuple[Any, Any]:
+        rows = self._host_order[start:start + batch]
+        pinned = self._pinned[self._turn]
+        if self._copied[self._turn] is not None:
+            cuda_device.wait_for(self._copied[self._turn])
+        staged_views = []
+        for host, buf, staged in zip(self._host_arrays(), pinned, self._staged, strict=True):
+            np.take(host, rows, axis=0, out=buf[:batch])
+            view = staged[:batch]
+            cuda_device.copy_into(view, buf[:batch])
+            staged_views.append(view)
+        self._copied[self._turn] = cuda_device.record_event()
+        self._turn = 1 - self._turn
+        net, ops = self.net, self.net._ops
+        ws = net._workspace_for(batch)
+        ops.take_batch(staged_views[0], self.order, 0, ws.z[net._plan.input])
+        if self.host_T is None:
+            return ws, None
+        targets = ws.labels if self.host_T.ndim == 1 else ws.targets
+        ops.take_batch(staged_views[1], self.order, 0, targets)
+        return ws, targets
+
+
+def dataset(net: Any, X: Any, T: Any | None, batch: int) -> Dataset | StreamedDataset:
+    """The data validated, then on the backend (a ``Dataset``) when it fits the backend's
+    memory budget, else a ``StreamedDataset``."""
+    X = check_inputs(X, net._plan.n_in)
+    if T is not None:
+        T = check_targets(T, net._plan.loss, net._plan.n_out, X.shape[0])
+    itemsize = np.dtype(net.dtype).itemsize
+    size = X.size * itemsize + (0 if T is None else T.size * (8 if T.ndim == 1 else itemsize))
+    if size <= net._ops.memory_budget():
+        return Dataset(net, X, T)
+    return StreamedDataset(net, X, T, min(batch, X.shape[0]))
 
 
 def _to_numpy(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else cuda_device.to_numpy(array)
+    return cuda_device.to_numpy(array) if cuda_device.is_device_array(array) else \
+        np.asarray(array)
+
+
+class Metrics:
+    """The backend accumulators of a pass: loss sum and correct count (float64) and the
+    int64 status pair (first non-finite step, what went non-finite)."""
+
+    def __init__(self, ops: Any) -> None:
+        self.ops = ops
+        self.totals = ops.zeros((2,), np.float64)
+        self.status = ops.zeros((2,), np.int64)
+
+    def reset(self) -> None:
+        self.ops.fill_zero(self.totals)
+
+    def read(self) -> tuple[float, float]:
+        """The loss sum and correct count so far (one device-to-host copy)."""
+        loss, correct = self.ops.to_host(self.totals)
+        return float(loss), float(correct)
+
+    def first_bad_step(self) -> tuple[int, str] | None:
+        """(step, what) of the first non-finite step, or None (one device-to-host copy)."""
+        step, what = (int(v) for v in self.ops.to_host(self.status))
+        return (step, STATUS_WHAT.get(what, "a value")) if step else None
+
+
+def _sweep(net: Any, data: Dataset, batch_size: int, metrics: Metrics) -> None:
+    """Forward and loss over every batch of ``data`` in order, into ``metrics``."""
+    from . import propagation
+
+    ops = net._ops
+    data.set_order(np.arange(data.n))
+    metrics.reset()
+    for step, start in enumerate(range(0, data.n, batch_size), start=1):
+        ws, targets = data.load(start, min(batch_size, data.n - start))
+        propagation.forward(ops, net._plan, net._params, net._indices, ws)
+        propagation.loss_and_output_delta(ops, net._plan, ws, targets)
+        ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+
+
+def _evaluate_data(net: Any, data: Dataset, batch_size: int,
+                   metrics: Metrics) -> dict[str, float | None]:
+    _sweep(net, data, batch_size, metrics)
+    loss, correct = metrics.read()
+    return {"loss": loss / data.n,
+            "accuracy": accuracy_from_count(net._plan.loss, correct, data.n, net._plan.n_out)}
 
 
 def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
-    """Outputs for every sample of ``X``, computed ``batch_size`` samples at a time."""
+    """Outputs for every sample of ``X``, computed ``batch_size`` samples at a time on the
+    backend and read back once."""
+    from . import propagation
+
     batch_size = check_int("batch_size", batch_size, 1)
-    X, _ = _host(net, X)
-    return np.concatenate([net.forward(X[i:i + batch_size])
-                           for i in range(0, X.shape[0], batch_size)])
+    data = dataset(net, X, None, batch_size)
+    ops = net._ops
+    out = ops.zeros((data.n, net._plan.n_out), net.dtype)
+    data.set_order(np.arange(data.n))
+    for start in range(0, data.n, batch_size):
+        ws, _ = data.load(start, min(batch_size, data.n - start))
+        propagation.forward(ops, net._plan, net._params, net._indices, ws)
+        ops.copy_into(out[start:start + ws.batch], ws.z[net._plan.output].T)
+    return ops.to_host(out)
 
 
 def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
     """Mean loss and accuracy (None for sum of squares) over the whole of ``X``, ``T``."""
     batch_size = check_int("batch_size", batch_size, 1)
-    X, T = _host(net, X, T)
-    total, outputs = 0.0, []
-    for i in range(0, X.shape[0], batch_size):
-        xb, tb = X[i:i + batch_size], T[i:i + batch_size]
-        total += net._loss(xb, tb) * xb.shape[0]
-        outputs.append(net._last_outputs())
-    return {"loss": total / X.shape[0],
-            "accuracy": accuracy(net._plan.loss, np.concatenate(outputs), T)}
+    return _evaluate_data(net, dataset(net, X, T, batch_size), batch_size, Metrics(net._ops))
 
 
 def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
@@ -96,44 +242,57 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
                          f"or None, got {early_stopping!r}")
     if early_stopping is not None and validation is None:
         raise ValueError("early_stopping: needs validation data to watch")
-    X, T = _host(net, X, T)
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError("validation: expected a pair (X_val, T_val)")
-        Xv, Tv = _host(net, *validation)
+    if validation is not None and (not isinstance(validation, (tuple, list))
+                                   or len(validation) != 2):
+        raise TypeError("validation: expected a pair (X_val, T_val)")
+    data = dataset(net, X, T, batch_size)
+    val_batch = max(batch_size, 256)
+    val = None if validation is None else dataset(net, *validation, val_batch)
+    ops, plan = net._ops, net._plan
+    # every buffer of the run, allocated before the first step
+    net._arena.reserve(max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n)))
+    train_metrics, val_metrics = Metrics(ops), None if val is None else Metrics(ops)
+    flat_grads = net._optimizer_view()[2]
+
     history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
     best, best_params, waited = np.inf, None, 0
-    bar = _progress(epochs * -(-X.shape[0] // batch_size), progress)
-    ops = net._optimizer_view()[0]
+    steps_per_epoch = -(-data.n // batch_size)
+    bar = _progress(epochs * steps_per_epoch, progress)
     for epoch in range(1, epochs + 1):
-        start, total, outputs, order = time.perf_counter(), 0.0, [], []
+        start_time = time.perf_counter()
         # one generator per (seed, epoch number): a resumed run shuffles as an unbroken one
         rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
-        for step, idx in enumerate(_batches(X.shape[0], batch_size, rng), start=1):
-            loss, grads = net.loss_and_grads(X[idx], T[idx], as_device=True)
-            if not np.isfinite(loss) or not all(ops.all_finite(g) for g in grads.values()):
-                what = "loss" if not np.isfinite(loss) else "a gradient"
-                raise TrainingDivergedError(
-                    f"training diverged: {what} is NaN or infinite at epoch {epoch}, step "
-                    f"{step} (loss {loss}); lower the learning rate "
-                    f"({optimizer.current_lr():g})")
-            optimizer.step(net)
-            total += loss * idx.size
-            outputs.append(net._last_outputs())
-            order.append(idx)
+        data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
+        train_metrics.reset()
+        for step, start in enumerate(range(0, data.n, batch_size), start=1):
+            ws, targets = data.load(start, min(batch_size, data.n - start))
+            net._forward_backward(ws, targets)
+            ops.accumulate_metrics(ws.losses, ws.correct, train_metrics.totals,
+                                   train_metrics.status, step)
+            ops.check_finite(flat_grads, train_metrics.status, step)
+            optimizer.step(net, train_metrics.status)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
-        seconds = time.perf_counter() - start
+                if step % LOG_EVERY == 0 or step == steps_per_epoch:
+                    seen = min(step * batch_size, data.n)
+                    bar.set_postfix(epoch=epoch, loss=f"{train_metrics.read()[0] / seen:.4f}")
+        loss_sum, correct = train_metrics.read()
+        bad = train_metrics.first_bad_step()
+        if bad is not None:
+            step, what = bad
+            raise TrainingDivergedError(
+                f"training diverged: {what} is NaN or infinite at epoch {epoch}, step "
+                f"{step}; the parameters are those before that step; lower the learning rate "
+                f"({optimizer.current_lr():g})")
+        seconds = time.perf_counter() - start_time
         net.epochs_trained += 1
-        history["loss"].append(total / X.shape[0])
-        history["accuracy"].append(accuracy(net._plan.loss, np.concatenate(outputs),
-                                            T[np.concatenate(order)]))
-        history["samples_per_second"].append(X.shape[0] / seconds)
-        if validation is not None:
-            result = evaluate(net, Xv, Tv, batch_size=max(batch_size, 256))
+        history["loss"].append(loss_sum / data.n)
+        history["accuracy"].append(accuracy_from_count(plan.loss, correct, data.n, plan.n_out))
+        history["samples_per_second"].append(data.n / seconds)
+        if val is not None:
+            result = _evaluate_data(net, val, val_batch, val_metrics)
             history["val_loss"].append(result["loss"])
             history["val_accuracy"].append(result["accuracy"])
         if checkpoint is not None:

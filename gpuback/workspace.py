@@ -1,4 +1,13 @@
-"""Per-batch-size buffers, allocated once and reused by every step of that batch size."""
+"""Per-step buffers: one arena sized for the largest batch, and views of it for every batch size.
+
+A training run uses several batch sizes (the training batch, the last partial batch of
+an epoch, the evaluation batch and its remainder). Each buffer of the arena is a flat
+region holding ``units x capacity`` elements; the workspace for batch b views the first
+``units x b`` of each region as a C-contiguous ``(units, b)`` array. So switching batch
+size allocates nothing; only a batch larger than every one before grows the arena.
+The steps run one after another on one stream, so workspaces of different batch sizes
+may share memory.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .flat import ALIGN
 from .plan import Plan
+
+KEPT = 16  # workspaces (sets of views, no memory of their own) kept per arena
 
 
 @dataclass
@@ -19,7 +31,8 @@ class Workspace:
     ``a[g]``: pre-activations of every computed group;
     ``delta[g]``: first the accumulator sum_k w_kj delta_k, then delta_j itself (5.56);
     ``targets`` (n_out, batch) or ``labels`` (batch,): the targets of the step;
-    ``losses`` (batch,): the per-sample losses E_n.
+    ``losses`` (batch,): the per-sample losses E_n; ``correct`` (batch,): the correct
+    predictions per sample (see the loss op).
     """
 
     batch: int
@@ -29,13 +42,58 @@ class Workspace:
     targets: Any
     labels: Any
     losses: Any
+    correct: Any
 
-    @classmethod
-    def allocate(cls, plan: Plan, backend: ModuleType, dtype: Any, batch: int) -> Workspace:
-        def buffers(names):
-            return {g: backend.zeros((plan.groups[g].size, batch), dtype) for g in names}
 
-        return cls(batch, buffers(plan.order), buffers(plan.computed), buffers(plan.computed),
-                   targets=backend.zeros((plan.n_out, batch), dtype),
-                   labels=backend.zeros((batch,), np.int64),
-                   losses=backend.zeros((batch,), dtype))
+class Arena:
+    """The memory behind every workspace of one network: grown, never shrunk."""
+
+    def __init__(self, plan: Plan, backend: ModuleType, dtype: Any) -> None:
+        self._plan, self._ops, self._dtype = plan, backend, dtype
+        self.capacity = 0
+        self._floats: Any = None
+        self._labels: Any = None
+        self._workspaces: dict[int, Workspace] = {}
+        # (kind, group) -> rows, in a fixed order; kind None: targets, losses, correct
+        rows = [(("z", g), plan.groups[g].size) for g in plan.order]
+        rows += [((kind, g), plan.groups[g].size) for kind in ("a", "delta")
+                 for g in plan.computed]
+        rows += [(("targets", None), plan.n_out), (("losses", None), 1),
+                 (("correct", None), 1)]
+        self._rows = dict(rows)
+
+    def reserve(self, batch: int) -> None:
+        """Make room for batches of up to ``batch`` samples (allocates only to grow)."""
+        if batch <= self.capacity:
+            return
+        total = sum(_aligned(r * batch) for r in self._rows.values())
+        self._floats = self._ops.zeros((total,), self._dtype)
+        self._labels = self._ops.zeros((batch,), np.int64)
+        self.capacity = batch
+        self._workspaces.clear()
+
+    def workspace(self, batch: int) -> Workspace:
+        """The workspace for ``batch`` samples (views of the arena; grows it if needed)."""
+        ws = self._workspaces.get(batch)
+        if ws is not None:
+            return ws
+        self.reserve(batch)
+        views, start = {}, 0
+        for key, rows in self._rows.items():
+            views[key] = self._floats[start:start + rows * batch].reshape(rows, batch)
+            start += _aligned(rows * self.capacity)
+        plan = self._plan
+        ws = Workspace(batch, {g: views["z", g] for g in plan.order},
+                       {g: views["a", g] for g in plan.computed},
+                       {g: views["delta", g] for g in plan.computed},
+                       targets=views["targets", None], labels=self._labels[:batch],
+                       losses=views["losses", None].reshape(batch),
+                       correct=views["correct", None].reshape(batch))
+        if len(self._workspaces) >= KEPT:
+            self._workspaces.pop(next(iter(self._workspaces)))
+        self._workspaces[batch] = ws
+        return ws
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN

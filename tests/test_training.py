@@ -7,7 +7,6 @@ import pytest
 
 import gpuback
 from gpuback import optim
-from gpuback.training import accuracy
 
 
 def _problem(n: int = 240, seed: int = 0):
@@ -85,13 +84,41 @@ def test_predict_and_evaluate_match_forward() -> None:
     assert result["accuracy"] == pytest.approx(np.mean(net.forward(X).argmax(1) == y))
 
 
-def test_accuracy_definitions() -> None:
-    Y = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    assert accuracy("cross_entropy", Y, np.array([0, 1, 1])) == pytest.approx(2 / 3)
-    assert accuracy("cross_entropy", Y, np.eye(2)[[0, 1, 1]]) == pytest.approx(2 / 3)
-    assert accuracy("binary_cross_entropy", Y, np.array([[1, 0], [0, 0], [1, 1]])) == \
-        pytest.approx(4 / 6)
-    assert accuracy("sum_of_squares", Y, Y) is None
+def _targets(kind: str, X: np.ndarray, rng: np.random.Generator):
+    """A spec and targets for each way accuracy is counted."""
+    if kind == "binary_cross_entropy":
+        spec = gpuback.mlp_spec([6, 5, 4], activation="tanh", loss="binary_cross_entropy")
+        return spec, (rng.uniform(size=(X.shape[0], 4)) > 0.5).astype(float)
+    spec = gpuback.mlp_spec([6, 5, 4], activation="tanh")
+    labels = rng.integers(0, 4, size=X.shape[0])
+    return spec, (labels if kind == "labels" else np.eye(4)[labels])
+
+
+@pytest.mark.parametrize("kind", ["labels", "probability_rows", "binary_cross_entropy"])
+def test_accuracy_is_the_fraction_of_correct_outputs(kind: str) -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(37, 6))
+    spec, T = _targets(kind, X, rng)
+    net = gpuback.Network(spec, seed=2)
+    Y = net.predict(X)
+    if kind == "binary_cross_entropy":
+        expected = np.mean((Y > 0.5) == (T > 0.5))
+    else:
+        expected = np.mean(Y.argmax(1) == (T if T.ndim == 1 else T.argmax(1)))
+    assert 0 < expected < 1
+    assert net.evaluate(X, T, batch_size=10)["accuracy"] == pytest.approx(expected, abs=1e-12)
+    # the training accuracy of an epoch that barely moves the weights is the same count
+    history = net.fit(X, T, epochs=1, batch_size=8, optimizer=optim.SGD(lr=1e-12),
+                      progress=False)
+    assert history["accuracy"][0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_sum_of_squares_has_no_accuracy() -> None:
+    X, _ = _problem(n=20)
+    net = gpuback.Network(gpuback.mlp_spec([6, 4, 2], loss="sum_of_squares"), seed=0)
+    T = np.zeros((20, 2))
+    assert net.evaluate(X, T)["accuracy"] is None
+    assert net.fit(X, T, epochs=1, progress=False)["accuracy"] == [None]
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [

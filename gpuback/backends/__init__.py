@@ -15,7 +15,8 @@ from types import ModuleType
 OP_SET = (
     "name", "status",
     # buffers, and mini-batches gathered from data that lives on the backend
-    "zeros", "from_host", "to_host", "copy_into", "fill_zero", "prepare_index", "take_batch",
+    "zeros", "from_host", "asarray", "to_host", "copy_into", "fill_zero", "prepare_index",
+    "memory_budget", "take_batch",
     # forward (5.48, 5.49)
     "dense_forward", "sparse_forward", "bias_activation",
     # loss and output deltas (5.54)

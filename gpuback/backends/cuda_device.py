@@ -174,16 +174,51 @@ def copy_into(dst: Any, src: Any) -> None:
     """
     if is_device_array(src):
         profile.count("launches")
-        if isinstance(dst, SimDeviceArray):
+        if isinstance(dst, np.ndarray):  # the simulator
             np.copyto(dst.view(np.ndarray), src.view(np.ndarray), casting="unsafe")
         else:
             dst[...] = src
         return
     profile.count("host_to_device")
-    if isinstance(dst, SimDeviceArray):
+    if isinstance(dst, np.ndarray):  # the simulator
         np.copyto(dst.view(np.ndarray), src, casting="unsafe")
     else:
         dst.set(np.ascontiguousarray(src, dtype=dst.dtype), stream=_cupy_stream())
+
+
+def memory_budget() -> float:
+    """Bytes of device memory a data set may take (half of what is free now); unlimited
+    under the simulator, whose device memory is host memory."""
+    if status().simulated:
+        return float("inf")
+    free, _ = xp().cuda.runtime.memGetInfo()
+    return free / 2
+
+
+def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A host array in page-locked memory (copies from it to the device are asynchronous);
+    a plain NumPy array under the simulator."""
+    if status().simulated:
+        return np.empty(shape, dtype=dtype)
+    import cupyx
+
+    return cupyx.empty_pinned(shape, dtype=dtype)
+
+
+def record_event() -> Any:
+    """A CUDA event recorded on the current stream now (None under the simulator)."""
+    if status().simulated:
+        return None
+    event = xp().cuda.Event(block=False, disable_timing=True)
+    event.record(_cupy_stream())
+    return event
+
+
+def wait_for(event: Any) -> None:
+    """Block the host until ``event`` has happened (one host wait)."""
+    profile.count("host_waits")
+    if event is not None:
+        event.synchronize()
 
 
 def synchronize() -> None:

@@ -13,10 +13,12 @@ This module is meant to be read: it is backprop in about a hundred lines.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from ..plan import SparseIndex
+from . import cuda_device
 from .status import BackendStatus
 
 name = "numpy"
@@ -40,14 +42,31 @@ def from_host(array: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     return np.array(array, dtype=dtype, order="C", copy=True)
 
 
+def asarray(array: Any, dtype: np.dtype | type) -> np.ndarray:
+    """``array`` as a C-contiguous backend array in ``dtype``: itself when it already is one,
+    else a copy (a device array, CuPy's say, is copied to the host)."""
+    return np.ascontiguousarray(_host(array), dtype=dtype)
+
+
+def memory_budget() -> float:
+    """Bytes of backend memory a data set may take before training streams it instead:
+    unlimited here, the data is in host memory either way."""
+    return float("inf")
+
+
 def to_host(array: np.ndarray) -> np.ndarray:
     """A host NumPy copy of a backend array."""
     return np.array(array, copy=True)
 
 
 def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` with casting; ``src`` may be a host array."""
-    np.copyto(dst, src, casting="unsafe")
+    """``dst[...] = src`` with casting; ``src`` may be a host or a device array."""
+    np.copyto(dst, _host(src), casting="unsafe")
+
+
+def _host(array: Any) -> Any:
+    """A device array (CuPy's, say) copied to the host; anything else as it is."""
+    return cuda_device.to_numpy(array) if cuda_device.is_device_array(array) else array
 
 
 def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarray) -> None:
