@@ -6,6 +6,10 @@ import importlib
 import inspect
 import pathlib
 import re
+import subprocess
+import sys
+
+import pytest
 
 import gpuback
 
@@ -65,3 +69,28 @@ def test_the_readme_python_examples_run(capsys, tmp_path, monkeypatch) -> None:
     out = capsys.readouterr().out
     assert "PASSED" in out and "'accuracy'" in out
     assert namespace["opt_again"].steps == namespace["opt"].steps
+
+
+
+def _pip_resolves(extras: str) -> subprocess.CompletedProcess[str]:
+    """``pip install --dry-run`` of this checkout with ``extras``: resolves, installs nothing."""
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+                           "--ignore-installed", "--no-input", f"{ROOT}[{extras}]"],
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extras", ["test,sim12,cuda12", "test,cuda12", "test,sim13,cuda13"])
+def test_documented_extras_resolve(extras: str) -> None:
+    """Each documented combination of extras is installable (CI installs `.[test,sim13]`
+    itself); a test extra that pinned one CUDA major version once made `.[test,cuda12]`
+    unresolvable."""
+    done = _pip_resolves(extras)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_mixing_cuda_major_versions_does_not_resolve() -> None:
+    """Two CUDA major versions in one environment break CuPy: pip must refuse them."""
+    done = _pip_resolves("test,sim13,cuda12")
+    assert done.returncode != 0 and "conflict" in done.stderr.lower(), done.stderr[-2000:]
