@@ -1,7 +1,7 @@
 """Registers, spills and shared memory of every CUDA kernel, from ptxas; no GPU needed.
 
 Run with ``python bench/kernel_report.py [--json] [--arch 80 90]``: the same as
-``python -m gpuback.kernel_report`` (see that module). Needs the ``test`` extra
+``python -m gpuback.kernel_report`` (see that module). Needs the ``sim13`` extra
 (``numba-cuda[cu13]`` for NVVM, ``nvidia-cuda-nvcc`` for ptxas).
 """
 

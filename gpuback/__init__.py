@@ -6,7 +6,7 @@ delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
 functions.
 """
 
-from . import checkpoint, datasets, optim
+from . import checkpoint, datasets, optim, profile
 from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
@@ -31,6 +31,7 @@ __all__ = [
     "info",
     "mlp_spec",
     "optim",
+    "profile",
     "sparse_mlp_spec",
     "validate_spec",
 ]

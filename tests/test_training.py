@@ -141,3 +141,11 @@ def test_fit_rejects_bad_data_before_training() -> None:
     y[3] = 5
     with pytest.raises(ValueError, match="class labels must lie in"):
         _net().fit(X, y, progress=False)
+
+
+def test_host_backends_ask_nothing_of_a_device() -> None:
+    X, y = _problem(n=30)
+    for backend in {"numpy", "cpu"} & set(gpuback.available_backends()):
+        with gpuback.profile.counters() as counts:
+            _net(backend=backend).fit(X, y, epochs=1, batch_size=8, progress=False)
+        assert counts == gpuback.profile.Counts(), (backend, counts)
