@@ -6,6 +6,10 @@ launched with, is compiled to PTX by ``numba.cuda.compile_ptx`` (NVVM, from the
 wheel) for compute capability 8.0 and 9.0, or the ``--arch`` list. Run it as
 ``python -m gpuback.kernel_report [--json] [--arch 80 90]``.
 
+The ``f64`` column counts the PTX instructions of a build that operate on float64
+(``count_f64``): in a float32 kernel each one is either a deliberate float64 accumulator or
+a float64 constant or parameter that slipped in (DESIGN.md section 4, part 3).
+
 Exit status: 0 when every kernel compiles with zero spill bytes, 1 otherwise,
 ``EXIT_TOOLCHAIN`` when NVVM or ptxas is not installed, ``EXIT_SIMULATOR`` under
 ``NUMBA_ENABLE_CUDASIM=1`` (the simulator has no compiler).
@@ -26,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,8 @@ class Row:
     spill_loads: int = 0
     smem: int = 0
     stack: int = 0
+    f64: int = 0
+    f64_sample: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -106,8 +112,8 @@ def tool_version(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
-def kernel_tables() -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
-    """``{"family.kernel": (python function, {dtype: signature})}`` over every
+def kernel_tables() -> dict[str, dict[str, tuple[Callable[..., Any], Any]]]:
+    """``{"family.kernel": {dtype: (python function, signature)}}`` over every
     ``gpuback.kernels`` module that has a ``KERNELS`` table."""
     package = importlib.import_module("gpuback.kernels")
     tables = {}
@@ -144,6 +150,33 @@ def load_compiler() -> tuple[Callable[..., tuple[str, Any]], str]:
         raise ToolchainMissingError(f"NVVM/NVRTC cannot compile a trivial kernel ({detail}): "
                                     f"pip install '{NVVM_PACKAGE}'") from exc
     return cuda.compile_ptx, tool_version(ptx[:1000])
+
+
+# A PTX instruction line: an optional guard predicate (@%p1, @!%p1), then the opcode with its
+# dotted modifiers and types (add.rn.f64, cvt.rn.f32.f64, ld.global.nc.f64, setp.gt.f64, ...).
+_INSTRUCTION = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.]*)")
+
+
+def count_f64(ptx: str, keep: int = 3) -> tuple[int, list[str]]:
+    """How many PTX instructions have ``f64`` among the dotted parts of their opcode, and the
+    first ``keep`` of them.
+
+    That counts float64 arithmetic (``add.f64``, ``fma.rn.f64``, ``div.rn.f64``), compares
+    and selects (``setp.*.f64``, ``selp.f64``), moves and constants (``mov.f64``), loads and
+    stores (``ld.param.f64`` of a float64 kernel parameter, ``ld.global.f64``,
+    ``st.shared.f64``), atomics (``atom.*.f64``) and every conversion to or from float64
+    (``cvt.f64.f32``, ``cvt.rn.f32.f64``, ``cvt.rn.f64.s64``). Directives (``.reg .f64``,
+    ``.param .f64``), labels and comments are not instructions, and untyped bit moves
+    (``mov.b64``) are not counted: a float64 value cannot be computed without one of the
+    counted instructions.
+    """
+    found = []
+    for line in ptx.splitlines():
+        text = line.split("//", 1)[0]
+        match = _INSTRUCTION.match(text)
+        if match and "f64" in match.group(1).split("."):
+            found.append(" ".join(text.split()).rstrip(";")[:80])
+    return len(found), found[:keep]
 
 
 def parse_ptxas(output: str) -> dict[str, int]:
@@ -201,12 +234,13 @@ def build_report(archs: Sequence[int] = ARCHS) -> dict[str, Any]:
     version = subprocess.run([str(ptxas), "--version"], capture_output=True, text=True,
                              check=False).stdout
     rows = []
-    for kernel, (function, signatures) in kernel_tables().items():
-        for dtype, signature in signatures.items():
+    for kernel, builds in kernel_tables().items():
+        for dtype, (function, signature) in builds.items():
             for arch in archs:
                 row = Row(kernel, dtype, f"sm_{arch}")
                 try:
                     ptx, _ = compile_ptx(function, signature, cc=divmod(arch, 10))
+                    row.f64, row.f64_sample = count_f64(ptx)
                     for key, value in assemble(ptxas, ptx, arch).items():
                         setattr(row, key, value)
                 except Exception as exc:  # reported per row; the exit status says it failed
@@ -243,13 +277,14 @@ def _version(distribution: str) -> str | None:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table and a summary line."""
-    header = ("kernel", "dtype", "arch", "regs", "spill (st+ld)", "smem", "stack", "status")
+    header = ("kernel", "dtype", "arch", "regs", "spill (st+ld)", "smem", "stack", "f64",
+              "status")
     lines = []
     for r in report["rows"]:
         spill = f"{r['spill']} ({r['spill_stores']}+{r['spill_loads']})" if r["spill"] else "0"
         status = "ok" if r["ok"] else (f"FAILED {r['error']}" if r["error"] else "SPILLS")
-        counts = ("-",) * 4 if r["error"] else (str(r["registers"]), spill, str(r["smem"]),
-                                                str(r["stack"]))
+        counts = ("-",) * 5 if r["error"] else (str(r["registers"]), spill, str(r["smem"]),
+                                                str(r["stack"]), str(r["f64"]))
         lines.append((r["kernel"], r["dtype"], r["arch"], *counts, status))
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header) - 1)]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
@@ -262,9 +297,14 @@ def format_table(report: dict[str, Any]) -> str:
                f"NVVM {t['nvvm']}; numba-cuda {t['numba_cuda']}")
     if "note" in t:
         out.append(f"note: {t['note']}")
+    float32 = {r["kernel"] for r in report["rows"] if r["dtype"] == "float32"}
+    with_f64 = sorted({r["kernel"] for r in report["rows"]
+                       if r["dtype"] == "float32" and r["f64"]})
     out.append(f"{'OK' if report['ok'] else 'FAIL'}: {len(report['rows'])} builds "
                f"({len({r['kernel'] for r in report['rows']})} kernels, "
                f"{', '.join(report['archs'])}), {failed} failed to compile, {spilled} spill; "
+               f"{len(with_f64)} of {len(float32)} float32 kernels have .f64 instructions"
+               f"{' (' + ', '.join(with_f64) + ')' if with_f64 else ''}; "
                f"{report['seconds']} s")
     return "\n".join(out)
 

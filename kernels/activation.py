@@ -1,50 +1,109 @@
-"""Activation kernels: fused bias + activation forward (5.48, 5.49), softmax, h'(a) multiply.
+"""Activation kernels: fused bias + activation forward (5.48, 5.49), softmax, and the h'(a)
+multiply fused with the bias gradient.
 
-Buffers are feature-major ``(units, batch)``: thread (x, y) = (sample n, unit k), so the
-threads of a warp touch consecutive samples of one unit, a contiguous run of memory.
-Activations are chosen by an integer code (``CODES``); the branch is uniform across a
-launch, so it costs no divergence.
+Buffers are feature-major ``(units, batch)``. Elementwise kernels are 2-D grid-stride loops
+(``device.grid_2d``: threads x over samples, so a warp touches a contiguous run of one unit's
+row). Softmax is one block per sample, its threads striding over the units, with
+shared-memory reductions for the maximum and the sum. Activations are chosen by an integer
+code (``CODES``); the branch is uniform across a launch, so it costs no divergence.
 """
 
 from __future__ import annotations
 
-from numba import cuda, int32
+import math
 
-from .device import DEVICE
+from numba import cuda, float64, int32
+
+from .device import block_max, block_sum, device, grid_2d
 from .scalar import CODES  # noqa: F401  (the backends pick activations by these codes)
-from .signatures import for_each_dtype
-
-activate = DEVICE.activate
-derivative = DEVICE.derivative
-softmax_bias_sample = DEVICE.softmax_bias
+from .shapes import REDUCE_CAPACITY
+from .signatures import kernel_table
 
 
-def bias_activation(a, b, z, code):
-    """a[k, n] += b[k]; z[k, n] = h(a[k, n]): bias of 5.48 and activation 5.49, fused."""
-    n, k = cuda.grid(2)
-    if k < a.shape[0] and n < a.shape[1]:
-        value = a[k, n] + b[k]
-        a[k, n] = value
-        z[k, n] = activate(code, value)
+def build(real):
+    """The activation kernels computing in ``real``."""
+    dev = device(real)
+    activate = dev.activate
+    derivative = dev.derivative
+    zero = real(0.0)
+    minus_inf = real(-math.inf)
+
+    def bias_activation(a, b, z, code):
+        """a[k, n] += b[k]; z[k, n] = h(a[k, n]): bias of 5.48 and activation 5.49, fused."""
+        row, row_stride, sample, sample_stride = grid_2d()
+        for k in range(row, a.shape[0], row_stride):
+            bk = b[k]
+            for n in range(sample, a.shape[1], sample_stride):
+                value = a[k, n] + bk
+                a[k, n] = value
+                z[k, n] = activate(code, value)
+
+    def softmax_bias(a, b, z):
+        """Softmax over the units of each sample, after adding the bias: one block per sample
+        (grid-stride over samples), threads striding over the units, shifted by the maximum
+        so exp never overflows."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        top = cuda.shared.array(REDUCE_CAPACITY, real)
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+            local = minus_inf
+            for k in range(lane, a.shape[0], lanes):
+                value = a[k, n] + b[k]
+                a[k, n] = value
+                local = max(local, value)
+            top[lane] = local
+            block_max(top, lane, lanes)
+            shift = top[0]
+            local = zero
+            for k in range(lane, a.shape[0], lanes):
+                e = math.exp(a[k, n] - shift)
+                z[k, n] = e
+                local += e
+            total[lane] = local
+            block_sum(total, 0, lane, lanes)
+            norm = total[0]
+            for k in range(lane, a.shape[0], lanes):
+                z[k, n] = z[k, n] / norm
+            cuda.syncthreads()  # every thread has read slot 0 before the next sample
+
+    def activation_delta(a, z, acc, db, code):
+        """acc[j, n] *= h'(a[j, n]) in place: the accumulated sum_k w_kj delta_k becomes
+        delta_j (5.56); and db[j] = sum over the batch of the new acc[j, :] (dE/db_j).
+
+        A block of lanes x rows threads handles ``blockDim.y`` units at a time (grid-stride
+        over units); the lanes of a unit stride over its batch row (coalesced), then a
+        shared-memory tree adds their partials in a fixed order. The partials are float64 on
+        purpose (also in the float32 kernel): a long batch row summed in float32 would lose
+        bits the bias gradient is held to; it is one add per element, not the multiply.
+        """
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        base = cuda.threadIdx.y * lanes
+        partial = cuda.shared.array(REDUCE_CAPACITY, float64)
+        for first in range(cuda.blockIdx.x * cuda.blockDim.y, a.shape[0],
+                           cuda.gridDim.x * cuda.blockDim.y):
+            j = first + cuda.threadIdx.y
+            total = float64(0.0)
+            if j < a.shape[0]:
+                for n in range(lane, a.shape[1], lanes):
+                    value = acc[j, n] * derivative(code, a[j, n], z[j, n])
+                    acc[j, n] = value
+                    total += float64(value)
+            partial[base + lane] = total
+            block_sum(partial, base, lane, lanes)
+            if lane == 0 and j < a.shape[0]:
+                db[j] = partial[base]
+
+    return {"bias_activation": bias_activation, "softmax_bias": softmax_bias,
+            "activation_delta": activation_delta}
 
 
-def softmax_bias(a, b, z):
-    """Softmax over the units of each sample, after adding the bias; one thread per sample."""
-    n = cuda.grid(1)
-    if n < a.shape[1]:
-        softmax_bias_sample(a, b, z, n)
+def arguments(real, mat, vec):
+    return {"bias_activation": (mat, vec, mat, int32),
+            "softmax_bias": (mat, vec, mat),
+            "activation_delta": (mat, mat, mat, vec, int32)}
 
 
-def activation_delta(a, z, acc, code):
-    """delta = h'(a) * acc in place: the accumulated sum_k w_kj delta_k becomes delta_j (5.56)."""
-    n, k = cuda.grid(2)
-    if k < a.shape[0] and n < a.shape[1]:
-        acc[k, n] = acc[k, n] * derivative(code, a[k, n], z[k, n])
-
-
-# name -> (kernel function, {dtype: explicit signature})
-KERNELS = {
-    "bias_activation": (bias_activation, for_each_dtype(lambda mat, vec: (mat, vec, mat, int32))),
-    "softmax_bias": (softmax_bias, for_each_dtype(lambda mat, vec: (mat, vec, mat))),
-    "activation_delta": (activation_delta, for_each_dtype(lambda mat, vec: (mat, mat, mat, int32))),
-}
+# name -> {dtype: (kernel function, explicit signature)}
+KERNELS = kernel_table(build, arguments)

@@ -1,59 +1,175 @@
-"""Fused loss + output-delta kernels (5.54): one thread per sample, looping over output units.
+"""Fused loss + output-delta kernels (5.54): one block per sample, its threads striding over
+the output units, with shared-memory tree reductions for the maximum, the sums and the first
+arg-max (grid-stride over samples when the batch exceeds the grid).
 
-Each writes ``losses[n] = E_n`` and ``delta[k, n] = dE/da_k`` for the mean loss
-E = (1/N) sum_n E_n, so the deltas carry the 1/N (``inv_batch``). The batch loss is
-then the row sum of ``losses``.
+Each writes ``losses[n] = E_n``, ``delta[k, n] = dE/da_k`` for the mean loss
+E = (1/N) sum_n E_n (so the deltas carry the 1/N, ``inv_batch``) and ``correct[n]``, the
+sample's correct predictions (cross-entropy: the first arg-max of y is the label or the first
+arg-max of the target row; binary cross-entropy: outputs with (y > 0.5) == (t > 0.5); sum of
+squares: 0). The formulas are those of ``scalar.py`` (which the cpu backend runs per sample):
+the same stable log-sum-exp, the softplus form of BCE, the same tie rule (``better``).
 """
 
 from __future__ import annotations
 
-from numba import cuda, float64, int32
+import math
 
-from .device import DEVICE
-from .signatures import INDEX, for_each_dtype
+from numba import cuda, int32, int64
 
-sum_of_squares_sample = DEVICE.sum_of_squares
-binary_cross_entropy_sample = DEVICE.binary_cross_entropy
-cross_entropy_sample = DEVICE.cross_entropy
-cross_entropy_labels_sample = DEVICE.cross_entropy_labels
+from .device import block_argmax, block_max, block_sum, device
+from .shapes import REDUCE_CAPACITY
+from .signatures import INDEX, kernel_table
 
 
-def sum_of_squares(a, y, t, delta, losses, code, inv_batch):
-    """E_n = 1/2 sum_k (y_k - t_k)^2; delta_k = h'(a_k) (y_k - t_k) (y - t for identity)."""
-    n = cuda.grid(1)
-    if n < a.shape[1]:
-        sum_of_squares_sample(a, y, t, delta, losses, code, inv_batch, n)
+def build(real):
+    """The loss kernels computing in ``real``."""
+    dev = device(real)
+    derivative = dev.derivative
+    bce_term = dev.bce_term
+    bce_match = dev.bce_match
+    better = dev.better
+    zero, one, half = real(0.0), real(1.0), real(0.5)
+    minus_inf = real(-math.inf)
+
+    def sum_of_squares(a, y, t, delta, losses, correct, code, inv_batch):
+        """E_n = 1/2 sum_k (y_k - t_k)^2; delta_k = h'(a_k) (y_k - t_k) (y - t for identity)."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+            local = zero
+            for k in range(lane, a.shape[0], lanes):
+                diff = y[k, n] - t[k, n]
+                local += half * diff * diff
+                delta[k, n] = derivative(code, a[k, n], y[k, n]) * diff * inv_batch
+            total[lane] = local
+            block_sum(total, 0, lane, lanes)
+            if lane == 0:
+                losses[n] = total[0]
+                correct[n] = zero
+            cuda.syncthreads()  # slot 0 read before the next sample
+
+    def binary_cross_entropy(a, y, t, delta, losses, correct, inv_batch):
+        """E_n = sum_k softplus(a_k) - t_k a_k; delta_k = y_k - t_k."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        count = cuda.shared.array(REDUCE_CAPACITY, real)
+        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+            local = zero
+            matches = zero
+            for k in range(lane, a.shape[0], lanes):
+                local += bce_term(a[k, n], t[k, n])
+                matches += bce_match(y[k, n], t[k, n])
+                delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+            total[lane] = local
+            count[lane] = matches
+            block_sum(total, 0, lane, lanes)
+            block_sum(count, 0, lane, lanes)
+            if lane == 0:
+                losses[n] = total[0]
+                correct[n] = count[0]
+            cuda.syncthreads()
+
+    def cross_entropy(a, y, t, delta, losses, correct, inv_batch):
+        """E_n = -sum_k t_k log y_k, log y_k = a_k - logsumexp(a); delta_k = y_k - t_k."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        top = cuda.shared.array(REDUCE_CAPACITY, real)
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        loss = cuda.shared.array(REDUCE_CAPACITY, real)
+        best = cuda.shared.array(REDUCE_CAPACITY, real)
+        best_index = cuda.shared.array(REDUCE_CAPACITY, int64)
+        target = cuda.shared.array(REDUCE_CAPACITY, real)
+        target_index = cuda.shared.array(REDUCE_CAPACITY, int64)
+        units = a.shape[0]
+        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+            local_top = minus_inf
+            local_best = minus_inf
+            local_index = units
+            local_target = minus_inf
+            local_target_index = units
+            for k in range(lane, units, lanes):
+                local_top = max(local_top, a[k, n])
+                if better(y[k, n], k, local_best, local_index):
+                    local_best = y[k, n]
+                    local_index = k
+                if better(t[k, n], k, local_target, local_target_index):
+                    local_target = t[k, n]
+                    local_target_index = k
+                delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+            top[lane] = local_top
+            best[lane] = local_best
+            best_index[lane] = local_index
+            target[lane] = local_target
+            target_index[lane] = local_target_index
+            block_max(top, lane, lanes)
+            block_argmax(best, best_index, lane, lanes)
+            block_argmax(target, target_index, lane, lanes)
+            shift = top[0]
+            local = zero
+            for k in range(lane, units, lanes):
+                local += math.exp(a[k, n] - shift)
+            total[lane] = local
+            block_sum(total, 0, lane, lanes)
+            lse = shift + math.log(total[0])
+            local = zero
+            for k in range(lane, units, lanes):
+                local -= t[k, n] * (a[k, n] - lse)
+            loss[lane] = local
+            block_sum(loss, 0, lane, lanes)
+            if lane == 0:
+                losses[n] = loss[0]
+                correct[n] = one if best_index[0] == target_index[0] else zero
+            cuda.syncthreads()
+
+    def cross_entropy_labels(a, y, labels, delta, losses, correct, inv_batch):
+        """As ``cross_entropy`` with a one-hot target given by the class label of each sample:
+        E_n = logsumexp(a) - a_label."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        top = cuda.shared.array(REDUCE_CAPACITY, real)
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        best = cuda.shared.array(REDUCE_CAPACITY, real)
+        best_index = cuda.shared.array(REDUCE_CAPACITY, int64)
+        units = a.shape[0]
+        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+            label = labels[n]
+            local_top = minus_inf
+            local_best = minus_inf
+            local_index = units
+            for k in range(lane, units, lanes):
+                local_top = max(local_top, a[k, n])
+                if better(y[k, n], k, local_best, local_index):
+                    local_best = y[k, n]
+                    local_index = k
+                delta[k, n] = (y[k, n] - (one if k == label else zero)) * inv_batch
+            top[lane] = local_top
+            best[lane] = local_best
+            best_index[lane] = local_index
+            block_max(top, lane, lanes)
+            block_argmax(best, best_index, lane, lanes)
+            shift = top[0]
+            local = zero
+            for k in range(lane, units, lanes):
+                local += math.exp(a[k, n] - shift)
+            total[lane] = local
+            block_sum(total, 0, lane, lanes)
+            if lane == 0:
+                losses[n] = shift + math.log(total[0]) - a[label, n]
+                correct[n] = one if best_index[0] == label else zero
+            cuda.syncthreads()
+
+    return {"sum_of_squares": sum_of_squares, "binary_cross_entropy": binary_cross_entropy,
+            "cross_entropy": cross_entropy, "cross_entropy_labels": cross_entropy_labels}
 
 
-def binary_cross_entropy(a, y, t, delta, losses, inv_batch):
-    """E_n = sum_k softplus(a_k) - t_k a_k; delta_k = y_k - t_k."""
-    n = cuda.grid(1)
-    if n < a.shape[1]:
-        binary_cross_entropy_sample(a, y, t, delta, losses, inv_batch, n)
+def arguments(real, mat, vec):
+    return {"sum_of_squares": (mat, mat, mat, mat, vec, vec, int32, real),
+            "binary_cross_entropy": (mat, mat, mat, mat, vec, vec, real),
+            "cross_entropy": (mat, mat, mat, mat, vec, vec, real),
+            "cross_entropy_labels": (mat, mat, INDEX, mat, vec, vec, real)}
 
 
-def cross_entropy(a, y, t, delta, losses, inv_batch):
-    """E_n = -sum_k t_k log y_k; delta_k = y_k - t_k."""
-    n = cuda.grid(1)
-    if n < a.shape[1]:
-        cross_entropy_sample(a, y, t, delta, losses, inv_batch, n)
-
-
-def cross_entropy_labels(a, y, labels, delta, losses, inv_batch):
-    """As ``cross_entropy`` with a one-hot target given by the class label of each sample."""
-    n = cuda.grid(1)
-    if n < a.shape[1]:
-        cross_entropy_labels_sample(a, y, labels, delta, losses, inv_batch, n)
-
-
-# name -> (kernel function, {dtype: explicit signature})
-KERNELS = {
-    "sum_of_squares": (sum_of_squares, for_each_dtype(
-        lambda mat, vec: (mat, mat, mat, mat, vec, int32, float64))),
-    "binary_cross_entropy": (binary_cross_entropy, for_each_dtype(
-        lambda mat, vec: (mat, mat, mat, mat, vec, float64))),
-    "cross_entropy": (cross_entropy, for_each_dtype(
-        lambda mat, vec: (mat, mat, mat, mat, vec, float64))),
-    "cross_entropy_labels": (cross_entropy_labels, for_each_dtype(
-        lambda mat, vec: (mat, mat, INDEX, mat, vec, float64))),
-}
+# name -> {dtype: (kernel function, explicit signature)}
+KERNELS = kernel_table(build, arguments)

@@ -1,41 +1,53 @@
-"""Optimiser kernels: one fused update per parameter buffer, one thread per element.
+"""Optimiser kernels: one fused update per parameter buffer, grid-stride over its elements.
 
 Parameters, gradients and optimiser state are passed flattened (C-contiguous views), so
-one kernel serves dense weight matrices, sparse weight vectors and biases alike.
+one kernel serves dense weight matrices, sparse weight vectors and biases alike. Float
+scalars (lr, betas, ...) are of the kernel's float type. ``status`` is the int64 pair that
+``check_finite`` / ``accumulate_metrics`` write on the same stream: while ``status[0] != 0``
+(a step went non-finite) the kernel changes nothing, so the parameters keep their last good
+values without the host having to look.
 """
 
 from __future__ import annotations
 
-from numba import boolean, cuda, float64
+from numba import boolean
 
-from .device import DEVICE
-from .signatures import for_each_dtype
-
-sgd_element = DEVICE.sgd
-adam_element = DEVICE.adam
+from .device import device, grid_1d
+from .signatures import INDEX, kernel_table
 
 
-def sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """SGD with momentum (Nesterov optional) and L2 weight decay, one thread per element."""
-    i = cuda.grid(1)
-    if i < param.shape[0]:
-        sgd_element(param, grad, velocity, lr, momentum, nesterov, weight_decay, i)
+def build(real):
+    """The optimiser kernels computing in ``real``."""
+    dev = device(real)
+    sgd_element = dev.sgd
+    adam_element = dev.adam
+
+    def sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, status):
+        """SGD with momentum (Nesterov optional) and L2 weight decay."""
+        if status[0] != 0:
+            return
+        start, stride = grid_1d()
+        for i in range(start, param.shape[0], stride):
+            sgd_element(param, grad, velocity, lr, momentum, nesterov, weight_decay, i)
+
+    def adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, correction1,
+             correction2, status):
+        """Adam, or AdamW's decoupled decay."""
+        if status[0] != 0:
+            return
+        start, stride = grid_1d()
+        for i in range(start, param.shape[0], stride):
+            adam_element(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
+                         correction1, correction2, i)
+
+    return {"sgd": sgd, "adam": adam}
 
 
-def adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, correction1,
-         correction2):
-    """Adam, or AdamW's decoupled decay, one thread per element."""
-    i = cuda.grid(1)
-    if i < param.shape[0]:
-        adam_element(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
-                     correction1, correction2, i)
+def arguments(real, mat, vec):
+    return {"sgd": (vec, vec, vec, real, real, boolean, real, INDEX),
+            "adam": (vec, vec, vec, vec, real, real, real, real, real, boolean, real, real,
+                     INDEX)}
 
 
-# name -> (kernel function, {dtype: explicit signature})
-KERNELS = {
-    "sgd": (sgd, for_each_dtype(
-        lambda mat, vec: (vec, vec, vec, float64, float64, boolean, float64))),
-    "adam": (adam, for_each_dtype(
-        lambda mat, vec: (vec, vec, vec, vec, float64, float64, float64, float64, float64,
-                          boolean, float64, float64))),
-}
+# name -> {dtype: (kernel function, explicit signature)}
+KERNELS = kernel_table(build, arguments)

@@ -1,49 +1,47 @@
-"""Row sums over the batch: bias gradients (dE/db_k = sum_n delta_k) and the batch loss.
+"""Row sums over the batch: bias gradients, dE/db_k = sum_n delta_k.
 
-A block of ROWS x LANES threads handles ROWS rows; the LANES threads of a row stride
-over its columns (coalesced), then ``block_sum`` adds their partials in shared memory
-in a fixed order (float64 partials, so float32 sums lose nothing to long batches).
+A block of lanes x rows threads handles ``blockDim.y`` rows at a time (grid-stride over
+rows); the lanes of a row stride over its columns (coalesced), then ``device.block_sum``
+adds their partials in shared memory in a fixed order. The partials are float64 on purpose
+(also in the float32 kernel), so float32 sums lose nothing to long batches.
 """
 
 from __future__ import annotations
 
 from numba import cuda, float64
 
-from .signatures import for_each_dtype
-
-LANES = 32
-ROWS = 4
-
-
-@cuda.jit(device=True, inline=True)
-def block_sum(partial, row, lane):
-    """Tree-sum ``partial[row, :]`` into ``partial[row, 0]``; every thread must call it."""
-    cuda.syncthreads()
-    width = LANES // 2
-    while width > 0:
-        if lane < width:
-            partial[row, lane] += partial[row, lane + width]
-        cuda.syncthreads()
-        width //= 2
+from .device import block_sum
+from .shapes import REDUCE_CAPACITY
+from .signatures import kernel_table
 
 
-def row_sum(x, out):
-    """out[r] = sum over columns n of x[r, n]."""
-    lane = cuda.threadIdx.x
-    row = cuda.threadIdx.y
-    r = cuda.blockIdx.x * ROWS + row
-    partial = cuda.shared.array((ROWS, LANES), dtype=float64)
-    total = 0.0
-    if r < x.shape[0]:
-        for n in range(lane, x.shape[1], LANES):
-            total += x[r, n]
-    partial[row, lane] = total
-    block_sum(partial, row, lane)
-    if lane == 0 and r < x.shape[0]:
-        out[r] = partial[row, 0]
+def build(real):
+    """The reduction kernels for arrays of ``real``."""
+
+    def row_sum(x, out):
+        """out[r] = sum over columns n of x[r, n]."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        base = cuda.threadIdx.y * lanes
+        partial = cuda.shared.array(REDUCE_CAPACITY, float64)
+        for first in range(cuda.blockIdx.x * cuda.blockDim.y, x.shape[0],
+                           cuda.gridDim.x * cuda.blockDim.y):
+            r = first + cuda.threadIdx.y
+            total = float64(0.0)
+            if r < x.shape[0]:
+                for n in range(lane, x.shape[1], lanes):
+                    total += float64(x[r, n])
+            partial[base + lane] = total
+            block_sum(partial, base, lane, lanes)
+            if lane == 0 and r < x.shape[0]:
+                out[r] = partial[base]
+
+    return {"row_sum": row_sum}
 
 
-# name -> (kernel function, {dtype: explicit signature})
-KERNELS = {
-    "row_sum": (row_sum, for_each_dtype(lambda mat, vec: (mat, vec))),
-}
+def arguments(real, mat, vec):
+    return {"row_sum": (mat, vec)}
+
+
+# name -> {dtype: (kernel function, explicit signature)}
+KERNELS = kernel_table(build, arguments)

@@ -1,11 +1,19 @@
 """Per-element and per-sample device functions, written once and compiled for both targets.
 
-``compile_for(device)`` wraps each function below with the ``device`` decorator and
+``compile_for(device, real)`` wraps each function below with the ``device`` decorator and
 returns them by name: ``cuda.jit(device=True, inline=True)`` for the CUDA kernels
-(``gpuback.kernels.*``), ``njit(inline="always")`` for the cpu backend's kernels. A
-CUDA kernel calls a per-sample function for its thread's sample; a cpu kernel calls it
-in a loop over its share of the samples. So both backends compute every activation,
-loss and optimiser step with the same formulas. Nothing here imports a Numba target.
+(``gpuback.kernels.*``), ``njit(inline="always")`` for the cpu backend's kernels. ``real``
+is the float type the functions compute in (``numba.float32`` or ``numba.float64``): every
+constant below is ``real(...)``, made once, outside the functions, so a float32 CUDA kernel
+meets no float64 literal (a Python float is a float64 in Numba, and one float64 operand
+turns a float32 expression into float64 instructions). The cpu backend compiles them with
+``numba.float64`` constants, as its float32 accuracy has always come from.
+
+A CUDA kernel calls a per-element function for its thread's element, and builds its
+block-per-sample reductions (softmax, losses) from the per-element pieces here (``softplus``,
+``bce_term``, ``bce_match``, ``better``); a cpu kernel calls the per-sample functions in a loop
+over its share of the samples. So both backends compute every activation, loss, correct count
+and optimiser step with the same formulas. Nothing here imports a Numba target.
 """
 
 from __future__ import annotations
@@ -22,28 +30,53 @@ LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_K = 0.044715
 
+# Codes written to ``status[1]`` when a step first goes non-finite (``status[0]`` = the step).
+LOSS_NOT_FINITE = 1
+GRADIENT_NOT_FINITE = 2
+
 
 def loss_kernel(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
-                losses: Any) -> tuple[str, tuple]:
+                losses: Any, correct: Any) -> tuple[str, tuple]:
     """Which loss kernel a backend runs, and its arguments after the sample index or range:
     ``sum_of_squares`` needs the output activation's code, class labels (``t`` of shape
-    (batch,)) take ``cross_entropy_labels``; the deltas carry 1/N (``inv_batch``)."""
+    (batch,)) take ``cross_entropy_labels``; the deltas carry 1/N (``inv_batch``, a Python
+    float: a backend casts it to its kernels' float type)."""
     inv_batch = 1.0 / a.shape[1]
     if loss == "sum_of_squares":
-        return loss, (a, y, t, delta, losses, CODES[activation], inv_batch)
+        return loss, (a, y, t, delta, losses, correct, CODES[activation], inv_batch)
     if loss == "cross_entropy" and t.ndim == 1:
-        return "cross_entropy_labels", (a, y, t, delta, losses, inv_batch)
-    return loss, (a, y, t, delta, losses, inv_batch)
+        return "cross_entropy_labels", (a, y, t, delta, losses, correct, inv_batch)
+    if loss not in ("cross_entropy", "binary_cross_entropy"):
+        raise ValueError(f"loss: unknown {loss!r}")
+    return loss, (a, y, t, delta, losses, correct, inv_batch)
 
 
-def compile_for(device: Callable[[Callable], Any]) -> SimpleNamespace:
-    """The functions below, each decorated with ``device``, as attributes of a namespace."""
+def better(value, index, best, best_index):
+    """Whether (value, index) beats (best, best_index) for the FIRST arg-max: a larger value,
+    or an equal one at a smaller index. Serial scans and tree reductions both use it, so
+    every backend breaks ties the same way (NumPy's ``argmax``: the first maximum)."""
+    return value > best or (value == best and index < best_index)
+
+
+def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace:
+    """The functions below, each decorated with ``device``, computing in the float type
+    ``real``, as attributes of a namespace."""
+    zero, one, half, three = real(0.0), real(1.0), real(0.5), real(3.0)
+    minus_inf = real(-math.inf)
+    slope, gelu_c, gelu_k = real(LEAKY_SLOPE), real(GELU_C), real(GELU_K)
+
+    first_better = device(better)
 
     @device
     def sigmoid(a):
         """1 / (1 + e^-a) without overflow: e^-|a| never exceeds 1."""
         e = math.exp(-abs(a))
-        return 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
+        return one / (one + e) if a >= zero else e / (one + e)
+
+    @device
+    def softplus(a):
+        """log(1 + e^a) = max(a, 0) + log1p(e^-|a|), without overflow."""
+        return max(a, zero) + math.log1p(math.exp(-abs(a)))
 
     @device
     def activate(code, a):
@@ -53,43 +86,55 @@ def compile_for(device: Callable[[Callable], Any]) -> SimpleNamespace:
         if code == SIGMOID:
             return sigmoid(a)
         if code == RELU:
-            return a if a > 0 else 0.0
+            return a if a > zero else zero
         if code == LEAKY_RELU:
-            return a if a > 0 else LEAKY_SLOPE * a
+            return a if a > zero else slope * a
         if code == SOFTPLUS:
-            return max(a, 0.0) + math.log1p(math.exp(-abs(a)))
+            return softplus(a)
         if code == GELU:
-            return 0.5 * a * (1.0 + math.tanh(GELU_C * (a + GELU_K * a * a * a)))
+            return half * a * (one + math.tanh(gelu_c * (a + gelu_k * a * a * a)))
         return a
 
     @device
     def derivative(code, a, z):
         """h'(a), given a and z = h(a)."""
         if code == TANH:
-            return 1.0 - z * z
+            return one - z * z
         if code == SIGMOID:
-            return z * (1.0 - z)
+            return z * (one - z)
         if code == RELU:
-            return 1.0 if a > 0 else 0.0
+            return one if a > zero else zero
         if code == LEAKY_RELU:
-            return 1.0 if a > 0 else LEAKY_SLOPE
+            return one if a > zero else slope
         if code == SOFTPLUS:
             return sigmoid(a)
         if code == GELU:
-            t = math.tanh(GELU_C * (a + GELU_K * a * a * a))
-            return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_K * a * a)
-        return 1.0
+            t = math.tanh(gelu_c * (a + gelu_k * a * a * a))
+            return (half * (one + t)
+                    + half * a * (one - t * t) * gelu_c * (one + three * gelu_k * a * a))
+        return one
+
+    @device
+    def bce_term(a, t):
+        """One output's binary cross-entropy -[t log y + (1-t) log(1-y)], y = sigmoid(a),
+        as softplus(a) - t a."""
+        return softplus(a) - t * a
+
+    @device
+    def bce_match(y, t):
+        """1 when the output and its target fall on the same side of 0.5, else 0."""
+        return one if (y > half) == (t > half) else zero
 
     @device
     def softmax_bias(a, b, z, n):
         """Sample n: add the bias, then softmax over the units, shifted by the maximum so
         exp never overflows."""
-        top = -math.inf
+        top = minus_inf
         for k in range(a.shape[0]):
             value = a[k, n] + b[k]
             a[k, n] = value
             top = max(top, value)
-        total = 0.0
+        total = zero
         for k in range(a.shape[0]):
             e = math.exp(a[k, n] - top)
             z[k, n] = e
@@ -99,56 +144,73 @@ def compile_for(device: Callable[[Callable], Any]) -> SimpleNamespace:
 
     @device
     def log_sum_exp(a, n):
-        top = -math.inf
+        top = minus_inf
         for k in range(a.shape[0]):
             top = max(top, a[k, n])
-        total = 0.0
+        total = zero
         for k in range(a.shape[0]):
             total += math.exp(a[k, n] - top)
         return top + math.log(total)
 
+    @device
+    def first_argmax(x, n):
+        """The first k at which x[k, n] is largest (``better``)."""
+        best = minus_inf
+        best_index = x.shape[0]
+        for k in range(x.shape[0]):
+            if first_better(x[k, n], k, best, best_index):
+                best = x[k, n]
+                best_index = k
+        return best_index
+
     # Losses (5.54), sample n: losses[n] = E_n and delta[k, n] = dE/da_k for the mean loss
-    # E = (1/N) sum_n E_n, so the deltas carry the 1/N (``inv_batch``).
+    # E = (1/N) sum_n E_n, so the deltas carry the 1/N (``inv_batch``); correct[n] counts the
+    # sample's correct predictions (see numpy_backend.loss_and_output_delta).
 
     @device
-    def sum_of_squares(a, y, t, delta, losses, code, inv_batch, n):
+    def sum_of_squares(a, y, t, delta, losses, correct, code, inv_batch, n):
         """E_n = 1/2 sum_k (y_k - t_k)^2; delta_k = h'(a_k) (y_k - t_k) (y - t for identity)."""
-        total = 0.0
+        total = zero
         for k in range(a.shape[0]):
             diff = y[k, n] - t[k, n]
-            total += 0.5 * diff * diff
+            total += half * diff * diff
             delta[k, n] = derivative(code, a[k, n], y[k, n]) * diff * inv_batch
         losses[n] = total
+        correct[n] = zero
 
     @device
-    def binary_cross_entropy(a, y, t, delta, losses, inv_batch, n):
+    def binary_cross_entropy(a, y, t, delta, losses, correct, inv_batch, n):
         """E_n = sum_k softplus(a_k) - t_k a_k (= -[t log y + (1-t) log(1-y)], y = sigmoid(a));
-        delta_k = y_k - t_k."""
-        total = 0.0
+        delta_k = y_k - t_k; correct: outputs with (y > 0.5) == (t > 0.5)."""
+        total = zero
+        count = zero
         for k in range(a.shape[0]):
-            value = a[k, n]
-            total += max(value, 0.0) + math.log1p(math.exp(-abs(value))) - t[k, n] * value
+            total += bce_term(a[k, n], t[k, n])
+            count += bce_match(y[k, n], t[k, n])
             delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
         losses[n] = total
+        correct[n] = count
 
     @device
-    def cross_entropy(a, y, t, delta, losses, inv_batch, n):
+    def cross_entropy(a, y, t, delta, losses, correct, inv_batch, n):
         """E_n = -sum_k t_k log y_k, log y_k = a_k - logsumexp(a) (rows of t sum to 1);
-        delta_k = y_k - t_k."""
+        delta_k = y_k - t_k; correct: the first arg-max of y is that of t."""
         lse = log_sum_exp(a, n)
-        total = 0.0
+        total = zero
         for k in range(a.shape[0]):
             total -= t[k, n] * (a[k, n] - lse)
             delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
         losses[n] = total
+        correct[n] = one if first_argmax(y, n) == first_argmax(t, n) else zero
 
     @device
-    def cross_entropy_labels(a, y, labels, delta, losses, inv_batch, n):
+    def cross_entropy_labels(a, y, labels, delta, losses, correct, inv_batch, n):
         """As ``cross_entropy`` with a one-hot target given by the class label of sample n."""
         label = labels[n]
         for k in range(a.shape[0]):
-            delta[k, n] = (y[k, n] - (1.0 if k == label else 0.0)) * inv_batch
+            delta[k, n] = (y[k, n] - (one if k == label else zero)) * inv_batch
         losses[n] = log_sum_exp(a, n) - a[label, n]
+        correct[n] = one if first_argmax(y, n) == label else zero
 
     # Optimiser steps, element i of a flattened parameter buffer.
 
@@ -173,10 +235,12 @@ def compile_for(device: Callable[[Callable], Any]) -> SimpleNamespace:
             w = w - lr * weight_decay * w
         else:
             g = g + weight_decay * w
-        first = beta1 * m[i] + (1.0 - beta1) * g
-        second = beta2 * v[i] + (1.0 - beta2) * g * g
+        first = beta1 * m[i] + (one - beta1) * g
+        second = beta2 * v[i] + (one - beta2) * g * g
         m[i] = first
         v[i] = second
         param[i] = w - lr * (first / correction1) / (math.sqrt(second / correction2) + eps)
 
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "device"})
+    functions = {k: v for k, v in locals().items() if callable(v) and k not in ("device", "real")}
+    functions["better"] = functions.pop("first_better")
+    return SimpleNamespace(**functions)

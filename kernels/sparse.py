@@ -2,79 +2,97 @@
 (backward), and per-edge weight gradients.
 
 A sparse block has E edges; edge e connects source unit ``src[e]`` to destination unit
-``dst[e]`` with weight ``w[e]``. Buffers are feature-major ``(units, batch)`` and the
-x thread index runs over samples, so a warp reads a contiguous run of one unit's row.
+``dst[e]`` with weight ``w[e]``. Buffers are feature-major ``(units, batch)`` and the x
+thread index runs over samples, so a warp reads a contiguous run of one unit's row. Every
+kernel is grid-stride over rows / edges and samples: any E is legal.
 """
 
 from __future__ import annotations
 
 from numba import boolean, cuda, float64
 
-from .reduce import LANES, ROWS, block_sum
-from .signatures import INDEX, for_each_dtype
+from .device import block_sum, grid_2d
+from .shapes import REDUCE_CAPACITY
+from .signatures import INDEX, kernel_table
 
 
-def gather(w, ptr, order, other, x, out, accumulate):
-    """out[r, n] (+)= sum over the edges e of row r of w[e] x[other[e], n]; one thread per
-    (row, sample), summing in a fixed order: no atomics, bitwise reproducible.
+def build(real):
+    """The sparse kernels computing in ``real``."""
+    zero = real(0.0)
 
-    The rows' edges are ``order[ptr[r]:ptr[r + 1]]``. With the CSR-by-destination index
-    (ptr, order = dst_ptr, dst_edges; other = src; x = z) it is the forward pass of a
-    sparse block, a_k = sum_j w_kj z_j (5.48). With the CSC-by-source index (src_ptr,
-    src_edges; other = dst; x = delta) it is the deterministic backward accumulation
-    sum_k w_kj delta_k (5.56).
-    """
-    n, r = cuda.grid(2)
-    if r < out.shape[0] and n < out.shape[1]:
-        total = out[r, n] if accumulate else 0.0
-        for i in range(ptr[r], ptr[r + 1]):
-            e = order[i]
-            total += w[e] * x[other[e], n]
-        out[r, n] = total
+    def gather(w, ptr, order, other, x, out, accumulate):
+        """out[r, n] (+)= sum over the edges e of row r of w[e] x[other[e], n]; one thread per
+        (row, sample), summing in a fixed order: no atomics, bitwise reproducible.
+
+        The rows' edges are ``order[ptr[r]:ptr[r + 1]]``. With the CSR-by-destination index
+        (ptr, order = dst_ptr, dst_edges; other = src; x = z) it is the forward pass of a
+        sparse block, a_k = sum_j w_kj z_j (5.48). With the CSC-by-source index (src_ptr,
+        src_edges; other = dst; x = delta) it is the deterministic backward accumulation
+        sum_k w_kj delta_k (5.56). Sums in the kernel's float type.
+        """
+        row, row_stride, sample, sample_stride = grid_2d()
+        for r in range(row, out.shape[0], row_stride):
+            lo = ptr[r]
+            hi = ptr[r + 1]
+            for n in range(sample, out.shape[1], sample_stride):
+                total = out[r, n] if accumulate else zero
+                for i in range(lo, hi):
+                    e = order[i]
+                    total += w[e] * x[other[e], n]
+                out[r, n] = total
+
+    def scatter_add(w, src, dst, delta, acc):
+        """acc[src[e], n] += w[e] delta[dst[e], n] for every edge e and sample n (5.56).
+
+        One thread per (edge, sample), each adding its consumer's contribution into the
+        source unit's accumulator with an atomic add: the sum over consumers k of
+        w_kj delta_k is realised as it is written. The order of the additions is not
+        fixed, so results may differ in the last bits from run to run.
+        """
+        row, row_stride, sample, sample_stride = grid_2d()
+        for e in range(row, src.shape[0], row_stride):
+            j = src[e]
+            k = dst[e]
+            we = w[e]
+            for n in range(sample, delta.shape[1], sample_stride):
+                cuda.atomic.add(acc, (j, n), we * delta[k, n])
+
+    def edge_grad(src, dst, delta, z, dw):
+        """dw[e] = sum over the batch of delta[dst[e], n] z[src[e], n] (5.53), per edge.
+
+        A block of lanes x rows threads handles ``blockDim.y`` edges at a time (grid-stride
+        over edges); the lanes of an edge stride over the batch (coalesced), then a
+        shared-memory tree sums their partials in a fixed order: deterministic. The partials
+        are float64 on purpose (also in the float32 kernel): a weight gradient is a dot
+        product over the whole batch, and float32 partial sums would lose bits the gradient
+        is held to (the products themselves are float32).
+        """
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        base = cuda.threadIdx.y * lanes
+        partial = cuda.shared.array(REDUCE_CAPACITY, float64)
+        for first in range(cuda.blockIdx.x * cuda.blockDim.y, src.shape[0],
+                           cuda.gridDim.x * cuda.blockDim.y):
+            e = first + cuda.threadIdx.y
+            total = float64(0.0)
+            if e < src.shape[0]:
+                j = src[e]
+                k = dst[e]
+                for n in range(lane, z.shape[1], lanes):
+                    total += float64(delta[k, n] * z[j, n])
+            partial[base + lane] = total
+            block_sum(partial, base, lane, lanes)
+            if lane == 0 and e < src.shape[0]:
+                dw[e] = partial[base]
+
+    return {"gather": gather, "scatter_add": scatter_add, "edge_grad": edge_grad}
 
 
-def scatter_add(w, src, dst, delta, acc):
-    """acc[src[e], n] += w[e] delta[dst[e], n] for every edge e and sample n (5.56).
-
-    One thread per (edge, sample), each adding its consumer's contribution into the
-    source unit's accumulator with an atomic add: the sum over consumers k of
-    w_kj delta_k is realised as it is written. The order of the additions is not
-    fixed, so results may differ in the last bits from run to run.
-    """
-    n, e = cuda.grid(2)
-    if e < src.shape[0] and n < delta.shape[1]:
-        cuda.atomic.add(acc, (src[e], n), w[e] * delta[dst[e], n])
+def arguments(real, mat, vec):
+    return {"gather": (vec, INDEX, INDEX, INDEX, mat, mat, boolean),
+            "scatter_add": (vec, INDEX, INDEX, mat, mat),
+            "edge_grad": (INDEX, INDEX, mat, mat, vec)}
 
 
-def edge_grad(src, dst, delta, z, dw):
-    """dw[e] = sum over the batch of delta[dst[e], n] z[src[e], n] (5.53), per edge.
-
-    A block of ROWS x LANES threads handles ROWS edges; the LANES threads of an edge
-    stride over the batch (coalesced), then a shared-memory tree sums their partials
-    (in float64). Fixed order: deterministic.
-    """
-    lane = cuda.threadIdx.x
-    row = cuda.threadIdx.y
-    e = cuda.blockIdx.x * ROWS + row
-    partial = cuda.shared.array((ROWS, LANES), dtype=float64)
-    total = 0.0
-    if e < src.shape[0]:
-        j = src[e]
-        k = dst[e]
-        for n in range(lane, z.shape[1], LANES):
-            total += delta[k, n] * z[j, n]
-    partial[row, lane] = total
-    block_sum(partial, row, lane)
-    if lane == 0 and e < src.shape[0]:
-        dw[e] = partial[row, 0]
-
-
-# name -> (kernel function, {dtype: explicit signature})
-KERNELS = {
-    "gather": (gather, for_each_dtype(
-        lambda mat, vec: (vec, INDEX, INDEX, INDEX, mat, mat, boolean))),
-    "scatter_add": (scatter_add, for_each_dtype(
-        lambda mat, vec: (vec, INDEX, INDEX, mat, mat))),
-    "edge_grad": (edge_grad, for_each_dtype(
-        lambda mat, vec: (INDEX, INDEX, mat, mat, vec))),
-}
+# name -> {dtype: (kernel function, explicit signature)}
+KERNELS = kernel_table(build, arguments)

@@ -7,11 +7,39 @@ import sys
 import numpy as np
 import pytest
 from conftest import randomise_biases
+from op_checks import DTYPES, cases, check_case
 from random_specs import ELEMENTWISE, SPEC_CASES, chain_spec, random_dag_spec, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback.backends import cpu_backend, cpu_threads, resolve_backend_name
+from gpuback.backends import OP_SET, cpu_backend, cpu_threads, resolve_backend_name
+
+OP_CASES = [c for dtype in DTYPES for c in cases(dtype)]
+
+
+@pytest.mark.parametrize("case", OP_CASES, ids=[c.id for c in OP_CASES])
+def test_cpu_op_matches_reference(case) -> None:
+    check_case(cpu_backend, case)
+
+
+SPLIT_OP_CASES = [c for c in OP_CASES if c.dtype == "float32"]
+
+
+@pytest.mark.parametrize("case", SPLIT_OP_CASES, ids=[c.id for c in SPLIT_OP_CASES])
+def test_cpu_op_split_over_cores_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each op shared over three ranges however small (check_finite's ranges race to write
+    the same status pair: harmless)."""
+    monkeypatch.setattr(cpu_threads, "core_count", lambda: 3)
+    for threshold in ("SPLIT_MIN_WORK", "SPLIT_MIN_PRODUCT", "BLAS_THREADED_MIN"):
+        monkeypatch.setattr(cpu_threads, threshold, 0)
+    check_case(cpu_backend, case)
+
+
+def test_cpu_op_cases_cover_every_computing_op() -> None:
+    buffers = {"name", "status", "zeros", "from_host", "asarray", "to_host", "copy_into",
+               "prepare_index", "memory_budget"}
+    assert {c.op for c in OP_CASES} == set(OP_SET) - buffers
+    assert not hasattr(cpu_backend, "all_finite")
 
 
 @pytest.mark.parametrize("batch", [1, 6])

@@ -1,4 +1,6 @@
-"""Every kernel compiles for sm_80 and sm_90 with zero spills (DESIGN.md section 4, part 2).
+"""Every kernel compiles for sm_80 and sm_90 with zero spills (DESIGN.md section 4, part 2),
+and float32 kernels compute in float32: no ``.f64`` PTX instruction outside the deliberate
+float64 accumulators of ``F64_ALLOWED`` (part 3).
 
 The report runs in a subprocess without ``NUMBA_ENABLE_CUDASIM``: this test process runs
 under the simulator (conftest), whose ``compile_ptx`` is not the real compiler. Where NVVM
@@ -21,7 +23,14 @@ import pytest
 from gpuback import kernel_report
 
 ARCHS = ("sm_80", "sm_90")
-FAMILIES = ("activation", "sparse", "reduce", "loss")
+FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers")
+# float32 kernels allowed float64 instructions, and why (each is commented in the kernel).
+F64_ALLOWED = {
+    "activation.activation_delta": "bias-gradient partials over the batch summed in float64",
+    "reduce.row_sum": "bias-gradient partials over the batch summed in float64",
+    "sparse.edge_grad": "weight-gradient partials (a dot product over the batch) in float64",
+    "metrics.accumulate_metrics": "the float64 running totals of loss and correct counts",
+}
 INSTALL = "or pip install '.[test]', which brings both"
 
 
@@ -45,8 +54,8 @@ def expected_builds() -> set[tuple[str, str, str]]:
         table = getattr(importlib.import_module(f"gpuback.kernels.{info.name}"), "KERNELS", None)
         if table is not None:
             families.add(info.name)
-            builds |= {(f"{info.name}.{name}", dtype, arch) for name, (_, signatures)
-                       in table.items() for dtype in signatures for arch in ARCHS}
+            builds |= {(f"{info.name}.{name}", dtype, arch) for name, per_dtype
+                       in table.items() for dtype in per_dtype for arch in ARCHS}
     assert set(FAMILIES) <= families, f"kernel families missing: {set(FAMILIES) - families}"
     return builds
 
@@ -80,6 +89,16 @@ def test_no_kernel_spills(report: dict) -> None:
     assert not spilled, "\n".join(spilled)
 
 
+def test_float32_kernels_compute_in_float32(report: dict) -> None:
+    rows = [r for r in report["rows"] if r["dtype"] == "float32" and not r["error"]]
+    assert rows
+    stray = [f"{r['kernel']} {r['arch']}: {r['f64']} .f64 instructions, e.g. {r['f64_sample']}"
+             for r in rows if r["f64"] and r["kernel"] not in F64_ALLOWED]
+    assert not stray, "\n".join(stray)
+    stale = {k for k in F64_ALLOWED if not any(r["f64"] for r in rows if r["kernel"] == k)}
+    assert not stale, f"allowed .f64 but has none (remove from F64_ALLOWED): {sorted(stale)}"
+
+
 def test_register_counts_are_reported(report: dict) -> None:
     assert all(r["registers"] > 0 for r in report["rows"] if not r["error"]), report["rows"]
 
@@ -92,6 +111,26 @@ def test_report_refuses_the_simulator() -> None:
     done = run_report(simulator=True)
     assert done.returncode == kernel_report.EXIT_SIMULATOR, done.stderr
     assert "simulator has no compiler" in done.stderr
+
+
+def test_f64_instruction_count() -> None:
+    ptx = """
+\t.reg .f64 \t%fd<4>;
+\t.param .f64 _param_1
+\tld.param.f64 \t%fd1, [_param_1];
+\tcvt.rn.f32.f64 \t%f1, %fd1;
+\t@%p1 bra \t$L__BB0_2;
+\t@!%p2 fma.rn.f64 \t%fd2, %fd1, %fd1, %fd1;  // float64 fma
+\tadd.f32 \t%f2, %f1, %f1;
+\tmov.b64 \t%rd1, %fd2;
+$L__BB0_2:
+\tst.shared.f64 \t[%rd2], %fd2;
+\tsetp.gt.f64 \t%p3, %fd2, 0d0000000000000000;
+// add.f64 in a comment
+"""
+    count, sample = kernel_report.count_f64(ptx, keep=2)
+    assert count == 5
+    assert sample == ["ld.param.f64 %fd1, [_param_1]", "cvt.rn.f32.f64 %f1, %fd1"]
 
 
 def test_ptxas_output_parsing() -> None:

@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.scalar import CODES, loss_kernel
+from ..kernels.scalar import CODES, GRADIENT_NOT_FINITE, loss_kernel
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
-from .numpy_backend import (  # noqa: F401  (re-exported: the buffer ops are the reference's)
-    all_finite,
+from .numpy_backend import (  # noqa: F401  (re-exported: these ops are the reference's)
+    accumulate_metrics,
+    asarray,
     copy_into,
+    fill_zero,
     from_host,
+    memory_budget,
     to_host,
     zeros,
 )
@@ -86,6 +89,26 @@ def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
     return index
 
 
+def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarray) -> None:
+    """One mini-batch: ``out[:, i] = source[order[start + i], :]`` (feature-major ``out``), or
+    ``out[i] = source[order[start + i]]`` for labels; no temporary batch-major copy."""
+    if source.ndim == 1 or source.dtype != out.dtype:
+        numpy_backend.take_batch(source, order, start, out)  # labels, or a cast on the way
+        return
+    cpu_threads.run_split(_kernels().take_batch, out.shape[0], out.shape[1], source, order,
+                          int(start), out)
+
+
+def check_finite(array: np.ndarray, status: np.ndarray, step: int) -> None:
+    """status = (step, GRADIENT_NOT_FINITE) if any entry is NaN or infinite and ``status[0]``
+    is still 0; one vectorised pass, shared over the cores."""
+    if status[0] != 0:
+        return
+    flat = array.reshape(-1)
+    cpu_threads.run_split(_kernels().check_finite, flat.size, 1, flat, status, int(step),
+                          GRADIENT_NOT_FINITE)
+
+
 # --- forward (5.48, 5.49) -----------------------------------------------------------------
 
 def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulate: bool) -> None:
@@ -128,11 +151,11 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
 # --- output deltas and the loss (5.54) -----------------------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
-                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray) -> float:
-    """Mean loss over the batch and the output deltas (5.54), in one fused pass per sample."""
-    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses)
+                          t: np.ndarray, delta: np.ndarray, losses: np.ndarray,
+                          correct: np.ndarray) -> None:
+    """Per-sample losses, output deltas (5.54) and correct counts, one fused pass per sample."""
+    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses, correct)
     _by_samples(getattr(_kernels(), kernel), a, *args)
-    return float(np.sum(losses, dtype=np.float64)) / a.shape[1]
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
@@ -155,9 +178,11 @@ def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
     _gather(w, index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, accumulate)
 
 
-def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray) -> None:
-    """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place."""
-    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc,
+def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray,
+                     db: np.ndarray) -> None:
+    """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place; and
+    db = its sum over the batch (the bias gradient), in the same pass."""
+    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc, db,
              cost=_cost(activation))
 
 
@@ -182,10 +207,14 @@ def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
 
 
 # --- optimiser updates (one fused pass per parameter buffer) -------------------------------
+# Skipped while ``status[0] != 0`` (a step went non-finite: see ``check_finite``).
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
-               momentum: float, nesterov: bool, weight_decay: float) -> None:
+               momentum: float, nesterov: bool, weight_decay: float,
+               status: np.ndarray) -> None:
     """SGD with momentum / Nesterov and L2 decay, over the flat buffer."""
+    if status[0] != 0:
+        return
     flat = [x.reshape(-1) for x in (param, grad, velocity)]
     cpu_threads.run_split(_kernels().sgd, param.size, 1, *flat, float(lr), float(momentum),
                           bool(nesterov), float(weight_decay))
@@ -193,8 +222,10 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: fl
 
 def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
-                step: int) -> None:
+                step: int, status: np.ndarray) -> None:
     """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once."""
+    if status[0] != 0:
+        return
     flat = [x.reshape(-1) for x in (param, grad, m, v)]
     cpu_threads.run_split(_kernels().adam, param.size, 4, *flat, float(lr), float(beta1),
                           float(beta2), float(eps), float(weight_decay), bool(decoupled),

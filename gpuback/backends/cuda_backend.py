@@ -1,9 +1,12 @@
 """The cuda backend: the reference op set as Numba CUDA kernels on CuPy memory.
 
-Dense blocks go to cuBLAS (``cuda_device.gemm``); every other op launches a kernel
-from ``gpuback.kernels``, compiled once per process for each dtype it meets, with
-the explicit signature that kernel module declares. Launch configuration lives here,
-device code in ``gpuback.kernels``, array handling in ``cuda_device``.
+Dense blocks go to cuBLAS (``cuda_device.gemm``); every other op launches a kernel from
+``gpuback.kernels``, compiled once per process for each dtype it meets (and cached on disk),
+with the explicit signature that kernel module declares. Launch configurations come from
+``cuda_launch`` (pure functions of the sizes, legal at any size); every launch goes through
+``cuda_device.launch``, on the one stream the network runs on; array handling lives in
+``cuda_device``. Nothing here waits for the device: losses, correct counts and the
+non-finite status stay on the device until the caller reads them.
 
 Sparse backward (5.56): by default the scatter-add kernel, one thread per (edge,
 sample) adding ``w_kj delta_k`` into the source unit's accumulator with an atomic
@@ -18,13 +21,15 @@ out-edges in a fixed order, bitwise reproducible, with no atomics.
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..kernels.scalar import CODES, loss_kernel
 from ..plan import SparseIndex
-from . import cuda_device
+from . import cuda_device, cuda_launch
 from .status import BackendStatus
 
 name = "cuda"
@@ -35,60 +40,75 @@ def status() -> BackendStatus:
     return cuda_device.status()
 
 
-# --- kernels and launch configuration ------------------------------------------------------
+# --- kernels and their launches ------------------------------------------------------------
 
 @functools.cache
 def _kernel(family: str, kernel: str, dtype: str) -> Any:
-    """The compiled kernel ``gpuback.kernels.<family>.<kernel>`` for ``dtype`` (cached)."""
-    import importlib
+    """The compiled kernel ``gpuback.kernels.<family>.<kernel>`` for ``dtype`` (cached).
 
+    ``cache=True``: numba-cuda keeps the compiled kernel on disk (``__pycache__`` beside the
+    kernel module, else the user's Numba cache directory, or ``NUMBA_CACHE_DIR``), one file
+    per compute capability, so a new process loads it instead of compiling. Its index key
+    is the kernel function's bytecode and its closure (pickled: the device functions it
+    calls and the float type, so an edit of ``scalar.py`` reaches the key through them),
+    with the kernel module file's time stamp. Device functions reached only through module
+    globals (``device.block_sum``, ``grid_2d``) are not in the key: after editing
+    ``kernels/device.py`` in a checkout, touch the kernel modules or clear the cache.
+    The simulator ignores ``cache``.
+    """
     from numba import cuda
 
     module = importlib.import_module(f"gpuback.kernels.{family}")
-    pyfunc, signatures = module.KERNELS[kernel]
-    return cuda.jit(signatures[dtype])(pyfunc)
+    pyfunc, signature = module.KERNELS[kernel][dtype]
+    return cuda.jit(signature, cache=True)(pyfunc)
 
 
-@functools.cache
-def _block_2d() -> tuple[int, int]:
-    """Threads per block for (sample, unit) grids: a warp spans 32 consecutive samples.
-
-    Under the simulator every thread costs about 70 us, so blocks shrink to 8 x 4 there.
-    """
-    return (8, 4) if cuda_device.status().simulated else (32, 8)
+def _simulated() -> bool:
+    """Whether kernels run in the Numba simulator (smaller blocks; see ``cuda_launch``)."""
+    return cuda_device.status().simulated
 
 
-def _launch_2d(kernel: Any, n_cols: int, n_rows: int, *args: Any) -> None:
-    bx, by = _block_2d()
-    grid = ((n_cols + bx - 1) // bx, (n_rows + by - 1) // by)
-    kernel[grid, (bx, by)](*args)
-
-
-def _launch_1d(kernel: Any, n_threads: int, *args: Any) -> None:
-    """One thread per sample (loss, softmax) or per element (optimiser updates)."""
-    threads = _block_2d()[0] * _block_2d()[1]
-    kernel[(n_threads + threads - 1) // threads, threads](*args)
-
-
-def _launch_rows(kernel: Any, n_rows: int, *args: Any) -> None:
-    from ..kernels.reduce import LANES, ROWS
-
-    kernel[(n_rows + ROWS - 1) // ROWS, (LANES, ROWS)](*args)
+def _launch(family: str, kernel: str, dtype: str, config: cuda_launch.Launch,
+            *args: Any) -> None:
+    grid, block = config
+    cuda_device.launch(_kernel(family, kernel, dtype), grid, block, *args)
 
 
 def _dtype(array: Any) -> str:
     return array.dtype.name
 
 
+def _real(array: Any, value: float) -> Any:
+    """``value`` as a scalar of ``array``'s float type (the kernels' float parameters)."""
+    return np.dtype(array.dtype).type(value)
+
+
+def _flat(array: Any) -> Any:
+    """A 1-D view of a C-contiguous backend array."""
+    return array.reshape(-1)
+
+
 # --- buffers ---------------------------------------------------------------------------
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    return cuda_device.xp().zeros(shape, dtype=dtype)
+    """A new zero-filled device array (an allocation: for workspaces, not for steps)."""
+    return cuda_device.zeros(shape, dtype)
 
 
 def from_host(array: np.ndarray, dtype: np.dtype | type) -> Any:
     """A device copy of a host (or device) array, C-contiguous, in ``dtype``."""
     return cuda_device.from_host(array, dtype)
+
+
+def asarray(array: Any, dtype: np.dtype | type) -> Any:
+    """``array`` as a C-contiguous device array in ``dtype``: itself when it already is one
+    (a user's CuPy data is used in place), else a copy."""
+    return cuda_device.asarray(array, dtype)
+
+
+def memory_budget() -> float:
+    """Bytes of device memory a data set may take before training streams it instead."""
+    return cuda_device.memory_budget()
 
 
 def to_host(array: Any) -> np.ndarray:
@@ -101,9 +121,29 @@ def copy_into(dst: Any, src: Any) -> None:
     cuda_device.copy_into(dst, src)
 
 
-def all_finite(array: Any) -> bool:
-    """True when no entry is NaN or infinite (one reduction, one sync)."""
-    return bool(cuda_device.xp().isfinite(array).all())
+def fill_zero(array: Any) -> None:
+    """Set every entry of a (C-contiguous) device array to zero, in place: one kernel."""
+    flat = _flat(array)
+    _launch("buffers", "fill_zero", _dtype(array), cuda_launch.elementwise(flat.size,
+                                                                          _simulated()), flat)
+
+
+def take_batch(source: Any, order: Any, start: int, out: Any) -> None:
+    """One mini-batch gathered on the device: ``out[:, i] = source[order[start + i], :]``
+    (feature-major out), or ``out[i] = source[order[start + i]]`` for int64 labels.
+
+    ``source`` is in ``out``'s dtype (the network uploads its data in its own dtype)."""
+    if source.dtype != out.dtype:
+        raise TypeError(f"take_batch: source dtype {source.dtype} must match out dtype "
+                        f"{out.dtype} on the cuda backend (upload the data in that dtype)")
+    if source.ndim == 1:
+        _launch("buffers", "take_labels", _dtype(out),
+                cuda_launch.elementwise(out.shape[0], _simulated()), source, order,
+                np.int64(start), out)
+    else:
+        _launch("buffers", "take_batch", _dtype(out),
+                cuda_launch.rows_by_samples(out.shape[0], out.shape[1], _simulated()),
+                source, order, np.int64(start), out)
 
 
 @dataclass(frozen=True)
@@ -138,35 +178,51 @@ def dense_forward(w: Any, z_src: Any, a_dst: Any, accumulate: bool) -> None:
 def sparse_forward(w: Any, index: DeviceIndex, z_src: Any, a_dst: Any,
                    accumulate: bool) -> None:
     """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): the CSR gather."""
-    _launch_2d(_kernel("sparse", "gather", _dtype(a_dst)), a_dst.shape[1], a_dst.shape[0], w,
-               index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, accumulate)
+    _launch("sparse", "gather", _dtype(a_dst),
+            cuda_launch.rows_by_samples(a_dst.shape[0], a_dst.shape[1], _simulated()),
+            w, index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, bool(accumulate))
 
 
 def bias_activation(activation: str, b: Any, a: Any, z: Any) -> None:
-    """a += b (5.48), then z = h(a) (5.49), in one kernel."""
-    from ..kernels.activation import CODES
-
+    """a += b (5.48), then z = h(a) (5.49), in one kernel (softmax: a block per sample)."""
     if activation == "softmax":
-        _launch_1d(_kernel("activation", "softmax_bias", _dtype(a)), a.shape[1], a, b, z)
+        _launch("activation", "softmax_bias", _dtype(a),
+                cuda_launch.per_sample(a.shape[1], a.shape[0], _simulated()), a, b, z)
     else:
-        _launch_2d(_kernel("activation", "bias_activation", _dtype(a)), a.shape[1], a.shape[0],
-                   a, b, z, CODES[activation])
+        _launch("activation", "bias_activation", _dtype(a),
+                cuda_launch.rows_by_samples(a.shape[0], a.shape[1], _simulated()),
+                a, b, z, np.int32(CODES[activation]))
 
 
-# --- output deltas and the loss (5.54) -----------------------------------------------------
+# --- output deltas, the loss (5.54) and per-step metrics ------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
-                          losses: Any) -> float:
-    """Mean loss over the batch and the output deltas (5.54), from one fused kernel.
+                          losses: Any, correct: Any) -> None:
+    """Per-sample losses, output deltas (5.54) and correct counts, from one fused kernel (a
+    block per sample); nothing is read back."""
+    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses, correct)
+    *arrays, inv_batch = args
+    if kernel == "sum_of_squares":
+        arrays[-1] = np.int32(arrays[-1])  # the output activation's code
+    _launch("loss", kernel, _dtype(a), cuda_launch.per_sample(a.shape[1], a.shape[0],
+                                                             _simulated()),
+            *arrays, _real(a, inv_batch))
 
-    ``losses`` (batch,) receives E_n per sample; their sum is taken on the host in
-    float64 (the loss is returned to the host anyway).
-    """
-    from ..kernels.scalar import loss_kernel
 
-    kernel, args = loss_kernel(loss, activation, a, y, t, delta, losses)
-    _launch_1d(_kernel("loss", kernel, _dtype(a)), a.shape[1], *args)
-    return float(np.sum(to_host(losses), dtype=np.float64)) / a.shape[1]
+def accumulate_metrics(losses: Any, correct: Any, totals: Any, status: Any, step: int) -> None:
+    """totals (float64) += (sum of losses, sum of correct), in a fixed order (one block); the
+    first non-finite loss sum recorded in ``status``."""
+    _launch("metrics", "accumulate_metrics", _dtype(losses),
+            cuda_launch.single_block(_simulated()), losses, correct, totals, status,
+            np.int64(step))
+
+
+def check_finite(array: Any, status: Any, step: int) -> None:
+    """status = (step, GRADIENT_NOT_FINITE) if any entry is NaN or infinite and none was
+    recorded before."""
+    flat = _flat(array)
+    _launch("metrics", "check_finite", _dtype(array),
+            cuda_launch.elementwise(flat.size, _simulated()), flat, status, np.int64(step))
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------
@@ -180,23 +236,25 @@ def sparse_backward(w: Any, index: DeviceIndex, delta_dst: Any, acc_src: Any,
                     accumulate: bool) -> None:
     """acc_src[src_e] += w_e delta_dst[dst_e] over every edge (5.56): the scatter-add
     (atomic), or with ``deterministic`` the CSC gather."""
-    dtype, n = _dtype(acc_src), acc_src.shape[1]
+    dtype, batch = _dtype(acc_src), acc_src.shape[1]
     if index.deterministic:
-        _launch_2d(_kernel("sparse", "gather", dtype), n, acc_src.shape[0], w,
-                   index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, accumulate)
+        _launch("sparse", "gather", dtype,
+                cuda_launch.rows_by_samples(acc_src.shape[0], batch, _simulated()), w,
+                index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, bool(accumulate))
         return
     if not accumulate:
-        acc_src.fill(0)
-    _launch_2d(_kernel("sparse", "scatter_add", dtype), n, index.src.shape[0], w, index.src,
-               index.dst, delta_dst, acc_src)
+        fill_zero(acc_src)
+    _launch("sparse", "scatter_add", dtype,
+            cuda_launch.rows_by_samples(index.src.shape[0], batch, _simulated()),
+            w, index.src, index.dst, delta_dst, acc_src)
 
 
-def activation_delta(activation: str, a: Any, z: Any, acc: Any) -> None:
-    """acc *= h'(a): the accumulated sum becomes delta_j (5.56)."""
-    from ..kernels.activation import CODES
-
-    _launch_2d(_kernel("activation", "activation_delta", _dtype(a)), a.shape[1], a.shape[0],
-               a, z, acc, CODES[activation])
+def activation_delta(activation: str, a: Any, z: Any, acc: Any, db: Any) -> None:
+    """acc *= h'(a): the accumulated sum becomes delta_j (5.56); and db = the bias gradient,
+    the sum of the new acc over the batch: one kernel."""
+    _launch("activation", "activation_delta", _dtype(a),
+            cuda_launch.row_reduction(a.shape[0], a.shape[1], _simulated()),
+            a, z, acc, db, np.int32(CODES[activation]))
 
 
 def dense_weight_grad(delta_dst: Any, z_src: Any, dw: Any) -> None:
@@ -205,31 +263,39 @@ def dense_weight_grad(delta_dst: Any, z_src: Any, dw: Any) -> None:
 
 
 def sparse_weight_grad(index: DeviceIndex, delta_dst: Any, z_src: Any, dw: Any) -> None:
-    """dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), one block row per
-    edge."""
-    _launch_rows(_kernel("sparse", "edge_grad", _dtype(dw)), dw.shape[0], index.src, index.dst,
-                 delta_dst, z_src, dw)
+    """dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), lanes per edge."""
+    _launch("sparse", "edge_grad", _dtype(dw),
+            cuda_launch.row_reduction(dw.shape[0], z_src.shape[1], _simulated()),
+            index.src, index.dst, delta_dst, z_src, dw)
 
 
 def bias_grad(delta: Any, db: Any) -> None:
     """dE/db_k = sum over the batch of delta_k."""
-    _launch_rows(_kernel("reduce", "row_sum", _dtype(db)), db.shape[0], delta, db)
+    _launch("reduce", "row_sum", _dtype(db),
+            cuda_launch.row_reduction(delta.shape[0], delta.shape[1], _simulated()), delta, db)
 
 
 # --- optimiser updates ----------------------------------------------------------------------
+# ``status`` (int64 pair, see ``check_finite``) is read by the kernels themselves: while
+# status[0] != 0 they change nothing; the host never waits for it.
 
 def sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
-               nesterov: bool, weight_decay: float) -> None:
+               nesterov: bool, weight_decay: float, status: Any) -> None:
     """SGD with momentum / Nesterov and L2 decay, one fused kernel over the flat buffer."""
-    flat = [x.reshape(-1) for x in (param, grad, velocity)]
-    _launch_1d(_kernel("optimizer", "sgd", _dtype(param)), param.size, *flat, float(lr),
-                 float(momentum), bool(nesterov), float(weight_decay))
+    flat = [_flat(x) for x in (param, grad, velocity)]
+    _launch("optimizer", "sgd", _dtype(param), cuda_launch.elementwise(param.size, _simulated()),
+            *flat, _real(param, lr), _real(param, momentum), bool(nesterov),
+            _real(param, weight_decay), status)
 
 
 def adam_update(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
-                eps: float, weight_decay: float, decoupled: bool, step: int) -> None:
-    """Adam / AdamW, one fused kernel over the flat buffer; bias corrections from the host."""
-    flat = [x.reshape(-1) for x in (param, grad, m, v)]
-    _launch_1d(_kernel("optimizer", "adam", _dtype(param)), param.size, *flat, float(lr),
-                 float(beta1), float(beta2), float(eps), float(weight_decay), bool(decoupled),
-                 1.0 - beta1**step, 1.0 - beta2**step)
+                eps: float, weight_decay: float, decoupled: bool, step: int,
+                status: Any) -> None:
+    """Adam / AdamW, one fused kernel over the flat buffer; bias corrections 1 - beta^t from
+    the host (in float64, then cast)."""
+    flat = [_flat(x) for x in (param, grad, m, v)]
+    _launch("optimizer", "adam", _dtype(param), cuda_launch.elementwise(param.size,
+                                                                       _simulated()),
+            *flat, _real(param, lr), _real(param, beta1), _real(param, beta2),
+            _real(param, eps), _real(param, weight_decay), bool(decoupled),
+            _real(param, 1.0 - beta1**step), _real(param, 1.0 - beta2**step), status)

@@ -89,8 +89,9 @@ def fill_zero(array: np.ndarray) -> None:
     array[...] = 0
 
 
-# Codes written to ``status[1]`` when a step first goes non-finite (``status[0]`` = the step).
-LOSS_NOT_FINITE, GRADIENT_NOT_FINITE = 1, 2
+# Codes written to ``status[1]`` when a step first goes non-finite (``status[0]`` = the step),
+# shared with the kernels.
+from ..kernels.scalar import GRADIENT_NOT_FINITE, LOSS_NOT_FINITE  # noqa: E402
 
 
 def accumulate_metrics(losses: np.ndarray, correct: np.ndarray, totals: np.ndarray,

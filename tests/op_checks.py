@@ -1,0 +1,234 @@
+"""Op-level comparisons of a backend with the NumPy reference, shared by the cuda (simulator
+and GPU) and cpu backend tests.
+
+Each case is one call of one op of the op set on small random host arrays (odd sizes 1, 3, 17,
+batch 1 and non-powers of two). ``check_case`` runs the reference op on host copies and the
+backend op on backend copies of the same arguments, then compares every array argument
+afterwards (outputs and inputs alike): floats within ``TOLERANCES[dtype]["backend"]``
+(normwise), integer arrays, correct counts, status pairs and arrays holding non-finite values
+exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from random_specs import ELEMENTWISE, random_edges
+from tolerances import TOLERANCES, rel_error
+
+from gpuback.backends import numpy_backend
+from gpuback.plan import SparseIndex
+
+DTYPES = ["float64", "float32"]
+STATUS_CLEAR = (0, 0)
+STATUS_SET = (3, 2)  # a step went non-finite earlier: step 3, GRADIENT_NOT_FINITE
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """A sparse block's index as an op argument; the backend gets ``prepare_index`` of it."""
+
+    index: SparseIndex
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    op: str
+    args: tuple
+    dtype: str
+    exact: tuple[int, ...] = ()  # argument positions compared exactly
+
+
+@contextlib.contextmanager
+def fast_simulator_barriers() -> Iterator[None]:
+    """The simulator runs a block's threads as Python threads and polls them from the main
+    thread; each ``syncthreads`` waits for the GIL to change hands, every 5 ms by default.
+    A 0.1 ms switch interval makes the block-reduction kernels about 9x faster to simulate."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _status(value: tuple[int, int]) -> np.ndarray:
+    return np.array(value, dtype=np.int64)
+
+
+def _sparse(rng: np.random.Generator, n_src: int, n_dst: int) -> SparseIndex:
+    return SparseIndex.from_edges(random_edges(rng, n_src, n_dst, 0.5), n_src, n_dst)
+
+
+def cases(dtype: str) -> list[Case]:
+    """Every op of the op set that computes, in ``dtype``."""
+    rng = np.random.default_rng(0 if dtype == "float64" else 1)
+
+    def real(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape).astype(dtype)
+
+    out: list[Case] = []
+
+    def add(id_: str, op: str, *args: Any, exact: tuple[int, ...] = ()) -> None:
+        out.append(Case(f"{op}-{id_}-{dtype}", op, args, dtype, exact))
+
+    # mini-batches: a permutation of the samples and a start offset
+    for samples, features, b, start in [(11, 5, 4, 3), (7, 1, 1, 6), (20, 17, 13, 0)]:
+        order = rng.permutation(samples).astype(np.int64)
+        add(f"{samples}x{features}-b{b}-at{start}", "take_batch", real(samples, features),
+            order, start, real(features, b))
+        labels = rng.integers(0, 10, size=samples).astype(np.int64)
+        add(f"labels{samples}-b{b}-at{start}", "take_batch", labels, order, start,
+            np.full(b, -1, dtype=np.int64))
+    for shape in [(3, 17), (1,), (2, 3, 5)]:
+        add("x".join(map(str, shape)), "fill_zero", real(*shape))
+    add("int64-status", "fill_zero", _status(STATUS_SET))
+    add("float64-totals", "fill_zero", np.array([1.5, 2.0]))
+
+    # sparse blocks, forward and backward, and their weight gradients
+    for (n_src, n_dst), batch in itertools.product([(3, 17), (17, 1), (1, 3)], [1, 5]):
+        index = _sparse(rng, n_src, n_dst)
+        size = f"{n_src}to{n_dst}-b{batch}"
+        for accumulate in (False, True):
+            add(f"{size}-acc{int(accumulate)}", "sparse_forward", real(index.n_edges),
+                Sparse(index), real(n_src, batch), real(n_dst, batch), accumulate)
+            for deterministic in (False, True):
+                add(f"{size}-acc{int(accumulate)}-det{int(deterministic)}", "sparse_backward",
+                    real(index.n_edges), Sparse(index, deterministic), real(n_dst, batch),
+                    real(n_src, batch), accumulate)
+        add(size, "sparse_weight_grad", Sparse(index), real(n_dst, batch), real(n_src, batch),
+            real(index.n_edges))
+    for (rows, inner, cols), accumulate in itertools.product([(3, 17, 5), (1, 3, 1)],
+                                                             (False, True)):
+        tag = f"{rows}x{inner}x{cols}-acc{int(accumulate)}"
+        add(tag, "dense_forward", real(rows, inner), real(inner, cols), real(rows, cols),
+            accumulate)
+        add(tag, "dense_backward", real(inner, rows), real(inner, cols), real(rows, cols),
+            accumulate)
+    add("3x5", "dense_weight_grad", real(3, 4), real(5, 4), real(3, 5))
+
+    # activations, h'(a) with the bias gradient, bias gradients
+    for units, batch in itertools.product([1, 3, 17], [1, 5]):
+        size = f"{units}x{batch}"
+        for activation in [*ELEMENTWISE, "softmax"]:
+            add(f"{activation}-{size}", "bias_activation", activation, real(units),
+                real(units, batch), real(units, batch))
+        for activation in ELEMENTWISE:
+            add(f"{activation}-{size}", "activation_delta", activation, real(units, batch),
+                real(units, batch), real(units, batch), real(units))
+        add(size, "bias_grad", real(units, batch), real(units))
+
+    # losses, output deltas and correct counts (positions 6, 7: losses, correct)
+    def loss_case(tag: str, loss: str, activation: str, a: np.ndarray, t: np.ndarray) -> None:
+        a = a.astype(dtype)
+        y = np.empty_like(a)
+        numpy_backend._activate(activation, a, y)
+        batch = a.shape[1]
+        add(tag, "loss_and_output_delta", loss, activation, a, y, t, real(*a.shape),
+            real(batch), real(batch), exact=(7,))
+
+    for units, batch in itertools.product([1, 3, 17], [1, 5]):
+        size = f"{units}x{batch}"
+        a = rng.normal(size=(units, batch))
+        for activation in ("identity", "tanh", "sigmoid"):
+            loss_case(f"sos-{activation}-{size}", "sum_of_squares", activation, a,
+                      real(units, batch))
+        bce_t = rng.uniform(size=(units, batch)).astype(dtype)
+        bce_t.flat[::3] = 0.5  # on the threshold: (t > 0.5) is False
+        loss_case(f"bce-{size}", "binary_cross_entropy", "sigmoid", a, bce_t)
+        loss_case(f"ce-targets-{size}", "cross_entropy", "softmax", a,
+                  rng.dirichlet(np.ones(units), size=batch).T.astype(dtype))
+        loss_case(f"ce-labels-{size}", "cross_entropy", "softmax", a,
+                  rng.integers(0, units, size=batch).astype(np.int64))
+    # ties: two equal largest outputs (the first one counts), target rows with ties
+    tied = np.zeros((5, 4))
+    tied[[1, 3], :] = 2.0
+    labels = np.array([1, 3, 0, 1], dtype=np.int64)  # first max, second max, neither, first
+    loss_case("ce-labels-ties", "cross_entropy", "softmax", tied, labels)
+    targets = np.zeros((5, 4))
+    targets[[1, 3], 0] = 0.5  # tie at 1 and 3: first arg-max 1, as y's
+    targets[[3, 4], 1] = 0.5  # first arg-max 3 (y's is 1)
+    targets[[0, 1], 2] = 0.5  # first arg-max 0
+    targets[1, 3] = 1.0
+    loss_case("ce-targets-ties", "cross_entropy", "softmax", tied, targets.astype(dtype))
+
+    # per-step metrics and non-finite status (positions: totals 2, status 3)
+    for batch in (1, 5, 300):
+        losses, correct = np.abs(real(batch)), rng.integers(0, 2, size=batch).astype(dtype)
+        add(f"b{batch}", "accumulate_metrics", losses, correct, np.array([1.5, 2.0]),
+            _status(STATUS_CLEAR), 7, exact=(3,))
+    counts = np.array([1, 0, 1, 1, 0], dtype=dtype)  # integers: their sum is exact in any order
+    bad = np.abs(real(5))
+    bad[2] = np.nan
+    add("nan-first", "accumulate_metrics", bad, counts, np.zeros(2), _status(STATUS_CLEAR), 7,
+        exact=(2, 3))
+    bad = np.abs(real(5))
+    bad[4] = np.inf
+    add("inf-kept", "accumulate_metrics", bad, counts, np.zeros(2), _status(STATUS_SET), 7,
+        exact=(2, 3))
+    for shape in [(17,), (1,), (3, 5)]:
+        tag = "x".join(map(str, shape))
+        add(f"{tag}-finite", "check_finite", real(*shape), _status(STATUS_CLEAR), 4, exact=(1,))
+        for value, where in [(np.inf, -1), (np.nan, 0), (-np.inf, 0)]:
+            x = real(*shape)
+            x.flat[where] = value
+            add(f"{tag}-{value}-first", "check_finite", x, _status(STATUS_CLEAR), 4,
+                exact=(0, 1))
+            add(f"{tag}-{value}-kept", "check_finite", x, _status(STATUS_SET), 4, exact=(0, 1))
+
+    # optimiser updates over flat buffers; skipped while the status is set
+    for n, status in itertools.product([1, 17, 300], [STATUS_CLEAR, STATUS_SET]):
+        tag = f"{n}-status{status[0]}"
+        for nesterov, momentum in [(False, 0.0), (False, 0.9), (True, 0.9)]:
+            add(f"{tag}-nesterov{int(nesterov)}-mu{momentum}", "sgd_update", real(n), real(n),
+                real(n), 0.1, momentum, nesterov, 0.01, _status(status), exact=(7,))
+        for decoupled, step in [(False, 1), (True, 5)]:
+            add(f"{tag}-decoupled{int(decoupled)}-step{step}", "adam_update", real(n),
+                real(n), np.abs(real(n)) * 0.1, np.abs(real(n)) * 0.01, 0.01, 0.9, 0.999,
+                1e-8, 0.01, decoupled, step, _status(status), exact=(11,))
+    return out
+
+
+def _backend_arg(backend: Any, arg: Any) -> Any:
+    if isinstance(arg, np.ndarray):
+        return backend.from_host(arg, arg.dtype)
+    if isinstance(arg, Sparse):
+        return backend.prepare_index(arg.index, arg.deterministic)
+    return arg
+
+
+def _reference_arg(arg: Any) -> Any:
+    if isinstance(arg, np.ndarray):
+        return arg.copy()
+    if isinstance(arg, Sparse):
+        return arg.index
+    return arg
+
+
+def check_case(backend: Any, case: Case) -> None:
+    """Run ``case`` on the reference and on ``backend``; every array argument must agree."""
+    reference = [_reference_arg(a) for a in case.args]
+    on_backend = [_backend_arg(backend, a) for a in case.args]
+    getattr(numpy_backend, case.op)(*reference)
+    getattr(backend, case.op)(*on_backend)
+    tol = TOLERANCES[case.dtype]["backend"]
+    for position, (ref, got) in enumerate(zip(reference, on_backend, strict=True)):
+        if not isinstance(ref, np.ndarray):
+            continue
+        got = backend.to_host(got)
+        assert got.dtype == ref.dtype and got.shape == ref.shape, (position, got.dtype)
+        exact = (position in case.exact or ref.dtype.kind in "iu"
+                 or not np.isfinite(ref).all())
+        if exact:
+            np.testing.assert_array_equal(got, ref, err_msg=f"{case.id}: argument {position}")
+        else:
+            error = rel_error(got, ref)
+            assert error <= tol, f"{case.id}: argument {position}: {error:.3e} > {tol:.0e}"
