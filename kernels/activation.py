@@ -31,12 +31,16 @@ def build(real):
     def bias_activation(a, b, z, code):
         """a[k, n] += b[k]; z[k, n] = h(a[k, n]): bias of 5.48 and activation 5.49, fused."""
         row, row_stride, sample, sample_stride = grid_2d()
-        for k in range(row, a.shape[0], row_stride):
+        k = row
+        while k < a.shape[0]:
             bk = b[k]
-            for n in range(sample, a.shape[1], sample_stride):
+            n = sample
+            while n < a.shape[1]:
                 value = a[k, n] + bk
                 a[k, n] = value
                 z[k, n] = activate(code, value)
+                n += sample_stride
+            k += row_stride
 
     def softmax_bias(a, b, z):
         """Softmax over the units of each sample, after adding the bias: one block per sample
@@ -46,26 +50,34 @@ def build(real):
         lanes = cuda.blockDim.x
         top = cuda.shared.array(REDUCE_CAPACITY, real)
         total = cuda.shared.array(REDUCE_CAPACITY, real)
-        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
             local = minus_inf
-            for k in range(lane, a.shape[0], lanes):
+            k = lane
+            while k < a.shape[0]:
                 value = a[k, n] + b[k]
                 a[k, n] = value
                 local = max(local, value)
+                k += lanes
             top[lane] = local
             block_max(top, lane, lanes)
             shift = top[0]
             local = zero
-            for k in range(lane, a.shape[0], lanes):
+            k = lane
+            while k < a.shape[0]:
                 e = math.exp(a[k, n] - shift)
                 z[k, n] = e
                 local += e
+                k += lanes
             total[lane] = local
             block_sum(total, 0, lane, lanes)
             norm = total[0]
-            for k in range(lane, a.shape[0], lanes):
+            k = lane
+            while k < a.shape[0]:
                 z[k, n] = z[k, n] / norm
+                k += lanes
             cuda.syncthreads()  # every thread has read slot 0 before the next sample
+            n += cuda.gridDim.x
 
     def activation_delta(a, z, acc, db, code):
         """acc[j, n] *= h'(a[j, n]) in place: the accumulated sum_k w_kj delta_k becomes
@@ -81,19 +93,22 @@ def build(real):
         lanes = cuda.blockDim.x
         base = cuda.threadIdx.y * lanes
         partial = cuda.shared.array(REDUCE_CAPACITY, float64)
-        for first in range(cuda.blockIdx.x * cuda.blockDim.y, a.shape[0],
-                           cuda.gridDim.x * cuda.blockDim.y):
+        first = cuda.blockIdx.x * cuda.blockDim.y
+        while first < a.shape[0]:
             j = first + cuda.threadIdx.y
             total = float64(0.0)
             if j < a.shape[0]:
-                for n in range(lane, a.shape[1], lanes):
+                n = lane
+                while n < a.shape[1]:
                     value = acc[j, n] * derivative(code, a[j, n], z[j, n])
                     acc[j, n] = value
                     total += float64(value)
+                    n += lanes
             partial[base + lane] = total
             block_sum(partial, base, lane, lanes)
             if lane == 0 and j < a.shape[0]:
                 db[j] = partial[base]
+            first += cuda.gridDim.x * cuda.blockDim.y
 
     return {"bias_activation": bias_activation, "softmax_bias": softmax_bias,
             "activation_delta": activation_delta}

@@ -23,21 +23,29 @@ def build(real):
     def fill_zero(x):
         """x[i] = 0 for every element of a flat buffer."""
         start, stride = grid_1d()
-        for i in range(start, x.shape[0], stride):
+        i = start
+        while i < x.shape[0]:
             x[i] = zero
+            i += stride
 
     def take_batch(source, order, start, out):
         """out[f, i] = source[order[start + i], f]: threads x over the batch, y over features."""
         row, row_stride, sample, sample_stride = grid_2d()
-        for f in range(row, out.shape[0], row_stride):
-            for i in range(sample, out.shape[1], sample_stride):
+        f = row
+        while f < out.shape[0]:
+            i = sample
+            while i < out.shape[1]:
                 out[f, i] = source[order[start + i], f]
+                i += sample_stride
+            f += row_stride
 
     def take_labels(source, order, start, out):
         """out[i] = source[order[start + i]] (class labels)."""
         first, stride = grid_1d()
-        for i in range(first, out.shape[0], stride):
+        i = first
+        while i < out.shape[0]:
             out[i] = source[order[start + i]]
+            i += stride
 
     return {"fill_zero": fill_zero, "take_batch": take_batch, "take_labels": take_labels}
 

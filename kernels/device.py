@@ -35,8 +35,14 @@ def grid_2d():
 
     Threads: x over samples (a warp reads a contiguous run of one unit's row), y over rows.
     Blocks: x over rows (up to 2^31 - 1 of them), y over samples (up to 65,535). Every kernel
-    loops ``range(row, rows, row stride)`` and ``range(sample, samples, sample stride)``, so
-    any size is covered by a grid of any legal size. Products are 64-bit.
+    loops from ``row`` to the rows by ``row stride`` and from ``sample`` to the samples by
+    ``sample stride``, so any size is covered by a grid of any legal size. Products are
+    64-bit (Numba widens int32 arithmetic), so indices never wrap.
+
+    The kernels write these grid-stride loops as ``while`` loops: Numba's ``range`` with a
+    step computes a trip count and NVVM unrolls around it, which cost the scatter-add 45
+    registers against 23 (the row reductions 48 against 29), occupancy that memory-bound
+    kernels need.
     """
     row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
     sample = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x

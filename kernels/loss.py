@@ -36,18 +36,22 @@ def build(real):
         lane = cuda.threadIdx.x
         lanes = cuda.blockDim.x
         total = cuda.shared.array(REDUCE_CAPACITY, real)
-        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
             local = zero
-            for k in range(lane, a.shape[0], lanes):
+            k = lane
+            while k < a.shape[0]:
                 diff = y[k, n] - t[k, n]
                 local += half * diff * diff
                 delta[k, n] = derivative(code, a[k, n], y[k, n]) * diff * inv_batch
+                k += lanes
             total[lane] = local
             block_sum(total, 0, lane, lanes)
             if lane == 0:
                 losses[n] = total[0]
                 correct[n] = zero
             cuda.syncthreads()  # slot 0 read before the next sample
+            n += cuda.gridDim.x
 
     def binary_cross_entropy(a, y, t, delta, losses, correct, inv_batch):
         """E_n = sum_k softplus(a_k) - t_k a_k; delta_k = y_k - t_k."""
@@ -55,13 +59,16 @@ def build(real):
         lanes = cuda.blockDim.x
         total = cuda.shared.array(REDUCE_CAPACITY, real)
         count = cuda.shared.array(REDUCE_CAPACITY, real)
-        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
             local = zero
             matches = zero
-            for k in range(lane, a.shape[0], lanes):
+            k = lane
+            while k < a.shape[0]:
                 local += bce_term(a[k, n], t[k, n])
                 matches += bce_match(y[k, n], t[k, n])
                 delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+                k += lanes
             total[lane] = local
             count[lane] = matches
             block_sum(total, 0, lane, lanes)
@@ -70,6 +77,7 @@ def build(real):
                 losses[n] = total[0]
                 correct[n] = count[0]
             cuda.syncthreads()
+            n += cuda.gridDim.x
 
     def cross_entropy(a, y, t, delta, losses, correct, inv_batch):
         """E_n = -sum_k t_k log y_k, log y_k = a_k - logsumexp(a); delta_k = y_k - t_k."""
@@ -83,13 +91,15 @@ def build(real):
         target = cuda.shared.array(REDUCE_CAPACITY, real)
         target_index = cuda.shared.array(REDUCE_CAPACITY, int64)
         units = a.shape[0]
-        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
             local_top = minus_inf
             local_best = minus_inf
             local_index = units
             local_target = minus_inf
             local_target_index = units
-            for k in range(lane, units, lanes):
+            k = lane
+            while k < units:
                 local_top = max(local_top, a[k, n])
                 if better(y[k, n], k, local_best, local_index):
                     local_best = y[k, n]
@@ -98,6 +108,7 @@ def build(real):
                     local_target = t[k, n]
                     local_target_index = k
                 delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+                k += lanes
             top[lane] = local_top
             best[lane] = local_best
             best_index[lane] = local_index
@@ -108,20 +119,25 @@ def build(real):
             block_argmax(target, target_index, lane, lanes)
             shift = top[0]
             local = zero
-            for k in range(lane, units, lanes):
+            k = lane
+            while k < units:
                 local += math.exp(a[k, n] - shift)
+                k += lanes
             total[lane] = local
             block_sum(total, 0, lane, lanes)
             lse = shift + math.log(total[0])
             local = zero
-            for k in range(lane, units, lanes):
+            k = lane
+            while k < units:
                 local -= t[k, n] * (a[k, n] - lse)
+                k += lanes
             loss[lane] = local
             block_sum(loss, 0, lane, lanes)
             if lane == 0:
                 losses[n] = loss[0]
                 correct[n] = one if best_index[0] == target_index[0] else zero
             cuda.syncthreads()
+            n += cuda.gridDim.x
 
     def cross_entropy_labels(a, y, labels, delta, losses, correct, inv_batch):
         """As ``cross_entropy`` with a one-hot target given by the class label of each sample:
@@ -133,17 +149,20 @@ def build(real):
         best = cuda.shared.array(REDUCE_CAPACITY, real)
         best_index = cuda.shared.array(REDUCE_CAPACITY, int64)
         units = a.shape[0]
-        for n in range(cuda.blockIdx.x, a.shape[1], cuda.gridDim.x):
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
             label = labels[n]
             local_top = minus_inf
             local_best = minus_inf
             local_index = units
-            for k in range(lane, units, lanes):
+            k = lane
+            while k < units:
                 local_top = max(local_top, a[k, n])
                 if better(y[k, n], k, local_best, local_index):
                     local_best = y[k, n]
                     local_index = k
                 delta[k, n] = (y[k, n] - (one if k == label else zero)) * inv_batch
+                k += lanes
             top[lane] = local_top
             best[lane] = local_best
             best_index[lane] = local_index
@@ -151,14 +170,17 @@ def build(real):
             block_argmax(best, best_index, lane, lanes)
             shift = top[0]
             local = zero
-            for k in range(lane, units, lanes):
+            k = lane
+            while k < units:
                 local += math.exp(a[k, n] - shift)
+                k += lanes
             total[lane] = local
             block_sum(total, 0, lane, lanes)
             if lane == 0:
                 losses[n] = shift + math.log(total[0]) - a[label, n]
                 correct[n] = one if best_index[0] == label else zero
             cuda.syncthreads()
+            n += cuda.gridDim.x
 
     return {"sum_of_squares": sum_of_squares, "binary_cross_entropy": binary_cross_entropy,
             "cross_entropy": cross_entropy, "cross_entropy_labels": cross_entropy_labels}

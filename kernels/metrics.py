@@ -37,9 +37,11 @@ def build(real):
         correct_partial = cuda.shared.array(REDUCE_CAPACITY, float64)
         loss = float64(0.0)
         count = float64(0.0)
-        for n in range(lane, losses.shape[0], lanes):
+        n = lane
+        while n < losses.shape[0]:
             loss += float64(losses[n])
             count += float64(correct[n])
+            n += lanes
         loss_partial[lane] = loss
         correct_partial[lane] = count
         block_sum(loss_partial, 0, lane, lanes)
@@ -57,9 +59,11 @@ def build(real):
         GRADIENT_NOT_FINITE). Threads that find one race to write the same pair: harmless."""
         start, stride = grid_1d()
         bad = False
-        for i in range(start, x.shape[0], stride):
+        i = start
+        while i < x.shape[0]:
             if not math.isfinite(x[i]):
                 bad = True
+            i += stride
         if bad and status[0] == 0:
             status[0] = step
             status[1] = GRADIENT_NOT_FINITE

@@ -27,8 +27,10 @@ def build(real):
         if status[0] != 0:
             return
         start, stride = grid_1d()
-        for i in range(start, param.shape[0], stride):
+        i = start
+        while i < param.shape[0]:
             sgd_element(param, grad, velocity, lr, momentum, nesterov, weight_decay, i)
+            i += stride
 
     def adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, correction1,
              correction2, status):
@@ -36,9 +38,11 @@ def build(real):
         if status[0] != 0:
             return
         start, stride = grid_1d()
-        for i in range(start, param.shape[0], stride):
+        i = start
+        while i < param.shape[0]:
             adam_element(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
                          correction1, correction2, i)
+            i += stride
 
     return {"sgd": sgd, "adam": adam}
 

@@ -24,17 +24,20 @@ def build(real):
         lanes = cuda.blockDim.x
         base = cuda.threadIdx.y * lanes
         partial = cuda.shared.array(REDUCE_CAPACITY, float64)
-        for first in range(cuda.blockIdx.x * cuda.blockDim.y, x.shape[0],
-                           cuda.gridDim.x * cuda.blockDim.y):
+        first = cuda.blockIdx.x * cuda.blockDim.y
+        while first < x.shape[0]:
             r = first + cuda.threadIdx.y
             total = float64(0.0)
             if r < x.shape[0]:
-                for n in range(lane, x.shape[1], lanes):
+                n = lane
+                while n < x.shape[1]:
                     total += float64(x[r, n])
+                    n += lanes
             partial[base + lane] = total
             block_sum(partial, base, lane, lanes)
             if lane == 0 and r < x.shape[0]:
                 out[r] = partial[base]
+            first += cuda.gridDim.x * cuda.blockDim.y
 
     return {"row_sum": row_sum}
 

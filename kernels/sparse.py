@@ -31,15 +31,21 @@ def build(real):
         sum_k w_kj delta_k (5.56). Sums in the kernel's float type.
         """
         row, row_stride, sample, sample_stride = grid_2d()
-        for r in range(row, out.shape[0], row_stride):
+        r = row
+        while r < out.shape[0]:
             lo = ptr[r]
             hi = ptr[r + 1]
-            for n in range(sample, out.shape[1], sample_stride):
+            n = sample
+            while n < out.shape[1]:
                 total = out[r, n] if accumulate else zero
-                for i in range(lo, hi):
+                i = lo
+                while i < hi:  # (a while loop: 40 registers, against 56 with range)
                     e = order[i]
                     total += w[e] * x[other[e], n]
+                    i += 1
                 out[r, n] = total
+                n += sample_stride
+            r += row_stride
 
     def scatter_add(w, src, dst, delta, acc):
         """acc[src[e], n] += w[e] delta[dst[e], n] for every edge e and sample n (5.56).
@@ -50,12 +56,16 @@ def build(real):
         fixed, so results may differ in the last bits from run to run.
         """
         row, row_stride, sample, sample_stride = grid_2d()
-        for e in range(row, src.shape[0], row_stride):
+        e = row
+        while e < src.shape[0]:
             j = src[e]
             k = dst[e]
             we = w[e]
-            for n in range(sample, delta.shape[1], sample_stride):
+            n = sample
+            while n < delta.shape[1]:
                 cuda.atomic.add(acc, (j, n), we * delta[k, n])
+                n += sample_stride
+            e += row_stride
 
     def edge_grad(src, dst, delta, z, dw):
         """dw[e] = sum over the batch of delta[dst[e], n] z[src[e], n] (5.53), per edge.
@@ -71,19 +81,22 @@ def build(real):
         lanes = cuda.blockDim.x
         base = cuda.threadIdx.y * lanes
         partial = cuda.shared.array(REDUCE_CAPACITY, float64)
-        for first in range(cuda.blockIdx.x * cuda.blockDim.y, src.shape[0],
-                           cuda.gridDim.x * cuda.blockDim.y):
+        first = cuda.blockIdx.x * cuda.blockDim.y
+        while first < src.shape[0]:
             e = first + cuda.threadIdx.y
             total = float64(0.0)
             if e < src.shape[0]:
                 j = src[e]
                 k = dst[e]
-                for n in range(lane, z.shape[1], lanes):
+                n = lane
+                while n < z.shape[1]:
                     total += float64(delta[k, n] * z[j, n])
+                    n += lanes
             partial[base + lane] = total
             block_sum(partial, base, lane, lanes)
             if lane == 0 and e < src.shape[0]:
                 dw[e] = partial[base]
+            first += cuda.gridDim.x * cuda.blockDim.y
 
     return {"gather": gather, "scatter_add": scatter_add, "edge_grad": edge_grad}
 
