@@ -13,8 +13,10 @@ runs real kernels in the simulator at the GPU block shape.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -203,6 +205,15 @@ def test_the_sparse95_block_needed_more_than_65535_rows_of_blocks(recorded: list
     run_every_op(4096, 4096, SPARSE95_EDGES, 256)
     scatter = [(g, b) for k, g, b, _ in recorded if k == "sparse.scatter_add"]
     assert scatter and all(g[0] * b[1] >= SPARSE95_EDGES and g[1] <= MAX_YZ for g, b in scatter)
+
+
+def test_cuda_backend_launches_only_through_cuda_device() -> None:
+    """One stream: no ``kernel[grid, block](...)`` launch and no CuPy call of its own (the
+    recording test above would also fail on a launch that bypasses ``cuda_device.launch``)."""
+    source = inspect.getsource(cuda_backend)
+    assert not re.search(r"\[[^\[\]]+,[^\[\]]+\]\s*\(", source), "a direct kernel launch"
+    for call in ("xp()", "import cupy", ".fill(", "isfinite"):
+        assert call not in source, call
 
 
 def test_every_kernel_has_a_work_entry() -> None:
