@@ -35,7 +35,7 @@ def as_numeric_array(name: str, value: Any) -> Any:
     """``value`` as an array of real numbers: a device (CuPy) array stays on the device,
     anything else becomes a NumPy array. TypeError for non-numeric values."""
     if cuda_device.is_device_array(value):
-        arr = cuda_device.xp().asarray(value)
+        arr = value if isinstance(value, np.ndarray) else cuda_device.xp().asarray(value)
     else:
         try:
             arr = np.asarray(value)

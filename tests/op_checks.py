@@ -11,10 +11,7 @@ exactly.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,19 +42,6 @@ class Case:
     args: tuple
     dtype: str
     exact: tuple[int, ...] = ()  # argument positions compared exactly
-
-
-@contextlib.contextmanager
-def fast_simulator_barriers() -> Iterator[None]:
-    """The simulator runs a block's threads as Python threads and polls them from the main
-    thread; each ``syncthreads`` waits for the GIL to change hands, every 5 ms by default.
-    A 0.1 ms switch interval makes the block-reduction kernels about 9x faster to simulate."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def _status(value: tuple[int, int]) -> np.ndarray:

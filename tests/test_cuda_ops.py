@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_checks import DTYPES, STATUS_CLEAR, cases, check_case, fast_simulator_barriers
+from op_checks import DTYPES, STATUS_CLEAR, cases, check_case
 
 from gpuback.backends import OP_SET, cuda_backend, numpy_backend
 from gpuback.backends.numpy_backend import GRADIENT_NOT_FINITE, LOSS_NOT_FINITE
@@ -19,8 +19,7 @@ CASES = [c for dtype in DTYPES for c in cases(dtype)]
 
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
-    with fast_simulator_barriers():
-        yield request.param
+    return request.param
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 import pytest
-from op_checks import cases, check_case, fast_simulator_barriers
+from op_checks import cases, check_case
 
 from gpuback.backends import OP_SET, cuda_backend, cuda_device, cuda_launch
 from gpuback.backends.cuda_launch import REDUCE_CAPACITY
@@ -259,5 +259,4 @@ def test_kernels_at_the_gpu_block_shape_match_the_reference(case, monkeypatch) -
     """Real kernels in the simulator, launched with the GPU's blocks (256 threads, a warp or
     more per sample) on a small case: the shapes a GPU runs are checked for results too."""
     monkeypatch.setattr(cuda_backend, "_simulated", lambda: False)
-    with fast_simulator_barriers():
-        check_case(cuda_backend, case)
+    check_case(cuda_backend, case)
