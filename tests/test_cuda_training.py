@@ -68,9 +68,10 @@ def test_epochs_after_the_first_allocate_nothing_validation_included(mode: str) 
         assert getattr(extra, field) <= 2 * PER_EPOCH_MOST, (field, extra)
 
 
-def test_every_launch_is_on_the_current_stream(mode: str, monkeypatch) -> None:
-    if mode == "gpu":
-        pytest.skip("inspects the simulator's launches; on a GPU see test_non_blocking_stream")
+@pytest.mark.sim
+def test_every_launch_is_on_the_current_stream(monkeypatch) -> None:
+    """Every kernel the simulator is asked to run was configured with the current stream
+    (on a GPU, test_non_blocking_stream_gives_the_same_training checks the ordering)."""
     from numba.cuda.simulator.kernel import FakeCUDAKernel
 
     configurations = []
@@ -90,9 +91,10 @@ def test_every_launch_is_on_the_current_stream(mode: str, monkeypatch) -> None:
         [c for c in configurations if len(c) < 3 or c[2] is not stream][:3]
 
 
-def test_non_blocking_stream_gives_the_same_training(mode: str) -> None:
-    if mode == "sim":
-        pytest.skip("the simulator runs everything synchronously; this needs a real stream")
+@pytest.mark.gpu
+def test_non_blocking_stream_gives_the_same_training() -> None:
+    """On a non-blocking stream nothing orders work but the stream itself: a kernel or a
+    cuBLAS call that ran elsewhere would race and change the result."""
     import cupy
 
     spec, X, y = _mlp(48)
@@ -138,6 +140,7 @@ def test_device_inputs_are_used_in_place(mode: str) -> None:
     assert counts.host_to_device <= 2, counts  # the order (and no data) was uploaded
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the simulator's float math
 def test_divergence_names_the_first_bad_step_and_skips_its_update(mode: str) -> None:
     rng = np.random.default_rng(3)
     spec = gpuback.mlp_spec([5, 6, 3], activation="tanh", loss="sum_of_squares")

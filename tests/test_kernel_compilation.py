@@ -31,7 +31,7 @@ F64_ALLOWED = {
     "sparse.edge_grad": "weight-gradient partials (a dot product over the batch) in float64",
     "metrics.accumulate_metrics": "the float64 running totals of loss and correct counts",
 }
-INSTALL = "or pip install '.[test]', which brings both"
+INSTALL = "or pip install '.[test,sim13]', which brings both"
 
 
 def run_report(*args: str, simulator: bool = False) -> subprocess.CompletedProcess[str]:
