@@ -174,10 +174,12 @@ def check_launch(kernel: str, grid: tuple, block: tuple, args: tuple) -> None:
 
 
 NETWORKS = {
-    # (n_src, n_dst, sparse edges): the sparse95 bench network's blocks, wide and huge layers
+    # (n_src, n_dst, sparse edges): the sparse95 and sparse99 bench networks' blocks, wide and
+    # huge layers
     "sparse95-784-4096": (784, 4096, round(0.05 * 784 * 4096)),
     "sparse95-4096-4096": (4096, 4096, SPARSE95_EDGES),
     "sparse95-4096-10": (4096, 10, round(0.05 * 4096 * 10)),
+    "sparse99-4096-4096": (4096, 4096, round(0.01 * 4096 * 4096)),
     "wide-65536": (65_536, 65_536, 65_536 * 64),
     "huge-2^31-edges": (2**16, 2**16, 2**31),
     "huge-2^31-units": (2**31, 2**31, 2**31 + 7),
