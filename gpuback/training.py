@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import propagation
 from .backends import cuda_device
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
@@ -125,7 +126,7 @@ class StreamedDataset:
         for host, buf, staged in zip(self._host_arrays(), pinned, self._staged, strict=True):
             np.take(host, rows, axis=0, out=buf[:batch])
             view = staged[:batch]
-            cuda_device.copy_into(view, buf[:batch])
+            self.net._ops.copy_into(view, buf[:batch])
             staged_views.append(view)
         self._copied[self._turn] = cuda_device.record_event()
         self._turn = 1 - self._turn
@@ -182,8 +183,6 @@ class Metrics:
 
 def _sweep(net: Any, data: Dataset, batch_size: int, metrics: Metrics) -> None:
     """Forward and loss over every batch of ``data`` in order, into ``metrics``."""
-    from . import propagation
-
     ops = net._ops
     data.set_order(np.arange(data.n))
     metrics.reset()
@@ -205,8 +204,6 @@ def _evaluate_data(net: Any, data: Dataset, batch_size: int,
 def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     """Outputs for every sample of ``X``, computed ``batch_size`` samples at a time on the
     backend and read back once."""
-    from . import propagation
-
     batch_size = check_int("batch_size", batch_size, 1)
     data = dataset(net, X, None, batch_size)
     ops = net._ops
