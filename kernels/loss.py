@@ -16,7 +16,7 @@ import math
 
 from numba import cuda, int32, int64
 
-from .device import block_argmax, block_max, block_sum, device
+from .device import block_argmax, block_max, block_sum, device, inline
 from .shapes import REDUCE_CAPACITY
 from .signatures import INDEX, kernel_table
 
@@ -30,6 +30,19 @@ def build(real):
     better = dev.better
     zero, one, half = real(0.0), real(1.0), real(0.5)
     minus_inf = real(-math.inf)
+
+    @inline
+    def log_sum_exp(a, n, shift, partial, lane, lanes):
+        """shift + log sum_k exp(a[k, n] - shift) over the units of sample n, the block's
+        threads striding over them and summing in ``partial``; stable with shift = max_k a."""
+        local = zero
+        k = lane
+        while k < a.shape[0]:
+            local += math.exp(a[k, n] - shift)
+            k += lanes
+        partial[lane] = local
+        block_sum(partial, 0, lane, lanes)
+        return shift + math.log(partial[0])
 
     def sum_of_squares(a, y, t, delta, losses, correct, code, inv_batch):
         """E_n = 1/2 sum_k (y_k - t_k)^2; delta_k = h'(a_k) (y_k - t_k) (y - t for identity)."""
@@ -117,15 +130,7 @@ def build(real):
             block_max(top, lane, lanes)
             block_argmax(best, best_index, lane, lanes)
             block_argmax(target, target_index, lane, lanes)
-            shift = top[0]
-            local = zero
-            k = lane
-            while k < units:
-                local += math.exp(a[k, n] - shift)
-                k += lanes
-            total[lane] = local
-            block_sum(total, 0, lane, lanes)
-            lse = shift + math.log(total[0])
+            lse = log_sum_exp(a, n, top[0], total, lane, lanes)
             local = zero
             k = lane
             while k < units:
@@ -168,16 +173,9 @@ def build(real):
             best_index[lane] = local_index
             block_max(top, lane, lanes)
             block_argmax(best, best_index, lane, lanes)
-            shift = top[0]
-            local = zero
-            k = lane
-            while k < units:
-                local += math.exp(a[k, n] - shift)
-                k += lanes
-            total[lane] = local
-            block_sum(total, 0, lane, lanes)
+            lse = log_sum_exp(a, n, top[0], total, lane, lanes)
             if lane == 0:
-                losses[n] = shift + math.log(total[0]) - a[label, n]
+                losses[n] = lse - a[label, n]
                 correct[n] = one if best_index[0] == label else zero
             cuda.syncthreads()
             n += cuda.gridDim.x
