@@ -63,6 +63,35 @@ def pytest_configure(config: pytest.Config) -> None:
         # main thread; each syncthreads waits for the GIL to change hands, every 5 ms by
         # default. A 0.1 ms switch interval simulates block reductions about 9x faster.
         sys.setswitchinterval(1e-4)
+        _make_simulator_shared_arrays_thread_safe()
+
+
+def _make_simulator_shared_arrays_thread_safe() -> None:
+    """Work around a race in the Numba CUDA simulator (numba-cuda 0.30).
+
+    The simulator runs a block's threads as Python threads and finds a block's shared array
+    by the source line that declares it: ``get``, and if missing, create and store. Two
+    threads reaching the declaration together can both create one, and then they reduce
+    into different arrays: about 1 launch in 300 of a block-reduction kernel came out wrong
+    here, the more often the shorter the GIL switch interval. ``dict.setdefault`` makes the
+    create-or-get one step, so every thread of the block gets the same array, as on a GPU.
+    """
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory, or unsupported
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        return self._allocations.setdefault(key, np.empty(shape, dtype))
+
+    kernelapi.FakeCUDAShared.array = array
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
