@@ -6,7 +6,8 @@ delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
 functions.
 """
 
-from . import checkpoint, datasets, optim, profile
+# _checkout first: it makes gpuback.kernels importable from a source checkout
+from . import _checkout, checkpoint, datasets, optim, profile  # noqa: F401
 from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
