@@ -102,7 +102,8 @@ def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = Non
 
 
 def _device_of(backend: str) -> str:
-    return "cuda" if backend == "cuda" else "cpu"
+    """Where ``backend``'s arrays live, as PyTorch names devices: its peer's device."""
+    return get_backend(backend).device
 
 
 def gemm_gflops(devices: Sequence[str], seconds: float) -> dict[str, float]:

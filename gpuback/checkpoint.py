@@ -6,9 +6,12 @@
       optimizer.safetensors   the optimiser's state buffers (when one is saved)
       optimizer.json          its class, hyperparameters, schedule and step count
 
-A save writes a complete new directory beside the target, loads it back to check it,
+A save writes a complete new directory beside the target, reads it back to check it,
 and only then swaps it in (``os.replace``), so an interrupted save leaves the previous
 checkpoint intact and a checkpoint that was written always loads.
+
+This module reads and writes files; it builds no network (``Network.load`` builds one
+from what ``read`` returns), so it does not depend on ``gpuback.network``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .checks import FLOAT_DTYPES
+from .plan import compile_plan
+from .spec import validate_spec
 
 WEIGHTS, NETWORK, OPT_STATE, OPT_CONFIG = ("weights.safetensors", "network.json",
                                            "optimizer.safetensors", "optimizer.json")
@@ -29,6 +37,18 @@ FORMAT = 1
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a checkpoint holds about the network: its validated spec, dtype, weights
+    (NumPy arrays by parameter name, names, shapes and dtypes checked against the spec)
+    and the number of epochs trained."""
+
+    spec: dict[str, Any]
+    dtype: str
+    weights: dict[str, np.ndarray]
+    epochs_trained: int
 
 
 def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
@@ -42,19 +62,20 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary dir
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in net.parameters().items()},
+        params = net.parameters()
+        save_file({k: np.ascontiguousarray(v) for k, v in params.items()},
                   str(staging / WEIGHTS))
         meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
                 "epochs_trained": net.epochs_trained}
         (staging / NETWORK).write_text(json.dumps(meta, indent=1))
+        state = None if optimizer is None else optimizer.state_dict()
         if optimizer is not None:
-            state = optimizer.state_dict()
             flat = {f"{name}/{buf}": np.ascontiguousarray(v)
                     for name, named in state["buffers"].items() for buf, v in named.items()}
             save_file(flat, str(staging / OPT_STATE))
             config = {"config": optimizer.config(), "steps": state["steps"]}
             (staging / OPT_CONFIG).write_text(json.dumps(config, indent=1))
-        _check_round_trip(net, optimizer, staging)
+        _check_round_trip(params, optimizer, state, staging)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -62,67 +83,90 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
     return target
 
 
-def load(path: str | os.PathLike, backend: str = "numpy") -> Any:
-    """The network saved at ``path``, on ``backend``; names, shapes and dtypes are checked."""
+def read(path: str | os.PathLike) -> Saved:
+    """The network part of the checkpoint at ``path``, checked: the format, the spec (as
+    ``validate_spec`` would), the dtype, and every weight's name, shape and dtype."""
     from safetensors.numpy import load_file
-
-    from .network import Network
 
     folder = _folder(path)
     meta = _read_json(folder / NETWORK)
     if meta.get("format") != FORMAT or "spec" not in meta or "dtype" not in meta:
         raise CheckpointError(f"{folder / NETWORK}: not a gpuback checkpoint (format "
                               f"{FORMAT} with 'spec' and 'dtype' expected)")
-    net = Network(meta["spec"], backend=backend, dtype=meta["dtype"])
+    try:
+        spec = validate_spec(meta["spec"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / NETWORK}: its spec is not valid ({exc})") from None
+    dtype = meta["dtype"]
+    if dtype not in FLOAT_DTYPES:
+        raise CheckpointError(f"{folder / NETWORK}: dtype {dtype!r}, expected one of "
+                              f"{list(FLOAT_DTYPES)}")
+    shapes = compile_plan(spec).parameter_shapes()
     weights = _load_safetensors(load_file, folder / WEIGHTS)
-    expected = net.parameters()
-    if set(weights) != set(expected):
+    if set(weights) != set(shapes):
         raise CheckpointError(f"{folder / WEIGHTS}: parameter names {sorted(weights)} do not "
-                              f"match the spec's {sorted(expected)}")
+                              f"match the spec's {sorted(shapes)}")
     for name, value in weights.items():
-        if value.shape != expected[name].shape or value.dtype != expected[name].dtype:
+        if value.shape != tuple(shapes[name]) or value.dtype != np.dtype(dtype):
             raise CheckpointError(f"{folder / WEIGHTS}: {name!r} is {value.dtype} "
-                                  f"{value.shape}, expected {expected[name].dtype} "
-                                  f"{expected[name].shape}")
-    net.set_parameters(weights)
-    net.epochs_trained = int(meta.get("epochs_trained", 0))
-    return net
+                                  f"{value.shape}, expected {dtype} {tuple(shapes[name])}")
+    return Saved(spec, dtype, weights, int(meta.get("epochs_trained", 0)))
 
 
 def load_optimizer(path: str | os.PathLike, net: Any) -> Any:
-    """The optimiser saved with the checkpoint at ``path``, its state on ``net``'s backend;
-    None if the checkpoint holds no optimiser."""
-    from safetensors.numpy import load_file
-
+    """The optimiser saved with the checkpoint at ``path``, its state on ``net``'s backend
+    (and bound to ``net``); None if the checkpoint holds no optimiser."""
     from .optim import from_config
 
-    folder = _folder(path)
+    saved = _read_optimizer(_folder(path))
+    if saved is None:
+        return None
+    config, state = saved
+    optimizer = from_config(config)
+    try:
+        optimizer.load_state_dict(state, net)
+    except ValueError as exc:
+        raise CheckpointError(f"{Path(path) / OPT_STATE}: {exc}") from None
+    return optimizer
+
+
+def _read_optimizer(folder: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The saved optimiser's config and its ``state_dict``, or None if none was saved."""
+    from safetensors.numpy import load_file
+
     if not (folder / OPT_CONFIG).exists():
         return None
     saved = _read_json(folder / OPT_CONFIG)
-    optimizer = from_config(saved["config"])
+    if "config" not in saved or "steps" not in saved:
+        raise CheckpointError(f"{folder / OPT_CONFIG}: 'config' and 'steps' expected")
     buffers: dict[str, dict[str, np.ndarray]] = {}
     for key, value in _load_safetensors(load_file, folder / OPT_STATE).items():
         name, _, buf = key.rpartition("/")
         buffers.setdefault(name, {})[buf] = value
-    try:
-        optimizer.load_state_dict({"steps": saved["steps"], "buffers": buffers}, net)
-    except ValueError as exc:
-        raise CheckpointError(f"{folder / OPT_STATE}: {exc}") from None
-    return optimizer
+    return saved["config"], {"steps": saved["steps"], "buffers": buffers}
 
 
-def _check_round_trip(net: Any, optimizer: Any, folder: Path) -> None:
-    """Load what was just written and compare it with what was meant (validate on save)."""
-    again = load(folder)
-    loaded = again.parameters()
-    for name, value in net.parameters().items():
+def _check_round_trip(params: dict[str, np.ndarray], optimizer: Any,
+                      state: dict[str, Any] | None, folder: Path) -> None:
+    """Read back what was just written and compare it with what was meant (validate on
+    save): every weight bitwise, the optimiser's config, step count and state."""
+    loaded = read(folder).weights
+    for name, value in params.items():
         if not np.array_equal(loaded[name], value):
             raise CheckpointError(f"{folder}: {name!r} did not read back as written")
-    if optimizer is not None:
-        restored = load_optimizer(folder, again)
-        if restored is None or restored.config() != optimizer.config():
-            raise CheckpointError(f"{folder}: the optimiser did not read back as written")
+    if optimizer is None or state is None:
+        return
+    saved = _read_optimizer(folder)
+    if saved is None or saved[0] != optimizer.config() or \
+            saved[1]["steps"] != state["steps"] or \
+            not _same_buffers(saved[1]["buffers"], state["buffers"]):
+        raise CheckpointError(f"{folder}: the optimiser did not read back as written")
+
+
+def _same_buffers(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[n].keys() == b[n].keys() and all(np.array_equal(a[n][s], b[n][s]) for s in a[n])
+        for n in a)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -2,18 +2,22 @@
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind,
 wrong shape or content) with a message naming the argument, what was expected and
-what was given, so that no bad value ever reaches a kernel.
+what was given, so that no bad value ever reaches a kernel. The checks run where the
+data lives: ``ops`` (the network's backend) says whether a value is a device array and
+which array module computes on it, so a user's CuPy data is checked on the GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import cuda_device
+if TYPE_CHECKING:
+    from .backends.protocol import Backend
 
+FLOAT_DTYPES = ("float32", "float64")  # the dtypes a network computes in
 PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
 
 
@@ -26,39 +30,31 @@ def check_int(where: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _namespace(arr: Any) -> Any:
-    """NumPy for host arrays, CuPy for device arrays (so checks run where the data is)."""
-    return np if isinstance(arr, np.ndarray) else cuda_device.xp()
-
-
-def as_numeric_array(name: str, value: Any) -> Any:
+def as_numeric_array(ops: Backend, name: str, value: Any) -> Any:
     """``value`` as an array of real numbers: a device (CuPy) array stays on the device,
     anything else becomes a NumPy array. TypeError for non-numeric values."""
-    if cuda_device.is_device_array(value):
-        arr = value if isinstance(value, np.ndarray) else cuda_device.xp().asarray(value)
-    else:
-        try:
-            arr = np.asarray(value)
-        except ValueError as exc:  # ragged nested sequences
-            raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
-                            f"({exc})") from None
+    try:
+        arr = ops.as_array(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
+                        f"({exc})") from None
     if arr.dtype.kind not in "iuf":  # signed, unsigned, float (not bool, complex, object)
         raise TypeError(f"{name}: expected a numeric (integer or float) array, "
                         f"got dtype {arr.dtype}")
     return arr
 
 
-def check_finite(name: str, arr: np.ndarray) -> None:
-    xp = _namespace(arr)
+def check_finite(ops: Backend, name: str, arr: Any) -> None:
+    xp = ops.array_namespace(arr)
     if arr.dtype.kind == "f" and not bool(xp.isfinite(arr).all()):
         bad = xp.argwhere(~xp.isfinite(arr))[0].tolist()
         raise ValueError(f"{name}: expected finite values, got {arr[tuple(bad)]} at index "
                          f"{tuple(int(i) for i in bad)}")
 
 
-def check_inputs(X: Any, n_in: int) -> Any:
+def check_inputs(ops: Backend, X: Any, n_in: int) -> Any:
     """X as a (batch, n_in) array of finite numbers, batch >= 1."""
-    arr = as_numeric_array("X", X)
+    arr = as_numeric_array(ops, "X", X)
     if arr.ndim != 2:
         raise ValueError(f"X: expected a 2-D array of shape (batch, {n_in}), got ndim {arr.ndim} "
                          f"(shape {arr.shape})")
@@ -67,17 +63,17 @@ def check_inputs(X: Any, n_in: int) -> Any:
                          f"has {n_in} units")
     if arr.shape[0] == 0:
         raise ValueError(f"X: expected at least one sample, got an empty batch (shape {arr.shape})")
-    check_finite("X", arr)
+    check_finite(ops, "X", arr)
     return arr
 
 
-def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
+def check_targets(ops: Backend, T: Any, loss: str, n_out: int, batch: int) -> Any:
     """T checked against the loss: (batch, n_out) rows, or (batch,) labels for cross-entropy.
 
     Cross-entropy rows must be non-negative and sum to 1; binary cross-entropy
     targets must lie in [0, 1]; integer class labels must lie in [0, n_out).
     """
-    arr = as_numeric_array("T", T)
+    arr = as_numeric_array(ops, "T", T)
     if loss == "cross_entropy" and arr.ndim == 1:
         if arr.dtype.kind not in "iu":
             raise TypeError(f"T: class labels of shape ({batch},) must be integers, got dtype "
@@ -86,7 +82,7 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
             raise ValueError(f"T: expected {batch} class labels (one per sample of X), "
                              f"got shape {arr.shape}")
         if batch and (int(arr.min()) < 0 or int(arr.max()) >= n_out):
-            bad = int(_namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))[0])
+            bad = int(ops.array_namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))[0])
             raise ValueError(f"T: class labels must lie in [0, {n_out}), got {int(arr[bad])} "
                              f"at index {bad}")
         return arr.astype(np.int64, copy=False)
@@ -94,7 +90,7 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
     if arr.shape != (batch, n_out):
         raise ValueError(f"T: expected shape ({batch}, {n_out}){labels_hint} for loss {loss!r}, "
                          f"got {arr.shape}")
-    check_finite("T", arr)
+    check_finite(ops, "T", arr)
     if loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
         raise ValueError("T: binary cross-entropy targets must lie in [0, 1], got values in "
                          f"[{arr.min()}, {arr.max()}]")
@@ -103,14 +99,15 @@ def check_targets(T: Any, loss: str, n_out: int, batch: int) -> Any:
             raise ValueError(f"T: cross-entropy target rows must be non-negative, got a minimum "
                              f"of {arr.min()}")
         sums = arr.sum(axis=1)
-        off = _namespace(arr).flatnonzero(abs(sums - 1.0) > PROBABILITY_ATOL)
+        off = ops.array_namespace(arr).flatnonzero(abs(sums - 1.0) > PROBABILITY_ATOL)
         if off.size:
             raise ValueError(f"T: cross-entropy target rows must sum to 1, row {int(off[0])} "
                              f"sums to {sums[off[0]]}")
     return arr
 
 
-def check_parameters(params: Any, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def check_parameters(ops: Backend, params: Any,
+                     shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
     """Parameters given by name: known names, exact shapes, finite numbers (a subset is fine)."""
     if not isinstance(params, Mapping):
         raise TypeError(f"params: expected a dict of name -> array, got {type(params).__name__}")
@@ -119,10 +116,10 @@ def check_parameters(params: Any, shapes: Mapping[str, tuple[int, ...]]) -> dict
         if key not in shapes:
             raise ValueError(f"params: unknown parameter {key!r}, expected names from "
                              f"{list(shapes)}")
-        arr = as_numeric_array(f"params[{key!r}]", value)
+        arr = as_numeric_array(ops, f"params[{key!r}]", value)
         if arr.shape != tuple(shapes[key]):
             raise ValueError(f"params[{key!r}]: expected shape {tuple(shapes[key])}, got "
                              f"{arr.shape}")
-        check_finite(f"params[{key!r}]", arr)
+        check_finite(ops, f"params[{key!r}]", arr)
         checked[key] = arr
     return checked

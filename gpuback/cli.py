@@ -203,7 +203,7 @@ def _plot(history: dict[str, list], path: Path) -> Path | None:
 # --- gradcheck, explain, info ------------------------------------------------------------
 
 def _gradcheck(args: argparse.Namespace) -> int:
-    from .explain import DEMO_SPEC, _random_target
+    from .explain import DEMO_SPEC, random_targets
 
     if args.spec is None:
         spec = DEMO_SPEC
@@ -216,9 +216,8 @@ def _gradcheck(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch: expected a positive integer, got {args.batch}")
     net = Network(spec, backend=args.backend, dtype="float64", seed=args.seed)
     rng = np.random.default_rng(args.seed)
-    X = rng.normal(size=(args.batch, net._plan.n_in))
-    T = np.concatenate([_random_target(net._plan.loss, net._plan.n_out, rng)
-                        for _ in range(args.batch)])
+    X = rng.normal(size=(args.batch, net.plan.n_in))
+    T = random_targets(net.plan.loss, net.plan.n_out, args.batch, rng)
     report = gradcheck(net, X, T, mode=args.mode, tol=args.tol, seed=args.seed)
     print(report)
     return 0 if report.passed else EXIT_FAILED
@@ -227,11 +226,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from .explain import explain
 
-    net = None
-    if args.model is not None:
-        saved = Network.load(args.model)
-        net = Network(saved.spec, dtype="float64")
-        net.set_parameters(saved.parameters())
+    net = None if args.model is None else Network.load(args.model)
     print(explain(net, group=args.group, unit=args.unit, seed=args.seed))
     return 0
 
@@ -278,6 +273,6 @@ def _info(args: argparse.Namespace) -> int:
     for name, state in report["backends"].items():
         mark = "yes" if state["usable"] else "no "
         print(f"  {name:<6} {mark}  {state['reason']}")
-    for key, value in report["cuda"].items():
-        print(f"  {key}: {value}")
+        for key, value in state["details"].items():
+            print(f"         {key}: {value}")
     return 0

@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import numpy_backend
 from .network import Network
-from .propagation import forward, loss_and_output_delta, mean_loss
 
 # x feeds h; h feeds g1 (dense), g2 (sparse) and, skipping a layer, the output y.
 DEMO_SPEC = {
@@ -94,21 +92,23 @@ class Explanation:
 
 
 def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any = None,
-            t: Any = None, eps: float = 1e-5, seed: int = 0) -> Explanation:
+            t: Any = None, eps: float = 1e-5, seed: int = 0,
+            backend: str = "numpy") -> Explanation:
     """Explain delta_j for ``unit`` of ``group`` on one sample (a demo network by default).
 
-    ``net`` must be on the NumPy backend in float64 (the demo network is); ``x`` is one
-    input row and ``t`` its target (random ones, reproducible from ``seed``, by default).
+    ``net``: any network, on any backend and in any dtype; the explanation is computed on
+    a float64 copy of it on the same backend (central differences need float64). Without
+    it, the demo network ``DEMO_SPEC`` on ``backend``. ``x`` is one input row and ``t``
+    its target (random ones, reproducible from ``seed``, by default).
     """
     rng = np.random.default_rng(seed)
     if net is None:
-        net = Network(DEMO_SPEC, seed=seed)
+        net = Network(DEMO_SPEC, backend=backend, seed=seed)
         net.set_parameters({g["name"]: rng.normal(scale=0.5, size=g["size"])
                             for g in DEMO_SPEC["groups"][1:]})
-    if net.backend != "numpy" or net.dtype != "float64":
-        raise ValueError(f"net: explain needs a numpy-backend float64 network, got "
-                         f"{net.backend!r} {net.dtype!r}")
-    plan = net._plan
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected a gpuback.Network or None, got {type(net).__name__}")
+    plan = net.plan
     if group not in plan.groups or group in (plan.input, plan.output):
         hidden = [g for g in plan.computed if g != plan.output]
         raise ValueError(f"group: expected a hidden group, one of {hidden}, got {group!r}")
@@ -116,21 +116,23 @@ def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any 
     if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < size:
         raise ValueError(f"unit: expected an integer in [0, {size}) for group {group!r}, "
                          f"got {unit!r}")
+    if net.dtype != "float64":
+        exact = Network(net.spec, backend=net.backend, dtype="float64")
+        exact.set_parameters(net.parameters())
+        net = exact
     x = rng.normal(size=(1, plan.n_in)) if x is None else np.asarray(x, float).reshape(1, -1)
     if t is None:
-        t = _random_target(plan.loss, plan.n_out, rng)
+        t = random_targets(plan.loss, plan.n_out, 1, rng)
 
-    _, grads = net.loss_and_grads(x, t)
+    trace = net.trace(x, t)
+    assert trace.delta is not None  # targets were given
     params = net.parameters()
-    ws = net._workspace
-    a_j, z_j = float(ws.a[group][unit, 0]), float(ws.z[group][unit, 0])
-    h_prime = float(numpy_backend._derivative(plan.groups[group].activation,
-                                              np.array(a_j), np.array(z_j)))
+    a_j, h_prime = float(trace.a[group][0, unit]), float(trace.h_prime[group][0, unit])
     terms, per_group = [], {}
     for block in plan.blocks:
         if block.src != group:
             continue
-        delta = grads[block.dst]  # one sample: dE/db_k is delta_k
+        delta = trace.delta[block.dst][0]
         if block.kind == "dense":
             pairs = [(k, params[block.name][k, unit]) for k in range(block.shape[0])]
         else:
@@ -140,21 +142,17 @@ def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any 
             terms.append(Term(block.dst, k, float(w), float(delta[k])))
         per_group[block.dst] = sum(float(w) * float(delta[k]) for k, w in pairs)
 
-    def loss_at(offset: float) -> float:
-        ws = net._load_inputs(x)
-        targets = net._load_targets(t, ws)
-        forward(net._ops, plan, net._params, net._indices, ws, nudge=(group, unit, offset))
-        loss_and_output_delta(net._ops, plan, ws, targets)
-        return mean_loss(net._ops, ws)
-
-    finite = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-    return Explanation(group, unit, a_j, h_prime, terms, float(grads[group][unit]), finite,
-                       eps, per_group)
+    finite = (net.loss(x, t, nudge=(group, unit, eps))
+              - net.loss(x, t, nudge=(group, unit, -eps))) / (2 * eps)
+    return Explanation(group, unit, a_j, h_prime, terms, float(trace.delta[group][0, unit]),
+                       finite, eps, per_group)
 
 
-def _random_target(loss: str, n_out: int, rng: np.random.Generator) -> np.ndarray:
+def random_targets(loss: str, n_out: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random targets that ``loss`` accepts: class labels for cross-entropy, values in
+    [0, 1] for binary cross-entropy, normal values for sum of squares."""
     if loss == "cross_entropy":
-        return rng.integers(0, n_out, size=1)
+        return rng.integers(0, n_out, size=n)
     if loss == "binary_cross_entropy":
-        return rng.uniform(size=(1, n_out))
-    return rng.normal(size=(1, n_out))
+        return rng.uniform(size=(n, n_out))
+    return rng.normal(size=(n, n_out))

@@ -134,7 +134,7 @@ def _check_entries(ref: Network, X: Any, T: Any, name: str, w: np.ndarray, g: np
             moved = w.copy()
             moved[idx] += t
             ref.set_parameters({name: moved})
-            return ref._loss(X, T)
+            return ref.loss(X, T)
 
         numeric[idx] = derivative_along(loss_at, eps)
     ref.set_parameters({name: w})
@@ -155,7 +155,7 @@ def _check_direction(ref: Network, X: Any, T: Any, params: dict[str, np.ndarray]
 
     def loss_at(t: float) -> float:
         ref.set_parameters({k: params[k] + t * v[k] for k in params})
-        return ref._loss(X, T)
+        return ref.loss(X, T)
 
     numeric = derivative_along(loss_at, eps)
     ref.set_parameters(params)

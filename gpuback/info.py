@@ -7,16 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from .backends import _module, backend_names, cuda_device
+from .backends import backend_names, backend_status, describe
 
 
 def info() -> dict[str, Any]:
-    """Backends (usable or not, and why), the GPU and compute capability if there is one,
-    and the versions of Python, NumPy, Numba, numba-cuda, CuPy and the CUDA runtime."""
+    """Python's and NumPy's versions, and for every backend whether it can run here
+    (``usable``, ``simulated``, and the ``reason``) and what it runs on or would
+    (``details``: cores and BLAS; for cuda the GPU, its compute capability and the
+    versions of Numba, numba-cuda, CuPy and the CUDA runtime)."""
     backends = {}
     for name in backend_names():
-        state = _module(name).status()
+        state = backend_status(name)
         backends[name] = {"usable": state.usable, "simulated": state.simulated,
-                          "reason": state.reason}
+                          "reason": state.reason, "details": describe(name)}
     return {"python": platform.python_version(), "numpy": np.__version__,
-            "backends": backends, "cuda": cuda_device.describe()}
+            "backends": backends}

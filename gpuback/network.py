@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import checkpoint, propagation, training
 from .backends import get_backend
-from .checks import check_inputs, check_parameters, check_targets
+from .backends.protocol import Backend
+from .checks import FLOAT_DTYPES, check_inputs, check_parameters, check_targets
 from .flat import FlatLayout
 from .init import initial_parameters
-from .plan import compile_plan
+from .plan import Plan, compile_plan
 from .spec import validate_spec
 from .workspace import Arena, Workspace
 
-DTYPES = ("float32", "float64")
+DTYPES = FLOAT_DTYPES
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Every group's values for one batch, batch-major NumPy copies (``Network.trace``).
+
+    ``a[g]``: pre-activations a (5.48) of every computed group; ``z[g]``: outputs z = h(a)
+    (5.49) of every group, the input group's being X; ``h_prime[g]``: h'(a) of every
+    hidden group; with targets, ``delta[g]``: dE/da (5.54 for the output group, 5.56 for
+    the hidden ones), E being the mean loss over the batch, and ``loss``: that mean.
+    """
+
+    a: dict[str, np.ndarray]
+    z: dict[str, np.ndarray]
+    h_prime: dict[str, np.ndarray]
+    delta: dict[str, np.ndarray] | None
+    loss: float | None
 
 
 class Network:
@@ -58,7 +77,6 @@ class Network:
         self._grads = self._layout.views(self._flat_grads)
         self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
         self._arena = Arena(self._plan, self._ops, self._dtype)
-        self._workspace: Workspace | None = None  # the one the last call used
 
     # --- description ----------------------------------------------------------------------
 
@@ -88,7 +106,7 @@ class Network:
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
         """Replace some or all parameters; names, shapes and values are checked first."""
-        checked = check_parameters(params, self._shapes)
+        checked = check_parameters(self._ops, params, self._shapes)
         for key, value in checked.items():
             self._ops.copy_into(self._params[key], value)
 
@@ -97,7 +115,7 @@ class Network:
     def forward(self, X: Any) -> np.ndarray:
         """Network outputs y (after the output activation) for inputs ``X`` (batch, n_in)."""
         ws = self._load_inputs(X)
-        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+        self.run_forward(ws)
         return self._ops.to_host(ws.z[self._plan.output]).T.copy()
 
     def loss_and_grads(self, X: Any, T: Any,
@@ -113,17 +131,72 @@ class Network:
         """
         ws = self._load_inputs(X)
         targets = self._load_targets(T, ws)
-        self._forward_backward(ws, targets)
+        self.run_forward(ws)
+        self.run_backward(ws, targets)
         loss = propagation.mean_loss(self._ops, ws)
         if as_device:
             return loss, dict(self._grads)
         return loss, self._layout.unpack(self._ops.to_host(self._flat_grads))
 
-    def _forward_backward(self, ws: Workspace, targets: Any) -> None:
-        """Forward and backprop on a loaded workspace; nothing is read back."""
-        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
-        propagation.backward(self._ops, self._plan, self._params, self._indices, ws, targets,
-                             self._grads)
+    def loss(self, X: Any, T: Any, nudge: tuple[str, int, float] | None = None) -> float:
+        """The mean loss alone: a forward pass, no backward (for finite differences, 5.69).
+
+        ``nudge = (group, unit, amount)`` adds ``amount`` to that unit's pre-activation a_j
+        in every sample before its activation, so that dE/da_j can be measured by
+        perturbing a_j itself (``gpuback.explain``).
+        """
+        ws = self._load_inputs(X)
+        targets = self._load_targets(T, ws)
+        if nudge is not None:
+            self._check_nudge(nudge)
+        self.run_forward(ws, nudge)
+        self.run_loss(ws, targets)
+        return propagation.mean_loss(self._ops, ws)
+
+    def trace(self, X: Any, T: Any = None) -> Trace:
+        """Every group's a, z and h'(a) for inputs ``X`` and, given targets ``T``, every
+        group's delta and the mean loss: a look inside one pass, for diagnostics
+        (``gpuback.explain``, finite-difference checks). It copies everything to the host;
+        training never calls it.
+        """
+        plan, ops = self._plan, self._ops
+        ws = self._load_inputs(X)
+        targets = None if T is None else self._load_targets(T, ws)
+        self.run_forward(ws)
+        delta = loss = None
+        if targets is not None:
+            self.run_backward(ws, targets)
+            loss = propagation.mean_loss(ops, ws)
+            delta = {g: ops.to_host(ws.delta[g]).T.copy() for g in plan.computed}
+        h_prime = {}
+        for g in plan.computed:
+            if g == plan.output:
+                continue
+            # activation_delta turns an accumulator into h'(a) * acc (5.56): with acc = 1,
+            # h'(a) itself, computed by the backend's own derivative
+            ones = ops.from_host(np.ones(ws.a[g].shape), self._dtype)
+            ops.activation_delta(plan.groups[g].activation, ws.a[g], ws.z[g], ones,
+                                 ops.zeros((plan.groups[g].size,), self._dtype))
+            h_prime[g] = ops.to_host(ones).T.copy()
+        return Trace(a={g: ops.to_host(ws.a[g]).T.copy() for g in plan.computed},
+                     z={g: ops.to_host(ws.z[g]).T.copy() for g in plan.order},
+                     h_prime=h_prime, delta=delta, loss=loss)
+
+    def _check_nudge(self, nudge: Any) -> None:
+        plan = self._plan
+        if not isinstance(nudge, tuple) or len(nudge) != 3:
+            raise TypeError(f"nudge: expected (group, unit, amount), got {nudge!r}")
+        group, unit, amount = nudge
+        if group not in plan.computed:
+            raise ValueError(f"nudge: expected a computed group, one of {list(plan.computed)}, "
+                             f"got {group!r}")
+        size = plan.groups[group].size
+        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) \
+                or not 0 <= unit < size:
+            raise ValueError(f"nudge: unit must be an integer in [0, {size}) for group "
+                             f"{group!r}, got {unit!r}")
+        if not isinstance(amount, (int, float, np.floating)) or not np.isfinite(amount):
+            raise ValueError(f"nudge: amount must be a finite number, got {amount!r}")
 
     # --- training (gpuback.training) -------------------------------------------------------
 
@@ -133,15 +206,19 @@ class Network:
             checkpoint: str | None = None, progress: bool = True) -> dict[str, list]:
         """Train by mini-batch gradient descent; return the per-epoch history.
 
-        ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``).
-        ``validation``: ``(X_val, T_val)``, evaluated after every epoch.
-        ``shuffle``/``seed``: the batch order, reproducible from the seed.
-        ``early_stopping``: stop after that many epochs without a lower validation
-        loss, keeping the best epoch's weights. ``checkpoint``: a directory written
-        (with the optimiser) after every epoch; a run that diverges leaves the last
-        good one. ``progress``: a tqdm bar on a terminal.
+        ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``), bound to this
+        network by its first step. ``validation``: ``(X_val, T_val)``, evaluated after
+        every epoch. ``shuffle``/``seed``: the batch order, reproducible from the seed.
+        ``early_stopping``: stop after that many epochs without a lower validation loss;
+        the network then goes back to the best epoch, whole: its weights, its
+        ``epochs_trained``, the optimiser's state and, with ``checkpoint``, the directory
+        on disk (rewritten), so the model returned, the model on disk and a resumed run
+        all start from the same epoch. ``checkpoint``: a directory written (with the
+        optimiser) after every epoch; a run that diverges leaves the last good one.
+        ``progress``: a tqdm bar on a terminal.
         History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
-        ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``.
+        ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``: one
+        entry per epoch run (early stopping included).
         Raises ``gpuback.TrainingDivergedError`` on a NaN or infinite loss or gradient.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
@@ -153,9 +230,14 @@ class Network:
 
     @classmethod
     def load(cls, path: str, backend: str = "numpy") -> Network:
-        """A network saved with ``save``; ``gpuback.checkpoint.load_optimizer`` restores the
+        """A network saved with ``save``, on ``backend`` (any: a checkpoint does not depend
+        on the backend that wrote it); ``gpuback.checkpoint.load_optimizer`` restores the
         optimiser saved beside it."""
-        return checkpoint.load(path, backend)
+        saved = checkpoint.read(path)
+        net = cls(saved.spec, backend=backend, dtype=saved.dtype)
+        net.set_parameters(saved.weights)
+        net.epochs_trained = saved.epochs_trained
+        return net
 
     def predict(self, X: Any, batch_size: int = 1024) -> np.ndarray:
         """Outputs for every sample of ``X`` (batch-major), in batches of ``batch_size``."""
@@ -165,32 +247,72 @@ class Network:
         """``{"loss": mean loss, "accuracy": fraction correct or None}`` over ``X``, ``T``."""
         return training.evaluate(self, X, T, batch_size)
 
-    def _optimizer_view(self) -> tuple[Any, Any, Any, FlatLayout]:
-        """The backend, the flat parameter and gradient buffers and their layout, for
-        ``gpuback.optim``."""
-        return self._ops, self._flat_params, self._flat_grads, self._layout
+    # --- the engine underneath, for training loops -----------------------------------------
+    # ``gpuback.training`` and ``gpuback.optim`` are written against this, and so can a loop
+    # of the user's own be: buffers stay on the backend and nothing is read back.
 
-    def _loss(self, X: Any, T: Any) -> float:
-        """The mean loss alone: a forward pass, no backward (for finite differences)."""
-        ws = self._load_inputs(X)
-        targets = self._load_targets(T, ws)
-        propagation.forward(self._ops, self._plan, self._params, self._indices, ws)
+    @property
+    def ops(self) -> Backend:
+        """The backend module: the op set of ``gpuback.backends.protocol.Backend``."""
+        return self._ops
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled plan (``gpuback.plan.Plan``): groups in topological order, blocks and
+        their sparse indices, input, output and loss. Read it; do not change it."""
+        return self._plan
+
+    @property
+    def layout(self) -> FlatLayout:
+        """Where each parameter lives in the flat buffers (``gpuback.flat``)."""
+        return self._layout
+
+    @property
+    def flat_parameters(self) -> Any:
+        """The one backend buffer holding every parameter (in ``layout``); updated in place."""
+        return self._flat_params
+
+    @property
+    def flat_gradients(self) -> Any:
+        """The one backend buffer that every backward pass fills with the gradients (in
+        ``layout``), overwritten by the next one."""
+        return self._flat_grads
+
+    def reserve(self, batch: int) -> None:
+        """Allocate the buffers for batches of up to ``batch`` samples now, so that no
+        later step allocates."""
+        self._arena.reserve(batch)
+
+    def workspace(self, batch: int) -> Workspace:
+        """The buffers (``gpuback.workspace.Workspace``) for ``batch`` samples, views of
+        memory reserved once; a pass runs on a workspace whose ``z[plan.input]`` holds the
+        inputs (feature-major) and, for the loss, whose ``labels`` or ``targets`` hold the
+        targets."""
+        return self._arena.workspace(batch)
+
+    def run_forward(self, ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
+        """Forward propagation (5.48, 5.49) on a loaded workspace; nothing is read back."""
+        propagation.forward(self._ops, self._plan, self._params, self._indices, ws, nudge)
+
+    def run_loss(self, ws: Workspace, targets: Any) -> None:
+        """After ``run_forward``: per-sample losses, correct counts and output deltas (5.54)
+        into the workspace."""
         propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
-        return propagation.mean_loss(self._ops, ws)
 
-    def _workspace_for(self, batch: int) -> Workspace:
-        """The workspace for ``batch`` samples (views of the arena), now the current one."""
-        self._workspace = self._arena.workspace(batch)
-        return self._workspace
+    def run_backward(self, ws: Workspace, targets: Any) -> None:
+        """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
+        into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``."""
+        propagation.backward(self._ops, self._plan, self._params, self._indices, ws, targets,
+                             self._grads)
 
     def _load_inputs(self, X: Any) -> Workspace:
-        X = check_inputs(X, self._plan.n_in)
-        ws = self._workspace_for(X.shape[0])
+        X = check_inputs(self._ops, X, self._plan.n_in)
+        ws = self.workspace(X.shape[0])
         self._ops.copy_into(ws.z[self._plan.input], X.T)
         return ws
 
     def _load_targets(self, T: Any, ws: Workspace) -> Any:
-        T = check_targets(T, self._plan.loss, self._plan.n_out, ws.batch)
+        T = check_targets(self._ops, T, self._plan.loss, self._plan.n_out, ws.batch)
         if T.ndim == 1:
             self._ops.copy_into(ws.labels, T)
             return ws.labels

@@ -15,6 +15,7 @@ Schedules are callables ``step -> factor``; the learning rate at step t (from 0)
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class Optimizer:
         self.schedule = schedule or Constant()
         self.steps = 0
         self._state: dict[str, Any] = {}  # state name -> flat buffer in the parameters' layout
+        self._network: weakref.ref[Any] | None = None  # the one network this state belongs to
         self._ops: Any = None  # the backend the state lives on, set by step / load_state_dict
         self._layout: Any = None
         self._no_status: Any = None
@@ -121,22 +123,30 @@ class Optimizer:
 
         ``status``: the backend's int64 status pair of a training run (``gpuback.training``);
         while it records a non-finite step the update is skipped. Without it the update is
-        always applied.
+        always applied. The first step binds the optimiser to ``net``: its moments are
+        ``net``'s, and stepping it on another network is an error (give each network its
+        own optimiser; ``load_state_dict`` moves a saved state onto a network).
         """
-        ops, flat_params, flat_grads, layout = net._optimizer_view()
-        self._bind(ops, flat_params, layout)
+        self._bind(net)
         lr = self.current_lr()
         self.steps += 1
-        self._update(ops, flat_params, flat_grads, self._state, lr,
+        self._update(net.ops, net.flat_parameters, net.flat_gradients, self._state, lr,
                      self._no_status if status is None else status)
 
-    def _bind(self, ops: Any, flat_params: Any, layout: Any) -> None:
-        """Allocate the state buffers (zero) for this network the first time it is stepped."""
-        if self._state and self._layout == layout and self._ops is ops:
-            return
-        self._ops, self._layout = ops, layout
-        self._state = {s: ops.zeros(flat_params.shape, flat_params.dtype)
-                       for s in self.state_names}
+    def _bind(self, net: Any) -> None:
+        """Allocate the state buffers (zero) for ``net`` the first time it is stepped; refuse
+        any other network afterwards."""
+        if self._network is not None:
+            if self._network() is net:
+                return
+            raise ValueError(
+                f"optimizer: this {type(self).__name__} holds the state of another network "
+                f"({self.steps} steps); its moments would mix with this one's: give each "
+                "network its own optimiser (load_state_dict moves a saved state onto one)")
+        ops, flat = net.ops, net.flat_parameters
+        self._network = weakref.ref(net)
+        self._ops, self._layout = ops, net.layout
+        self._state = {s: ops.zeros(flat.shape, flat.dtype) for s in self.state_names}
         self._no_status = ops.zeros((2,), np.int64)  # never set: updates always apply
 
     def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float,
@@ -156,8 +166,9 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, Any], net: Any) -> None:
         """Restore ``state_dict()`` output onto ``net``'s backend (names and shapes are
-        checked; parameters without saved state start from zero)."""
-        ops, flat_params, _, layout = net._optimizer_view()
+        checked; parameters without saved state start from zero). The optimiser is then
+        bound to ``net`` (see ``step``)."""
+        ops, layout = net.ops, net.layout
         buffers = state.get("buffers", {})
         for name, named in buffers.items():
             if name not in layout.shapes:
@@ -170,8 +181,8 @@ class Optimizer:
                     raise ValueError(f"state[{name!r}][{s!r}]: expected shape "
                                      f"{layout.shapes[name]}, got {np.shape(value)}")
         self.steps = int(state.get("steps", 0))
-        self._state = {}
-        self._bind(ops, flat_params, layout)
+        self._network = None
+        self._bind(net)
         for s, flat in self._state.items():
             packed = layout.pack({name: np.asarray(named[s]) for name, named in buffers.items()},
                                  flat.dtype)

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from . import propagation
-from .backends import cuda_device
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
@@ -60,7 +58,7 @@ class Dataset:
     network's dtype, and ``T`` (n, n_out) or int64 class labels (n,)."""
 
     def __init__(self, net: Any, X: Any, T: Any | None = None) -> None:
-        self.net, ops = net, net._ops
+        self.net, ops = net, net.ops
         self.X = ops.asarray(X, net.dtype)
         self.T = None if T is None else ops.asarray(T, np.int64 if T.ndim == 1 else net.dtype)
         self.n = X.shape[0]
@@ -68,14 +66,14 @@ class Dataset:
 
     def set_order(self, order: np.ndarray) -> None:
         """The sample order of the next pass (one host-to-device copy)."""
-        self.net._ops.copy_into(self.order, order)
+        self.net.ops.copy_into(self.order, order)
 
     def load(self, start: int, batch: int) -> tuple[Any, Any]:
         """Samples ``order[start:start + batch]`` gathered into the workspace; the workspace
         and its target buffer (None without targets)."""
-        net, ops = self.net, self.net._ops
-        ws = net._workspace_for(batch)
-        ops.take_batch(self.X, self.order, start, ws.z[net._plan.input])
+        net, ops = self.net, self.net.ops
+        ws = net.workspace(batch)
+        ops.take_batch(self.X, self.order, start, ws.z[net.plan.input])
         if self.T is None:
             return ws, None
         targets = ws.labels if self.T.ndim == 1 else ws.targets
@@ -93,13 +91,13 @@ class StreamedDataset:
     """
 
     def __init__(self, net: Any, X: Any, T: Any | None, batch: int) -> None:
-        ops = net._ops
+        ops = net.ops
         self.net, self.n = net, X.shape[0]
-        self.host_X = _to_numpy(X)
-        self.host_T = None if T is None else _to_numpy(T)
+        self.host_X = _to_numpy(ops, X)
+        self.host_T = None if T is None else _to_numpy(ops, T)
         dtypes = [net.dtype] + ([] if T is None else
                                 [np.int64 if T.ndim == 1 else net.dtype])
-        self._pinned = [[cuda_device.pinned_empty((batch, *a.shape[1:]), d)
+        self._pinned = [[ops.pinned_empty((batch, *a.shape[1:]), d)
                          for a, d in zip(self._host_arrays(), dtypes, strict=True)]
                         for _ in range(2)]
         self._staged = [ops.zeros((batch, *a.shape[1:]), d)
@@ -118,21 +116,21 @@ class StreamedDataset:
         self._host_order = order
 
     def load(self, start: int, batch: int) -> tuple[Any, Any]:
+        net, ops = self.net, self.net.ops
         rows = self._host_order[start:start + batch]
         pinned = self._pinned[self._turn]
         if self._copied[self._turn] is not None:
-            cuda_device.wait_for(self._copied[self._turn])
+            ops.wait_for(self._copied[self._turn])
         staged_views = []
         for host, buf, staged in zip(self._host_arrays(), pinned, self._staged, strict=True):
             np.take(host, rows, axis=0, out=buf[:batch])
             view = staged[:batch]
-            self.net._ops.copy_into(view, buf[:batch])
+            ops.copy_into(view, buf[:batch])
             staged_views.append(view)
-        self._copied[self._turn] = cuda_device.record_event()
+        self._copied[self._turn] = ops.record_event()
         self._turn = 1 - self._turn
-        net, ops = self.net, self.net._ops
-        ws = net._workspace_for(batch)
-        ops.take_batch(staged_views[0], self.order, 0, ws.z[net._plan.input])
+        ws = net.workspace(batch)
+        ops.take_batch(staged_views[0], self.order, 0, ws.z[net.plan.input])
         if self.host_T is None:
             return ws, None
         targets = ws.labels if self.host_T.ndim == 1 else ws.targets
@@ -143,19 +141,19 @@ class StreamedDataset:
 def dataset(net: Any, X: Any, T: Any | None, batch: int) -> Dataset | StreamedDataset:
     """The data validated, then on the backend (a ``Dataset``) when it fits the backend's
     memory budget, else a ``StreamedDataset``."""
-    X = check_inputs(X, net._plan.n_in)
+    ops, plan = net.ops, net.plan
+    X = check_inputs(ops, X, plan.n_in)
     if T is not None:
-        T = check_targets(T, net._plan.loss, net._plan.n_out, X.shape[0])
+        T = check_targets(ops, T, plan.loss, plan.n_out, X.shape[0])
     itemsize = np.dtype(net.dtype).itemsize
     size = X.size * itemsize + (0 if T is None else T.size * (8 if T.ndim == 1 else itemsize))
-    if size <= net._ops.memory_budget():
+    if size <= ops.memory_budget():
         return Dataset(net, X, T)
     return StreamedDataset(net, X, T, min(batch, X.shape[0]))
 
 
-def _to_numpy(array: Any) -> np.ndarray:
-    return cuda_device.to_numpy(array) if cuda_device.is_device_array(array) else \
-        np.asarray(array)
+def _to_numpy(ops: Any, array: Any) -> np.ndarray:
+    return ops.to_host(array) if ops.is_device_array(array) else np.asarray(array)
 
 
 class Metrics:
@@ -183,13 +181,13 @@ class Metrics:
 
 def _sweep(net: Any, data: Dataset, batch_size: int, metrics: Metrics) -> None:
     """Forward and loss over every batch of ``data`` in order, into ``metrics``."""
-    ops = net._ops
+    ops = net.ops
     data.set_order(np.arange(data.n))
     metrics.reset()
     for step, start in enumerate(range(0, data.n, batch_size), start=1):
         ws, targets = data.load(start, min(batch_size, data.n - start))
-        propagation.forward(ops, net._plan, net._params, net._indices, ws)
-        propagation.loss_and_output_delta(ops, net._plan, ws, targets)
+        net.run_forward(ws)
+        net.run_loss(ws, targets)
         ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
 
 
@@ -198,7 +196,7 @@ def _evaluate_data(net: Any, data: Dataset, batch_size: int,
     _sweep(net, data, batch_size, metrics)
     loss, correct = metrics.read()
     return {"loss": loss / data.n,
-            "accuracy": accuracy_from_count(net._plan.loss, correct, data.n, net._plan.n_out)}
+            "accuracy": accuracy_from_count(net.plan.loss, correct, data.n, net.plan.n_out)}
 
 
 def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
@@ -206,20 +204,20 @@ def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
     backend and read back once."""
     batch_size = check_int("batch_size", batch_size, 1)
     data = dataset(net, X, None, batch_size)
-    ops = net._ops
-    out = ops.zeros((data.n, net._plan.n_out), net.dtype)
+    ops = net.ops
+    out = ops.zeros((data.n, net.plan.n_out), net.dtype)
     data.set_order(np.arange(data.n))
     for start in range(0, data.n, batch_size):
         ws, _ = data.load(start, min(batch_size, data.n - start))
-        propagation.forward(ops, net._plan, net._params, net._indices, ws)
-        ops.copy_into(out[start:start + ws.batch], ws.z[net._plan.output].T)
+        net.run_forward(ws)
+        ops.copy_into(out[start:start + ws.batch], ws.z[net.plan.output].T)
     return ops.to_host(out)
 
 
 def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
     """Mean loss and accuracy (None for sum of squares) over the whole of ``X``, ``T``."""
     batch_size = check_int("batch_size", batch_size, 1)
-    return _evaluate_data(net, dataset(net, X, T, batch_size), batch_size, Metrics(net._ops))
+    return _evaluate_data(net, dataset(net, X, T, batch_size), batch_size, Metrics(net.ops))
 
 
 def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
@@ -245,16 +243,16 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     data = dataset(net, X, T, batch_size)
     val_batch = max(batch_size, 256)
     val = None if validation is None else dataset(net, *validation, val_batch)
-    ops, plan = net._ops, net._plan
+    ops, plan = net.ops, net.plan
     # every buffer of the run, allocated before the first step
-    net._arena.reserve(max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n)))
+    net.reserve(max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n)))
     train_metrics, val_metrics = Metrics(ops), None if val is None else Metrics(ops)
-    flat_grads = net._optimizer_view()[2]
 
     history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
-    best, best_params, waited = np.inf, None, 0
+    best, waited = np.inf, 0
+    best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
     steps_per_epoch = -(-data.n // batch_size)
     bar = _progress(epochs * steps_per_epoch, progress)
     for epoch in range(1, epochs + 1):
@@ -265,10 +263,11 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         train_metrics.reset()
         for step, start in enumerate(range(0, data.n, batch_size), start=1):
             ws, targets = data.load(start, min(batch_size, data.n - start))
-            net._forward_backward(ws, targets)
+            net.run_forward(ws)
+            net.run_backward(ws, targets)
             ops.accumulate_metrics(ws.losses, ws.correct, train_metrics.totals,
                                    train_metrics.status, step)
-            ops.check_finite(flat_grads, train_metrics.status, step)
+            ops.check_finite(net.flat_gradients, train_metrics.status, step)
             optimizer.step(net, train_metrics.status)
             if bar is not None:
                 bar.update(1)
@@ -292,16 +291,24 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             result = _evaluate_data(net, val, val_batch, val_metrics)
             history["val_loss"].append(result["loss"])
             history["val_accuracy"].append(result["accuracy"])
-        if checkpoint is not None:
-            net.save(checkpoint, optimizer)
         if early_stopping is not None:  # (validation is required with it)
-            if result["loss"] < best:
-                best, best_params, waited = result["loss"], net.parameters(), 0
+            if best_epoch is None or result["loss"] < best:
+                best, waited = result["loss"], 0
+                best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict())
             else:
                 waited += 1
-                if waited >= early_stopping:
-                    net.set_parameters(best_params)  # keep the best epoch's weights
-                    break
+            if waited >= early_stopping:
+                # back to the best epoch, whole: weights, epoch count and optimiser state,
+                # and the checkpoint rewritten from them, so disk and memory agree
+                assert best_epoch is not None  # set by the first epoch
+                params, net.epochs_trained, state = best_epoch
+                net.set_parameters(params)
+                optimizer.load_state_dict(state, net)
+                if checkpoint is not None:
+                    net.save(checkpoint, optimizer)
+                break
+        if checkpoint is not None:
+            net.save(checkpoint, optimizer)
     if bar is not None:
         bar.close()
     return history

@@ -33,10 +33,10 @@ KINKED = ("relu", "leaky_relu")
 def kink_margin(net: gpuback.Network, X: np.ndarray) -> float:
     """The smallest |a| over every relu-family unit and sample (inf if there are none).
 
-    Reads the network's workspace after a forward pass: a test-only look inside.
+    Reads every pre-activation through ``Network.trace``.
     """
-    net.forward(X)
-    margins = [np.abs(net._workspace.a[g["name"]]).min() for g in net.spec["groups"]
+    pre_activations = net.trace(X).a
+    margins = [np.abs(pre_activations[g["name"]]).min() for g in net.spec["groups"]
                if g.get("activation") in KINKED]
     return float(min(margins, default=np.inf))
 
@@ -87,7 +87,7 @@ def _make_simulator_shared_arrays_thread_safe() -> None:
             return original(self, shape, dtype, alignment)
         if isinstance(dtype, types.Type):
             dtype = numpy_support.as_dtype(dtype)
-        caller = sys._getframe(1)
+        caller = sys._getframe(1)  # noqa: SLF001  (CPython's documented frame access)
         key = (caller.f_code.co_filename, caller.f_lineno)
         return self._allocations.setdefault(key, np.empty(shape, dtype))
 

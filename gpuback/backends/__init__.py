@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
-# The op set: every backend module exports these names, with the signatures of the
-# NumPy reference (gpuback/backends/numpy_backend.py documents each one).
+from .protocol import Backend
+from .status import BackendStatus
+
+# The op set: every backend module exports these names, with the signatures (and the shapes
+# and dtypes) of the ``Backend`` protocol in gpuback/backends/protocol.py.
 OP_SET = (
-    "name", "status",
+    "name", "device", "status", "describe",
+    # values handed in by users: where they live, and the array module to check them with
+    "is_device_array", "as_array", "array_namespace",
     # buffers, and mini-batches gathered from data that lives on the backend
     "zeros", "from_host", "asarray", "to_host", "copy_into", "fill_zero", "prepare_index",
     "memory_budget", "take_batch",
+    # staging for data sets streamed from the host
+    "pinned_empty", "record_event", "wait_for",
     # forward (5.48, 5.49)
     "dense_forward", "sparse_forward", "bias_activation",
     # loss and output deltas (5.54)
@@ -48,6 +56,16 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(_BACKENDS[name])
 
 
+def backend_status(name: str) -> BackendStatus:
+    """Whether backend ``name`` can run here and why (it need not be usable)."""
+    return _module(resolve_backend_name(name)).status()
+
+
+def describe(name: str) -> dict:
+    """Plain data about what backend ``name`` runs on, or would (versions found)."""
+    return _module(resolve_backend_name(name)).describe()
+
+
 def available_backends(include_simulated: bool = True) -> list[str]:
     """The backends usable on this machine; the cuda backend under the Numba CUDA simulator
     counts unless ``include_simulated`` is False."""
@@ -67,10 +85,18 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def get_backend(name: str) -> ModuleType:
+def get_backend(name: str) -> Backend:
     """The backend module for ``name`` (or "auto"); a clear error if it cannot run here."""
     module = _module(resolve_backend_name(name))
     state = module.status()
     if not state.usable:
         raise RuntimeError(f"backend: {module.name!r} cannot run here: {state.reason}")
-    return module
+    return cast(Backend, module)
+
+
+if TYPE_CHECKING:  # mypy checks every backend module against the protocol
+    from . import cpu_backend, cuda_backend, numpy_backend
+
+    _numpy: Backend = numpy_backend
+    _cpu: Backend = cpu_backend
+    _cuda: Backend = cuda_backend

@@ -22,6 +22,15 @@ import numpy as np
 from ..kernels.scalar import CODES, GRADIENT_NOT_FINITE, loss_kernel
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
+from .host import (  # noqa: F401  (op set: the same for every host backend)
+    array_namespace,
+    as_array,
+    device,
+    is_device_array,
+    pinned_empty,
+    record_event,
+    wait_for,
+)
 from .numpy_backend import (  # noqa: F401  (re-exported: these ops are the reference's)
     accumulate_metrics,
     asarray,
@@ -55,6 +64,17 @@ def status() -> BackendStatus:
                                            f"numba threadpoolctl (or use backend='numpy')")
     return BackendStatus(True, False, f"Numba {numba.__version__} kernels and BLAS on "
                                       f"{cpu_threads.core_count()} CPU cores")
+
+
+def describe() -> dict[str, Any]:
+    """What this backend runs on, for ``gpuback.info()``: cores and BLAS libraries."""
+    if not status().usable:
+        return {"cores": cpu_threads.core_count()}
+    from threadpoolctl import threadpool_info
+
+    return {"cores": cpu_threads.core_count(),
+            "blas": [f"{lib['internal_api']} {lib['version']}" for lib in threadpool_info()
+                     if lib.get("user_api") == "blas"]}
 
 
 @functools.cache

@@ -30,9 +30,21 @@ import numpy as np
 from ..kernels.scalar import CODES, loss_kernel
 from ..plan import SparseIndex
 from . import cuda_device, cuda_launch
+
+# value identification, staging buffers, events, versions: cuda_device's own (op set)
+from .cuda_device import (  # noqa: F401
+    array_namespace,
+    as_array,
+    describe,
+    is_device_array,
+    pinned_empty,
+    record_event,
+    wait_for,
+)
 from .status import BackendStatus
 
 name = "cuda"
+device = "cuda"  # where this backend's arrays live (PyTorch's device name for it)
 
 
 def status() -> BackendStatus:

@@ -126,6 +126,21 @@ def is_device_array(value: Any) -> bool:
     return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
 
 
+def as_array(value: Any) -> Any:
+    """``value`` as an array that checks can run on where it lives: a device array as a
+    CuPy array (in place: ``__cuda_array_interface__`` producers are wrapped, not copied;
+    a simulator device array as itself), anything else through ``numpy.asarray``."""
+    if is_device_array(value):
+        return value if isinstance(value, np.ndarray) else xp().asarray(value)
+    return np.asarray(value)
+
+
+def array_namespace(array: Any) -> ModuleType:
+    """The array module to compute on ``array`` with: NumPy for host arrays (and simulator
+    device arrays), CuPy for device arrays."""
+    return np if isinstance(array, np.ndarray) else xp()
+
+
 def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
     """A new zero-filled device array (one allocation)."""
     if status().simulated:

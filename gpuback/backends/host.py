@@ -1,0 +1,34 @@
+"""The ops of the op set that are the same for every backend whose arrays live in host memory
+(numpy and cpu): array identification, and the streaming hooks, which have nothing to
+overlap on the host.
+
+Which values are device arrays is a property of the value, not of the backend, so the
+identification ops are ``cuda_device``'s own: a host backend handed a CuPy array still
+recognises it (and its ``copy_into`` copies it to the host).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .cuda_device import array_namespace, as_array, is_device_array  # noqa: F401 (op set)
+
+device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
+
+
+def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A host buffer to stage batches in: a plain NumPy array (host memory needs no
+    pinning to be read by a host backend)."""
+    return np.empty(shape, dtype=dtype)
+
+
+def record_event() -> None:
+    """A marker of the work queued so far: none, host backends run every op to completion."""
+    return None
+
+
+def wait_for(event: Any) -> None:
+    """Wait for ``record_event``'s marker: nothing to wait for on the host."""
+    del event

@@ -1,0 +1,182 @@
+"""The op set, written down: the ``Backend`` protocol every backend module satisfies.
+
+A backend is a module; ``mypy`` checks each one against this protocol (see the bottom
+of ``gpuback/backends/__init__.py``), and ``tests/test_backends.py`` checks that each
+exports exactly these names. Orchestration (``gpuback.propagation``, ``gpuback.training``,
+``gpuback.optim``) is written against the protocol alone.
+
+Conventions. ``Array`` is the backend's own array type (``numpy.ndarray`` on the host
+backends, a CuPy array on the cuda backend, a simulator device array under the Numba
+simulator). Buffers are feature-major: an activation, pre-activation or delta buffer of
+a group of ``U`` units for a batch of ``B`` samples is ``(U, B)``, C-contiguous, of the
+network's float dtype ``F`` (float32 or float64). A dense block's weight ``W`` from a
+group of ``J`` units to one of ``K`` is ``(K, J)``; a sparse block of ``E`` edges holds
+its weights as ``(E,)`` and its index as returned by ``prepare_index``. Biases are
+``(U,)``. Ops with ``accumulate`` overwrite their output when it is False and add to it
+when it is True (the sum over consumers of Bishop eq. 5.56). Every op writes into
+buffers it is given and returns nothing unless said; none reads a result back to the
+host except ``to_host``, none waits for the device except ``to_host`` and ``wait_for``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..plan import SparseIndex
+    from .status import BackendStatus
+
+Array = Any  # numpy.ndarray, cupy.ndarray or a simulator device array: see the docstring
+
+
+class Backend(Protocol):
+    """The op set of ``gpuback.backends.OP_SET``, with the shapes and dtypes of every
+    argument. ``numpy_backend`` is the readable reference implementation of each op."""
+
+    name: str  # the registry's name for the backend: "numpy", "cpu", "cuda"
+    device: str  # where its arrays live, as PyTorch names it: "cpu" or "cuda"
+
+    def status(self) -> BackendStatus:
+        """Whether the backend can run here (``usable``), whether it runs on the Numba CUDA
+        simulator (``simulated``), and a sentence saying why (``reason``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data about what the backend runs on (cores, BLAS, GPU, versions)."""
+
+    # --- values handed in by users -------------------------------------------------------
+
+    def is_device_array(self, value: Any) -> bool:
+        """Whether ``value`` lives in GPU memory (CuPy, ``__cuda_array_interface__``, or a
+        simulator device array), whichever backend is asked."""
+
+    def as_array(self, value: Any) -> Array:
+        """``value`` as an array to validate where it lives: a device array stays on the
+        device (no copy), anything else becomes a NumPy array."""
+
+    def array_namespace(self, array: Array) -> ModuleType:
+        """The array module for ``array`` (``numpy`` or ``cupy``), to compute checks with."""
+
+    # --- buffers -----------------------------------------------------------------------
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        """A new zero-filled C-contiguous array (an allocation: for setup, never a step)."""
+
+    def from_host(self, array: Any, dtype: Any) -> Array:
+        """A new C-contiguous backend copy of ``array`` (host or device) in ``dtype``."""
+
+    def asarray(self, array: Any, dtype: Any) -> Array:
+        """``array`` as a C-contiguous backend array of ``dtype``: itself when it already
+        is one (no copy), else a copy."""
+
+    def to_host(self, array: Array) -> np.ndarray:
+        """A host NumPy copy of a backend array (on a GPU: a copy and a wait)."""
+
+    def copy_into(self, dst: Array, src: Any) -> None:
+        """``dst[...] = src`` with casting; ``src`` a host or device array of ``dst``'s
+        shape (or broadcastable to it)."""
+
+    def fill_zero(self, array: Array) -> None:
+        """Every entry of a C-contiguous backend array set to zero, in place."""
+
+    def prepare_index(self, index: SparseIndex, deterministic: bool) -> Any:
+        """A sparse block's index (``gpuback.plan.SparseIndex``: int64 COO ``src``,
+        ``dst`` of ``E`` edges and their CSR/CSC orders) in the form this backend's sparse
+        ops take; ``deterministic`` asks for a bitwise reproducible ``sparse_backward``."""
+
+    def memory_budget(self) -> float:
+        """Bytes a data set may take on the backend before training streams it instead."""
+
+    def take_batch(self, source: Array, order: Array, start: int, out: Array) -> None:
+        """One mini-batch gathered on the backend: ``source`` is batch-major
+        ``(N, features)`` (or ``(N,)`` int64 labels), ``order`` ``(N,)`` int64; with
+        ``B = out.shape[-1]``, ``out[:, i] = source[order[start + i], :]`` into a
+        feature-major ``(features, B)`` ``out``, cast to its dtype (``out[i] = ...`` for
+        labels)."""
+
+    # --- the streaming of data sets too large for the backend --------------------------
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A host array that copies to the backend asynchronously (page-locked on a GPU)."""
+
+    def record_event(self) -> Any:
+        """A marker of the work queued on the backend so far (None on the host)."""
+
+    def wait_for(self, event: Any) -> None:
+        """Block until the marker ``event`` of ``record_event`` has passed."""
+
+    # --- forward (5.48, 5.49) -----------------------------------------------------------
+
+    def dense_forward(self, w: Array, z_src: Array, a_dst: Array, accumulate: bool) -> None:
+        """``a_dst (+)= W @ z_src``: ``w`` (K, J), ``z_src`` (J, B), ``a_dst`` (K, B)."""
+
+    def sparse_forward(self, w: Array, index: Any, z_src: Array, a_dst: Array,
+                       accumulate: bool) -> None:
+        """``a_dst[k] (+)= sum over edges e into k of w[e] z_src[src_e]``: ``w`` (E,)."""
+
+    def bias_activation(self, activation: str, b: Array, a: Array, z: Array) -> None:
+        """``a += b[:, None]`` in place (5.48), then ``z = h(a)`` (5.49); ``a``, ``z``
+        (U, B), ``b`` (U,); ``activation`` a name from ``gpuback.spec.ACTIVATIONS``."""
+
+    # --- the loss and the output deltas (5.54) -----------------------------------------
+
+    def loss_and_output_delta(self, loss: str, activation: str, a: Array, y: Array, t: Array,
+                              delta: Array, losses: Array, correct: Array) -> None:
+        """Per-sample losses into ``losses`` (B,), the output deltas dE/da (5.54) of the
+        mean loss into ``delta`` (K, B), and per-sample correct counts into ``correct``
+        (B,). ``a``, ``y`` (K, B) are the output group's pre-activations and outputs;
+        ``t`` is (K, B) targets or (B,) int64 class labels (cross-entropy)."""
+
+    # --- per-step metrics, kept on the backend until read -------------------------------
+
+    def accumulate_metrics(self, losses: Array, correct: Array, totals: Array,
+                           status: Array, step: int) -> None:
+        """``totals`` (2,) float64 ``+= (sum of losses, sum of correct)``; a non-finite
+        loss sum with ``status[0] == 0`` sets ``status`` (2,) int64 to
+        ``(step, LOSS_NOT_FINITE)``."""
+
+    def check_finite(self, array: Array, status: Array, step: int) -> None:
+        """A NaN or infinity in ``array`` with ``status[0] == 0`` sets ``status`` to
+        ``(step, GRADIENT_NOT_FINITE)``."""
+
+    # --- backward (5.56) and the gradients (5.53) ---------------------------------------
+
+    def dense_backward(self, w: Array, delta_dst: Array, acc_src: Array,
+                       accumulate: bool) -> None:
+        """``acc_src (+)= W.T @ delta_dst``: ``w`` (K, J), ``delta_dst`` (K, B), ``acc_src``
+        (J, B); this block's share of sum_k w_kj delta_k (5.56)."""
+
+    def sparse_backward(self, w: Array, index: Any, delta_dst: Array, acc_src: Array,
+                        accumulate: bool) -> None:
+        """``acc_src[src_e] (+)= w[e] delta_dst[dst_e]`` over every edge e (5.56)."""
+
+    def activation_delta(self, activation: str, a: Array, z: Array, acc: Array,
+                         db: Array) -> None:
+        """``acc = h'(a) * acc`` in place (5.56), and ``db`` (U,) = its sum over the batch
+        (dE/db); ``a``, ``z``, ``acc`` (U, B)."""
+
+    def dense_weight_grad(self, delta_dst: Array, z_src: Array, dw: Array) -> None:
+        """``dw = delta_dst @ z_src.T`` (5.53): ``dw`` (K, J)."""
+
+    def sparse_weight_grad(self, index: Any, delta_dst: Array, z_src: Array,
+                           dw: Array) -> None:
+        """``dw[e] = sum over the batch of delta_dst[dst_e] z_src[src_e]`` (5.53): (E,)."""
+
+    def bias_grad(self, delta: Array, db: Array) -> None:
+        """``db`` (K,) = the sum over the batch of ``delta`` (K, B)."""
+
+    # --- one fused update over the flat parameter buffer --------------------------------
+
+    def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: float,
+                   momentum: float, nesterov: bool, weight_decay: float,
+                   status: Array) -> None:
+        """SGD with momentum on flat ``param``, ``grad``, ``velocity`` (P,) in place;
+        skipped entirely while ``status[0] != 0``."""
+
+    def adam_update(self, param: Array, grad: Array, m: Array, v: Array, lr: float,
+                    beta1: float, beta2: float, eps: float, weight_decay: float,
+                    decoupled: bool, step: int, status: Array) -> None:
+        """Adam (or AdamW, ``decoupled``) at ``step`` (from 1) on flat (P,) buffers in
+        place; skipped entirely while ``status[0] != 0``."""
