@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import bench_torch, datasets, optim
-from .backends import available_backends, get_backend
+from .backends import available_backends, describe, get_backend
 from .network import Network
 from .spec import mlp_spec, sparse_mlp_spec
 
@@ -140,7 +140,8 @@ def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[]
     return {"fwd_bwd": fwd_bwd, "step": step}
 
 
-def _parameter_count(spec: dict) -> int:
+def parameter_count(spec: dict) -> int:
+    """Weights and biases of a (validated) spec, counted from the spec alone."""
     sizes = {g["name"]: g["size"] for g in spec["groups"]}
     weights = sum(sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
                   else len(c["edges"][0]) for c in spec["connections"])
@@ -152,7 +153,7 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor."""
     case = STEP_CASE_SHAPES[name]
     spec = case.spec()
-    params = _parameter_count(spec)
+    params = parameter_count(spec)
     flops = 6 * case.batch * params
     contenders = {f"gpuback {b}": (_device_of(b), gpuback_steps(spec, case.batch, b))
                   for b in backends}
@@ -161,7 +162,7 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
             contenders[f"{label} ({device})"] = (device, steps)
     runs = []
     for label, (device, steps) in contenders.items():
-        run = {"name": label, "device": device}
+        run: dict[str, Any] = {"name": label, "device": device}
         for mode, fn in steps.items():
             run[f"{mode}_ms"] = round(time_call(fn, seconds), 4)
         run["samples_per_s"] = round(case.batch / (run["fwd_bwd_ms"] * 1e-3), 1)
@@ -193,7 +194,10 @@ def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
             net.fit(data.X_train, data.y_train, epochs=1, batch_size=32, optimizer=opt,
                     progress=False)
 
-        return train_epoch, lambda: net.evaluate(data.X_test, data.y_test)["accuracy"]
+        def accuracy() -> float:
+            return float(net.evaluate(data.X_test, data.y_test)["accuracy"] or 0.0)
+
+        return train_epoch, accuracy
 
     trainers = {f"gpuback {b}": functools.partial(gpuback_trainer, b) for b in backends}
     trainers |= {f"torch.nn ({d})": functools.partial(bench_torch.digits_trainer, data, d)
@@ -278,9 +282,7 @@ def _run(result: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
 
 
 def machine() -> dict[str, Any]:
-    from .backends import cpu_threads
-
-    return {"cpu": _cpu_name(), "cores": cpu_threads.core_count(),
+    return {"cpu": _cpu_name(), "cores": describe("cpu").get("cores"),
             "python": platform.python_version(), "numpy": np.__version__,
             "torch": bench_torch.version(),
             "torch_threads": bench_torch.threads() if bench_torch.version() else None}

@@ -69,7 +69,7 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
                 "epochs_trained": net.epochs_trained}
         (staging / NETWORK).write_text(json.dumps(meta, indent=1))
         state = None if optimizer is None else optimizer.state_dict()
-        if optimizer is not None:
+        if state is not None:
             flat = {f"{name}/{buf}": np.ascontiguousarray(v)
                     for name, named in state["buffers"].items() for buf, v in named.items()}
             save_file(flat, str(staging / OPT_STATE))

@@ -45,7 +45,7 @@ PathLike = str | os.PathLike
 _GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX element types (third byte of the magic number): numpy dtype, name. Data are big-endian.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, tuple[np.dtype, str]] = {
     0x08: (np.dtype(">u1"), "unsigned byte"),
     0x09: (np.dtype(">i1"), "signed byte"),
     0x0B: (np.dtype(">i2"), "short"),
@@ -87,12 +87,14 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Split:
     ``test_fraction`` and ``seed``: stratified by class, the same arrays for the same
     arguments on every machine (the defaults give 1438 training and 359 test samples).
     """
-    images, labels = _digits_arrays()
+    images, labels = digits_arrays()
     return split(images / 16.0, labels.astype(np.int64), test_fraction=test_fraction, seed=seed)
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    source = resources.files("gpuback").joinpath("data", "digits.npz")
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits as stored: (1797, 64) uint8 images (pixel values 0 to 16) and
+    (1797,) uint8 labels 0 to 9, unscaled and unsplit (``load_digits`` scales and splits)."""
+    source = resources.files("gpuback") / "data" / "digits.npz"
     with source.open("rb") as f, np.load(f, allow_pickle=False) as data:
         return data["images"], data["labels"]
 

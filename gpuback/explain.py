@@ -21,7 +21,7 @@ import numpy as np
 from .network import Network
 
 # x feeds h; h feeds g1 (dense), g2 (sparse) and, skipping a layer, the output y.
-DEMO_SPEC = {
+DEMO_SPEC: dict[str, Any] = {
     "groups": [{"name": "x", "size": 3}, {"name": "h", "size": 4, "activation": "tanh"},
                {"name": "g1", "size": 3, "activation": "sigmoid"},
                {"name": "g2", "size": 2, "activation": "softplus"},
@@ -136,8 +136,10 @@ def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any 
         if block.kind == "dense":
             pairs = [(k, params[block.name][k, unit]) for k in range(block.shape[0])]
         else:
-            pairs = [(int(block.index.dst[e]), params[block.name][e])
-                     for e in np.flatnonzero(block.index.src == unit)]
+            index = block.index
+            assert index is not None  # every sparse block has one
+            pairs = [(int(index.dst[e]), params[block.name][e])
+                     for e in np.flatnonzero(index.src == unit)]
         for k, w in pairs:
             terms.append(Term(block.dst, k, float(w), float(delta[k])))
         per_group[block.dst] = sum(float(w) * float(delta[k]) for k, w in pairs)

@@ -139,7 +139,8 @@ def load_compiler() -> tuple[Callable[..., tuple[str, Any]], str]:
     except ImportError as exc:
         raise ToolchainMissingError(f"Numba is not installed ({exc}): "
                                     f"pip install '{NVVM_PACKAGE}'") from exc
-    if config.ENABLE_CUDASIM or getattr(cuda, "compile_ptx", None) is None:
+    simulated = config.ENABLE_CUDASIM  # type: ignore[attr-defined]
+    if simulated or getattr(cuda, "compile_ptx", None) is None:
         raise SimulatorActiveError("numba.cuda is the Numba simulator in this process; it has "
                                    "no compiler. Run this report in a process without "
                                    "NUMBA_ENABLE_CUDASIM.")
@@ -192,7 +193,9 @@ def parse_ptxas(output: str) -> dict[str, int]:
         found["spill_stores"] += int(stores)
         found["spill_loads"] += int(loads)
     for line in re.findall(r"Used \d+ registers.*", output):
-        found["registers"] = max(found["registers"], int(re.search(r"Used (\d+)", line)[1]))
+        registers = re.search(r"Used (\d+)", line)
+        assert registers is not None  # the line was found by this very pattern
+        found["registers"] = max(found["registers"], int(registers[1]))
         smem = re.search(r"(\d+) bytes smem", line)
         found["smem"] = max(found["smem"], int(smem[1]) if smem else 0)
     if not found["registers"]:

@@ -67,7 +67,7 @@ class Network:
         if not isinstance(deterministic, bool):
             raise TypeError(f"deterministic: expected True or False, got {deterministic!r}")
         self._indices = {b.name: self._ops.prepare_index(b.index, deterministic)
-                         for b in self._plan.blocks if b.kind == "sparse"}
+                         for b in self._plan.blocks if b.index is not None}
         # one flat buffer each for parameters and gradients; the dicts hold views (gpuback.flat)
         self._layout = FlatLayout.of(self._shapes)
         initial = self._layout.pack(initial_parameters(self._plan, int(seed)), self._dtype)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -105,7 +105,7 @@ class Optimizer:
     def config(self) -> dict[str, Any]:
         """The optimiser's class and hyperparameters as plain data (for checkpoints)."""
         schedule = next((n for n, c in SCHEDULES.items() if type(self.schedule) is c), None)
-        if schedule is None:
+        if schedule is None or not is_dataclass(self.schedule):
             raise TypeError(f"schedule: only {list(SCHEDULES)} can be saved, got "
                             f"{self.schedule!r}")
         return {"type": type(self).__name__, **self._hyperparameters(),

@@ -70,7 +70,7 @@ class Block:
 class Group:
     name: str
     size: int
-    activation: str | None
+    activation: str  # the input group's is "identity": its z is the input itself
     incoming: tuple[Block, ...] = field(default=())
 
 
@@ -133,7 +133,7 @@ def compile_plan(spec: dict[str, Any]) -> Plan:
         blocks.append(Block(weight_name(c["src"], c["dst"]), c["src"], c["dst"], c["kind"],
                             shape, index, first_writer[c["src"]] == i))
     groups = {
-        g["name"]: Group(g["name"], g["size"], g.get("activation"),
+        g["name"]: Group(g["name"], g["size"], g.get("activation", "identity"),
                          tuple(b for b in blocks if b.dst == g["name"]))
         for g in spec["groups"]
     }

@@ -6,7 +6,8 @@
           c.allocations)
 
 Counted on the cuda backend, on a GPU or under the Numba CUDA simulator, at the one
-module that touches the device (``gpuback.backends.cuda_device``):
+module that touches the device (``gpuback.backends.cuda_device``; allocations through the
+hooks the backend registry hands out):
 
 * ``launches``: kernels launched (gpuback's Numba kernels, and CuPy's element-wise
   copies and fills when gpuback asks for one);
@@ -27,7 +28,7 @@ Counters nest; each open one counts everything that happens while it is open.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
 FIELDS = ("launches", "gemms", "host_to_device", "device_to_host", "host_waits", "allocations")
@@ -68,16 +69,14 @@ def active() -> bool:
 @contextmanager
 def counters() -> Iterator[Counts]:
     """A ``Counts`` that counts the device work done while the ``with`` block runs."""
-    from .backends import cuda_device
+    from .backends import allocation_hooks
 
     counts = Counts()
     _open.append(counts)
-    hook = cuda_device.allocation_hook()
     try:
-        if hook is None:
+        with ExitStack() as stack:
+            for hook in allocation_hooks():
+                stack.enter_context(hook)
             yield counts
-        else:
-            with hook:
-                yield counts
     finally:
         _open.remove(counts)

@@ -6,16 +6,18 @@ in a ``Workspace``, parameters and gradients in dicts keyed by parameter name.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .plan import Plan
 from .workspace import Workspace
 
+if TYPE_CHECKING:
+    from .backends.protocol import Backend
 
-def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+
+def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
             ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
     """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
 
@@ -38,7 +40,7 @@ def forward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[s
         ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
 
 
-def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: Any) -> None:
+def loss_and_output_delta(ops: Backend, plan: Plan, ws: Workspace, targets: Any) -> None:
     """After ``forward``: the per-sample losses and correct predictions into ``ws.losses``
     and ``ws.correct``, the output deltas (5.54) into ``ws.delta``. Nothing is read back."""
     out = plan.output
@@ -46,13 +48,13 @@ def loss_and_output_delta(ops: ModuleType, plan: Plan, ws: Workspace, targets: A
                               targets, ws.delta[out], ws.losses, ws.correct)
 
 
-def mean_loss(ops: ModuleType, ws: Workspace) -> float:
+def mean_loss(ops: Backend, ws: Workspace) -> float:
     """The mean of the per-sample losses of the last loss op, summed in float64 on the host
     (one device-to-host copy, and so one wait, on the cuda backend)."""
     return float(np.sum(ops.to_host(ws.losses), dtype=np.float64)) / ws.batch
 
 
-def backward(ops: ModuleType, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
              ws: Workspace, targets: Any, grads: dict[str, Any]) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 

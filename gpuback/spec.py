@@ -346,7 +346,7 @@ def _chain_spec(sizes: Sequence[int], activation: str, loss: str,
 
 
 def _is_bad_size(s: Any) -> bool:
-    return isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+    return isinstance(s, bool) or not isinstance(s, (int, np.integer)) or bool(s < 1)
 
 
 __all__ = ["ACTIVATIONS", "LOSSES", "mlp_spec", "sparse_mlp_spec",

@@ -179,7 +179,7 @@ class Metrics:
         return (step, STATUS_WHAT.get(what, "a value")) if step else None
 
 
-def _sweep(net: Any, data: Dataset, batch_size: int, metrics: Metrics) -> None:
+def _sweep(net: Any, data: Dataset | StreamedDataset, batch_size: int, metrics: Metrics) -> None:
     """Forward and loss over every batch of ``data`` in order, into ``metrics``."""
     ops = net.ops
     data.set_order(np.arange(data.n))
@@ -191,12 +191,12 @@ def _sweep(net: Any, data: Dataset, batch_size: int, metrics: Metrics) -> None:
         ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
 
 
-def _evaluate_data(net: Any, data: Dataset, batch_size: int,
-                   metrics: Metrics) -> dict[str, float | None]:
+def _evaluate_data(net: Any, data: Dataset | StreamedDataset, batch_size: int,
+                   metrics: Metrics) -> tuple[float, float | None]:
+    """The mean loss and the accuracy (None for sum of squares) over ``data``."""
     _sweep(net, data, batch_size, metrics)
     loss, correct = metrics.read()
-    return {"loss": loss / data.n,
-            "accuracy": accuracy_from_count(net.plan.loss, correct, data.n, net.plan.n_out)}
+    return loss / data.n, accuracy_from_count(net.plan.loss, correct, data.n, net.plan.n_out)
 
 
 def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
@@ -217,7 +217,9 @@ def predict(net: Any, X: Any, batch_size: int = 1024) -> np.ndarray:
 def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
     """Mean loss and accuracy (None for sum of squares) over the whole of ``X``, ``T``."""
     batch_size = check_int("batch_size", batch_size, 1)
-    return _evaluate_data(net, dataset(net, X, T, batch_size), batch_size, Metrics(net.ops))
+    loss, accuracy = _evaluate_data(net, dataset(net, X, T, batch_size), batch_size,
+                                    Metrics(net.ops))
+    return {"loss": loss, "accuracy": accuracy}
 
 
 def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
@@ -246,7 +248,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     ops, plan = net.ops, net.plan
     # every buffer of the run, allocated before the first step
     net.reserve(max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n)))
-    train_metrics, val_metrics = Metrics(ops), None if val is None else Metrics(ops)
+    train_metrics = Metrics(ops)
+    val_metrics = None if val is None else Metrics(ops)
 
     history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
     if validation is not None:
@@ -287,13 +290,14 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         history["loss"].append(loss_sum / data.n)
         history["accuracy"].append(accuracy_from_count(plan.loss, correct, data.n, plan.n_out))
         history["samples_per_second"].append(data.n / seconds)
-        if val is not None:
-            result = _evaluate_data(net, val, val_batch, val_metrics)
-            history["val_loss"].append(result["loss"])
-            history["val_accuracy"].append(result["accuracy"])
+        val_loss = np.inf
+        if val is not None and val_metrics is not None:
+            val_loss, val_accuracy = _evaluate_data(net, val, val_batch, val_metrics)
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_accuracy)
         if early_stopping is not None:  # (validation is required with it)
-            if best_epoch is None or result["loss"] < best:
-                best, waited = result["loss"], 0
+            if best_epoch is None or val_loss < best:
+                best, waited = val_loss, 0
                 best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict())
             else:
                 waited += 1

@@ -12,13 +12,15 @@ may share memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .flat import ALIGN
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from .backends.protocol import Backend
 
 KEPT = 16  # workspaces (sets of views, no memory of their own) kept per arena
 
@@ -48,14 +50,15 @@ class Workspace:
 class Arena:
     """The memory behind every workspace of one network: grown, never shrunk."""
 
-    def __init__(self, plan: Plan, backend: ModuleType, dtype: Any) -> None:
+    def __init__(self, plan: Plan, backend: Backend, dtype: Any) -> None:
         self._plan, self._ops, self._dtype = plan, backend, dtype
         self.capacity = 0
         self._floats: Any = None
         self._labels: Any = None
         self._workspaces: dict[int, Workspace] = {}
         # (kind, group) -> rows, in a fixed order; kind None: targets, losses, correct
-        rows = [(("z", g), plan.groups[g].size) for g in plan.order]
+        rows: list[tuple[tuple[str, str | None], int]] = [
+            (("z", g), plan.groups[g].size) for g in plan.order]
         rows += [((kind, g), plan.groups[g].size) for kind in ("a", "delta")
                  for g in plan.computed]
         rows += [(("targets", None), plan.n_out), (("losses", None), 1),

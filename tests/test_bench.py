@@ -49,12 +49,12 @@ def test_bench_rejects_unknown_cases_and_simulated_backends(capsys) -> None:
 
 def test_parameter_count_and_flops_follow_the_spec() -> None:
     dense = mlp_spec([784, 1024, 1024, 10])
-    assert bench._parameter_count(dense) == (784 * 1024 + 1024 * 1024 + 1024 * 10
+    assert bench.parameter_count(dense) == (784 * 1024 + 1024 * 1024 + 1024 * 10
                                              + 1024 + 1024 + 10)
     sparse = sparse_mlp_spec([50, 40, 30, 5], density=0.1, seed=0)
     edges = [len(c["edges"][0]) for c in sparse["connections"][:2]]
     assert edges == [200, 120]  # round(0.1 * 50 * 40), round(0.1 * 40 * 30)
-    assert bench._parameter_count(sparse) == 200 + 120 + 30 * 5 + 40 + 30 + 5
+    assert bench.parameter_count(sparse) == 200 + 120 + 30 * 5 + 40 + 30 + 5
 
 
 def test_targets_compare_the_cpu_backend_with_the_matching_torch_run() -> None:

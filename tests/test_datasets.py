@@ -31,7 +31,7 @@ def test_digits_shapes_range_and_classes() -> None:
 
 
 def test_digits_stored_arrays() -> None:
-    images, labels = datasets._digits_arrays()
+    images, labels = datasets.digits_arrays()
     assert images.shape == (1797, 64) and images.dtype == np.uint8
     assert labels.shape == (1797,) and labels.dtype == np.uint8
     assert images.max() == 16 and labels.max() == 9
@@ -51,7 +51,7 @@ def test_digits_split_is_reproducible_and_seeded() -> None:
 
 
 def test_digits_train_and_test_are_disjoint_and_cover_every_sample() -> None:
-    images, labels = datasets._digits_arrays()
+    images, labels = datasets.digits_arrays()
     s = load_digits()
     X = np.concatenate([s.X_train, s.X_test])
     y = np.concatenate([s.y_train, s.y_test])

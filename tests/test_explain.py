@@ -53,5 +53,5 @@ def test_explain_a_float32_network_on_a_float64_copy() -> None:
 
 
 def test_explain_rejects_what_is_not_a_network() -> None:
-    with pytest.raises(TypeError, match="net: expected a gpuback.Network"):
+    with pytest.raises(TypeError, match=r"net: expected a gpuback\.Network"):
         explain("h")

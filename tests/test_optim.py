@@ -159,3 +159,34 @@ def test_state_dict_round_trip_resumes_exactly() -> None:
 def test_bad_optimizer_arguments(factory, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize("factory", [lambda: optim.SGD(lr=0.1, momentum=0.9),
+                                     lambda: optim.Adam(lr=1e-2)])
+def test_an_optimiser_belongs_to_one_network(factory) -> None:
+    """Its moments are one network's: stepping it on a second one is refused, even one of
+    the same spec (whose parameters share every name), and nothing of it changes."""
+    spec = gpuback.mlp_spec([3, 4, 2], activation="tanh")
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
+    first, second = gpuback.Network(spec, seed=1), gpuback.Network(spec, seed=2)
+    opt = factory()
+    first.loss_and_grads(X, y)
+    opt.step(first)
+    before = second.parameters()
+    second.loss_and_grads(X, y)
+    with pytest.raises(ValueError, match="holds the state of another network"):
+        opt.step(second)
+    with pytest.raises(ValueError, match="holds the state of another network"):
+        second.fit(X, y, epochs=1, optimizer=opt, progress=False)
+    for k, v in second.parameters().items():
+        np.testing.assert_array_equal(v, before[k])
+    assert opt.steps == 1
+    opt.step(first)  # its own network: fine
+    # load_state_dict moves a state onto a network explicitly
+    moved = factory()
+    moved.load_state_dict(opt.state_dict(), second)
+    second.loss_and_grads(X, y)
+    moved.step(second)
+    with pytest.raises(ValueError, match="another network"):
+        moved.step(first)

@@ -17,7 +17,7 @@ from .status import BackendStatus
 # The op set: every backend module exports these names, with the signatures (and the shapes
 # and dtypes) of the ``Backend`` protocol in gpuback/backends/protocol.py.
 OP_SET = (
-    "name", "device", "status", "describe",
+    "name", "device", "status", "describe", "allocation_hook",
     # values handed in by users: where they live, and the array module to check them with
     "is_device_array", "as_array", "array_namespace",
     # buffers, and mini-batches gathered from data that lives on the backend
@@ -52,6 +52,12 @@ def backend_names() -> list[str]:
     return list(_BACKENDS)
 
 
+def backend_module(name: str) -> ModuleType:
+    """The module of backend ``name`` whether or not it can run here (to inspect it; use
+    ``get_backend`` to run on it)."""
+    return importlib.import_module(_BACKENDS[resolve_backend_name(name)])
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(_BACKENDS[name])
 
@@ -64,6 +70,13 @@ def backend_status(name: str) -> BackendStatus:
 def describe(name: str) -> dict:
     """Plain data about what backend ``name`` runs on, or would (versions found)."""
     return _module(resolve_backend_name(name)).describe()
+
+
+def allocation_hooks() -> list:
+    """The allocation-counting contexts of every usable backend that has one
+    (``gpuback.profile.counters`` enters them)."""
+    hooks = (_module(n).allocation_hook() for n in _BACKENDS if _module(n).status().usable)
+    return [hook for hook in hooks if hook is not None]
 
 
 def available_backends(include_simulated: bool = True) -> list[str]:

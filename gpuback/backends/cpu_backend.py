@@ -23,6 +23,7 @@ from ..kernels.scalar import CODES, GRADIENT_NOT_FINITE, loss_kernel
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
 from .host import (  # noqa: F401  (op set: the same for every host backend)
+    allocation_hook,
     array_namespace,
     as_array,
     device,

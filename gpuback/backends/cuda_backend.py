@@ -33,6 +33,7 @@ from . import cuda_device, cuda_launch
 
 # value identification, staging buffers, events, versions: cuda_device's own (op set)
 from .cuda_device import (  # noqa: F401
+    allocation_hook,
     array_namespace,
     as_array,
     describe,

@@ -39,7 +39,7 @@ def status() -> BackendStatus:
         from numba import config, cuda
     except ImportError:
         return BackendStatus(False, False, f"numba-cuda is not installed: {INSTALL_HINT}")
-    if config.ENABLE_CUDASIM:
+    if config.ENABLE_CUDASIM:  # type: ignore[attr-defined]
         return BackendStatus(True, True, "the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     try:
         import cupy
@@ -77,7 +77,7 @@ class SimDeviceArray(np.ndarray):
     """
 
     def __array_finalize__(self, obj: Any) -> None:
-        root = self
+        root: np.ndarray = self
         while isinstance(root.base, np.ndarray):
             root = root.base
         if id(root) not in _sim_memory and not _sim_quiet:

@@ -18,6 +18,12 @@ from .cuda_device import array_namespace, as_array, is_device_array  # noqa: F40
 device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
 
 
+def allocation_hook() -> None:
+    """A context that counts device allocations for ``gpuback.profile``: none, a host
+    backend allocates no device memory."""
+    return None
+
+
 def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A host buffer to stage batches in: a plain NumPy array (host memory needs no
     pinning to be read by a host backend)."""

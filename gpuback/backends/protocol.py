@@ -46,6 +46,11 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """Plain data about what the backend runs on (cores, BLAS, GPU, versions)."""
 
+    def allocation_hook(self) -> Any:
+        """A context manager that reports each device allocation to ``gpuback.profile``
+        while entered, or None where allocations need no hook (host memory; the
+        simulator's arrays count themselves)."""
+
     # --- values handed in by users -------------------------------------------------------
 
     def is_device_array(self, value: Any) -> bool:
