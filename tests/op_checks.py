@@ -22,6 +22,13 @@ from tolerances import TOLERANCES, rel_error
 from gpuback.backends import numpy_backend
 from gpuback.plan import SparseIndex
 
+# The ops that compute nothing on the network's numbers (buffers, values, staging,
+# description): tests/test_backends.py checks those; the cases below cover all the others.
+NON_COMPUTING_OPS = frozenset({
+    "name", "device", "status", "describe", "allocation_hook", "is_device_array", "as_array",
+    "array_namespace", "zeros", "from_host", "asarray", "to_host", "copy_into",
+    "prepare_index", "memory_budget", "pinned_empty", "record_event", "wait_for"})
+
 DTYPES = ["float64", "float32"]
 STATUS_CLEAR = (0, 0)
 STATUS_SET = (3, 2)  # a step went non-finite earlier: step 3, GRADIENT_NOT_FINITE

@@ -1,7 +1,7 @@
 """How the cpu backend shares work over the cores: one small thread pool owns them all.
 
 An op splits its rows (or samples, or elements) into one contiguous range per core;
-this thread runs the first range and a persistent pool the others, each range a
+the calling thread runs the first range and a persistent pool the others, each range a
 ``nogil`` Numba kernel or a single-threaded BLAS product. Ranges never overlap, so
 there are no races, and the split depends only on the sizes and the number of cores:
 on one machine, results are bitwise reproducible.
@@ -12,15 +12,39 @@ spinning over the same few cores starve each other. Measured on 2 cores, a spars
 training step ran 2-3x slower that way than with one pool. So while this pool runs
 BLAS products, BLAS itself is held to one thread (``threadpoolctl``), and the pool's
 idle threads sleep instead of spinning.
+
+Concurrency rules (the pool is shared by the whole process):
+
+- Any number of Python threads may run ops at once (say, each training its own
+  network): their ranges queue on the same pool, and each thread's results are
+  bitwise what they would be alone (the split never depends on timing). Only one
+  op may touch a given buffer at a time, as with NumPy.
+- BLAS's thread count is process-wide, so ``single_threaded_blas`` is reference
+  counted under a lock: the first thread to enter saves each library's count and
+  sets 1, the last to leave restores it (entries nest, and overlap across threads).
+  While any op is inside, BLAS calls made elsewhere in the process run on one thread
+  too; changing BLAS's thread count from another thread meanwhile is not supported.
+  It works from any thread: threadpoolctl >= 3.8 lets only one "controlling" thread
+  set OpenBLAS's count (other threads' calls silently do nothing), so it takes control
+  for its own calls and gives it up on restoring. A count that is per thread (OpenBLAS
+  on OpenMP, under threadpoolctl >= 3.8) is set and restored by each thread's
+  outermost context for that thread alone.
+- ``run_ranges`` returns only when every range has finished, also when one raises
+  (or the wait is interrupted): it awaits them all, then re-raises the first error
+  (the calling thread's own range's, else the pool's in range order). No range of a
+  call writes anything after it has returned or raised.
+- An op started on a pool worker (a nested ``run_ranges``, or a task that calls an
+  op) runs all its ranges on that worker in turn: waiting there for the pool's other
+  workers, which may themselves be waiting, could deadlock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -43,45 +67,167 @@ def core_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@functools.cache
+# --- the pool -------------------------------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool_executor: ThreadPoolExecutor | None = None
+_worker = threading.local()  # .active is True on the pool's own threads
+
+
+def _mark_worker() -> None:
+    """The pool's initializer, run once on each of its threads."""
+    _worker.active = True
+
+
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, core_count() - 1),
-                              thread_name_prefix="gpuback-cpu")
+    """The pool, created once (under a lock: two first callers must not make two)."""
+    global _pool_executor
+    pool = _pool_executor
+    if pool is None:
+        with _pool_lock:
+            if _pool_executor is None:
+                _pool_executor = ThreadPoolExecutor(max_workers=max(1, core_count() - 1),
+                                                    thread_name_prefix="gpuback-cpu",
+                                                    initializer=_mark_worker)
+            pool = _pool_executor
+    return pool
 
+
+# --- BLAS held to one thread ----------------------------------------------------------------
 
 @functools.cache
-def _blas_controller() -> Any:
+def _blas_libraries() -> tuple[list[Any], list[Any]]:
+    """BLAS's ``threadpoolctl`` library controllers: (those whose thread count is process-wide,
+    those whose count is the calling thread's own)."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController().select(user_api="blas")
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    return [lib for lib in libs if not _per_thread(lib)], [lib for lib in libs if _per_thread(lib)]
 
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """A context in which BLAS uses one thread (each library's setting restored on exit)."""
-    saved = [(lib, lib.get_num_threads()) for lib in _blas_controller().lib_controllers]
-    for lib, _ in saved:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, threads in saved:
-            lib.set_num_threads(threads)
+def _per_thread(lib: Any) -> bool:
+    # threadpoolctl >= 3.8 (the one with controlling threads) limits an OpenBLAS built on
+    # OpenMP by omp_set_num_threads, which sets the calling thread's count only.
+    return (getattr(lib, "internal_api", None) == "openblas"
+            and getattr(lib, "threading_layer", None) == "openmp"
+            and hasattr(lib, "clear_controlling_thread"))
 
+
+def _set_process_wide(lib: Any, threads: int, release: bool) -> None:
+    """Set a process-wide count from any thread. threadpoolctl >= 3.8 lets only one
+    "controlling" thread set OpenBLAS's count (the others' calls silently do nothing): take
+    control when another thread has it; with ``release``, give it up after (a later
+    ``threadpool_limits``, in any thread, then takes it)."""
+    lib.set_num_threads(threads)
+    clear = getattr(lib, "clear_controlling_thread", None)
+    if clear is None:
+        return
+    if lib.get_num_threads() != threads:
+        clear(force=True)
+        lib.set_num_threads(threads)
+    if release:
+        clear()  # only this thread's own control
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0  # contexts now inside single_threaded_blas, over all threads
+_blas_saved: list[tuple[Any, int]] = []  # process-wide counts from when the first one entered
+_blas_local = threading.local()  # .depth and .saved: this thread's own, for per-thread counts
+
+
+class _SingleThreadedBlas:
+    """``single_threaded_blas``'s context (a class: cheaper to enter than a generator's)."""
+
+    def __enter__(self) -> None:
+        global _blas_users, _blas_saved
+        with _blas_lock:
+            process_wide, per_thread = _blas_libraries()
+            if _blas_users == 0:
+                _blas_saved = [(lib, lib.get_num_threads()) for lib in process_wide]
+                for lib, _ in _blas_saved:
+                    _set_process_wide(lib, 1, release=False)
+            _blas_users += 1
+        if per_thread:
+            depth = getattr(_blas_local, "depth", 0)
+            if depth == 0:
+                _blas_local.saved = [(lib, lib.get_num_threads()) for lib in per_thread]
+                for lib in per_thread:
+                    lib.set_num_threads(1)
+            _blas_local.depth = depth + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _blas_users, _blas_saved
+        if _blas_libraries()[1]:
+            _blas_local.depth -= 1
+            if _blas_local.depth == 0:
+                for lib, threads in _blas_local.saved:
+                    lib.set_num_threads(threads)
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                saved, _blas_saved = _blas_saved, []
+                for lib, threads in saved:
+                    _set_process_wide(lib, threads, release=True)
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
+    """A context in which BLAS uses one thread. Reference counted over the process: the
+    first to enter saves each library's thread count and sets 1, the last to leave restores
+    it, so overlapping contexts on different threads never leave BLAS on one thread (nor let
+    it run on more while any is inside). A count that is per thread (OpenBLAS on OpenMP) is
+    saved, set and restored by each thread's outermost context for that thread alone."""
+    return _SINGLE_THREADED_BLAS
+
+
+# --- running ranges -------------------------------------------------------------------------
 
 def run_ranges(task: Callable[[int, int], None], bounds: Sequence[int]) -> None:
     """``task(bounds[i], bounds[i + 1])`` for every i: the first range here, the rest on the
-    pool, all finished on return (the first error raised is re-raised here)."""
+    pool, all finished on return, also when one raises (the first error is re-raised once
+    every range has finished). On a pool worker, every range runs here, in turn."""
     ranges = [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(bounds) - 1)
               if bounds[i + 1] > bounds[i]]
-    if not ranges:
+    if len(ranges) <= 1 or getattr(_worker, "active", False):  # on a pool worker: all here
+        for lo, hi in ranges:
+            task(lo, hi)
         return
-    futures = [_pool().submit(task, lo, hi) for lo, hi in ranges[1:]]
+    pool = _pool()
+    futures: list[Future[None]] = []
+    error: BaseException | None = None
     try:
-        task(*ranges[0])
-    finally:
-        for future in futures:
-            future.result()
+        for lo, hi in ranges[1:]:
+            try:
+                futures.append(pool.submit(task, lo, hi))
+            except RuntimeError:  # the pool is shut down (interpreter exit): the rest run here
+                break
+        for lo, hi in [ranges[0], *ranges[1 + len(futures):]]:
+            task(lo, hi)
+    except BaseException as raised:  # kept, and raised once the pool's ranges are done
+        error = raised
+    interrupted = _await_all(futures)
+    if error is None:
+        error = next((e for e in (f.exception() for f in futures) if e is not None), None)
+    if error is None:
+        error = interrupted
+    if error is not None:
+        raise error
+
+
+def _await_all(futures: list[Future[None]]) -> BaseException | None:
+    """Wait until every future is done, even through an interrupt (a KeyboardInterrupt while
+    waiting); return the first such interrupt, for the caller to raise once all are done."""
+    interrupted: BaseException | None = None
+    for future in futures:
+        while True:
+            try:
+                future.exception()  # waits; returns (not raises) the range's error
+                break
+            except BaseException as raised:  # returned: the caller raises it
+                interrupted = interrupted or raised
+    return interrupted
 
 
 def run_split(kernel: Callable[..., None], n: int, work_per_item: float, *args: Any) -> None:
