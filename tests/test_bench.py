@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+import gpuback
 from gpuback import bench
 from gpuback.cli import EXIT_USAGE, main
 from gpuback.spec import mlp_spec, sparse_mlp_spec
@@ -27,7 +28,14 @@ def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -
         assert [r["name"] for r in result["runs"]] == ["gpuback cpu", "gpuback numpy"]
         for run in result["runs"]:
             assert run["fwd_bwd_ms"] > 0 and run["step_ms"] > 0
-            assert run["x_floor"] == pytest.approx(run["fwd_bwd_ms"] / run["floor_ms"], rel=1e-2)
+            # the floor: 6 flops per parameter and sample (2 forward, 2 backward, 2 for the
+            # weight gradient) at the measured GEMM rate; parameters counted by a Network
+            shape = bench.STEP_CASE_SHAPES[result["case"]]
+            params = sum(p.size for p in gpuback.Network(shape.spec()).parameters().values())
+            floor_ms = 6 * shape.batch * params / (results["gemm_gflops"]["cpu"] * 1e6)
+            assert result["parameters"] == params
+            assert run["floor_ms"] == pytest.approx(floor_ms, rel=1e-3, abs=1e-4)
+            assert run["x_floor"] == pytest.approx(run["fwd_bwd_ms"] / floor_ms, rel=2e-2)
             assert run["ratio_to"] == {}  # no PyTorch here
         assert f"{result['case']}:" in out
     for run in results["results"][2]["runs"]:  # both backends learn the digits
