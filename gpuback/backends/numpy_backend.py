@@ -7,6 +7,22 @@ loss op, which returns the loss as a Python float. Ops with ``accumulate``
 overwrite their output when it is False and add to it when it is True; the
 backward pass uses that to realise the sum over consumers of Bishop eq. 5.56.
 
+Precision: in float32, every sum is accumulated in float64 and rounded to float32 once,
+at the end (``_wide`` casts a float32 operand up; in float64 it is a no-op). That covers the
+dense and sparse weight gradients (5.53; a float32 x float32 product is exact in float64, so
+dW is the exact sum rounded once), the bias gradients, the sparse gathers over an edge list
+(5.48, 5.56), the per-sample losses (computed wholly in float64 from the float32 a, y, t),
+the softmax normaliser and the metrics' running totals. The cpu and cuda backends accumulate
+the weight and bias gradients and the metrics in float64 too (the cpu backend also its losses
+and softmax sums): a reference that summed in float32 would be the less exact side of a
+float32 comparison, which would then measure the reference's rounding, not the backend's.
+
+Two products stay in float32: the dense forward ``W @ Z`` (5.48) and backward ``W.T @ Delta``
+(5.56). The cpu and cuda backends run exactly these as float32 BLAS (sgemm), their sums run
+over a layer's fan-in or fan-out rather than the batch, and they are two of a dense step's
+three products, which float64 would make about twice as slow. Elementwise ops (activations,
+h'(a), output deltas, optimiser steps) round once per element and stay in the working dtype.
+
 This module is meant to be read: it is backprop in about a hundred lines.
 """
 
@@ -19,6 +35,16 @@ import numpy as np
 
 from ..plan import SparseIndex
 from . import cuda_device
+from .host import (  # noqa: F401  (op set: the same for every host backend)
+    allocation_hook,
+    array_namespace,
+    as_array,
+    device,
+    is_device_array,
+    pinned_empty,
+    record_event,
+    wait_for,
+)
 from .status import BackendStatus
 
 name = "numpy"
@@ -29,6 +55,16 @@ _GELU_K = 0.044715
 
 def status() -> BackendStatus:
     return BackendStatus(usable=True, simulated=False, reason="NumPy on the CPU")
+
+
+def describe() -> dict[str, Any]:
+    """What this backend runs on, for ``gpuback.info()``: NumPy and its BLAS."""
+    try:  # NumPy >= 1.25
+        config: Any = np.show_config(mode="dicts")
+    except TypeError:
+        config = {}
+    return {"numpy": np.__version__,
+            "blas": config.get("Build Dependencies", {}).get("blas", {}).get("name")}
 
 
 # --- buffers ---------------------------------------------------------------------------
@@ -82,6 +118,11 @@ def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarra
         out[...] = source[rows]
     else:
         np.copyto(out, source[rows].T, casting="unsafe")
+
+
+def _wide(array: np.ndarray) -> np.ndarray:
+    """``array`` in float64, where this module accumulates its sums (itself if it already is)."""
+    return array.astype(np.float64, copy=False)
 
 
 def fill_zero(array: np.ndarray) -> None:
@@ -151,7 +192,7 @@ def _activate(activation: str, a: np.ndarray, out: np.ndarray) -> None:
     elif activation == "gelu":
         out[...] = 0.5 * a * (1.0 + _gelu_tanh(a))
     elif activation == "softmax":  # over the units of each sample (axis 0), shifted by the max
-        e = np.exp(a - a.max(axis=0, keepdims=True))
+        e = np.exp(_wide(a) - a.max(axis=0, keepdims=True))
         out[...] = e / e.sum(axis=0, keepdims=True)
     else:
         raise ValueError(f"activation: unknown {activation!r}")
@@ -190,9 +231,14 @@ def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulat
 def sparse_forward(w: np.ndarray, index: SparseIndex, z_src: np.ndarray, a_dst: np.ndarray,
                    accumulate: bool) -> None:
     """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48 over an edge list)."""
-    if not accumulate:
-        a_dst[...] = 0
-    np.add.at(a_dst, index.dst, w[:, None] * z_src[index.src])
+    _add_at(a_dst, index.dst, _wide(w)[:, None] * z_src[index.src], accumulate)
+
+
+def _add_at(out: np.ndarray, rows: np.ndarray, values: np.ndarray, accumulate: bool) -> None:
+    """out[rows[e]] (+)= values[e] for every edge e, summed in float64 and rounded once."""
+    total = out.astype(np.float64) if accumulate else np.zeros(out.shape)
+    np.add.at(total, rows, values)
+    out[...] = total
 
 
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
@@ -229,19 +275,20 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
         target = np.zeros_like(y)
         target[t, rows] = 1.0
         t = target
+    a64, y64, t64 = _wide(a), _wide(y), _wide(t)  # the losses: in float64, rounded once
     if loss == "sum_of_squares":
-        diff = y - t
-        losses[...] = 0.5 * np.sum(diff * diff, axis=0)
-        delta[...] = _derivative(activation, a, y) * diff
+        losses[...] = 0.5 * np.sum((y64 - t64) ** 2, axis=0)
+        delta[...] = _derivative(activation, a, y) * (y - t)
     elif loss == "binary_cross_entropy":
         # -[t log y + (1 - t) log(1 - y)] with y = sigmoid(a) equals softplus(a) - t a.
-        losses[...] = np.sum(np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - t * a, axis=0)
+        softplus = np.maximum(a64, 0) + np.log1p(np.exp(-np.abs(a64)))
+        losses[...] = np.sum(softplus - t64 * a64, axis=0)
         delta[...] = y - t
     elif loss == "cross_entropy":
         # -sum_k t_k log y_k with log y_k = a_k - logsumexp(a); rows of t sum to 1.
-        m = a.max(axis=0, keepdims=True)
-        log_y = a - (m + np.log(np.exp(a - m).sum(axis=0, keepdims=True)))
-        losses[...] = -np.sum(t * log_y, axis=0)
+        m = a64.max(axis=0, keepdims=True)
+        log_y = a64 - (m + np.log(np.exp(a64 - m).sum(axis=0, keepdims=True)))
+        losses[...] = -np.sum(t64 * log_y, axis=0)
         delta[...] = y - t
     else:
         raise ValueError(f"loss: unknown {loss!r}")
@@ -262,9 +309,7 @@ def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
 def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
                     acc_src: np.ndarray, accumulate: bool) -> None:
     """The scatter-add: acc_src[src_e] += w_e delta_dst[dst_e] for every edge e (5.56)."""
-    if not accumulate:
-        acc_src[...] = 0
-    np.add.at(acc_src, index.src, w[:, None] * delta_dst[index.dst])
+    _add_at(acc_src, index.src, _wide(w)[:, None] * delta_dst[index.dst], accumulate)
 
 
 def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray,
@@ -276,19 +321,19 @@ def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndar
 
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
-    """dE/dw_kj = sum over the batch of delta_k z_j (5.53): dW = Delta @ Z.T."""
-    np.matmul(delta_dst, z_src.T, out=dw)
+    """dE/dw_kj = sum over the batch of delta_k z_j (5.53): dW = Delta @ Z.T, in float64."""
+    dw[...] = _wide(delta_dst) @ _wide(z_src).T
 
 
 def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndarray,
                        dw: np.ndarray) -> None:
     """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge."""
-    np.einsum("en,en->e", delta_dst[index.dst], z_src[index.src], out=dw)
+    dw[...] = np.einsum("en,en->e", _wide(delta_dst[index.dst]), _wide(z_src[index.src]))
 
 
 def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
-    """dE/db_k = sum over the batch of delta_k."""
-    np.sum(delta, axis=1, out=db)
+    """dE/db_k = sum over the batch of delta_k (5.53 with z_j = 1), in float64."""
+    db[...] = np.sum(delta, axis=1, dtype=np.float64)
 
 
 # --- optimiser updates (one fused op over the flat parameter buffer) ----------------------
