@@ -229,12 +229,12 @@ class Network:
         checkpoint.save(self, path, optimizer)
 
     @classmethod
-    def load(cls, path: str, backend: str = "numpy") -> Network:
+    def load(cls, path: str, backend: str = "numpy", deterministic: bool = False) -> Network:
         """A network saved with ``save``, on ``backend`` (any: a checkpoint does not depend
-        on the backend that wrote it); ``gpuback.checkpoint.load_optimizer`` restores the
-        optimiser saved beside it."""
+        on the backend that wrote it), ``deterministic`` as in ``Network``;
+        ``gpuback.checkpoint.load_optimizer`` restores the optimiser saved beside it."""
         saved = checkpoint.read(path)
-        net = cls(saved.spec, backend=backend, dtype=saved.dtype)
+        net = cls(saved.spec, backend=backend, dtype=saved.dtype, deterministic=deterministic)
         net.set_parameters(saved.weights)
         net.epochs_trained = saved.epochs_trained
         return net

@@ -5,10 +5,29 @@ CUDA modes: a plain ``pytest`` runs the cuda backend under the Numba simulator
 (``NUMBA_ENABLE_CUDASIM=1`` is set here, before anything imports Numba); tests marked
 ``gpu`` then skip with their reason. ``pytest -m gpu`` on a machine with an NVIDIA GPU
 leaves the simulator off and runs the same comparisons against CuPy.
+
+Every backend, through one fixture. A test that takes the argument ``backend`` (or
+``other_backend``, for a second one: load on another backend) runs once per name of
+``gpuback.backends.backend_names()``: a new backend is tested by registering it, nothing
+here names one. A backend that cannot run here shows as a skip with its status's reason
+(in CI, ``CI=true``, where every backend is meant to run, as a failure instead). A simulated
+backend's cases are marked ``sim``; a real device backend's ``gpu`` (so ``pytest -m gpu``
+selects them on a GPU machine). The ``simulated`` fixture says whether the backend under
+test is emulated (the cuda backend under the simulator, ~70 us per simulated thread), so a
+test can pick small sizes there; ``backend_cases(cases, small_cases)`` parametrises
+``(backend, case, spec)`` with the small case list on simulated backends.
+
+Unsupported behaviour, declared once. ``UNSUPPORTED[(backend, behaviour)]`` gives the
+reason a backend does not support a behaviour of ``BEHAVIOURS``; a test (or one of its
+parameters) that relies on one says so with ``@pytest.mark.needs("behaviour")``, and on
+such a backend it is skipped with the table's reason (a skip, not an expected failure: a
+behaviour that holds only by chance, like the order of atomic additions, would pass now
+and then). Nothing else skips a test for its backend.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -17,6 +36,24 @@ import pytest
 from random_specs import random_data
 
 import gpuback
+from gpuback.backends import backend_names, backend_status, get_backend
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# What a test may rely on that not every backend gives: behaviour -> what it means.
+BEHAVIOURS = {
+    "bitwise_without_deterministic":
+        "training twice from the same seed gives bitwise equal weights with the default "
+        "Network(..., deterministic=False)",
+}
+# (backend, behaviour) -> why the backend does not support it.
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("cuda", "bitwise_without_deterministic"):
+        "the sparse backward scatter-adds w_kj delta_k with atomics, whose order is not "
+        "fixed, so the last bits vary from run to run; Network(..., deterministic=True) "
+        "gathers instead and is bitwise reproducible",
+}
+BACKEND_FIXTURES = ("backend", "other_backend")
 
 
 def randomise_biases(net: gpuback.Network, rng: np.random.Generator) -> None:
@@ -56,6 +93,9 @@ def data_away_from_kinks(net: gpuback.Network, spec: dict, batch: int,
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*behaviours): the test relies on these BEHAVIOURS (tests/conftest.py); "
+        "it is skipped on a backend that UNSUPPORTED says lacks one")
     markexpr = (config.getoption("markexpr") or "").replace("not gpu", "")
     if "gpu" not in markexpr:
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
@@ -94,17 +134,110 @@ def _make_simulator_shared_arrays_thread_safe() -> None:
     kernelapi.FakeCUDAShared.array = array
 
 
+@functools.cache
+def _status(name: str):
+    return backend_status(name)
+
+
+def backend_param(name: str, *values, param_id: str | None = None):
+    """``pytest.param(name, *values)`` with the marks backend ``name`` needs here: ``sim`` when
+    simulated, ``gpu`` on a real device, and a skip giving the reason when it cannot run
+    (outside CI; in CI the ``backend`` fixture fails instead)."""
+    status = _status(name)
+    marks = []
+    if status.simulated:
+        marks.append(pytest.mark.sim)
+    elif status.usable and get_backend(name).device != "cpu":
+        marks.append(pytest.mark.gpu)
+    if not status.usable and not IN_CI:
+        marks.append(pytest.mark.skip(reason=f"backend {name!r} cannot run here: "
+                                             f"{status.reason}"))
+    return pytest.param(name, *values, marks=marks, id=param_id or name)
+
+
+def backend_cases(cases: list[tuple[str, dict]],
+                  small_cases: list[tuple[str, dict]]) -> list:
+    """Parameters ``(backend, case, spec)`` for ``@pytest.mark.parametrize(..., indirect=
+    ["backend"])``: every case of ``cases`` on each backend that runs at full speed, and of
+    ``small_cases`` on a simulated one."""
+    return [backend_param(name, case, spec, param_id=f"{name}-{case}")
+            for name in backend_names()
+            for case, spec in (small_cases if _status(name).simulated else cases)]
+
+
+def _parametrized_names(metafunc: pytest.Metafunc) -> set[str]:
+    names: set[str] = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        argnames = mark.args[0] if mark.args else mark.kwargs["argnames"]
+        if isinstance(argnames, str):
+            argnames = argnames.split(",")
+        names.update(a.strip() for a in argnames)
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that takes ``backend`` (``other_backend``) on each backend, unless the
+    test parametrises that argument itself."""
+    explicit = _parametrized_names(metafunc)
+    for fixture in BACKEND_FIXTURES:
+        if fixture in metafunc.fixturenames and fixture not in explicit:
+            metafunc.parametrize(fixture, [backend_param(n) for n in backend_names()],
+                                 indirect=True)
+
+
+def _checked_backend(name: str) -> str:
+    status = _status(name)
+    if not status.usable:  # reached only in CI, where every backend is meant to run
+        pytest.fail(f"backend {name!r} cannot run here, and CI is meant to run it: "
+                    f"{status.reason}")
+    return name
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend under test (see the module docstring)."""
+    return _checked_backend(request.param)
+
+
+@pytest.fixture
+def other_backend(request: pytest.FixtureRequest) -> str:
+    """A second backend, for tests across two (every ordered pair with ``backend``)."""
+    return _checked_backend(request.param)
+
+
+@pytest.fixture
+def simulated(backend: str) -> bool:
+    """Whether ``backend`` is emulated here (pick small sizes: ~70 us a simulated thread)."""
+    return _status(backend).simulated
+
+
+def _skip_unsupported(item: pytest.Item) -> None:
+    callspec = getattr(item, "callspec", None)
+    names = [] if callspec is None else [callspec.params[f] for f in BACKEND_FIXTURES
+                                         if f in callspec.params]
+    for mark in item.iter_markers("needs"):
+        for behaviour in mark.args:
+            if behaviour not in BEHAVIOURS:
+                raise pytest.UsageError(f"{item.nodeid}: needs({behaviour!r}): not one of "
+                                        f"conftest.BEHAVIOURS {sorted(BEHAVIOURS)}")
+            for name in names:
+                reason = UNSUPPORTED.get((name, behaviour))
+                if reason is not None:
+                    item.add_marker(pytest.mark.skip(
+                        reason=f"backend {name!r} does not support {behaviour}: {reason}"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from gpuback.backends import cuda_device
 
     state = cuda_device.status()
-    in_ci = os.environ.get("CI", "").lower() == "true"
     for item in items:
+        _skip_unsupported(item)
         if "gpu" in item.keywords and (state.simulated or not state.usable):
             item.add_marker(pytest.mark.skip(
                 reason=f"needs a real NVIDIA GPU; the cuda backend here runs on {state.reason}"
                        " (on a GPU machine: pip install '.[test,cuda13]' && pytest -m gpu)"))
-        if "sim" in item.keywords and not state.simulated and not in_ci:
+        if "sim" in item.keywords and not state.simulated and not IN_CI:
             item.add_marker(pytest.mark.skip(
                 reason="simulator tests need NUMBA_ENABLE_CUDASIM=1 (set by conftest unless "
                        f"-m gpu is given); the cuda backend here runs on {state.reason}"))

@@ -1,4 +1,6 @@
-"""Checkpoints: round trips, resume equivalence, interrupted saves, divergence, bad files."""
+"""Checkpoints: round trips, loading on another backend, resume equivalence, interrupted
+saves, divergence, bad files; on every backend (the ``backend`` fixture, tests/conftest.py:
+fewer samples where the backend is simulated)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ import re
 
 import numpy as np
 import pytest
+from tolerances import TOLERANCES, rel_error
 
 import gpuback
 from gpuback import checkpoint, optim
 from gpuback.checkpoint import CheckpointError
+
+N = {False: 120, True: 16}  # training samples at full speed, and on a simulated backend
 
 
 def _problem(n: int = 120, seed: int = 0):
@@ -34,41 +39,80 @@ def _assert_same_parameters(a: gpuback.Network, b: gpuback.Network) -> None:
         np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
 
 
+def _assert_same_optimizer(a: optim.Optimizer, b: optim.Optimizer) -> None:
+    assert a.config() == b.config() and a.steps == b.steps
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["buffers"].keys() == sb["buffers"].keys()
+    for name, buffers in sa["buffers"].items():
+        for buf, value in buffers.items():
+            np.testing.assert_array_equal(value, sb["buffers"][name][buf], err_msg=name)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_round_trip(tmp_path, dtype: str) -> None:
-    net = gpuback.Network(_spec(), dtype=dtype, seed=3)
+def test_round_trip(backend: str, tmp_path, dtype: str) -> None:
+    net = gpuback.Network(_spec(), backend=backend, dtype=dtype, seed=3)
     net.save(tmp_path / "model")
-    again = gpuback.Network.load(tmp_path / "model")
-    assert again.spec == net.spec and again.dtype == dtype
+    again = gpuback.Network.load(tmp_path / "model", backend=backend)
+    assert again.spec == net.spec and again.dtype == dtype and again.backend == backend
     _assert_same_parameters(again, net)
     assert checkpoint.load_optimizer(tmp_path / "model", again) is None
+    X, _ = _problem(3)
+    np.testing.assert_array_equal(again.forward(X), net.forward(X))
 
 
-def test_resume_equals_training_straight_through(tmp_path) -> None:
-    X, y = _problem()
-    straight = gpuback.Network(_spec(), seed=2)
-    straight.fit(X, y, epochs=4, batch_size=16, optimizer=_optimizer(), seed=9, progress=False)
-
-    first = gpuback.Network(_spec(), seed=2)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_load_on_another_backend(backend: str, other_backend: str, tmp_path,
+                                 dtype: str) -> None:
+    """Saved on ``backend``, loaded on ``other_backend``: the same parameters and optimiser
+    state, bitwise, and the same outputs within the backends' tolerance."""
+    X, y = _problem(8)
+    net = gpuback.Network(_spec(), backend=backend, dtype=dtype, seed=3)
     opt = _optimizer()
-    first.fit(X, y, epochs=2, batch_size=16, optimizer=opt, seed=9, progress=False)
+    net.fit(X, y, epochs=1, batch_size=4, optimizer=opt, progress=False)  # moments not zero
+    net.save(tmp_path / "model", opt)
+    again = gpuback.Network.load(tmp_path / "model", backend=other_backend)
+    assert again.backend == other_backend and again.dtype == dtype
+    assert again.spec == net.spec and again.epochs_trained == 1
+    _assert_same_parameters(again, net)
+    again_opt = checkpoint.load_optimizer(tmp_path / "model", again)
+    assert again_opt is not None
+    _assert_same_optimizer(again_opt, opt)
+    err = rel_error(again.forward(X), net.forward(X))
+    assert err <= TOLERANCES[dtype]["backend"], f"outputs: relative error {err:.3e}"
+
+
+def test_resume_equals_training_straight_through(backend: str, simulated: bool,
+                                                 tmp_path) -> None:
+    """Two epochs, a checkpoint, two more from it: bitwise the four epochs straight through
+    (``deterministic=True`` everywhere, for the cuda backend's sparse backward)."""
+    X, y = _problem(8 if simulated else 120)  # two steps an epoch when simulated
+    kwargs = {"batch_size": 4 if simulated else 16, "seed": 9, "progress": False}
+    straight = gpuback.Network(_spec(), backend=backend, seed=2, deterministic=True)
+    straight.fit(X, y, epochs=4, optimizer=_optimizer(), **kwargs)
+
+    first = gpuback.Network(_spec(), backend=backend, seed=2, deterministic=True)
+    opt = _optimizer()
+    first.fit(X, y, epochs=2, optimizer=opt, **kwargs)
     first.save(tmp_path / "ckpt", opt)
-    resumed = gpuback.Network.load(tmp_path / "ckpt")
+    resumed = gpuback.Network.load(tmp_path / "ckpt", backend=backend, deterministic=True)
+    assert resumed.epochs_trained == 2
+    _assert_same_parameters(resumed, first)
     resumed_opt = checkpoint.load_optimizer(tmp_path / "ckpt", resumed)
-    assert resumed.epochs_trained == 2 and resumed_opt.steps == opt.steps
+    assert resumed_opt.steps == opt.steps
     assert resumed_opt.config() == opt.config()
-    resumed.fit(X, y, epochs=2, batch_size=16, optimizer=resumed_opt, seed=9, progress=False)
+    resumed.fit(X, y, epochs=2, optimizer=resumed_opt, **kwargs)
     _assert_same_parameters(resumed, straight)  # bitwise
 
 
-def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+def test_an_interrupted_save_leaves_the_previous_checkpoint(backend: str, simulated: bool,
+                                                            tmp_path, monkeypatch) -> None:
     import safetensors.numpy
 
-    X, y = _problem()
-    net = gpuback.Network(_spec(), seed=4)
+    X, y = _problem(N[simulated])
+    net = gpuback.Network(_spec(), backend=backend, seed=4)
     opt = _optimizer()
     net.save(tmp_path / "ckpt", opt)
-    before = gpuback.Network.load(tmp_path / "ckpt")
+    before = gpuback.Network.load(tmp_path / "ckpt", backend=backend)
     net.fit(X, y, epochs=1, optimizer=opt, progress=False)
 
     calls = []
@@ -84,16 +128,17 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         net.save(tmp_path / "ckpt", opt)
     monkeypatch.undo()
-    _assert_same_parameters(gpuback.Network.load(tmp_path / "ckpt"), before)
+    _assert_same_parameters(gpuback.Network.load(tmp_path / "ckpt", backend=backend), before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no half directories left
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_divergence_keeps_the_last_good_checkpoint(tmp_path) -> None:
-    X, _ = _problem()
+def test_divergence_keeps_the_last_good_checkpoint(backend: str, simulated: bool,
+                                                   tmp_path) -> None:
+    X, _ = _problem(N[simulated])
     T = X[:, :2] * 3.0
     net = gpuback.Network(gpuback.mlp_spec([5, 8, 2], activation="identity",
-                                           loss="sum_of_squares"), seed=5)
+                                           loss="sum_of_squares"), backend=backend, seed=5)
     opt = optim.SGD(lr=0.01)
     net.fit(X, T, epochs=1, optimizer=opt, checkpoint=str(tmp_path / "ckpt"), progress=False)
     opt.lr = 1e3  # a linear network with this step size grows without bound
@@ -101,35 +146,35 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path) -> None:
         net.fit(X, T, epochs=5, optimizer=opt, checkpoint=str(tmp_path / "ckpt"),
                 progress=False)
     failed_epoch = int(re.search(r"epoch (\d+)", str(info.value))[1])
-    kept = gpuback.Network.load(tmp_path / "ckpt")
+    kept = gpuback.Network.load(tmp_path / "ckpt", backend=backend)
     # the checkpoint is the one written after the last epoch that finished: 1 + (failed - 1)
     assert kept.epochs_trained == failed_epoch
     assert all(np.isfinite(v).all() for v in kept.parameters().values())
     assert checkpoint.load_optimizer(tmp_path / "ckpt", kept) is not None
 
 
-def test_load_errors(tmp_path) -> None:
+def test_load_errors(backend: str, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
-        gpuback.Network.load(tmp_path / "nothing")
-    net = gpuback.Network(_spec())
+        gpuback.Network.load(tmp_path / "nothing", backend=backend)
+    net = gpuback.Network(_spec(), backend=backend)
     net.save(tmp_path / "a")
     (tmp_path / "a" / "weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        gpuback.Network.load(tmp_path / "a")
+        gpuback.Network.load(tmp_path / "a", backend=backend)
 
     net.save(tmp_path / "b")
     (tmp_path / "b" / "network.json").write_text("{")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        gpuback.Network.load(tmp_path / "b")
+        gpuback.Network.load(tmp_path / "b", backend=backend)
 
     net.save(tmp_path / "c")
-    other = gpuback.Network(gpuback.mlp_spec([5, 8, 6, 2]))  # same names, other shapes
+    other = gpuback.Network(gpuback.mlp_spec([5, 8, 6, 2]), backend=backend)  # other shapes
     other.save(tmp_path / "d")
     meta = json.loads((tmp_path / "c" / "network.json").read_text())
     (tmp_path / "d" / "network.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"'\w+->\w+' is float64 \(\d+, \d+\), expected "
                                               r"float64 \(\d+,\)"):
-        gpuback.Network.load(tmp_path / "d")
+        gpuback.Network.load(tmp_path / "d", backend=backend)
 
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "notes.txt").write_text("mine")

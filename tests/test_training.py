@@ -1,12 +1,18 @@
-"""The fit loop, evaluation and prediction."""
+"""The fit loop, evaluation and prediction, on every backend (the ``backend`` fixture,
+tests/conftest.py: smaller problems, fewer epochs where the backend is simulated)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from tolerances import TOLERANCES
 
 import gpuback
-from gpuback import optim
+from gpuback import checkpoint, optim
+
+EXACT = TOLERANCES["float64"]["invariance"]  # one computation reached two ways
 
 
 def _problem(n: int = 240, seed: int = 0):
@@ -16,72 +22,149 @@ def _problem(n: int = 240, seed: int = 0):
     return X, y
 
 
-def _net(seed: int = 0, **kwargs) -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([6, 12, 3], activation="tanh"), seed=seed, **kwargs)
+def _net(seed: int = 0, hidden: int = 12, **kwargs) -> gpuback.Network:
+    return gpuback.Network(gpuback.mlp_spec([6, hidden, 3], activation="tanh"), seed=seed,
+                           **kwargs)
 
 
-def test_fit_learns_and_reports_history() -> None:
-    X, y = _problem()
-    net = _net()
+# Sizes at full speed, and (key True) for a simulated backend, ~70 us a simulated thread:
+# fewer samples, epochs and hidden units there.
+HIDDEN = {False: 12, True: 4}
+LEARN = {False: {"n": 240, "n_val": 60, "batch": 16, "epochs": 20, "lr": 2e-2},
+         True: {"n": 32, "n_val": 8, "batch": 16, "epochs": 3, "lr": 3e-1}}
+
+
+def test_fit_learns_and_reports_history(backend: str, simulated: bool) -> None:
+    size = LEARN[simulated]
+    X, y = _problem(size["n"])
+    Xv, yv = X[:size["n_val"]], y[:size["n_val"]]
+    net = _net(hidden=HIDDEN[simulated], backend=backend)
     before = net.evaluate(X, y)
-    history = net.fit(X, y, epochs=20, batch_size=16, optimizer=optim.Adam(lr=2e-2),
-                      validation=(X[:60], y[:60]), progress=False)
+    history = net.fit(X, y, epochs=size["epochs"], batch_size=size["batch"],
+                      optimizer=optim.Adam(lr=size["lr"]), validation=(Xv, yv), progress=False)
     after = net.evaluate(X, y)
     assert set(history) == {"loss", "accuracy", "samples_per_second", "val_loss",
                             "val_accuracy"}
-    assert all(len(v) == 20 for v in history.values())
+    assert all(len(v) == size["epochs"] for v in history.values())
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert after["loss"] < 0.5 * before["loss"] and after["accuracy"] > 0.9
     assert all(s > 0 for s in history["samples_per_second"])
     # the validation numbers are those evaluate() gives on the same data
-    assert history["val_loss"][-1] == pytest.approx(net.evaluate(X[:60], y[:60])["loss"])
+    assert history["val_loss"][-1] == pytest.approx(net.evaluate(Xv, yv)["loss"], rel=EXACT)
 
 
-def test_same_seed_same_weights_bitwise() -> None:
-    X, y = _problem()
-    runs = []
-    for _ in range(2):
-        net = _net(seed=3)
-        net.fit(X, y, epochs=2, batch_size=32, optimizer=optim.SGD(lr=0.1, momentum=0.9),
-                seed=7, progress=False)
-        runs.append(net.parameters())
-    other = _net(seed=3)
-    other.fit(X, y, epochs=2, batch_size=32, optimizer=optim.SGD(lr=0.1, momentum=0.9),
-              seed=8, progress=False)
+def _sparse_net(backend: str, hidden: int, deterministic: bool) -> gpuback.Network:
+    """Sparse blocks into the hidden and the output group: the backward through h1->y is the
+    sparse scatter-add (atomic on the cuda backend unless ``deterministic``)."""
+    spec = gpuback.sparse_mlp_spec([6, hidden, 3], density=0.5, seed=1, activation="tanh",
+                                   sparse_output=True)
+    return gpuback.Network(spec, backend=backend, seed=3, deterministic=deterministic)
+
+
+@pytest.mark.parametrize(("kind", "deterministic"), [
+    ("dense", False),  # no sparse block: reproducible with the defaults on every backend
+    ("sparse", True),
+    pytest.param("sparse", False, marks=pytest.mark.needs("bitwise_without_deterministic")),
+])
+def test_same_seed_same_weights_bitwise(backend: str, simulated: bool, kind: str,
+                                        deterministic: bool) -> None:
+    X, y = _problem(16 if simulated else 240)
+
+    def run(seed: int) -> dict[str, np.ndarray]:
+        hidden = HIDDEN[simulated]
+        net = (_net(seed=3, hidden=hidden, backend=backend, deterministic=deterministic)
+               if kind == "dense" else _sparse_net(backend, hidden, deterministic))
+        net.fit(X, y, epochs=2, batch_size=8 if simulated else 32,
+                optimizer=optim.SGD(lr=0.1, momentum=0.9), seed=seed, progress=False)
+        return net.parameters()
+
+    runs = [run(7), run(7)]
+    other = run(8)  # another shuffle: the seed is what fixes the result
     for k in runs[0]:
-        np.testing.assert_array_equal(runs[0][k], runs[1][k])
-    assert any(not np.array_equal(runs[0][k], other.parameters()[k]) for k in runs[0])
+        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
+    assert any(not np.array_equal(runs[0][k], other[k]) for k in runs[0])
+
+
+# samples and learning rate of a run that diverges: on 240 samples within the first epoch,
+# on a simulated backend a faster blow-up on 16 samples, in the second epoch
+DIVERGE = {False: (240, 1e6), True: (16, 1e100)}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way
-def test_divergence_stops_with_epoch_and_step() -> None:
-    X, y = _problem()
+def test_divergence_stops_with_epoch_and_step(backend: str, simulated: bool) -> None:
+    n, lr = DIVERGE[simulated]
+    X, y = _problem(n)
     X = X * 1e3
-    net = gpuback.Network(gpuback.mlp_spec([6, 12, 3], activation="relu"), seed=0)
-    with pytest.raises(gpuback.TrainingDivergedError,
-                       match=r"NaN or infinite at epoch \d+, step \d+"):
-        net.fit(X, y, epochs=50, batch_size=8, optimizer=optim.SGD(lr=1e6), progress=False)
+
+    def diverge(name: str) -> tuple[gpuback.Network, tuple[int, int]]:
+        net = gpuback.Network(gpuback.mlp_spec([6, 12, 3], activation="relu"), backend=name,
+                              seed=0)
+        with pytest.raises(gpuback.TrainingDivergedError,
+                           match=r"NaN or infinite at epoch \d+, step \d+") as info:
+            net.fit(X, y, epochs=50, batch_size=8, optimizer=optim.SGD(lr=lr), progress=False)
+        where = re.search(r"epoch (\d+), step (\d+)", str(info.value))
+        assert where is not None
+        return net, (int(where[1]), int(where[2]))
+
+    net, where = diverge(backend)
+    assert where == diverge("numpy")[1]  # the same epoch and step as the reference
+    # the update of the bad step was skipped: the parameters are those of the last good one
+    assert all(np.isfinite(v).all() for v in net.parameters().values())
 
 
-def test_early_stopping_keeps_the_best_weights() -> None:
-    X, y = _problem(seed=1)
-    Xv, yv = _problem(n=40, seed=2)
-    yv = (yv + 1) % 3  # validation labels that training makes worse
-    net = _net()
-    history = net.fit(X, y, epochs=30, batch_size=16, optimizer=optim.Adam(lr=1e-2),
-                      validation=(Xv, yv), early_stopping=2, progress=False)
-    assert len(history["val_loss"]) < 30
-    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(history["val_loss"]))
+def _early_stopping_run(backend: str, simulated: bool, **kwargs):
+    """A run whose validation loss falls for a few epochs and then rises (some validation
+    labels are wrong, and training grows confident in the right ones), so that early stopping
+    with patience 2 stops well before 30 epochs at a best epoch that is neither the first
+    nor the last one run. The network, its optimiser, the history and steps per epoch."""
+    n, n_val, batch, lr, wrong = (16, 8, 16, 1e-1, 2) if simulated else (240, 40, 16, 3e-3, 16)
+    X, y = _problem(n, seed=1)
+    Xv, yv = _problem(n_val, seed=2)
+    yv[:wrong] = (yv[:wrong] + 1) % 3
+    net, opt = _net(hidden=HIDDEN[simulated], backend=backend), optim.Adam(lr=lr)
+    history = net.fit(X, y, epochs=30, batch_size=batch, optimizer=opt, validation=(Xv, yv),
+                      early_stopping=2, progress=False, **kwargs)
+    run = len(history["val_loss"])
+    best = int(np.argmin(history["val_loss"])) + 1  # epochs count from 1
+    assert run < 30 and run == best + 2  # it stopped, after two epochs without a new best
+    assert best > 1, "the run must improve on its first epoch, or the test shows little"
+    return net, opt, history, (Xv, yv), best, -(-n // batch)
 
 
-def test_predict_and_evaluate_match_forward() -> None:
-    X, y = _problem(n=50)
-    net = _net()
-    np.testing.assert_allclose(net.predict(X, batch_size=7), net.forward(X), rtol=1e-12)
+def test_early_stopping_keeps_the_best_weights(backend: str, simulated: bool) -> None:
+    net, opt, history, (Xv, yv), best, steps_per_epoch = _early_stopping_run(backend, simulated)
+    assert net.evaluate(Xv, yv)["loss"] == pytest.approx(min(history["val_loss"]), rel=EXACT)
+    # the whole best epoch: its epoch count and its optimiser state too
+    assert net.epochs_trained == best
+    assert opt.steps == best * steps_per_epoch
+
+
+def test_early_stopping_rewrites_the_checkpoint_from_the_best_epoch(
+        backend: str, simulated: bool, tmp_path) -> None:
+    path = tmp_path / "ckpt"
+    net, opt, _, _, best, steps_per_epoch = _early_stopping_run(backend, simulated,
+                                                                checkpoint=str(path))
+    saved = gpuback.Network.load(path, backend=backend)
+    for k, v in net.parameters().items():
+        np.testing.assert_array_equal(saved.parameters()[k], v, err_msg=k)
+    assert saved.epochs_trained == net.epochs_trained == best
+    saved_opt = checkpoint.load_optimizer(path, saved)
+    assert saved_opt is not None and saved_opt.steps == opt.steps == best * steps_per_epoch
+    state, saved_state = opt.state_dict(), saved_opt.state_dict()
+    for name, buffers in state["buffers"].items():
+        for buf, value in buffers.items():
+            np.testing.assert_array_equal(saved_state["buffers"][name][buf], value,
+                                          err_msg=f"{name}/{buf}")
+
+
+def test_predict_and_evaluate_match_forward(backend: str, simulated: bool) -> None:
+    X, y = _problem(n=20 if simulated else 50)
+    net = _net(hidden=HIDDEN[simulated], backend=backend)
+    np.testing.assert_allclose(net.predict(X, batch_size=7), net.forward(X), rtol=EXACT)
     loss, _ = net.loss_and_grads(X, y)
     result = net.evaluate(X, y, batch_size=9)
-    assert result["loss"] == pytest.approx(loss, rel=1e-12)
-    assert result["accuracy"] == pytest.approx(np.mean(net.forward(X).argmax(1) == y))
+    assert result["loss"] == pytest.approx(loss, rel=EXACT)
+    assert result["accuracy"] == np.mean(net.forward(X).argmax(1) == y)
 
 
 def _targets(kind: str, X: np.ndarray, rng: np.random.Generator):
@@ -95,27 +178,30 @@ def _targets(kind: str, X: np.ndarray, rng: np.random.Generator):
 
 
 @pytest.mark.parametrize("kind", ["labels", "probability_rows", "binary_cross_entropy"])
-def test_accuracy_is_the_fraction_of_correct_outputs(kind: str) -> None:
+def test_accuracy_is_the_fraction_of_correct_outputs(backend: str, simulated: bool,
+                                                     kind: str) -> None:
     rng = np.random.default_rng(4)
-    X = rng.normal(size=(37, 6))
+    X = rng.normal(size=(19 if simulated else 37, 6))
     spec, T = _targets(kind, X, rng)
-    net = gpuback.Network(spec, seed=2)
+    net = gpuback.Network(spec, backend=backend, seed=2)
     Y = net.predict(X)
     if kind == "binary_cross_entropy":
         expected = np.mean((Y > 0.5) == (T > 0.5))
     else:
         expected = np.mean(Y.argmax(1) == (T if T.ndim == 1 else T.argmax(1)))
     assert 0 < expected < 1
-    assert net.evaluate(X, T, batch_size=10)["accuracy"] == pytest.approx(expected, abs=1e-12)
+    # counts of correct outputs over the count of outputs: the same division, exactly
+    assert net.evaluate(X, T, batch_size=10)["accuracy"] == expected
     # the training accuracy of an epoch that barely moves the weights is the same count
     history = net.fit(X, T, epochs=1, batch_size=8, optimizer=optim.SGD(lr=1e-12),
                       progress=False)
-    assert history["accuracy"][0] == pytest.approx(expected, abs=1e-12)
+    assert history["accuracy"][0] == expected
 
 
-def test_sum_of_squares_has_no_accuracy() -> None:
+def test_sum_of_squares_has_no_accuracy(backend: str) -> None:
     X, _ = _problem(n=20)
-    net = gpuback.Network(gpuback.mlp_spec([6, 4, 2], loss="sum_of_squares"), seed=0)
+    net = gpuback.Network(gpuback.mlp_spec([6, 4, 2], loss="sum_of_squares"), backend=backend,
+                          seed=0)
     T = np.zeros((20, 2))
     assert net.evaluate(X, T)["accuracy"] is None
     assert net.fit(X, T, epochs=1, progress=False)["accuracy"] == [None]
@@ -130,17 +216,24 @@ def test_sum_of_squares_has_no_accuracy() -> None:
      "early_stopping"),
     ({"validation": np.zeros((2, 6))}, TypeError, "validation"),
 ])
-def test_fit_rejects_bad_arguments(kwargs: dict, exc, match: str) -> None:
+def test_fit_rejects_bad_arguments(backend: str, kwargs: dict, exc, match: str) -> None:
     X, y = _problem(n=10)
+    net = _net(backend=backend)
+    before = net.parameters()
     with pytest.raises(exc, match=match):
-        _net().fit(X, y, progress=False, **kwargs)
+        net.fit(X, y, progress=False, **kwargs)
+    assert net.epochs_trained == 0
+    for k, v in before.items():
+        np.testing.assert_array_equal(net.parameters()[k], v, err_msg=k)
 
 
-def test_fit_rejects_bad_data_before_training() -> None:
+def test_fit_rejects_bad_data_before_training(backend: str) -> None:
     X, y = _problem(n=10)
     y[3] = 5
+    net = _net(backend=backend)
     with pytest.raises(ValueError, match="class labels must lie in"):
-        _net().fit(X, y, progress=False)
+        net.fit(X, y, progress=False)
+    assert net.epochs_trained == 0
 
 
 def test_host_backends_ask_nothing_of_a_device() -> None:

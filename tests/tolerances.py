@@ -23,6 +23,10 @@ TOLERANCES = {
         "invariance": 1e-12,
         # another backend (cuda, simulated or real) vs the NumPy reference
         "backend": 1e-10,
+        # ``explain``'s dE/da_j by plain central differences on a_j (eps 1e-5) against the
+        # backprop delta and the 5.56 sum: truncation ~eps^2, rounding ~1e-16 / eps, so 1e-6
+        # leaves room; a missing path is off by far more (DISTINCT)
+        "explain": 1e-6,
     },
     "float32": {
         "independent_forward": 1e-4,
@@ -31,6 +35,10 @@ TOLERANCES = {
         "backend": 1e-5,
     },
 }
+
+# Not a tolerance but its opposite: the least relative error that counts as a different
+# value, for checks that something left out (one path of 5.56, say) is really missed.
+DISTINCT = 1e-3
 
 
 def rel_error(a, b) -> float:
