@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -254,3 +256,32 @@ def test_op_from_pool_workers_completes(inner: str) -> None:
         pytest.fail(f"nested {inner} did not finish within {TIMEOUT_S} s (deadlock)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "done"
+
+
+# --- a forked child process -------------------------------------------------------------------
+
+def _train_in_child(spec: dict, seed: int, queue) -> None:
+    queue.put(train(spec, seed))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_a_forked_child_trains_on_a_pool_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's pool has worked (its threads exist, idle); a child forked from it has
+    none of them, and must still train, bitwise as the parent does (it hung)."""
+    force_split(monkeypatch)
+    spec = SPECS[1]
+    expected = train(spec, 3)  # the parent's pool now has idle workers
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_train_in_child, args=(spec, 3, queue), daemon=True)
+    child.start()
+    try:
+        got = queue.get(timeout=TIMEOUT_S)
+    except Exception:
+        pytest.fail(f"the forked child did not finish training within {TIMEOUT_S} s")
+    finally:
+        child.join(TIMEOUT_S)
+        if child.is_alive():
+            child.kill()
+    for k, v in expected.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)

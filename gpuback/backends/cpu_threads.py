@@ -36,6 +36,9 @@ Concurrency rules (the pool is shared by the whole process):
 - An op started on a pool worker (a nested ``run_ranges``, or a task that calls an
   op) runs all its ranges on that worker in turn: waiting there for the pool's other
   workers, which may themselves be waiting, could deadlock.
+- A forked child process (``multiprocessing`` with "fork") has none of its parent's
+  threads: it forgets the parent's pool and BLAS bookkeeping and starts its own on its
+  first op (an inherited pool would queue work for workers that do not exist, and hang).
 """
 
 from __future__ import annotations
@@ -133,6 +136,20 @@ _blas_lock = threading.Lock()
 _blas_users = 0  # contexts now inside single_threaded_blas, over all threads
 _blas_saved: list[tuple[Any, int]] = []  # process-wide counts from when the first one entered
 _blas_local = threading.local()  # .depth and .saved: this thread's own, for per-thread counts
+
+
+def _start_afresh_after_fork() -> None:
+    """In a forked child: no pool thread and no other thread of the parent exists, so drop
+    the pool (the first op makes a new one) and the locks and counts they may have held."""
+    global _pool_executor, _pool_lock, _blas_lock, _blas_users, _blas_saved, _blas_local
+    global _worker
+    _pool_executor, _pool_lock, _blas_lock = None, threading.Lock(), threading.Lock()
+    _blas_users, _blas_saved, _blas_local = 0, [], threading.local()
+    _worker = threading.local()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_start_afresh_after_fork)
 
 
 class _SingleThreadedBlas:
