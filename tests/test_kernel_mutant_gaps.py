@@ -1,5 +1,5 @@
 """Kernel paths the op cases of ``op_checks`` leave unexercised, found by hand-seeded mutants
-that survived them (``tests/mutants/seed_kernel_mutants.py``, ``tests/README_kernel_mutants.md``).
+that survived them (``tests/mutants/seed_kernel_mutants.py``, ``tests/README.md``).
 
 * A lane's own loop over the batch: the op cases have batches of 1 and 5, no more samples
   than a row reduction has lanes (8 in the simulator, 32 on a GPU), so each lane adds at

@@ -24,6 +24,19 @@ def test_describe_reports_numpy_and_the_blas_numpy_was_built_with() -> None:
     assert isinstance(info["blas"], str) and info["blas"] == built
 
 
+def _old_numpy_show_config(mode=None):
+    raise TypeError("show_config() got an unexpected keyword argument 'mode'")  # < 1.25
+
+
+@pytest.mark.parametrize("show_config", [
+    lambda mode=None: {}, lambda mode=None: {"Build Dependencies": {}},
+    lambda mode=None: {"Build Dependencies": {"blas": {}}}, _old_numpy_show_config,
+], ids=["nothing", "no-blas", "no-name", "numpy-before-1.25"])
+def test_describe_without_a_blas_report_says_none(monkeypatch, show_config) -> None:
+    monkeypatch.setattr(np, "show_config", show_config)
+    assert numpy_backend.describe() == {"numpy": np.__version__, "blas": None}
+
+
 def test_status_is_usable_host_computation_with_a_reason() -> None:
     state = numpy_backend.status()
     assert isinstance(state, BackendStatus)

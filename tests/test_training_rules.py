@@ -57,8 +57,8 @@ def test_streamed_data_gives_what_data_on_the_backend_gives(backend: str, target
                                                              monkeypatch) -> None:
     X, y = _problem(10)
     Xv, yv = _problem(6, seed=1)
-    if targets == "rows":
-        T, Tv = np.eye(2)[y % 2], np.eye(2)[yv % 2]
+    if targets == "rows":  # soft targets: probabilities, not just 0 and 1
+        T, Tv = np.abs(np.sin(X[:, :2])), np.abs(np.sin(Xv[:, :2]))
         make = _bce_net
     else:
         T, Tv, make = y, yv, _net
@@ -143,6 +143,23 @@ def test_data_streams_exactly_when_its_bytes_exceed_the_budget(monkeypatch, dtyp
         monkeypatch.setattr(net.ops, "memory_budget", lambda budget=budget: float(budget))
         data = training.dataset(net, X, T, 4)
         assert isinstance(data, training.StreamedDataset) == streamed, budget
+
+
+@pytest.mark.parametrize("targets", ["labels", "rows", "none"])
+def test_streamed_data_stages_batches_in_the_networks_dtype(monkeypatch, targets: str) -> None:
+    # like data on the backend: X and T (None without targets) hold a batch's samples
+    X, y = _problem(10)
+    net = _bce_net(dtype="float32") if targets == "rows" else _net(dtype="float32")
+    T = {"labels": y, "rows": np.abs(np.sin(X[:, :2])), "none": None}[targets]
+    monkeypatch.setattr(net.ops, "memory_budget", lambda: 0.0)
+    data = training.dataset(net, X, T, 4)
+    assert isinstance(data, training.StreamedDataset) and data.n == 10
+    assert data.X.shape == (4, 4) and data.X.dtype == np.float32
+    if targets == "none":
+        assert data.T is None
+    else:
+        assert data.T.shape == (4, *T.shape[1:])
+        assert data.T.dtype == (np.int64 if targets == "labels" else np.float32)
 
 
 def test_data_on_the_backend_is_in_the_networks_dtype_and_labels_int64() -> None:
@@ -279,6 +296,17 @@ def test_divergence_names_the_first_bad_step_counted_from_one() -> None:
             r"are those before that step; lower the learning rate \(1e\+300\)$")):
         net.fit(X, np.ones((10, 2)), epochs=1, batch_size=4, optimizer=optim.SGD(lr=1e300),
                 progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow on the way to inf
+def test_evaluate_reports_an_infinite_loss() -> None:
+    # outputs of ~1e200 square to infinity: evaluation reports it rather than failing
+    net = gpuback.Network(gpuback.mlp_spec([4, 2], activation="identity",
+                                           loss="sum_of_squares"), seed=0)
+    net.set_parameters({"x->y": np.full((2, 4), 1e200)})
+    X = np.abs(_problem(6)[0]) + 1.0
+    result = net.evaluate(X, np.zeros((6, 2)), batch_size=4)
+    assert result["loss"] == np.inf and result["accuracy"] is None
 
 
 # --- metrics ---------------------------------------------------------------------------------
