@@ -4,11 +4,11 @@ fewer samples where the backend is simulated)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pytest
+from checkpoint_files import current, rewrite
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
@@ -158,26 +158,25 @@ def test_load_errors(backend: str, tmp_path) -> None:
         gpuback.Network.load(tmp_path / "nothing", backend=backend)
     net = gpuback.Network(_spec(), backend=backend)
     net.save(tmp_path / "a")
-    (tmp_path / "a" / "weights.safetensors").write_bytes(b"not safetensors")
+    rewrite(tmp_path / "a", "weights.safetensors", b"not safetensors")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         gpuback.Network.load(tmp_path / "a", backend=backend)
 
     net.save(tmp_path / "b")
-    (tmp_path / "b" / "network.json").write_text("{")
+    rewrite(tmp_path / "b", "network.json", b"{")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         gpuback.Network.load(tmp_path / "b", backend=backend)
 
     net.save(tmp_path / "c")
     other = gpuback.Network(gpuback.mlp_spec([5, 8, 6, 2]), backend=backend)  # other shapes
     other.save(tmp_path / "d")
-    meta = json.loads((tmp_path / "c" / "network.json").read_text())
-    (tmp_path / "d" / "network.json").write_text(json.dumps(meta))
+    rewrite(tmp_path / "d", "network.json", current(tmp_path / "c", "network.json").read_bytes())
     with pytest.raises(CheckpointError, match=r"'\w+->\w+' is float64 \(\d+, \d+\), expected "
                                               r"float64 \(\d+,\)"):
         gpuback.Network.load(tmp_path / "d", backend=backend)
 
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "notes.txt").write_text("mine")
-    with pytest.raises(CheckpointError, match="not a gpuback checkpoint; refusing"):
+    with pytest.raises(CheckpointError, match="holds files but no gpuback checkpoint; refusing"):
         net.save(tmp_path / "e")
     assert (tmp_path / "e" / "notes.txt").read_text() == "mine"

@@ -1,5 +1,7 @@
 """The checkpoint directory's format and the checks around it: where a save stages its files,
-what it verifies before swapping them in, and what ``read`` refuses, message by message.
+what it verifies before switching to them, and what ``read`` refuses, message by message
+(each file rewritten with its checksum updated, so the check behind the checksum is reached;
+tests/test_checkpoint_faults.py corrupts files without that).
 
 On the numpy backend (the checkpoint module is backend-independent; test_checkpoint.py runs
 the round trips on every backend)."""
@@ -15,6 +17,7 @@ import stat
 import numpy as np
 import pytest
 import safetensors.numpy
+from checkpoint_files import current, edit_json, entries, only_one_version, rewrite, version_folder
 
 import gpuback
 from gpuback import checkpoint, optim
@@ -60,8 +63,8 @@ def test_a_checkpoint_is_an_ordinary_directory(tmp_path) -> None:
     assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
 
 
-def test_files_are_staged_in_a_hidden_directory_beside_the_target(tmp_path,
-                                                                  monkeypatch) -> None:
+def test_files_are_staged_inside_the_target_then_renamed_to_a_version(tmp_path,
+                                                                    monkeypatch) -> None:
     written: list[pathlib.Path] = []
     real = safetensors.numpy.save_file
 
@@ -75,31 +78,36 @@ def test_files_are_staged_in_a_hidden_directory_beside_the_target(tmp_path,
     checkpoint.save(net, target, opt)
     assert [p.name for p in written] == ["weights.safetensors", "optimizer.safetensors"]
     staging = written[0].parent
-    assert staging.parent == tmp_path  # beside the target: os.replace stays on one device
-    assert staging.name.startswith(".model.")
-    assert _entries(tmp_path) == ["model"]  # and gone once swapped in
+    assert staging.parent == target  # inside the target: the rename stays on one device
+    assert staging.name.startswith(".staging-")
+    assert not staging.exists()
+    assert only_one_version(target)
+    assert entries(version_folder(target)) == sorted(checkpoint.FILES)
+    assert _entries(tmp_path) == ["model"]
 
 
-def test_replacing_a_checkpoint_moves_the_old_one_aside_beside_it(tmp_path,
-                                                                  monkeypatch) -> None:
+def test_replacing_a_checkpoint_switches_the_pointer_and_removes_the_old_version(
+        tmp_path, monkeypatch) -> None:
     net, opt = _trained()
     target = tmp_path / "model"
     checkpoint.save(net, target, opt)
-    moves: list[tuple[pathlib.Path, pathlib.Path]] = []
+    first = version_folder(target)
+    replaced: list[tuple[str, str]] = []
     real = os.replace
 
     def record(src, dst):
-        moves.append((pathlib.Path(src), pathlib.Path(dst)))
+        replaced.append((pathlib.Path(src).name, pathlib.Path(dst).name))
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", record)
     checkpoint.save(net, target, opt)
     monkeypatch.undo()
-    (old_src, old_dst), (new_src, new_dst) = moves
-    assert old_src == target and new_dst == target
-    assert old_dst.parent.parent == tmp_path and old_dst.parent.name.startswith(".model.old.")
-    assert new_src.parent == tmp_path
-    assert _entries(tmp_path) == ["model"]  # the previous checkpoint is deleted afterwards
+    second = version_folder(target)
+    assert second.name > first.name and not first.exists()
+    # one os.replace, of a temporary pointer onto latest.json: the commit point
+    assert [dst for _, dst in replaced] == ["latest.json"]
+    assert replaced[0][0].startswith(".latest.json.")
+    assert only_one_version(target)
 
 
 def test_optimizer_state_of_a_parameter_name_with_a_slash_round_trips(tmp_path) -> None:
@@ -129,16 +137,16 @@ def _corrupt_tensors(monkeypatch, file_name: str) -> None:
 
 
 def _corrupt_optimizer_json(monkeypatch, edit) -> None:
-    real = pathlib.Path.write_text
+    real = checkpoint.write_file
 
-    def write_text(self, data, *args, **kwargs):
-        if self.name == "optimizer.json":
+    def write_file(file, data):
+        if file.name == "optimizer.json":
             saved = json.loads(data)
             edit(saved)
-            data = json.dumps(saved)
-        return real(self, data, *args, **kwargs)
+            data = json.dumps(saved).encode()
+        return real(file, data)
 
-    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    monkeypatch.setattr(checkpoint, "write_file", write_file)
 
 
 def _edit_lr(saved: dict) -> None:
@@ -171,7 +179,7 @@ def test_a_save_that_does_not_read_back_is_refused(tmp_path, monkeypatch, corrup
     with pytest.raises(CheckpointError, match=match):
         checkpoint.save(net, target, opt)
     monkeypatch.undo()
-    assert _entries(tmp_path) == ["model"]  # no staging directory left behind
+    assert only_one_version(target)  # no staging directory left behind
     kept = checkpoint.read(target).weights
     for name, value in before.items():
         np.testing.assert_array_equal(kept[name], value)
@@ -187,24 +195,57 @@ def _saved(tmp_path, optimizer: bool = False) -> pathlib.Path:
 
 
 def _edit_meta(target: pathlib.Path, edit) -> None:
-    meta = json.loads((target / "network.json").read_text())
-    edit(meta)
-    (target / "network.json").write_text(json.dumps(meta))
+    edit_json(target, "network.json", edit)
 
 
-NOT_OURS = r"network\.json: not a gpuback checkpoint \(format 1 with 'spec' and 'dtype' expected\)$"
+NOT_OURS = r"network\.json: not a gpuback checkpoint \(a 'format', 'spec' and 'dtype' expected\)$"
 
 
 @pytest.mark.parametrize("edit", [
-    lambda m: m.update(format=2),
+    lambda m: m.update(format=0),
+    lambda m: m.update(format="2"),
     lambda m: m.pop("spec"),
     lambda m: m.pop("dtype"),
     lambda m: m.pop("format"),
-], ids=["format", "no-spec", "no-dtype", "no-format"])
+], ids=["format-0", "format-str", "no-spec", "no-dtype", "no-format"])
 def test_read_refuses_a_foreign_network_json(tmp_path, edit) -> None:
     target = _saved(tmp_path)
     _edit_meta(target, edit)
     with pytest.raises(CheckpointError, match=NOT_OURS):
+        checkpoint.read(target)
+
+
+def test_a_newer_format_is_named_as_such(tmp_path) -> None:
+    target = _saved(tmp_path)
+    _edit_meta(target, lambda m: m.update(format=checkpoint.FORMAT + 1))
+    with pytest.raises(CheckpointError, match=r"network\.json: format 3 was written by a newer "
+                                              r"gpuback \(this one reads formats 1 to 2\)"):
+        checkpoint.read(target)
+    pointer = json.loads((target / "latest.json").read_text())
+    (target / "latest.json").write_text(json.dumps({**pointer, "format": 2}))
+    with pytest.raises(CheckpointError, match=r"latest\.json: format 2 was written by a newer "
+                                              r"gpuback"):
+        checkpoint.read(target)
+    net, _ = _trained()
+    with pytest.raises(CheckpointError, match=r"newer gpuback.*; refusing to replace it$"):
+        checkpoint.save(net, target)  # a save would delete a version this one cannot read
+    assert (target / pointer["version"]).is_dir()
+
+
+@pytest.mark.parametrize(("value", "shown"), [("many", "'many'"), (-1, "-1"), (2.5, "2.5"),
+                                              (True, "True")])
+def test_read_names_a_bad_epoch_count(tmp_path, value, shown: str) -> None:
+    target = _saved(tmp_path)
+    _edit_meta(target, lambda m: m.update(epochs_trained=value))
+    with pytest.raises(CheckpointError, match=(rf"network\.json: 'epochs_trained' must be a "
+                                               rf"non-negative integer, got {re.escape(shown)}$")):
+        checkpoint.read(target)
+
+
+def test_a_json_file_that_is_not_an_object_is_named(tmp_path) -> None:
+    target = _saved(tmp_path)
+    rewrite(target, "network.json", b"[1, 2]")
+    with pytest.raises(CheckpointError, match=r"network\.json: expected a JSON object, got list$"):
         checkpoint.read(target)
 
 
@@ -226,10 +267,10 @@ def test_read_names_an_unknown_dtype(tmp_path) -> None:
 
 def test_read_names_weights_that_do_not_match_the_spec(tmp_path) -> None:
     target = _saved(tmp_path)
-    weights = safetensors.numpy.load_file(str(target / "weights.safetensors"))
+    weights = safetensors.numpy.load_file(str(current(target, "weights.safetensors")))
     weights["extra"] = np.zeros(2)
     del weights["y"]
-    safetensors.numpy.save_file(weights, str(target / "weights.safetensors"))
+    rewrite(target, "weights.safetensors", safetensors.numpy.save(weights))
     with pytest.raises(CheckpointError, match=(
             r"weights\.safetensors: parameter names \['a/b', 'a/b->y', 'extra', 'x->a/b'\] "
             r"do not match the spec's \['a/b', 'a/b->y', 'x->a/b', 'y'\]$")):
@@ -244,11 +285,21 @@ def test_a_checkpoint_without_an_epoch_count_has_trained_none(tmp_path) -> None:
     assert checkpoint.read(target).epochs_trained == 3
 
 
+def test_non_finite_saved_weights_are_named(tmp_path) -> None:
+    target = _saved(tmp_path)
+    weights = safetensors.numpy.load_file(str(current(target, "weights.safetensors")))
+    weights["y"][0] = np.nan
+    rewrite(target, "weights.safetensors", safetensors.numpy.save(weights))
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: 'y' holds NaN or infinite "
+                                              r"values$"):
+        checkpoint.read(target)
+
+
 @pytest.mark.parametrize("name", ["network.json", "weights.safetensors",
                                   "optimizer.safetensors"])
 def test_a_missing_file_is_named(tmp_path, name: str) -> None:
     target = _saved(tmp_path, optimizer=True)
-    (target / name).unlink()
+    current(target, name).unlink()
     net = gpuback.Network(SPEC)
     with pytest.raises(CheckpointError, match=rf"{name}: missing from the checkpoint$"):
         checkpoint.read(target)
@@ -258,11 +309,29 @@ def test_a_missing_file_is_named(tmp_path, name: str) -> None:
 @pytest.mark.parametrize("drop", ["config", "steps"])
 def test_optimizer_json_needs_config_and_steps(tmp_path, drop: str) -> None:
     target = _saved(tmp_path, optimizer=True)
-    saved = json.loads((target / "optimizer.json").read_text())
-    del saved[drop]
-    (target / "optimizer.json").write_text(json.dumps(saved))
+    edit_json(target, "optimizer.json", lambda saved: saved.pop(drop))
     with pytest.raises(CheckpointError,
-                       match=r"optimizer\.json: 'config' and 'steps' expected$"):
+                       match=rf"optimizer\.json: the field '{drop}' is missing$"):
+        checkpoint.load_optimizer(target, gpuback.Network(SPEC))
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda s: s.update(steps="x"), r"'steps' must be a non-negative integer, got 'x'$"),
+    (lambda s: s.update(steps=-3), r"'steps' must be a non-negative integer, got -3$"),
+    (lambda s: s.update(config=[1]), r"'config' must be a JSON object, got list$"),
+    (lambda s: s["config"].update(gamma=0.5),
+     r"'config' does not describe an optimiser \(.*gamma"),
+    (lambda s: s["config"].update(type="rmsprop"),
+     r"'config' does not describe an optimiser \(optimizer type: expected one of"),
+    (lambda s: s["config"].update(lr="fast"), r"'config' does not describe an optimiser \("),
+    (lambda s: s["config"].update(betas=3), r"'config' does not describe an optimiser \("),
+    (lambda s: s["config"].update(schedule=[]), r"'config' does not describe an optimiser \("),
+], ids=["steps-str", "steps-negative", "config-list", "unknown-hyperparameter",
+        "unknown-type", "lr-str", "betas-int", "schedule-list"])
+def test_a_malformed_optimizer_json_is_named_with_its_field(tmp_path, edit, match) -> None:
+    target = _saved(tmp_path, optimizer=True)
+    edit_json(target, "optimizer.json", edit)
+    with pytest.raises(CheckpointError, match=r"optimizer\.json: " + match):
         checkpoint.load_optimizer(target, gpuback.Network(SPEC))
 
 
@@ -272,6 +341,6 @@ def test_optimizer_state_that_does_not_fit_the_network_is_named(tmp_path) -> Non
                                                 {**SPEC["groups"][1], "size": 5},
                                                 SPEC["groups"][2]]})
     with pytest.raises(CheckpointError, match=(
-            "^" + re.escape(str(target / "optimizer.safetensors"))
+            "^" + re.escape(str(current(target, "optimizer.safetensors")))
             + r": state\['[^']+'\]\['[mv]'\]: expected shape \(")):
         checkpoint.load_optimizer(target, other)
