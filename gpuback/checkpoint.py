@@ -40,7 +40,14 @@ import numpy as np
 from .checks import FLOAT_DTYPES
 from .plan import compile_plan
 from .spec import validate_spec
-from .versioned_dir import POINTER, StoreError, Version, VersionedDir, write_file
+from .versioned_dir import (
+    POINTER,
+    StoreError,
+    Version,
+    VersionedDir,
+    read_json_object,
+    write_file,
+)
 
 WEIGHTS, NETWORK, OPT_STATE, OPT_CONFIG = ("weights.safetensors", "network.json",
                                            "optimizer.safetensors", "optimizer.json")
@@ -79,12 +86,7 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
     from safetensors.numpy import save_file
 
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target}: exists and is not a directory; a checkpoint is one")
-    if target.is_dir() and not exists(target) and any(
-            not _written_by_save(p.name) for p in target.iterdir()):
-        raise CheckpointError(f"{target}: holds files but no gpuback checkpoint; refusing to "
-                              f"save into it (choose an empty or new directory)")
+    check_target(target)
     params = net.parameters()
     state = None if optimizer is None else optimizer.state_dict()
     store = VersionedDir(target, FILES)
@@ -113,6 +115,20 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
     if replaces_format_1:  # its marker, network.json, last: a crash here is redone next save
         store.remove_files((OPT_STATE, OPT_CONFIG, WEIGHTS, NETWORK))
     return target
+
+
+def check_target(path: str | os.PathLike) -> None:
+    """``CheckpointError`` if ``save`` would refuse ``path``: it is not a directory, or a
+    directory holding files but no checkpoint (what a crashed save left does not count)."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target}: exists and is not a directory; a checkpoint is one")
+    if target.is_dir() and not exists(target):
+        foreign = sorted(p.name for p in target.iterdir() if not VersionedDir.is_own_entry(p.name))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise CheckpointError(f"{target}: holds files but no gpuback checkpoint ({shown}); "
+                                  f"refusing to save into it (choose an empty or new directory)")
 
 
 def read(path: str | os.PathLike) -> Saved:
@@ -291,25 +307,14 @@ def _holds_format_1(folder: Path) -> bool:
         return False
 
 
-def _written_by_save(name: str) -> bool:
-    """Whether a directory entry is one a save (perhaps a crashed one) makes."""
-    return VersionedDir.is_own_entry(name)
-
-
 def _json_bytes(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{file}: missing from the checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    return data
+    """The JSON object in ``file`` (a ``StoreError`` otherwise, which every caller turns
+    into a ``CheckpointError``)."""
+    return read_json_object(file, "missing from the checkpoint")
 
 
 def _load_safetensors(load_file: Any, folder: _Folder, name: str) -> dict[str, np.ndarray]:

@@ -16,7 +16,10 @@ as a fixed train/test :class:`Split`.
 
 Each returns ``(X, y)``: ``X`` float64 of shape (n_samples, n_features) with the values as
 stored (no scaling: divide MNIST pixels by 255 yourself), ``y`` int64 of shape (n_samples,)
-with labels >= 0. ``split(X, y)`` makes a seeded, stratified train/test :class:`Split`.
+with the class indices ``0 .. K-1``, K >= 2, every class present: a network gets one output
+per class, so a stray label (1000000 among 0, 1, 2) would otherwise ask for a million
+outputs, and a single class would train a classifier that cannot be wrong.
+``split(X, y)`` makes a seeded, stratified train/test :class:`Split`.
 
 A file that cannot be read as promised raises :class:`DataError` (a ``ValueError``) whose
 message names the file, what was expected and what was found; a missing file raises
@@ -110,10 +113,14 @@ def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 
     and the order within each part, come from ``numpy.random.default_rng(seed)``, so the
     same inputs and seed give identical arrays. Every sample lands in exactly one part.
     """
-    X, y = _check_arrays(np.asarray(X), np.asarray(y), "the arrays given to split()")
-    if not 0.0 < test_fraction < 1.0:
+    if isinstance(test_fraction, (bool, np.bool_)) or \
+            not isinstance(test_fraction, (int, float, np.integer, np.floating)):
+        raise TypeError(f"split(): test_fraction must be a number between 0 and 1 "
+                        f"(exclusive), got {test_fraction!r} ({type(test_fraction).__name__})")
+    if not 0.0 < test_fraction < 1.0:  # NaN included
         raise DataError(f"split(): test_fraction must be between 0 and 1 (exclusive), "
                         f"got {test_fraction!r}")
+    X, y = _check_arrays(np.asarray(X), np.asarray(y), "the arrays given to split()")
     n = len(y)
     n_test = round(test_fraction * n)
     if not 0 < n_test < n:
@@ -154,7 +161,7 @@ def load_file(path: PathLike, *, header: bool | None = None) -> tuple[np.ndarray
         X, y = _read_npz(path)
     elif name.endswith(".npy"):
         X, y = _read_npy(path)
-    elif name.endswith((".csv", ".csv.gz")):
+    elif name.endswith(_TABLE_SUFFIXES[2:]):
         X, y = _read_csv(path, header)
     elif _IDX_NAME.search(name):
         return _load_idx_by_name(path)
@@ -171,7 +178,21 @@ def _require_file(path: Path) -> None:
         raise DataError(f"{path}: expected a file, found a directory or other non-file")
 
 
+NPZ_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"  # a zip archive; NumPy's .npy header
+
+
+def _require_magic(path: Path, magic: bytes, what: str) -> None:
+    """DataError unless ``path`` starts as a ``what`` file does (before NumPy, which would
+    take any other file for pickled data)."""
+    with open(path, "rb") as f:
+        start = f.read(len(magic))
+    if start != magic:
+        raise DataError(f"{path}: not {what} (it does not start with the {magic!r} that "
+                        f"every such file starts with)")
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _require_magic(path, NPZ_MAGIC, "an .npz archive")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as e:
@@ -205,6 +226,7 @@ def _flatten_samples(X: np.ndarray) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _require_magic(path, NPY_MAGIC, "a .npy array")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -297,6 +319,14 @@ def _diagnose_csv(path: Path, f: io.TextIOBase, skip: int) -> None:
 # --------------------------------------------------------------------------- IDX
 
 _IDX_NAME = re.compile(r"idx\d")
+_TABLE_SUFFIXES = (".npz", ".npy", ".csv", ".csv.gz")
+
+
+def is_idx_images(path: PathLike) -> bool:
+    """Whether ``load_file`` reads ``path`` as MNIST IDX images (pixels 0..255): no .npz,
+    .npy or .csv suffix, and "idx" with 2 or more dimensions in the name (idx3-ubyte)."""
+    name = Path(path).name.lower()
+    return not name.endswith(_TABLE_SUFFIXES) and re.search(r"idx[2-9]", name) is not None
 
 
 def load_idx(images_path: PathLike, labels_path: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -379,7 +409,8 @@ def _load_idx_by_name(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features as finite float64 (n, d >= 1), labels as int64 (n,) integers >= 0."""
+    """Features as finite float64 (n, d >= 1), labels as int64 (n,) class indices 0..K-1,
+    K >= 2, with every class present (``_check_classes``)."""
     if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
         bad, arr = ("features", X) if X.dtype.kind not in "biuf" else ("labels", y)
         raise DataError(f"{where}: expected numeric {bad}, found dtype {arr.dtype}")
@@ -407,4 +438,34 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray,
         i = int(np.argmin(y))
         raise DataError(f"{where}: labels must be class indices >= 0; found {y[i]} at "
                         f"sample {i}")
+    _check_classes(y, where)
     return X, y.astype(np.int64)
+
+
+MISSING_SHOWN = 3  # ranges of missing classes a message names before "and N more"
+
+
+def _check_classes(y: np.ndarray, where: str) -> None:
+    """Integral labels >= 0 that are the class indices 0..K-1, K >= 2, each class present
+    (a network gets K outputs): DataError saying which classes are missing, in a short
+    message however many are (ranges, the first few, then a count)."""
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise DataError(f"{where}: labels must name at least 2 classes (the class indices "
+                        f"0..K-1, K >= 2); found only {int(classes[0])}, in all {y.size} "
+                        f"samples")
+    top = int(classes[-1])
+    if top == classes.size - 1:
+        return
+    # the gaps between consecutive classes present (and before the first one)
+    exact = classes.astype(np.int64) if top < 2 ** 63 else classes  # beyond int64: float
+    edges = np.concatenate([[-1], exact])
+    gaps = np.flatnonzero(np.diff(edges) > 1)
+    ranges = [(int(edges[i]) + 1, int(edges[i + 1]) - 1) for i in gaps[:MISSING_SHOWN]]
+    shown = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges)
+    missing = top + 1 - classes.size
+    listed = sum(b - a + 1 for a, b in ranges)
+    more = f" and {missing - listed} more" if missing > listed else ""
+    raise DataError(f"{where}: labels must be the class indices 0..K-1 with every class "
+                    f"present; got {classes.size} distinct values up to {top} (missing "
+                    f"{shown}{more})")

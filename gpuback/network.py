@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, propagation, training
+from . import checkpoint, memory, propagation, training
 from .backends import get_backend
 from .backends.protocol import Backend
 from .checks import FLOAT_DTYPES, check_inputs, check_parameters, check_targets
 from .flat import FlatLayout
-from .init import initial_parameters
+from .init import weight_chunks
 from .plan import Plan, compile_plan
 from .spec import validate_spec
 from .workspace import Arena, Workspace
@@ -70,8 +70,14 @@ class Network:
                          for b in self._plan.blocks if b.index is not None}
         # one flat buffer each for parameters and gradients; the dicts hold views (gpuback.flat)
         self._layout = FlatLayout.of(self._shapes)
-        initial = self._layout.pack(initial_parameters(self._plan, int(seed)), self._dtype)
-        self._flat_params = self._ops.from_host(initial, self._dtype)
+        # refused in a line before anything is allocated when it cannot fit (gpuback.memory)
+        memory.check_network(self._ops, self._plan, self._layout, self._dtype)
+        self._flat_params = self._ops.zeros((self._layout.size,), self._dtype)
+        # the initial weights, chunk by chunk cast into the buffer: no float64 copy of the
+        # whole network (gpuback.init); biases and padding stay zero
+        for name, start, values in weight_chunks(self._plan, int(seed)):
+            at = self._layout.offsets[name] + start
+            self._ops.copy_into(self._flat_params[at:at + values.size], values)
         self._flat_grads = self._ops.zeros((self._layout.size,), self._dtype)
         self._params = self._layout.views(self._flat_params)
         self._grads = self._layout.views(self._flat_grads)
@@ -106,7 +112,7 @@ class Network:
 
     def set_parameters(self, params: Mapping[str, Any]) -> None:
         """Replace some or all parameters; names, shapes and values are checked first."""
-        checked = check_parameters(self._ops, params, self._shapes)
+        checked = check_parameters(self._ops, params, self._shapes, self._dtype)
         for key, value in checked.items():
             self._ops.copy_into(self._params[key], value)
 
@@ -219,7 +225,16 @@ class Network:
         History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
         ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``: one
         entry per epoch run (early stopping included).
-        Raises ``gpuback.TrainingDivergedError`` on a NaN or infinite loss or gradient.
+        Raises ``gpuback.TrainingDivergedError`` when training diverges: a step whose loss
+        or gradient is NaN or infinite (its update is skipped), or an epoch whose mean
+        training loss is NaN, infinite or more than ``gpuback.training.DIVERGENCE_FACTOR``
+        (10) times this call's reference: for the first epoch of an untrained network, the
+        loss of its first batch, before any update; for later epochs, the first epoch's
+        mean loss of this call. The error's ``epoch`` (counted as ``epochs_trained``
+        counts), ``step``, ``loss`` and ``reference`` say which. The diverged epoch is
+        neither counted nor checkpointed, so ``checkpoint`` holds the last good epoch.
+        Raises ``gpuback.memory.InsufficientMemoryError`` before the first step when the
+        optimiser's state and the workspace cannot fit in the backend's free memory.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
                             seed, early_stopping, checkpoint, progress)
@@ -305,14 +320,21 @@ class Network:
         propagation.backward(self._ops, self._plan, self._params, self._indices, ws, targets,
                              self._grads)
 
+    @property
+    def reserved_batch(self) -> int:
+        """The largest batch the buffers reserved so far hold (0 before the first pass):
+        a larger one allocates (``reserve``)."""
+        return self._arena.capacity
+
     def _load_inputs(self, X: Any) -> Workspace:
-        X = check_inputs(self._ops, X, self._plan.n_in)
+        X = check_inputs(self._ops, X, self._plan.n_in, self._dtype)
         ws = self.workspace(X.shape[0])
         self._ops.copy_into(ws.z[self._plan.input], X.T)
         return ws
 
     def _load_targets(self, T: Any, ws: Workspace) -> Any:
-        T = check_targets(self._ops, T, self._plan.loss, self._plan.n_out, ws.batch)
+        T = check_targets(self._ops, T, self._plan.loss, self._plan.n_out, ws.batch,
+                          self._dtype)
         if T.ndim == 1:
             self._ops.copy_into(ws.labels, T)
             return ws.labels

@@ -114,6 +114,17 @@ class Optimizer:
     def _hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "weight_decay": self.weight_decay}
 
+    def state_buffers(self) -> int:
+        """How many flat buffers of state, each the size of the parameters, the optimiser
+        keeps (allocated by its first step): SGD 1 (velocity, with or without momentum),
+        Adam and AdamW 2 (m and v). For memory estimates (``gpuback.memory``)."""
+        return len(self.state_names)
+
+    def bound_to(self, net: Any) -> bool:
+        """Whether the optimiser's state belongs to ``net`` already (allocated by a step or
+        ``load_state_dict`` on it), so that a further step allocates nothing."""
+        return self._network is not None and self._network() is net
+
     def current_lr(self) -> float:
         """The learning rate the next ``step`` will use."""
         return self.lr * float(self.schedule(self.steps))

@@ -11,7 +11,9 @@ back inside an epoch: the accumulators and the flag are read at its end (and eve
 ``LOG_EVERY`` steps when a progress bar is shown). A run whose loss or gradients
 went non-finite stops there with ``TrainingDivergedError``, naming the epoch and the
 first bad step; the parameters keep the values of the last good step (the failing
-update was skipped) and the last good checkpoint stays on disk.
+update was skipped) and the last good checkpoint stays on disk. A run whose loss explodes
+while staying finite (an epoch's mean training loss more than ``DIVERGENCE_FACTOR`` times
+the run's reference, see ``fit``) stops the same way, before that epoch's checkpoint.
 
 Data sets larger than the backend's memory budget (``ops.memory_budget()``: half of
 the free device memory on a GPU) stay on the host and are streamed batch by batch
@@ -21,22 +23,40 @@ while the device computes.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import memory
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
 LOG_EVERY = 50  # steps between progress-bar updates (each reads the running loss back)
 STATUS_WHAT = {1: "loss", 2: "a gradient"}  # the codes of the status flag (kernels/scalar.py)
+# An epoch whose mean training loss is more than this many times the run's reference loss
+# (see ``fit``) has diverged.
+DIVERGENCE_FACTOR = 10
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss or a gradient became NaN or infinite."""
+    """Training diverged: the loss or a gradient became NaN or infinite, or an epoch's mean
+    training loss exceeded ``DIVERGENCE_FACTOR`` times the run's reference (see ``fit``).
+
+    ``epoch``: the epoch that diverged, counted as ``Network.epochs_trained`` counts (the
+    network holds ``epoch - 1`` trained epochs, all of them checkpointed). ``step``: the
+    first non-finite step within it, or None. ``loss``: the epoch's mean training loss, or
+    None when a step went non-finite. ``reference``: the loss it was compared with, or None.
+    """
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None,
+                 loss: float | None = None, reference: float | None = None) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.loss, self.reference = epoch, step, loss, reference
 
 
 def accuracy_from_count(loss: str, correct: float, samples: int, n_out: int) -> float | None:
@@ -138,13 +158,15 @@ class StreamedDataset:
         return ws, targets
 
 
-def dataset(net: Any, X: Any, T: Any | None, batch: int) -> Dataset | StreamedDataset:
-    """The data validated, then on the backend (a ``Dataset``) when it fits the backend's
-    memory budget, else a ``StreamedDataset``."""
+def dataset(net: Any, X: Any, T: Any | None, batch: int,
+            names: tuple[str, str] = ("X", "T")) -> Dataset | StreamedDataset:
+    """The data validated (in the network's dtype; ``names``: what messages call X and T),
+    then on the backend (a ``Dataset``) when it fits the backend's memory budget, else a
+    ``StreamedDataset``."""
     ops, plan = net.ops, net.plan
-    X = check_inputs(ops, X, plan.n_in)
+    X = check_inputs(ops, X, plan.n_in, net.dtype, names[0])
     if T is not None:
-        T = check_targets(ops, T, plan.loss, plan.n_out, X.shape[0])
+        T = check_targets(ops, T, plan.loss, plan.n_out, X.shape[0], net.dtype, names[1])
     itemsize = np.dtype(net.dtype).itemsize
     size = X.size * itemsize + (0 if T is None else T.size * (8 if T.ndim == 1 else itemsize))
     if size <= ops.memory_budget():
@@ -225,13 +247,83 @@ def evaluate(net: Any, X: Any, T: Any, batch_size: int = 1024) -> dict[str, floa
 def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         optimizer: Optimizer | None = None, validation: tuple[Any, Any] | None = None,
         shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
-        checkpoint: str | None = None, progress: bool = True) -> dict[str, list[float]]:
-    """Train ``net`` in place; return the per-epoch history (see ``Network.fit``)."""
-    check_int("epochs", epochs, 1)
+        checkpoint: str | None = None, progress: bool = True,
+        on_epoch_end: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+    """Train ``net`` in place; return the per-epoch history (see ``Network.fit``).
+
+    Divergence raises ``TrainingDivergedError`` in two ways. A step whose loss or gradient
+    is NaN or infinite: its update is skipped, the parameters are those before it. An
+    epoch whose mean training loss is NaN or infinite, or more than ``DIVERGENCE_FACTOR``
+    (10) times the run's reference: for the first epoch of an untrained network
+    (``epochs_trained`` 0), the mean loss of its first batch, taken before any update (one
+    read back); for every later epoch of this call, its first epoch's mean loss; the
+    parameters are then those after that epoch. Either way the epoch is not
+    counted in ``net.epochs_trained`` and its checkpoint is not written: the checkpoint on
+    disk holds the last good epoch. ``on_epoch_end``: called with ``net.epochs_trained``
+    after every epoch, once its checkpoint (if any) is written.
+    """
+    _check_fit_arguments(epochs, optimizer, validation, early_stopping)
     batch_size = check_int("batch_size", batch_size, 1)
-    if optimizer is None:
-        optimizer = Adam()
-    if not isinstance(optimizer, Optimizer):
+    optimizer = Adam() if optimizer is None else optimizer
+    data = dataset(net, X, T, batch_size)
+    val_batch = max(batch_size, 256)
+    val = None if validation is None else dataset(net, *validation, val_batch,
+                                                  names=("X_val", "T_val"))
+    largest = max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n))
+    # refused in a line if the run cannot fit (gpuback.memory); then every buffer of the
+    # run, allocated before the first step
+    memory.check_training(net, largest, optimizer)
+    net.reserve(largest)
+    metrics = Metrics(net.ops)
+    val_metrics = None if val is None else Metrics(net.ops)
+    history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
+    if val is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0)
+    best, waited = np.inf, 0
+    best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
+    bar = _progress(epochs * -(-data.n // batch_size), progress)
+    try:
+        for _ in range(epochs):
+            start_time = time.perf_counter()
+            rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
+            loss_sum, correct = _train_epoch(net, data, batch_size, optimizer, metrics, rng,
+                                             bar, watch)
+            watch.check(net.epochs_trained + 1, loss_sum / data.n, metrics)
+            net.epochs_trained += 1
+            _record(history, net, data.n, loss_sum, correct, time.perf_counter() - start_time)
+            val_loss = np.inf
+            if val is not None and val_metrics is not None:
+                val_loss, val_accuracy = _evaluate_data(net, val, val_batch, val_metrics)
+                history["val_loss"].append(val_loss)
+                history["val_accuracy"].append(val_accuracy)
+            if early_stopping is not None:  # (validation is required with it)
+                if best_epoch is None or val_loss < best:
+                    best, waited = val_loss, 0
+                    best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict())
+                else:
+                    waited += 1
+                if waited >= early_stopping:
+                    # back to the best epoch, whole: weights, epoch count and optimiser
+                    # state, and the checkpoint rewritten from them, so disk and memory agree
+                    assert best_epoch is not None  # set by the first epoch
+                    params, net.epochs_trained, state = best_epoch
+                    net.set_parameters(params)
+                    optimizer.load_state_dict(state, net)
+                    _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
+                    break
+            _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _check_fit_arguments(epochs: int, optimizer: Any, validation: Any,
+                         early_stopping: Any) -> None:
+    """The arguments of ``fit`` other than the data, checked before anything runs."""
+    check_int("epochs", epochs, 1)
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer: expected a gpuback.optim optimiser, got {optimizer!r}")
     if early_stopping is not None and (isinstance(early_stopping, bool) or
                                        not isinstance(early_stopping, int) or early_stopping < 1):
@@ -242,80 +334,94 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     if validation is not None and (not isinstance(validation, (tuple, list))
                                    or len(validation) != 2):
         raise TypeError("validation: expected a pair (X_val, T_val)")
-    data = dataset(net, X, T, batch_size)
-    val_batch = max(batch_size, 256)
-    val = None if validation is None else dataset(net, *validation, val_batch)
-    ops, plan = net.ops, net.plan
-    # every buffer of the run, allocated before the first step
-    net.reserve(max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n)))
-    train_metrics = Metrics(ops)
-    val_metrics = None if val is None else Metrics(ops)
 
-    history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
-    if validation is not None:
-        history.update(val_loss=[], val_accuracy=[])
-    best, waited = np.inf, 0
-    best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
-    steps_per_epoch = -(-data.n // batch_size)
-    bar = _progress(epochs * steps_per_epoch, progress)
-    for epoch in range(1, epochs + 1):
-        start_time = time.perf_counter()
-        # one generator per (seed, epoch number): a resumed run shuffles as an unbroken one
-        rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
-        data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
-        train_metrics.reset()
-        for step, start in enumerate(range(0, data.n, batch_size), start=1):
-            ws, targets = data.load(start, min(batch_size, data.n - start))
-            net.run_forward(ws)
-            net.run_backward(ws, targets)
-            ops.accumulate_metrics(ws.losses, ws.correct, train_metrics.totals,
-                                   train_metrics.status, step)
-            ops.check_finite(net.flat_gradients, train_metrics.status, step)
-            optimizer.step(net, train_metrics.status)
-            if bar is not None:
-                bar.update(1)
-                if step % LOG_EVERY == 0 or step == steps_per_epoch:
-                    seen = min(step * batch_size, data.n)
-                    bar.set_postfix(epoch=epoch, loss=f"{train_metrics.read()[0] / seen:.4f}")
-        loss_sum, correct = train_metrics.read()
-        bad = train_metrics.first_bad_step()
+
+class _DivergenceWatch:
+    """The references of the divergence rule (see ``fit``): the mean loss of the run's
+    first batch, before any update, and the mean training loss of its first epoch."""
+
+    def __init__(self, optimizer: Optimizer, untrained: bool) -> None:
+        self.optimizer = optimizer
+        # only an untrained network's first batch is a reference: a trained one's batches
+        # can differ tenfold in loss without anything going wrong
+        self.wants_first_batch = untrained
+        self.first_batch: float | None = None
+        self.first_epoch: float | None = None
+
+    def check(self, epoch: int, loss: float, metrics: Metrics) -> None:
+        """Raise ``TrainingDivergedError`` if epoch ``epoch``, whose mean training loss is
+        ``loss``, diverged; else remember its loss when it is the run's first."""
+        lr = f"lower the learning rate ({self.optimizer.current_lr():g})"
+        bad = metrics.first_bad_step()
         if bad is not None:
             step, what = bad
             raise TrainingDivergedError(
                 f"training diverged: {what} is NaN or infinite at epoch {epoch}, step "
-                f"{step}; the parameters are those before that step; lower the learning rate "
-                f"({optimizer.current_lr():g})")
-        seconds = time.perf_counter() - start_time
-        net.epochs_trained += 1
-        history["loss"].append(loss_sum / data.n)
-        history["accuracy"].append(accuracy_from_count(plan.loss, correct, data.n, plan.n_out))
-        history["samples_per_second"].append(data.n / seconds)
-        val_loss = np.inf
-        if val is not None and val_metrics is not None:
-            val_loss, val_accuracy = _evaluate_data(net, val, val_batch, val_metrics)
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(val_accuracy)
-        if early_stopping is not None:  # (validation is required with it)
-            if best_epoch is None or val_loss < best:
-                best, waited = val_loss, 0
-                best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict())
-            else:
-                waited += 1
-            if waited >= early_stopping:
-                # back to the best epoch, whole: weights, epoch count and optimiser state,
-                # and the checkpoint rewritten from them, so disk and memory agree
-                assert best_epoch is not None  # set by the first epoch
-                params, net.epochs_trained, state = best_epoch
-                net.set_parameters(params)
-                optimizer.load_state_dict(state, net)
-                if checkpoint is not None:
-                    net.save(checkpoint, optimizer)
-                break
-        if checkpoint is not None:
-            net.save(checkpoint, optimizer)
-    if bar is not None:
-        bar.close()
-    return history
+                f"{step}; the parameters are those before that step; {lr}", epoch, step)
+        if self.first_epoch is None:
+            reference, against = self.first_batch, "the loss of its first batch"
+        else:
+            reference, against = self.first_epoch, "the first epoch's"
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training diverged: the mean training loss of epoch {epoch} is {loss}; the "
+                f"epoch was not saved; {lr}", epoch, None, loss, reference)
+        if reference is not None and math.isfinite(reference) and \
+                loss > DIVERGENCE_FACTOR * reference:
+            raise TrainingDivergedError(
+                f"training diverged: the mean training loss of epoch {epoch}, {loss:.4g}, is "
+                f"more than {DIVERGENCE_FACTOR}x {against} in this run ({reference:.4g}); "
+                f"the epoch was not saved; {lr}", epoch, None, loss, reference)
+        if self.first_epoch is None:
+            self.first_epoch = loss
+
+
+def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
+                 optimizer: Optimizer, metrics: Metrics, rng: np.random.Generator | None,
+                 bar: Any, watch: _DivergenceWatch) -> tuple[float, float]:
+    """One pass of mini-batch steps over ``data``, in the order ``rng`` shuffles (one
+    generator per (seed, epoch number): a resumed run shuffles as an unbroken one); the
+    epoch's loss sum and correct count. The first step of a run also reads its loss back
+    (``watch.first_batch``)."""
+    ops = net.ops
+    data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
+    metrics.reset()
+    steps = -(-data.n // batch_size)
+    for step, start in enumerate(range(0, data.n, batch_size), start=1):
+        ws, targets = data.load(start, min(batch_size, data.n - start))
+        net.run_forward(ws)
+        net.run_backward(ws, targets)
+        ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+        ops.check_finite(net.flat_gradients, metrics.status, step)
+        if watch.wants_first_batch:  # an untrained network's first step, before its update
+            watch.first_batch = metrics.read()[0] / ws.batch
+            watch.wants_first_batch = False
+        optimizer.step(net, metrics.status)
+        if bar is not None:
+            bar.update(1)
+            if step % LOG_EVERY == 0 or step == steps:
+                seen = min(step * batch_size, data.n)
+                bar.set_postfix(epoch=net.epochs_trained + 1,
+                                loss=f"{metrics.read()[0] / seen:.4f}")
+    return metrics.read()
+
+
+def _record(history: dict[str, list], net: Any, n: int, loss_sum: float, correct: float,
+            seconds: float) -> None:
+    """An epoch's training loss, accuracy and speed into ``history``."""
+    plan = net.plan
+    history["loss"].append(loss_sum / n)
+    history["accuracy"].append(accuracy_from_count(plan.loss, correct, n, plan.n_out))
+    history["samples_per_second"].append(n / seconds)
+
+
+def _end_of_epoch(net: Any, optimizer: Optimizer, checkpoint: str | None,
+                  on_epoch_end: Callable[[int], None] | None) -> None:
+    """The epoch's checkpoint (with the optimiser), then the user's callback."""
+    if checkpoint is not None:
+        net.save(checkpoint, optimizer)
+    if on_epoch_end is not None:
+        on_epoch_end(net.epochs_trained)
 
 
 def _progress(total: int, wanted: bool) -> Any:

@@ -115,14 +115,7 @@ class VersionedDir:
 
     def _current(self) -> Version:
         pointer = self.path / POINTER
-        try:
-            data = json.loads(pointer.read_text())
-        except FileNotFoundError:
-            raise StoreError(f"{pointer}: missing; no checkpoint was completed there") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{pointer}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise StoreError(f"{pointer}: expected a JSON object, got {type(data).__name__}")
+        data = read_json_object(pointer, "missing; no checkpoint was completed there")
         fmt = data.get("format")
         if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
             raise StoreError(f"{pointer}: 'format' must be a positive integer, got {fmt!r}")
@@ -263,6 +256,20 @@ class VersionedDir:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+
+def read_json_object(file: Path, missing: str) -> dict[str, Any]:
+    """The JSON object in ``file``; ``StoreError`` naming the file if it is missing (the
+    message ``missing``), not JSON, or not an object."""
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{file}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def write_file(file: Path, data: bytes) -> None:

@@ -56,20 +56,13 @@ class Arena:
         self._floats: Any = None
         self._labels: Any = None
         self._workspaces: dict[int, Workspace] = {}
-        # (kind, group) -> rows, in a fixed order; kind None: targets, losses, correct
-        rows: list[tuple[tuple[str, str | None], int]] = [
-            (("z", g), plan.groups[g].size) for g in plan.order]
-        rows += [((kind, g), plan.groups[g].size) for kind in ("a", "delta")
-                 for g in plan.computed]
-        rows += [(("targets", None), plan.n_out), (("losses", None), 1),
-                 (("correct", None), 1)]
-        self._rows = dict(rows)
+        self._rows = _rows(plan)
 
     def reserve(self, batch: int) -> None:
         """Make room for batches of up to ``batch`` samples (allocates only to grow)."""
         if batch <= self.capacity:
             return
-        total = sum(_aligned(r * batch) for r in self._rows.values())
+        total = _float_count(self._rows, batch)
         self._floats = self._ops.zeros((total,), self._dtype)
         self._labels = self._ops.zeros((batch,), np.int64)
         self.capacity = batch
@@ -96,6 +89,30 @@ class Arena:
             self._workspaces.pop(next(iter(self._workspaces)))
         self._workspaces[batch] = ws
         return ws
+
+
+def workspace_bytes(plan: Plan, dtype: Any, batch: int) -> int:
+    """Bytes ``Arena.reserve(batch)`` allocates for ``plan`` in ``dtype``, computed from the
+    plan alone (nothing is allocated): its float buffer and its int64 labels."""
+    return _float_count(_rows(plan), batch) * np.dtype(dtype).itemsize + \
+        batch * np.dtype(np.int64).itemsize
+
+
+def _rows(plan: Plan) -> dict[tuple[str, str | None], int]:
+    """(kind, group) -> rows of the arena's float buffer, in a fixed order; kind None:
+    targets, losses, correct."""
+    rows: list[tuple[tuple[str, str | None], int]] = [
+        (("z", g), plan.groups[g].size) for g in plan.order]
+    rows += [((kind, g), plan.groups[g].size) for kind in ("a", "delta")
+             for g in plan.computed]
+    rows += [(("targets", None), plan.n_out), (("losses", None), 1),
+             (("correct", None), 1)]
+    return dict(rows)
+
+
+def _float_count(rows: dict[tuple[str, str | None], int], batch: int) -> int:
+    """Elements of the float buffer for batches of ``batch``: each region aligned."""
+    return sum(_aligned(r * batch) for r in rows.values())
 
 
 def _aligned(n: int) -> int:

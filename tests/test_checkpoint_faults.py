@@ -507,8 +507,8 @@ def test_a_directory_with_other_files_and_no_checkpoint_is_refused(tmp_path) -> 
     folder = tmp_path / "home"
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
-    with pytest.raises(CheckpointError, match=r"holds files but no gpuback checkpoint; "
-                                              r"refusing to save into it"):
+    with pytest.raises(CheckpointError, match=r"holds files but no gpuback checkpoint "
+                                              r"\(thesis\.tex\); refusing to save into it"):
         checkpoint.save(OLD[0], folder)
     assert entries(folder) == ["thesis.tex"]
     file = tmp_path / "file"

@@ -100,8 +100,8 @@ def test_loss_and_grads_steady_state_costs(mode: str, inputs: str) -> None:
     calls = 3
     with profile.counters() as validation:  # device inputs are checked on the device
         for _ in range(calls):
-            check_inputs(net.ops, X, net.plan.n_in)
-            check_targets(net.ops, T, net.plan.loss, net.plan.n_out, 4)
+            check_inputs(net.ops, X, net.plan.n_in, net.dtype)
+            check_targets(net.ops, T, net.plan.loss, net.plan.n_out, 4, net.dtype)
     with profile.counters() as counts:
         for _ in range(calls):
             net.loss_and_grads(X, T, as_device=True)

@@ -160,7 +160,7 @@ def _write_mnist(tmp_path: Path, images: np.ndarray, labels: np.ndarray, gz: boo
 def test_idx_round_trip(tmp_path: Path, gz: bool) -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(7, 4, 3))
-    labels = rng.integers(0, 10, size=7)
+    labels = rng.permutation(7)  # classes 0..6, each present (datasets._check_classes)
     img, lab = _write_mnist(tmp_path, images, labels, gz)
     _check(load_idx(img, lab), images.reshape(7, 12), labels)
     _check(load_file(img), images.reshape(7, 12), labels)  # finds the labels file by name
@@ -169,9 +169,9 @@ def test_idx_round_trip(tmp_path: Path, gz: bool) -> None:
 def test_idx_other_element_types_and_mixed_compression(tmp_path: Path) -> None:
     images = np.array([[[-2, 300]], [[5, 7]]])
     (tmp_path / "a.idx3").write_bytes(gzip.compress(_idx(images, 0x0B)))
-    (tmp_path / "b.idx1").write_bytes(_idx(np.array([3.0, 1.0]), 0x0D))
+    (tmp_path / "b.idx1").write_bytes(_idx(np.array([1.0, 0.0]), 0x0D))
     _check(load_idx(tmp_path / "a.idx3", tmp_path / "b.idx1"), images.reshape(2, 2),
-           np.array([3, 1]))
+           np.array([1, 0]))
 
 
 # ---------------------------------------------------------------------------- errors
@@ -209,7 +209,9 @@ def test_npz_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "y2d.npz", X=np.zeros((3, 2)), y=np.zeros((3, 1)))
     _raises(tmp_path / "y2d.npz", "'y'", "1-D", "(3, 1)")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    _raises(tmp_path / "junk.npz", "not a readable .npz")
+    _raises(tmp_path / "junk.npz", "not an .npz archive", "b'PK\\x03\\x04'")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 and then nothing a zip holds")
+    _raises(tmp_path / "broken.npz", "not a readable .npz")
     np.savez(tmp_path / "text.npz", X=np.array([["a", "b"]]), y=np.array([1]))
     _raises(tmp_path / "text.npz", "numeric features", "<U1")
 
@@ -223,6 +225,16 @@ def test_npy_errors(tmp_path: Path) -> None:
     _raises(tmp_path / "narrow.npy", "at least 2 columns")
     np.save(tmp_path / "obj.npy", np.array([{}, 1], dtype=object), allow_pickle=True)
     _raises(tmp_path / "obj.npy", "not a readable .npy")
+    (tmp_path / "junk.npy").write_bytes(bytes(range(256)))
+    _raises(tmp_path / "junk.npy", "not a .npy array", "NUMPY")
+
+
+@pytest.mark.parametrize("name", ["junk.npz", "junk.npy"])
+def test_a_garbage_file_is_not_called_pickled_data(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(DataError) as info:
+        load_file(tmp_path / name)
+    assert "pickle" not in str(info.value)
 
 
 def test_csv_ragged_rows(tmp_path: Path) -> None:

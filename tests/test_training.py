@@ -10,7 +10,7 @@ import pytest
 from tolerances import TOLERANCES
 
 import gpuback
-from gpuback import checkpoint, optim
+from gpuback import checkpoint, optim, training
 
 EXACT = TOLERANCES["float64"]["invariance"]  # one computation reached two ways
 
@@ -85,14 +85,14 @@ def test_same_seed_same_weights_bitwise(backend: str, simulated: bool, kind: str
     assert any(not np.array_equal(runs[0][k], other[k]) for k in runs[0])
 
 
-# samples and learning rate of a run that diverges: on 240 samples within the first epoch,
-# on a simulated backend a faster blow-up on 16 samples, in the second epoch
-DIVERGE = {False: (240, 1e6), True: (16, 1e100)}
+# samples, learning rate and batch size of a run whose loss or gradients go NaN or infinite
+# within the first epoch (on 240 samples; on a simulated backend a faster blow-up on 16)
+DIVERGE = {False: (240, 1e6, 8), True: (16, 1e100, 4)}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way
 def test_divergence_stops_with_epoch_and_step(backend: str, simulated: bool) -> None:
-    n, lr = DIVERGE[simulated]
+    n, lr, batch = DIVERGE[simulated]
     X, y = _problem(n)
     X = X * 1e3
 
@@ -101,7 +101,8 @@ def test_divergence_stops_with_epoch_and_step(backend: str, simulated: bool) -> 
                               seed=0)
         with pytest.raises(gpuback.TrainingDivergedError,
                            match=r"NaN or infinite at epoch \d+, step \d+") as info:
-            net.fit(X, y, epochs=50, batch_size=8, optimizer=optim.SGD(lr=lr), progress=False)
+            net.fit(X, y, epochs=50, batch_size=batch, optimizer=optim.SGD(lr=lr),
+                    progress=False)
         where = re.search(r"epoch (\d+), step (\d+)", str(info.value))
         assert where is not None
         return net, (int(where[1]), int(where[2]))
@@ -110,6 +111,70 @@ def test_divergence_stops_with_epoch_and_step(backend: str, simulated: bool) -> 
     assert where == diverge("numpy")[1]  # the same epoch and step as the reference
     # the update of the bad step was skipped: the parameters are those of the last good one
     assert all(np.isfinite(v).all() for v in net.parameters().values())
+
+
+def test_a_loss_exploding_in_the_first_epoch_is_measured_against_its_first_batch(
+        backend: str, simulated: bool, tmp_path) -> None:
+    # Adam at lr 1e6: the loss explodes at once but stays finite (tanh saturates), so no
+    # step is NaN; the first epoch's mean is compared with the first batch's loss
+    n, batch = (32, 16) if simulated else (240, 16)
+    X, y = _problem(n)
+    path = tmp_path / "ckpt"
+    net = _net(hidden=HIDDEN[simulated], backend=backend)
+    with pytest.raises(gpuback.TrainingDivergedError, match=r"epoch 1.* more than 10x") as info:
+        net.fit(X, y, epochs=3, batch_size=batch, optimizer=optim.Adam(lr=1e6), seed=5,
+                checkpoint=str(path), progress=False)
+    error = info.value
+    # the reference, from another path: the loss of the run's first batch before any update
+    first = np.random.default_rng([5, 0]).permutation(n)[:batch]
+    fresh = _net(hidden=HIDDEN[simulated], backend=backend)
+    assert error.reference == pytest.approx(fresh.loss_and_grads(X[first], y[first])[0],
+                                            rel=EXACT)
+    assert (error.epoch, error.step) == (1, None)
+    assert error.loss > training.DIVERGENCE_FACTOR * error.reference
+    assert net.epochs_trained == 0 and not path.exists()  # the epoch was not saved
+
+
+def test_an_exploding_loss_stops_before_its_epochs_checkpoint(backend: str, simulated: bool,
+                                                              tmp_path) -> None:
+    # SGD whose learning rate is multiplied by 1e4 after two epochs: epoch 3's mean loss is
+    # finite but more than 10x the first epoch's
+    n, batch = (32, 16) if simulated else (240, 16)
+    X, y = _problem(n)
+    path = tmp_path / "ckpt"
+
+    def run(epochs: int, **kwargs) -> tuple[gpuback.Network, dict]:
+        schedule = optim.StepDecay(step_size=2 * -(-n // batch), gamma=1e4)
+        net = _net(hidden=HIDDEN[simulated], backend=backend)
+        history = net.fit(X, y, epochs=epochs, batch_size=batch, progress=False,
+                          optimizer=optim.SGD(lr=0.05, schedule=schedule), **kwargs)
+        return net, history
+
+    with pytest.raises(gpuback.TrainingDivergedError, match=r"epoch 3.* first epoch") as info:
+        run(10, checkpoint=str(path))
+    error = info.value
+    good, history = run(2)  # the same run, stopped before the bad epoch
+    assert error.epoch == 3 and error.step is None
+    assert error.reference == pytest.approx(history["loss"][0], rel=EXACT)
+    assert error.loss > training.DIVERGENCE_FACTOR * error.reference
+    assert history["loss"][1] <= training.DIVERGENCE_FACTOR * history["loss"][0]  # epoch 2 ok
+    saved = gpuback.Network.load(path, backend=backend)  # the last good epoch, untouched
+    assert saved.epochs_trained == 2
+    for k, v in good.parameters().items():
+        np.testing.assert_array_equal(saved.parameters()[k], v, err_msg=k)
+
+
+def test_on_epoch_end_follows_each_checkpoint(backend: str, tmp_path) -> None:
+    X, y = _problem(n=20)
+    net = _net(backend=backend)
+    seen: list[tuple[int, int]] = []
+
+    def after(epochs_trained: int) -> None:
+        seen.append((epochs_trained, gpuback.Network.load(tmp_path / "c").epochs_trained))
+
+    training.fit(net, X, y, epochs=3, batch_size=8, checkpoint=str(tmp_path / "c"),
+                 progress=False, on_epoch_end=after)
+    assert seen == [(1, 1), (2, 2), (3, 3)]
 
 
 def _early_stopping_run(backend: str, simulated: bool, **kwargs):

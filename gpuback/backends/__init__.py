@@ -22,7 +22,7 @@ OP_SET = (
     "is_device_array", "as_array", "array_namespace",
     # buffers, and mini-batches gathered from data that lives on the backend
     "zeros", "from_host", "asarray", "to_host", "copy_into", "fill_zero", "prepare_index",
-    "memory_budget", "take_batch",
+    "memory_budget", "free_memory", "take_batch",
     # staging for data sets streamed from the host
     "pinned_empty", "record_event", "wait_for",
     # forward (5.48, 5.49)

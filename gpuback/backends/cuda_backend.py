@@ -37,6 +37,7 @@ from .cuda_device import (  # noqa: F401
     array_namespace,
     as_array,
     describe,
+    free_memory,
     is_device_array,
     pinned_empty,
     record_event,

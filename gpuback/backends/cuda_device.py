@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import profile
+from . import host_memory
 from .status import BackendStatus
 
 INSTALL_HINT = ("install the CUDA extra that matches your driver, pip install 'gpuback[cuda12]' "
@@ -208,6 +209,23 @@ def memory_budget() -> float:
         return float("inf")
     free, _ = xp().cuda.runtime.memGetInfo()
     return free / 2
+
+
+def free_memory() -> int:
+    """Bytes the cuda backend can still allocate: on a GPU the device's free memory
+    (``cudaMemGetInfo``) plus what CuPy's memory pool holds unused, capped by the pool's
+    limit if one is set; under the simulator, whose device arrays are host memory, the
+    host's (``host_memory.free_bytes``)."""
+    if status().simulated:
+        return host_memory.free_bytes()
+    cupy = xp()
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    pool = cupy.get_default_memory_pool()
+    free += pool.free_bytes()
+    limit = pool.get_limit()
+    if limit:
+        free = min(free, limit - pool.used_bytes())
+    return int(max(0, free))
 
 
 def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

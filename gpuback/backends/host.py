@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import host_memory
 from .cuda_device import array_namespace, as_array, is_device_array  # noqa: F401 (op set)
 
 device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
@@ -22,6 +23,12 @@ def allocation_hook() -> None:
     """A context that counts device allocations for ``gpuback.profile``: none, a host
     backend allocates no device memory."""
     return None
+
+
+def free_memory() -> int:
+    """Bytes of host memory this process can still allocate (``host_memory.free_bytes``:
+    MemAvailable, the memory cgroups and RLIMIT_AS, whichever is smallest)."""
+    return host_memory.free_bytes()
 
 
 def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

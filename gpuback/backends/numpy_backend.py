@@ -40,6 +40,7 @@ from .host import (  # noqa: F401  (op set: the same for every host backend)
     array_namespace,
     as_array,
     device,
+    free_memory,
     is_device_array,
     pinned_empty,
     record_event,

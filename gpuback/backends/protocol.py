@@ -94,6 +94,12 @@ class Backend(Protocol):
     def memory_budget(self) -> float:
         """Bytes a data set may take on the backend before training streams it instead."""
 
+    def free_memory(self) -> int:
+        """Bytes the backend can still allocate where its arrays live: host memory for the
+        host backends and under the Numba simulator (``host_memory.free_bytes``), the GPU's
+        free memory (plus what CuPy's pool holds unused) on a device. ``gpuback.memory``
+        compares a network's and a training run's needs with it before allocating."""
+
     def take_batch(self, source: Array, order: Array, start: int, out: Array) -> None:
         """One mini-batch gathered on the backend: ``source`` is batch-major
         ``(N, features)`` (or ``(N,)`` int64 labels), ``order`` ``(N,)`` int64; with

@@ -1,0 +1,138 @@
+"""What the ``gpuback`` commands share: their error types, option types checked by the
+parser, help lines that state defaults and allowed values, and checks that an output
+path can be written before any work is done."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; printed as one line, exit 2."""
+
+
+class RunFailedError(Exception):
+    """The run could not be completed (a checkpoint that could not be written); exit 1."""
+
+
+class InterruptedRunError(Exception):
+    """Ctrl-C, with a message saying what was saved; exit 130."""
+
+
+@contextlib.contextmanager
+def reading(path: Any, what: str) -> Iterator[None]:
+    """Any unexpected error while reading the user's file ``path`` is bad input: a
+    ``UsageError`` naming the file (the expected ones already name it)."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError, RuntimeError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. AttributeError on a JSON list
+        raise UsageError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") \
+            from exc
+
+
+class Checked:
+    """An argparse ``type=``: the text converted and checked; ``allowed`` says what is
+    accepted (argparse prefixes the error with the option's name)."""
+
+    def __init__(self, convert: Callable[[str], Any], test: Callable[[Any], bool],
+                 allowed: str) -> None:
+        self.convert, self.test, self.allowed = convert, test, allowed
+
+    def __call__(self, text: str) -> Any:
+        try:
+            value = self.convert(text)
+        except ValueError:
+            value = None
+        if value is None or not self.test(value):
+            raise argparse.ArgumentTypeError(f"expected {self.allowed}, got {text!r}")
+        return value
+
+
+def finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+def auto_or_float(text: str) -> str | float:
+    return text if text == "auto" else float(text)
+
+
+POSITIVE_INT = Checked(int, lambda v: v >= 1, "an integer >= 1")
+NON_NEGATIVE_INT = Checked(int, lambda v: v >= 0, "an integer >= 0")
+FRACTION = Checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+DENSITY = Checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+MOMENTUM = Checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+POSITIVE = Checked(float, lambda v: finite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = Checked(float, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+SCALE = Checked(auto_or_float, lambda v: v == "auto" or (finite(v) and v > 0),
+                 "'auto' or a finite number > 0")
+
+def show_value(value: Any) -> str:
+    """A default as the help and the README show it."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, text: str, default: Any = None,
+               shown: str | None = None, sentinel: bool = False, **kwargs: Any) -> None:
+    """Add option ``flag`` whose help is ``text``, then what it accepts (``choices`` or the
+    ``type``'s ``allowed``) and its default (``shown``, else the default itself).
+    ``sentinel``: the parser's default is None (train: to tell given from defaulted)."""
+    allowed = kwargs.get("choices")
+    extra = (f"one of {', '.join(map(str, allowed))}" if allowed else
+             getattr(kwargs.get("type"), "allowed", None))
+    help_text = text + (f"; {extra}" if extra else "")
+    if shown is not None or default is not None:
+        help_text += f" (default: {shown if shown is not None else show_value(default)})"
+    parser.add_argument(flag, default=None if sentinel else default, help=help_text, **kwargs)
+
+
+def check_writable_dir(option: str, path: Path) -> None:
+    """``path`` is, or can be made, a directory we can write into: else a UsageError."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a directory")
+    probe_writable(option, path, existing)
+
+
+def probe_writable(option: str, path: Path, directory: Path) -> None:
+    """Create and remove a temporary file in ``directory`` (permissions, a read-only file
+    system: what os.access cannot tell for root)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write into {directory} "
+                         f"({exc.strerror or exc})") from None
+
+
+def check_writable_file(option: str, path: Path) -> None:
+    """``path`` names a file that can be written (or replaced), before any work is done."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; expected a file path")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{option}: no directory {str(path.parent)!r} to write into")
+    probe_writable(option, path, parent)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to a temporary name beside ``path``, then move it over; the
+    temporary file is removed if that fails."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+

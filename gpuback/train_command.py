@@ -1,0 +1,438 @@
+"""``gpuback train``: train an MLP, keep its checkpoint in ``OUT/model`` and the run's
+options in ``OUT/train.json``.
+
+A checkpoint in ``OUT/model`` is never replaced without ``--overwrite``; ``--resume``
+continues it (the network and optimiser from the checkpoint, the other options from
+``train.json`` unless given) up to ``--epochs`` epochs in all, bitwise as an unbroken run.
+A run that diverges (``gpuback.training.fit``) stops with the last good epoch on disk,
+and Ctrl-C says which epoch the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, datasets, memory, optim
+from .backends import AUTO, backend_names, get_backend
+from .checks import FLOAT_DTYPES
+from .cli_common import (
+    DENSITY,
+    FRACTION,
+    MOMENTUM,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SCALE,
+    InterruptedRunError,
+    RunFailedError,
+    UsageError,
+    add_option,
+    check_writable_dir,
+    reading,
+    show_value,
+    write_json,
+)
+from .network import Network
+from .plan import compile_plan
+from .spec import ELEMENTWISE_ACTIVATIONS, mlp_spec, sparse_mlp_spec, validate_spec
+from .training import TrainingDivergedError, fit
+
+SETTINGS = "train.json"  # beside OUT/model: the options of the run that wrote it
+_clock = time.perf_counter  # the train summary's clock (a test replaces it)
+
+# train's options that have a default. The parser's default is None, so that ``--resume``
+# knows what was given; these are the values used for what was not.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "data": None, "scale": "auto", "test_fraction": 0.2, "hidden": [128], "activation": "relu",
+    "density": 1.0, "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
+    "schedule": "constant", "epochs": 30, "batch_size": 32, "backend": AUTO,
+    "dtype": "float32", "seed": 0, "out": "gpuback-run",
+}
+# what defines the network and its optimiser: with --resume they come from the checkpoint
+MODEL_OPTIONS = ("hidden", "activation", "density", "dtype", "optimizer", "lr", "momentum",
+                 "weight_decay", "schedule")
+# what defines the run: with --resume, taken from OUT/train.json unless given
+RUN_OPTIONS = ("data", "scale", "test_fraction", "seed", "batch_size", "epochs")
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+
+
+def add_train_parser(train: argparse.ArgumentParser) -> None:
+    d = TRAIN_DEFAULTS
+
+    def add(flag: str, text: str, **kwargs: Any) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        add_option(train, flag, text, d[dest], sentinel=True, **kwargs)
+
+    add("--data", "a .npz (X, y), .npy or .csv (label last) or MNIST IDX images file",
+        metavar="FILE", shown="the embedded 8x8 digits")
+    add("--scale", "divide every feature by this; auto: 255 for MNIST IDX files (pixels "
+        "0..255 to [0, 1]), else 1 (the values as stored; the embedded digits come scaled)",
+        type=SCALE, metavar="S")
+    add("--test-fraction", "fraction of the samples held out for testing", type=FRACTION,
+        metavar="F")
+    add("--hidden", "hidden layer sizes", type=POSITIVE_INT, nargs="+", metavar="UNITS")
+    add("--activation", "hidden activation", choices=ELEMENTWISE_ACTIVATIONS)
+    add("--density", "fraction of edges kept in hidden blocks; < 1 makes them sparse",
+        type=DENSITY, metavar="F")
+    add("--optimizer", "optimiser", choices=list(OPTIMIZER_NAMES))
+    add("--lr", "learning rate", type=POSITIVE, metavar="LR")
+    add("--momentum", "momentum (sgd only; Nesterov when > 0)", type=MOMENTUM, metavar="M")
+    add("--weight-decay", "weight decay", type=NON_NEGATIVE, metavar="WD")
+    add("--schedule", "learning-rate schedule over the run (cosine: 5%% warm-up)",
+        choices=["constant", "cosine"])
+    add("--epochs", "total epochs: with --resume, training continues up to this many",
+        type=POSITIVE_INT, metavar="N")
+    add("--batch-size", "samples per step", type=POSITIVE_INT, metavar="N")
+    add("--backend", "where to compute (auto: the fastest usable one)",
+        choices=[AUTO, *backend_names()])
+    add("--dtype", "floating-point type of the network", choices=list(FLOAT_DTYPES))
+    add("--seed", "seed of the split, the initial weights, the sparse edges and the "
+        "shuffling", type=NON_NEGATIVE_INT, metavar="N")
+    add("--out", "output directory: the checkpoint in OUT/model, the options in "
+        f"OUT/{SETTINGS}, the curve in OUT/curve.png", metavar="OUT")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run whose checkpoint is in OUT/model, up to --epochs "
+                       "epochs in all; the network, optimiser and (unless given) the other "
+                       "options come from it (default: off)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start a new run even if OUT/model holds a checkpoint, replacing "
+                       "it once the first epoch is saved (default: off)")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (there is none unless stderr is a terminal; "
+                       "default: off)")
+    train.add_argument("--json", action="store_true",
+                       help="print a one-line JSON summary as the last line (default: off)")
+    train.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: --resume continues the "
+                         "checkpoint in OUT/model, --overwrite replaces it")
+    out = Path(given.get("out", TRAIN_DEFAULTS["out"]))
+    check_writable_dir("--out", out)
+    model = out / "model"
+    replacing = _check_model_dir(model, args.resume, args.overwrite)
+    setup = _resume_setup(given, out) if args.resume else _new_setup(given)
+    if setup is None:
+        return 0
+    net, optimizer, data, source, opts = setup
+    run = _TrainRun(model, out / SETTINGS, opts, net, optimizer, resumed=args.resume,
+                    replacing=replacing)
+    return run.train(data, source, progress=not args.no_progress, summary_json=args.json)
+
+
+Setup = tuple[Network, optim.Optimizer, datasets.Split, str, dict[str, Any]]
+
+
+def _new_setup(given: dict[str, Any]) -> Setup:
+    """A new run: the data, then a network and optimiser from the options."""
+    opts = {**TRAIN_DEFAULTS, **given}
+    data, source = _load_data(opts)
+    steps = opts["epochs"] * -(-len(data.y_train) // opts["batch_size"])
+    optimizer = _optimizer(opts, steps)
+    return _new_network(opts, data, optimizer), optimizer, data, source, opts
+
+
+def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
+    """A resumed run: the network and optimiser from OUT/model, the run's other options
+    from OUT/train.json unless given; None when the checkpoint already holds --epochs."""
+    model = out / "model"
+    settings = _read_settings(out / SETTINGS)
+    opts = {**TRAIN_DEFAULTS, **{k: settings[k] for k in RUN_OPTIONS if k in settings},
+            **given}
+    net, optimizer = _load_checkpoint(model, opts["backend"])
+    opts.update(_check_same_model(given, net, optimizer, settings, model))
+    data, source = _load_data(opts)
+    _check_resumable(net, optimizer, data, opts, model)
+    if net.epochs_trained >= opts["epochs"]:
+        print(f"nothing to do: {model} already holds {net.epochs_trained} epochs "
+              f"(--epochs {opts['epochs']})")
+        return None
+    print(f"resuming {model} at epoch {net.epochs_trained + 1} of {opts['epochs']}")
+    return net, optimizer, data, source, opts
+
+
+def _check_model_dir(model: Path, resume: bool, overwrite: bool) -> bool:
+    """The rules for OUT/model: ``--resume`` needs a checkpoint there; without it a
+    checkpoint is replaced only with ``--overwrite``. Whether one will be replaced."""
+    found = checkpoint.exists(model)
+    try:
+        checkpoint.check_target(model)  # refused now, not after the first epoch
+    except checkpoint.CheckpointError as exc:
+        raise UsageError(f"--out: {exc}") from None
+    if resume and not found:
+        raise UsageError(f"--resume: no checkpoint in {model} to resume")
+    if found and not resume and not overwrite:
+        raise UsageError(f"{model} already holds a checkpoint: pass --resume to continue it "
+                         f"or --overwrite to replace it")
+    return found and overwrite
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """The options saved by the run being resumed (none for a checkpoint written by the
+    Python API)."""
+    if not path.exists():
+        return {}
+    with reading(path, "train options file"):
+        settings = json.loads(path.read_text())
+    if not isinstance(settings, dict):
+        raise UsageError(f"{path}: expected a JSON object of train options, found "
+                         f"{type(settings).__name__}")
+    return settings
+
+
+def _load_checkpoint(model: Path, backend: str) -> tuple[Network, optim.Optimizer]:
+    """The network and optimiser of the checkpoint to resume."""
+    with reading(model, "gpuback checkpoint"):
+        net = Network.load(str(model), backend=backend)
+        optimizer = checkpoint.load_optimizer(model, net)
+    if optimizer is None:
+        raise UsageError(f"--resume: {model} holds no optimiser state, so it cannot be "
+                         f"resumed; start a new run with --overwrite")
+    return net, optimizer
+
+
+def _checkpoint_options(net: Network, optimizer: optim.Optimizer,
+                        settings: dict[str, Any]) -> dict[str, Any]:
+    """The values of MODEL_OPTIONS that the checkpoint was made with (``None``: the
+    checkpoint has no such thing; absent: not known)."""
+    plan, config = net.plan, optimizer.config()
+    hidden = [g for g in plan.computed if g != plan.output]
+    activations = {plan.groups[g].activation for g in hidden}
+    dense = all(c["kind"] == "dense" for c in net.spec["connections"])
+    found: dict[str, Any] = {
+        "hidden": [plan.groups[g].size for g in hidden],
+        "activation": activations.pop() if len(activations) == 1 else None,
+        "dtype": net.dtype,
+        "optimizer": {v: k for k, v in OPTIMIZER_NAMES.items()}.get(config["type"]),
+        "lr": config["lr"], "momentum": config.get("momentum"),
+        "weight_decay": config["weight_decay"], "schedule": config["schedule"]["type"],
+    }
+    if dense or "density" in settings:
+        found["density"] = 1.0 if dense else settings["density"]
+    return found
+
+
+def _check_same_model(given: dict[str, Any], net: Network, optimizer: optim.Optimizer,
+                      settings: dict[str, Any], model: Path) -> dict[str, Any]:
+    """The checkpoint's MODEL_OPTIONS; a UsageError for one given with another value."""
+    found = _checkpoint_options(net, optimizer, settings)
+    for name in MODEL_OPTIONS:
+        if name not in given or name not in found or given[name] == found[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        has = show_value(found[name]) if found[name] is not None else \
+            f"none (its optimiser is {found['optimizer']})" if name == "momentum" else "none"
+        raise UsageError(f"{flag} {show_value(given[name])}: the checkpoint in {model} has "
+                         f"{has}; with --resume the network and optimiser come from the "
+                         f"checkpoint (leave {flag} out, or start a new run with --overwrite)")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _check_resumable(net: Network, optimizer: optim.Optimizer, data: datasets.Split,
+                     opts: dict[str, Any], model: Path) -> None:
+    """The data fit the checkpoint's network, and --epochs its schedule."""
+    plan = net.plan
+    steps_per_epoch = -(-len(data.y_train) // opts["batch_size"])
+    if (data.n_features, data.n_classes) != (plan.n_in, plan.n_out):
+        raise UsageError(f"--data: {data.n_features} features and {data.n_classes} classes, "
+                         f"but the checkpoint in {model} has {plan.n_in} inputs and "
+                         f"{plan.n_out} outputs")
+    schedule = optimizer.schedule
+    if isinstance(schedule, optim.Cosine) and \
+            opts["epochs"] * steps_per_epoch > schedule.total_steps:
+        raise UsageError(f"--epochs {opts['epochs']}: the checkpoint's cosine schedule ends "
+                         f"after {schedule.total_steps // steps_per_epoch} epochs "
+                         f"({schedule.total_steps} steps), its learning rate 0 after that; "
+                         f"start a new run with --overwrite to train longer")
+
+
+def _load_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
+    """The train/test split and a description of where it came from."""
+    if opts["data"] is None:
+        split = datasets.load_digits(test_fraction=opts["test_fraction"], seed=opts["seed"])
+        scale = 1.0 if opts["scale"] == "auto" else opts["scale"]
+        if scale != 1:
+            split = dataclasses.replace(split, X_train=split.X_train / scale,
+                                        X_test=split.X_test / scale)
+        return split, "embedded UCI digits (8x8)"
+    path = opts["data"]
+    with reading(path, "data file"):
+        X, y = datasets.load_file(path)
+    auto = 255.0 if datasets.is_idx_images(path) else 1.0
+    scale = auto if opts["scale"] == "auto" else opts["scale"]
+    opts["data"] = str(Path(path).resolve())  # what train.json records
+    split = datasets.split(X / scale if scale != 1 else X, y,
+                           test_fraction=opts["test_fraction"], seed=opts["seed"])
+    return split, path + (f" (divided by {scale:g})" if scale != 1 else "")
+
+
+def _new_network(opts: dict[str, Any], data: datasets.Split,
+                 optimizer: optim.Optimizer) -> Network:
+    """The network the options describe, once the memory pre-flight has found room for it
+    and for training it (before any weight is drawn)."""
+    sizes = [data.n_features, *opts["hidden"], data.n_classes]
+    spec = (mlp_spec(sizes, activation=opts["activation"]) if opts["density"] == 1 else
+            sparse_mlp_spec(sizes, density=opts["density"], seed=opts["seed"],
+                            activation=opts["activation"]))
+    memory.check_run(get_backend(opts["backend"]), compile_plan(validate_spec(spec)), opts["dtype"],
+                     min(opts["batch_size"], len(data.y_train)), optimizer)
+    return Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"])
+
+
+def _optimizer(opts: dict[str, Any], steps: int) -> optim.Optimizer:
+    schedule = (optim.Cosine(total_steps=max(steps, 2), warmup_steps=min(steps // 20, steps - 1))
+                if opts["schedule"] == "cosine" else None)
+    if opts["optimizer"] == "sgd":
+        return optim.SGD(lr=opts["lr"], momentum=opts["momentum"],
+                         nesterov=opts["momentum"] > 0, weight_decay=opts["weight_decay"],
+                         schedule=schedule)
+    cls = optim.AdamW if opts["optimizer"] == "adamw" else optim.Adam
+    return cls(lr=opts["lr"], weight_decay=opts["weight_decay"], schedule=schedule)
+
+
+class _TrainRun:
+    """One ``gpuback train`` run, which saves its own checkpoints (fit's ``on_epoch_end``)
+    and so knows what is on disk: ``saved``, the epoch count of the last checkpoint this
+    run completed (at the start a resumed run's, None for a new run); ``saving`` while one
+    is being written. OUT/train.json is rewritten after each."""
+
+    def __init__(self, model: Path, settings: Path, opts: dict[str, Any], net: Network,
+                 optimizer: optim.Optimizer, resumed: bool, replacing: bool) -> None:
+        self.model, self.settings, self.opts = model, settings, opts
+        self.net, self.optimizer = net, optimizer
+        self.replacing = replacing
+        self.saved: int | None = net.epochs_trained if resumed else None
+        self.saving = self.training = False
+
+    def train(self, data: datasets.Split, source: str, progress: bool,
+              summary_json: bool) -> int:
+        """Train up to ``--epochs``, print the summary; the exit code."""
+        net, opts = self.net, self.opts
+        sizes = [net.plan.n_in, *opts["hidden"], net.plan.n_out]
+        density = "" if opts["density"] == 1 else f", density {opts['density']}"
+        print(f"gpuback train: {source}, {len(data.y_train)} train / {len(data.y_test)} test "
+              f"samples; network {'-'.join(map(str, sizes))} ({opts['activation']}{density}); "
+              f"backend {net.backend}, {net.dtype}; {opts['optimizer']} lr {opts['lr']}")
+        try:
+            start = _clock()
+            self.training = True
+            history = fit(net, data.X_train, data.y_train, epochs=opts["epochs"] -
+                          net.epochs_trained, batch_size=opts["batch_size"],
+                          optimizer=self.optimizer, validation=(data.X_test, data.y_test),
+                          seed=opts["seed"], progress=progress, on_epoch_end=self.save)
+            self.training = False
+            self._summary(data, history, _clock() - start, summary_json)
+        except KeyboardInterrupt:
+            raise InterruptedRunError(self._interrupted()) from None
+        except TrainingDivergedError as exc:
+            raise TrainingDivergedError(f"{exc}; {self._kept()}") from None
+        except (RuntimeError, OSError) as exc:  # the backend or the system failed the run
+            raise RunFailedError(f"{exc}; {self._kept()}") from None
+        return 0
+
+    def save(self, epochs_trained: int) -> None:
+        """After each epoch: its checkpoint, then the run's options beside it."""
+        self.saving = True
+        try:
+            self.net.save(str(self.model), self.optimizer)
+        except MemoryError:
+            raise
+        except Exception as exc:  # whatever the writer raises (a full disk)
+            reason = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            raise RunFailedError(f"could not save epoch {epochs_trained} to {self.model}: "
+                                 f"{reason}; {self._kept()}") from None
+        self.saved, self.saving = epochs_trained, False
+        try:
+            write_json(self.settings, {k: self.opts[k] for k in (*RUN_OPTIONS, *MODEL_OPTIONS)})
+        except OSError as exc:
+            raise RunFailedError(f"could not write {self.settings}: {exc}") from None
+
+    def _summary(self, data: datasets.Split, history: dict[str, list], seconds: float,
+                 summary_json: bool) -> None:
+        net = self.net
+        result = net.evaluate(data.X_test, data.y_test)
+        samples = len(history["loss"]) * len(data.y_train)  # per second: over the whole run
+        print(f"epochs {len(history['loss'])}: train loss {history['loss'][-1]:.4f}, test loss "
+              f"{result['loss']:.4f}, test accuracy {result['accuracy']:.4f} ({seconds:.1f} s, "
+              f"{samples / max(seconds, 1e-9):.0f} samples/s)")
+        print(f"model saved to {self.model}")
+        curve = _plot(history, self.model.parent / "curve.png")
+        print(f"curve saved to {curve}" if curve else
+              "curve not drawn: matplotlib is not installed (pip install 'gpuback[plot]')")
+        if summary_json:
+            print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+                              "epochs": len(history["loss"]), "seconds": round(seconds, 3),
+                              "backend": net.backend, "dtype": net.dtype,
+                              "train_loss": history["loss"][-1], "model": str(self.model)}))
+
+    def _kept(self) -> str:
+        """What the checkpoint on disk holds."""
+        if self.saved is not None:
+            return f"the checkpoint in {self.model} holds epoch {self.saved}"
+        if self.replacing:
+            return f"no checkpoint was written yet by this run; {self.model} holds the earlier one"
+        return "no checkpoint was written yet"
+
+    def _interrupted(self) -> str:
+        """The message for Ctrl-C: the epoch it stopped (the first one the disk does not
+        hold: whatever was done after the last completed save belongs to it) and what the
+        checkpoint holds."""
+        if self.saving:  # a checkpoint was being written: did it get there?
+            self.saving = False
+            if self._on_disk_is_current():
+                self.saved = self.net.epochs_trained
+        if not self.training:
+            return f"interrupted after training; {self._kept()}"
+        return f"interrupted at epoch {(self.saved or 0) + 1}; {self._kept()}"
+
+    def _on_disk_is_current(self) -> bool:
+        """Whether the checkpoint on disk is the network in memory (its save completed)."""
+        try:
+            saved = Network.load(str(self.model))
+        except Exception:  # no checkpoint, or the earlier one unreadable
+            return False
+        ours = self.net.parameters()
+        return saved.epochs_trained == self.net.epochs_trained and all(
+            np.array_equal(v, ours[k]) for k, v in saved.parameters().items())
+
+
+def _plot(history: dict[str, list], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, history["loss"], label="train")
+    left.plot(epochs, history["val_loss"], label="test")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    right.plot(epochs, history["accuracy"], label="train")
+    right.plot(epochs, history["val_accuracy"], label="test")
+    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (left, right):
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
