@@ -63,13 +63,14 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class Saved:
     """What a checkpoint holds about the network: its validated spec, dtype, weights
-    (NumPy arrays by parameter name, names, shapes and dtypes checked against the spec)
-    and the number of epochs trained."""
+    (NumPy arrays by parameter name, names, shapes and dtypes checked against the spec),
+    the number of epochs trained, and the caller's ``metadata`` saved with it."""
 
     spec: dict[str, Any]
     dtype: str
     weights: dict[str, np.ndarray]
     epochs_trained: int
+    metadata: dict[str, Any]
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -78,15 +79,19 @@ def exists(path: str | os.PathLike) -> bool:
     return (folder / POINTER).is_file() or (folder / NETWORK).is_file()
 
 
-def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
+def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
+         metadata: dict[str, Any] | None = None) -> Path:
     """Write ``net`` (and ``optimizer``'s state) to the checkpoint directory ``path`` as a
-    new version, atomically (see the module doc). Refuses a directory that holds files
-    but no checkpoint. Errors are ``CheckpointError``; the previous checkpoint stays."""
+    new version, atomically (see the module doc). ``metadata``: a JSON object of the
+    caller's (a run's options, say), saved in the same version, so it always goes with
+    these weights. Refuses a directory that holds files but no checkpoint. Errors are
+    ``CheckpointError``; the previous checkpoint stays."""
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     target = Path(path)
     check_target(target)
+    metadata = _check_metadata(metadata)
     params = net.parameters()
     state = None if optimizer is None else optimizer.state_dict()
     store = VersionedDir(target, FILES)
@@ -96,7 +101,7 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None) -> Path:
             save_file({k: np.ascontiguousarray(v) for k, v in params.items()},
                       str(staging / WEIGHTS))
             meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
-                    "epochs_trained": net.epochs_trained}
+                    "epochs_trained": net.epochs_trained, "metadata": metadata}
             write_file(staging / NETWORK, _json_bytes(meta))
             if optimizer is not None and state is not None:
                 flat = {f"{name}/{buf}": np.ascontiguousarray(v)
@@ -235,6 +240,10 @@ def _read_network(folder: _Folder) -> Saved:
     if not _is_count(epochs):
         raise CheckpointError(f"{where}: 'epochs_trained' must be a non-negative integer, got "
                               f"{epochs!r}")
+    metadata = meta.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{where}: 'metadata' must be a JSON object, got "
+                              f"{type(metadata).__name__}")
     shapes = compile_plan(spec).parameter_shapes()
     weights = _load_safetensors(load_file, folder, WEIGHTS)
     where = folder / WEIGHTS
@@ -247,7 +256,7 @@ def _read_network(folder: _Folder) -> Saved:
                                   f"expected {dtype} {tuple(shapes[name])}")
         if not np.isfinite(value).all():
             raise CheckpointError(f"{where}: {name!r} holds NaN or infinite values")
-    return Saved(spec, dtype, weights, epochs)
+    return Saved(spec, dtype, weights, epochs, metadata)
 
 
 def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Path] | None:
@@ -307,8 +316,27 @@ def _holds_format_1(folder: Path) -> bool:
         return False
 
 
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as a dict that JSON round-trips unchanged (None: empty)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict (a JSON object), got "
+                        f"{type(metadata).__name__}")
+    try:
+        again = json.loads(json.dumps(metadata, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata: not JSON-serialisable ({exc})") from None
+    if again != metadata:
+        raise TypeError("metadata: does not survive JSON unchanged (non-string keys or "
+                        "tuples?); use str keys, lists and plain numbers")
+    return again
+
+
 def _json_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=1) + "\n").encode()
+    """One line of JSON (no indent: the C encoder, ten times faster, for a save per epoch;
+    ``python -m json.tool`` shows it indented)."""
+    return (json.dumps(data) + "\n").encode()
 
 
 def _read_json(file: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Every failure is one line on stderr, never a traceback, and an exit code:
 * 1 (``EXIT_FAILED``): the run failed: a diverging run, a failed gradient check, a
   checkpoint that could not be written, the backend failing, out of memory; and any
   unexpected error, reported as "internal error" (please report it);
-* 130 (``EXIT_INTERRUPTED``): Ctrl-C; ``train`` says which epoch its checkpoint holds.
+* 130 (``EXIT_INTERRUPTED``): Ctrl-C, and 143 for SIGTERM, 129 for SIGHUP (each stops a
+  run as cleanly as Ctrl-C); ``train`` says which epoch its checkpoint holds.
 
 With the environment variable ``GPUBACK_TRACEBACK=1`` the traceback is printed too.
 
@@ -41,6 +42,8 @@ from .cli_common import (
     add_option,
     check_writable_file,
     reading,
+    signals_stop_the_run,
+    stop_reason,
     write_json,
 )
 from .gradcheck import gradcheck
@@ -70,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--help`` raises ``SystemExit`` (0); every failure is returned as its code."""
     command = "gpuback"
     try:
-        args = build_parser().parse_args(argv)
-        command = f"gpuback {args.command}"
-        return args.run(args)
+        with signals_stop_the_run():
+            args = build_parser().parse_args(argv)
+            command = f"gpuback {args.command}"
+            return args.run(args)
     except SystemExit:  # --help
         raise
     except BaseException as exc:  # every failure becomes one line
@@ -95,9 +99,10 @@ def _describe(command: str, exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, _ParseError):
         return EXIT_USAGE, text
     if isinstance(exc, InterruptedRunError):
-        return EXIT_INTERRUPTED, f"{command}: {text}"
+        return exc.code, f"{command}: {text}"
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, f"{command}: interrupted"
+        how, code = stop_reason(exc)
+        return code, f"{command}: {how}"
     if isinstance(exc, TrainingDivergedError):
         return EXIT_FAILED, f"{command}: {text}"
     if isinstance(exc, RunFailedError):

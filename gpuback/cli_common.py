@@ -8,7 +8,9 @@ import argparse
 import contextlib
 import json
 import math
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,50 @@ class RunFailedError(Exception):
     """The run could not be completed (a checkpoint that could not be written); exit 1."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is (as Ctrl-C raises KeyboardInterrupt),
+    so a run stops as cleanly as on Ctrl-C; ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_reason(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """How a stop is described ("interrupted", "terminated by SIGTERM") and its exit code,
+    128 + the signal number as shells report it (130 for Ctrl-C)."""
+    if isinstance(exc, Terminated):
+        return f"terminated by {signal.Signals(exc.signum).name}", 128 + exc.signum
+    return "interrupted", 128 + signal.SIGINT
+
+
+@contextlib.contextmanager
+def signals_stop_the_run() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM and SIGHUP raise ``Terminated``
+    instead of killing the process outright: the run reports what its checkpoint holds
+    and exits 143 or 129. The previous handlers come back afterwards."""
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    wanted = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, stop) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class InterruptedRunError(Exception):
-    """Ctrl-C, with a message saying what was saved; exit 130."""
+    """Ctrl-C or a termination signal, with a message saying what was saved; ``code`` is
+    the exit code (130 for Ctrl-C, 128 + the signal's number otherwise)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -239,12 +240,17 @@ class Network:
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
                             seed, early_stopping, checkpoint, progress)
 
-    def save(self, path: str, optimizer: Any = None) -> None:
-        """Save to the directory ``path`` (see ``gpuback.checkpoint``), atomically."""
-        checkpoint.save(self, path, optimizer)
+    def save(self, path: str | os.PathLike, optimizer: Any = None,
+             metadata: dict[str, Any] | None = None) -> None:
+        """Save to the checkpoint directory ``path``, with ``optimizer``'s state and the
+        JSON object ``metadata`` (``gpuback.checkpoint.read(path).metadata``): a new
+        version switched in atomically, so a crash at any point leaves the previous
+        checkpoint or this one, whole (see ``gpuback.checkpoint``)."""
+        checkpoint.save(self, path, optimizer, metadata)
 
     @classmethod
-    def load(cls, path: str, backend: str = "numpy", deterministic: bool = False) -> Network:
+    def load(cls, path: str | os.PathLike, backend: str = "numpy",
+             deterministic: bool = False) -> Network:
         """A network saved with ``save``, on ``backend`` (any: a checkpoint does not depend
         on the backend that wrote it), ``deterministic`` as in ``Network``;
         ``gpuback.checkpoint.load_optimizer`` restores the optimiser saved beside it."""

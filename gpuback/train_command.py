@@ -1,9 +1,10 @@
-"""``gpuback train``: train an MLP, keep its checkpoint in ``OUT/model`` and the run's
-options in ``OUT/train.json``.
+"""``gpuback train``: train an MLP, keep its checkpoint in ``OUT/model``, the run's
+options saved in it (its metadata, so they always go with those weights).
 
 A checkpoint in ``OUT/model`` is never replaced without ``--overwrite``; ``--resume``
 continues it (the network and optimiser from the checkpoint, the other options from
-``train.json`` unless given) up to ``--epochs`` epochs in all, bitwise as an unbroken run.
+checkpoint's metadata unless given) up to ``--epochs`` epochs in all, bitwise as an
+unbroken run.
 A run that diverges (``gpuback.training.fit``) stops with the last good epoch on disk,
 and Ctrl-C says which epoch the checkpoint holds.
 """
@@ -38,14 +39,14 @@ from .cli_common import (
     check_writable_dir,
     reading,
     show_value,
-    write_json,
+    stop_reason,
 )
 from .network import Network
 from .plan import compile_plan
 from .spec import ELEMENTWISE_ACTIVATIONS, mlp_spec, sparse_mlp_spec, validate_spec
 from .training import TrainingDivergedError, fit
 
-SETTINGS = "train.json"  # beside OUT/model: the options of the run that wrote it
+RUN_METADATA = "train_options"  # the checkpoint's metadata key for the run's options
 _clock = time.perf_counter  # the train summary's clock (a test replaces it)
 
 # train's options that have a default. The parser's default is None, so that ``--resume``
@@ -59,8 +60,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 # what defines the network and its optimiser: with --resume they come from the checkpoint
 MODEL_OPTIONS = ("hidden", "activation", "density", "dtype", "optimizer", "lr", "momentum",
                  "weight_decay", "schedule")
-# what defines the run: with --resume, taken from OUT/train.json unless given
-RUN_OPTIONS = ("data", "scale", "test_fraction", "seed", "batch_size", "epochs")
+# what defines the run: with --resume, taken from the checkpoint's metadata unless given
+RUN_OPTIONS = ("data", "scale", "test_fraction", "seed", "batch_size", "epochs", "backend")
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 
 
@@ -97,7 +98,7 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
     add("--seed", "seed of the split, the initial weights, the sparse edges and the "
         "shuffling", type=NON_NEGATIVE_INT, metavar="N")
     add("--out", "output directory: the checkpoint in OUT/model, the options in "
-        f"OUT/{SETTINGS}, the curve in OUT/curve.png", metavar="OUT")
+        "the curve in OUT/curve.png", metavar="OUT")
     train.add_argument("--resume", action="store_true",
                        help="continue the run whose checkpoint is in OUT/model, up to --epochs "
                        "epochs in all; the network, optimiser and (unless given) the other "
@@ -126,8 +127,7 @@ def run_train(args: argparse.Namespace) -> int:
     if setup is None:
         return 0
     net, optimizer, data, source, opts = setup
-    run = _TrainRun(model, out / SETTINGS, opts, net, optimizer, resumed=args.resume,
-                    replacing=replacing)
+    run = _TrainRun(model, opts, net, optimizer, resumed=args.resume, replacing=replacing)
     return run.train(data, source, progress=not args.no_progress, summary_json=args.json)
 
 
@@ -145,9 +145,9 @@ def _new_setup(given: dict[str, Any]) -> Setup:
 
 def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
     """A resumed run: the network and optimiser from OUT/model, the run's other options
-    from OUT/train.json unless given; None when the checkpoint already holds --epochs."""
+    from its metadata unless given; None when the checkpoint already holds --epochs."""
     model = out / "model"
-    settings = _read_settings(out / SETTINGS)
+    settings = _run_options(model)
     opts = {**TRAIN_DEFAULTS, **{k: settings[k] for k in RUN_OPTIONS if k in settings},
             **given}
     net, optimizer = _load_checkpoint(model, opts["backend"])
@@ -178,16 +178,14 @@ def _check_model_dir(model: Path, resume: bool, overwrite: bool) -> bool:
     return found and overwrite
 
 
-def _read_settings(path: Path) -> dict[str, Any]:
-    """The options saved by the run being resumed (none for a checkpoint written by the
-    Python API)."""
-    if not path.exists():
-        return {}
-    with reading(path, "train options file"):
-        settings = json.loads(path.read_text())
+def _run_options(model: Path) -> dict[str, Any]:
+    """The options of the run that wrote the checkpoint in ``model`` (none for one written
+    by the Python API)."""
+    with reading(model, "gpuback checkpoint"):
+        settings = checkpoint.read(model).metadata.get(RUN_METADATA, {})
     if not isinstance(settings, dict):
-        raise UsageError(f"{path}: expected a JSON object of train options, found "
-                         f"{type(settings).__name__}")
+        raise UsageError(f"--resume: the checkpoint in {model} holds {RUN_METADATA!r} "
+                         f"metadata that is not a JSON object")
     return settings
 
 
@@ -271,7 +269,7 @@ def _load_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
         X, y = datasets.load_file(path)
     auto = 255.0 if datasets.is_idx_images(path) else 1.0
     scale = auto if opts["scale"] == "auto" else opts["scale"]
-    opts["data"] = str(Path(path).resolve())  # what train.json records
+    opts["data"] = str(Path(path).resolve())  # what the checkpoint's metadata records
     split = datasets.split(X / scale if scale != 1 else X, y,
                            test_fraction=opts["test_fraction"], seed=opts["seed"])
     return split, path + (f" (divided by {scale:g})" if scale != 1 else "")
@@ -305,11 +303,11 @@ class _TrainRun:
     """One ``gpuback train`` run, which saves its own checkpoints (fit's ``on_epoch_end``)
     and so knows what is on disk: ``saved``, the epoch count of the last checkpoint this
     run completed (at the start a resumed run's, None for a new run); ``saving`` while one
-    is being written. OUT/train.json is rewritten after each."""
+    is being written. Each checkpoint carries the run's options as its metadata."""
 
-    def __init__(self, model: Path, settings: Path, opts: dict[str, Any], net: Network,
+    def __init__(self, model: Path, opts: dict[str, Any], net: Network,
                  optimizer: optim.Optimizer, resumed: bool, replacing: bool) -> None:
-        self.model, self.settings, self.opts = model, settings, opts
+        self.model, self.opts = model, opts
         self.net, self.optimizer = net, optimizer
         self.replacing = replacing
         self.saved: int | None = net.epochs_trained if resumed else None
@@ -333,8 +331,9 @@ class _TrainRun:
                           seed=opts["seed"], progress=progress, on_epoch_end=self.save)
             self.training = False
             self._summary(data, history, _clock() - start, summary_json)
-        except KeyboardInterrupt:
-            raise InterruptedRunError(self._interrupted()) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli_common.Terminated)
+            how, code = stop_reason(exc)
+            raise InterruptedRunError(self._interrupted(how), code) from None
         except TrainingDivergedError as exc:
             raise TrainingDivergedError(f"{exc}; {self._kept()}") from None
         except (RuntimeError, OSError) as exc:  # the backend or the system failed the run
@@ -342,10 +341,11 @@ class _TrainRun:
         return 0
 
     def save(self, epochs_trained: int) -> None:
-        """After each epoch: its checkpoint, then the run's options beside it."""
+        """After each epoch: its checkpoint, with the run's options."""
         self.saving = True
+        options = {k: self.opts[k] for k in (*RUN_OPTIONS, *MODEL_OPTIONS)}
         try:
-            self.net.save(str(self.model), self.optimizer)
+            self.net.save(str(self.model), self.optimizer, {RUN_METADATA: options})
         except MemoryError:
             raise
         except Exception as exc:  # whatever the writer raises (a full disk)
@@ -353,10 +353,6 @@ class _TrainRun:
             raise RunFailedError(f"could not save epoch {epochs_trained} to {self.model}: "
                                  f"{reason}; {self._kept()}") from None
         self.saved, self.saving = epochs_trained, False
-        try:
-            write_json(self.settings, {k: self.opts[k] for k in (*RUN_OPTIONS, *MODEL_OPTIONS)})
-        except OSError as exc:
-            raise RunFailedError(f"could not write {self.settings}: {exc}") from None
 
     def _summary(self, data: datasets.Split, history: dict[str, list], seconds: float,
                  summary_json: bool) -> None:
@@ -384,7 +380,7 @@ class _TrainRun:
             return f"no checkpoint was written yet by this run; {self.model} holds the earlier one"
         return "no checkpoint was written yet"
 
-    def _interrupted(self) -> str:
+    def _interrupted(self, how: str) -> str:
         """The message for Ctrl-C: the epoch it stopped (the first one the disk does not
         hold: whatever was done after the last completed save belongs to it) and what the
         checkpoint holds."""
@@ -393,8 +389,8 @@ class _TrainRun:
             if self._on_disk_is_current():
                 self.saved = self.net.epochs_trained
         if not self.training:
-            return f"interrupted after training; {self._kept()}"
-        return f"interrupted at epoch {(self.saved or 0) + 1}; {self._kept()}"
+            return f"{how} after training; {self._kept()}"
+        return f"{how} at epoch {(self.saved or 0) + 1}; {self._kept()}"
 
     def _on_disk_is_current(self) -> bool:
         """Whether the checkpoint on disk is the network in memory (its save completed)."""

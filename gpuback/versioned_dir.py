@@ -187,7 +187,7 @@ class VersionedDir:
                 "files": {k: {"bytes": size, "sha256": digest}
                           for k, (size, digest) in files.items()}}
         tmp = self.path / f"{_POINTER_TMP_PREFIX}{os.getpid()}.tmp"
-        write_file(tmp, (json.dumps(data, indent=1) + "\n").encode())
+        write_file(tmp, (json.dumps(data) + "\n").encode(), sync=True)
         os.replace(tmp, self.path / POINTER)
         _fsync_dir(self.path)
 
@@ -272,12 +272,14 @@ def read_json_object(file: Path, missing: str) -> dict[str, Any]:
     return data
 
 
-def write_file(file: Path, data: bytes) -> None:
-    """Write ``data`` to ``file`` and fsync it."""
+def write_file(file: Path, data: bytes, sync: bool = False) -> None:
+    """Write ``data`` to ``file`` (and fsync it with ``sync``: a staging folder's files
+    are fsynced together when the write commits)."""
     with open(file, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _fsync_and_describe(file: Path) -> tuple[int, str]:

@@ -344,3 +344,35 @@ def test_optimizer_state_that_does_not_fit_the_network_is_named(tmp_path) -> Non
             "^" + re.escape(str(current(target, "optimizer.safetensors")))
             + r": state\['[^']+'\]\['[mv]'\]: expected shape \(")):
         checkpoint.load_optimizer(target, other)
+
+
+def test_metadata_is_saved_with_the_weights_and_read_back(tmp_path) -> None:
+    net, opt = _trained()
+    target = tmp_path / "model"
+    checkpoint.save(net, target, opt, metadata={"run": {"seed": 3, "lr": 0.5, "tags": ["a"]}})
+    assert checkpoint.read(target).metadata == {"run": {"seed": 3, "lr": 0.5, "tags": ["a"]}}
+    checkpoint.save(net, target, opt)  # a save without metadata has none
+    assert checkpoint.read(target).metadata == {}
+
+
+@pytest.mark.parametrize(("metadata", "match"), [
+    ([1, 2], r"metadata: expected a dict \(a JSON object\), got list$"),
+    ({"a": object()}, r"metadata: not JSON-serialisable"),
+    ({"a": float("nan")}, r"metadata: not JSON-serialisable"),
+    ({"a": (1, 2)}, r"metadata: does not survive JSON unchanged"),
+    ({1: "x"}, r"metadata: does not survive JSON unchanged"),
+], ids=["list", "object", "nan", "tuple", "int-key"])
+def test_metadata_that_json_would_change_is_refused_before_writing(tmp_path, metadata,
+                                                                   match: str) -> None:
+    net, _ = _trained()
+    with pytest.raises(TypeError, match=match):
+        checkpoint.save(net, tmp_path / "model", metadata=metadata)
+    assert not (tmp_path / "model").exists()
+
+
+def test_metadata_that_is_not_an_object_is_named(tmp_path) -> None:
+    target = _saved(tmp_path)
+    _edit_meta(target, lambda m: m.update(metadata=[1]))
+    with pytest.raises(CheckpointError, match=r"network\.json: 'metadata' must be a JSON "
+                                              r"object, got list$"):
+        checkpoint.read(target)

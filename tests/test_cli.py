@@ -188,8 +188,8 @@ def _stop_after_saving(monkeypatch, epochs: int) -> None:
     """Ctrl-C just after the checkpoint of epoch ``epochs`` reached the disk, inside save."""
     real = checkpoint.save
 
-    def save_then_maybe_stop(net, path, optimizer=None):
-        result = real(net, path, optimizer)
+    def save_then_maybe_stop(net, path, optimizer=None, metadata=None):
+        result = real(net, path, optimizer, metadata)
         if net.epochs_trained == epochs:
             raise KeyboardInterrupt
         return result
@@ -197,7 +197,7 @@ def _stop_after_saving(monkeypatch, epochs: int) -> None:
     monkeypatch.setattr(checkpoint, "save", save_then_maybe_stop)
 
 
-RUNS = {  # the options of a run, and those its resumption repeats (none: from train.json)
+RUNS = {  # the options of a run, and those its resumption repeats (none: from the checkpoint)
     "adam": (["--epochs", "6"], ["--epochs", "6"]),
     "sgd-cosine-seed": (["--epochs", "6", "--optimizer", "sgd", "--lr", "0.05", "--schedule",
                          "cosine", "--seed", "3", "--batch-size", "48", "--test-fraction",
@@ -290,7 +290,7 @@ def test_resume_a_checkpoint_written_by_the_python_api(tmp_path, capsys) -> None
     net.save(tmp_path / "bare" / "model")  # no optimiser: nothing to resume from
     assert main(["train", "--resume", *SMALL, "--out", str(tmp_path / "bare")]) == EXIT_USAGE
     assert "holds no optimiser state" in capsys.readouterr().err
-    net.save(tmp_path / "run" / "model", opt)  # no train.json beside it: defaults apply
+    net.save(tmp_path / "run" / "model", opt)  # no run options in its metadata: defaults apply
     assert main(["train", "--resume", "--epochs", "2", *SMALL, "--out",
                  str(tmp_path / "run")]) == 0
     assert "resuming" in capsys.readouterr().out

@@ -173,10 +173,10 @@ def test_a_failing_save_is_one_line(fault: BaseException, code: int, names: str,
 def test_a_save_failing_later_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch) -> None:
     real = checkpoint.save
 
-    def full_after_one(net, path, optimizer=None):
+    def full_after_one(net, path, optimizer=None, metadata=None):
         if net.epochs_trained > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(net, path, optimizer)
+        return real(net, path, optimizer, metadata)
 
     monkeypatch.setattr(checkpoint, "save", full_after_one)
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == EXIT_FAILED
@@ -246,7 +246,12 @@ def test_a_failed_gradcheck_exits_1(capsys) -> None:
 
 # --- a real Ctrl-C ----------------------------------------------------------------------------
 
-def test_sigint_stops_training_with_a_consistent_checkpoint(tmp_path) -> None:
+@pytest.mark.parametrize(("signum", "code", "how"), [
+    (signal.SIGINT, EXIT_INTERRUPTED, "interrupted"),
+    (signal.SIGTERM, 128 + signal.SIGTERM, "terminated by SIGTERM"),
+], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_training_with_a_consistent_checkpoint(tmp_path, signum, code: int,
+                                                             how: str) -> None:
     out = tmp_path / "run"
     model = out / "model"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -262,16 +267,16 @@ def test_sigint_stops_training_with_a_consistent_checkpoint(tmp_path) -> None:
             assert time.monotonic() < deadline, "no checkpoint after 120 s"
             time.sleep(0.05)
         time.sleep(0.3)  # a few more epochs: the signal may land in a step or a save
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert proc.returncode == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    found = re.fullmatch(r"gpuback train: interrupted at epoch (\d+); the checkpoint in (.+) "
+    found = re.fullmatch(rf"gpuback train: {how} at epoch (\d+); the checkpoint in (.+) "
                          r"holds epoch (\d+)", lines[0])
     assert found is not None, lines[0]
     at, where, held = found.groups()
@@ -282,6 +287,33 @@ def test_sigint_stops_training_with_a_consistent_checkpoint(tmp_path) -> None:
     assert net.epochs_trained == held >= 1
     assert checkpoint.load_optimizer(model, net) is not None
     assert all(np.isfinite(v).all() for v in net.parameters().values())
+
+
+def test_kill_9_then_a_bare_resume_gives_bitwise_the_unbroken_run(tmp_path) -> None:
+    """The run's options travel in the checkpoint itself: a training killed with SIGKILL
+    at any moment, then ``--resume`` with no other option, continues the same run (seed,
+    batch size, split, backend) and ends with the unbroken run's weights."""
+    options = ["--epochs", "6", "--hidden", "16", "--seed", "3", "--batch-size", "48",
+               "--test-fraction", "0.3", "--backend", "numpy", "--no-progress"]
+    assert main(["train", *options, "--out", str(tmp_path / "unbroken")]) == 0
+    out = tmp_path / "broken"
+    proc = subprocess.Popen([sys.executable, "-m", "gpuback", "train", *options, "--out",
+                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists(out / "model") and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=60)
+    killed_at = gpuback.Network.load(out / "model").epochs_trained
+    assert main(["train", "--resume", "--no-progress", "--out", str(out)]) == 0
+    unbroken = gpuback.Network.load(tmp_path / "unbroken" / "model").parameters()
+    resumed = gpuback.Network.load(out / "model")
+    assert resumed.epochs_trained == 6 and killed_at >= 1
+    for name, value in unbroken.items():
+        assert np.array_equal(resumed.parameters()[name], value), name
 
 
 def test_what_a_crashed_first_save_left_does_not_block_a_new_run(tmp_path, capsys) -> None:
