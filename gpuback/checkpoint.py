@@ -279,6 +279,11 @@ def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Pa
                               f"{saved['steps']!r}")
     buffers: dict[str, dict[str, np.ndarray]] = {}
     for key, value in _load_safetensors(load_file, folder, OPT_STATE).items():
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            found = f"{value.dtype}" + (" with NaN or infinite values"
+                                        if value.dtype.kind == "f" else "")
+            raise CheckpointError(f"{folder / OPT_STATE}: {key!r} must hold finite floats, got "
+                                  f"{found}")
         name, _, buf = key.rpartition("/")
         buffers.setdefault(name, {})[buf] = value
     return saved["config"], {"steps": saved["steps"], "buffers": buffers}, folder.path

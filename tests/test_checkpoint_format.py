@@ -376,3 +376,16 @@ def test_metadata_that_is_not_an_object_is_named(tmp_path) -> None:
     with pytest.raises(CheckpointError, match=r"network\.json: 'metadata' must be a JSON "
                                               r"object, got list$"):
         checkpoint.read(target)
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    (np.full((4,), np.inf), r"must hold finite floats, got float64 with NaN or infinite"),
+    (np.zeros((4,), np.int64), r"must hold finite floats, got int64$"),
+], ids=["inf", "int"])
+def test_optimizer_state_that_is_not_finite_floats_is_named(tmp_path, value, match) -> None:
+    target = _saved(tmp_path, optimizer=True)
+    state = safetensors.numpy.load_file(str(current(target, "optimizer.safetensors")))
+    state["a/b/m"] = value
+    rewrite(target, "optimizer.safetensors", safetensors.numpy.save(state))
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: 'a/b/m' " + match):
+        checkpoint.load_optimizer(target, gpuback.Network(SPEC))
