@@ -161,7 +161,7 @@ def load_file(path: PathLike, *, header: bool | None = None) -> tuple[np.ndarray
         X, y = _read_npz(path)
     elif name.endswith(".npy"):
         X, y = _read_npy(path)
-    elif name.endswith(_TABLE_SUFFIXES[2:]):
+    elif name.endswith((".csv", ".csv.gz")):
         X, y = _read_csv(path, header)
     elif _IDX_NAME.search(name):
         return _load_idx_by_name(path)

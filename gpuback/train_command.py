@@ -359,7 +359,9 @@ class _TrainRun:
         net = self.net
         result = net.evaluate(data.X_test, data.y_test)
         samples = len(history["loss"]) * len(data.y_train)  # per second: over the whole run
-        print(f"epochs {len(history['loss'])}: train loss {history['loss'][-1]:.4f}, test loss "
+        ran, last = len(history["loss"]), net.epochs_trained
+        epochs = f"epochs {last - ran + 1}-{last}" if ran < last else f"epochs {last}"
+        print(f"{epochs}: train loss {history['loss'][-1]:.4f}, test loss "
               f"{result['loss']:.4f}, test accuracy {result['accuracy']:.4f} ({seconds:.1f} s, "
               f"{samples / max(seconds, 1e-9):.0f} samples/s)")
         print(f"model saved to {self.model}")
