@@ -224,7 +224,8 @@ def _limit_file_size(limit: int, ignore_sigxfsz: bool) -> Callable[[], None]:
     def before() -> None:
         # Python starts with SIGXFSZ ignored; its default action stops the process
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN if ignore_sigxfsz else signal.SIG_DFL)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]  # (raising it needs root)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     return before
 
 
@@ -295,7 +296,8 @@ def test_a_full_small_file_system(tmp_path) -> None:
     else:
         command = [sys.executable, "-c", "import resource, signal, sys, runpy; "
                    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                   "resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, -1)); "
+                   "resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, "
+                   "resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
                    str(script), str(disk)]
         expected = "File too large"
