@@ -17,6 +17,7 @@ simulator, whose device arrays are host memory.
 
 from __future__ import annotations
 
+import functools
 import resource
 from pathlib import Path
 
@@ -68,10 +69,10 @@ def _stat(path: Path, key: str) -> int:
     return 0
 
 
-def _mounts() -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+def _mounts(proc: Path) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
     """(root, mount point) of the cgroup v2 hierarchy and of the v1 memory controller."""
     v2 = v1 = None
-    for line in (_read(PROC / "self" / "mountinfo") or "").splitlines():
+    for line in (_read(proc / "self" / "mountinfo") or "").splitlines():
         fields = line.split()
         if " - " not in line or len(fields) < 5:
             continue
@@ -95,31 +96,40 @@ def _cgroup_dirs(mount: tuple[str, str], path: str) -> list[Path]:
     return [d for d in dirs if d == Path(point) or Path(point) in d.parents]
 
 
-def _cgroup_room() -> list[int]:
-    """Limit minus usage (with reclaimable page cache counted free) of each memory cgroup
-    from the process's own up to the hierarchy's root that sets a limit."""
+@functools.lru_cache(maxsize=4)
+def _cgroup_files(proc: Path) -> tuple[tuple[Path, Path, Path, str, int], ...]:
+    """(limit, usage, memory.stat, its reclaimable-cache key, "no limit" bound) of each
+    memory cgroup from the process's own up to its hierarchy's root: found once (reading
+    the mount table costs more than the counters; a process does not change cgroups).
+    ``proc``: where procfs is mounted."""
     v2_path = v1_path = None
-    for line in (_read(PROC / "self" / "cgroup") or "").splitlines():
+    for line in (_read(proc / "self" / "cgroup") or "").splitlines():
         number, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if number == "0" and controllers == "":
             v2_path = path
         elif "memory" in controllers.split(","):
             v1_path = path
-    v2_mount, v1_mount = _mounts()
-    room = []
+    v2_mount, v1_mount = _mounts(proc)
+    files = []
     if v2_path is not None and v2_mount is not None:
-        for d in _cgroup_dirs(v2_mount, v2_path):
-            limit = _number(d / "memory.max")  # "max": no limit (None)
-            usage = _number(d / "memory.current")
-            if limit is not None and usage is not None:
-                room.append(limit - usage + _stat(d / "memory.stat", "inactive_file"))
+        files += [(d / "memory.max", d / "memory.current", d / "memory.stat", "inactive_file",
+                   UNLIMITED << 1) for d in _cgroup_dirs(v2_mount, v2_path)]
     if v1_path is not None and v1_mount is not None:  # a hybrid or v1-only system
-        for d in _cgroup_dirs(v1_mount, v1_path):
-            limit = _number(d / "memory.limit_in_bytes")
-            usage = _number(d / "memory.usage_in_bytes")
-            if limit is not None and usage is not None and limit < UNLIMITED:
-                room.append(limit - usage + _stat(d / "memory.stat", "total_inactive_file"))
+        files += [(d / "memory.limit_in_bytes", d / "memory.usage_in_bytes", d / "memory.stat",
+                   "total_inactive_file", UNLIMITED) for d in _cgroup_dirs(v1_mount, v1_path)]
+    return tuple(files)
+
+
+def _cgroup_room() -> list[int]:
+    """Limit minus usage (with reclaimable page cache counted free) of each memory cgroup
+    from the process's own up to the hierarchy's root that sets a limit (v2 writes "no
+    limit" as "max", v1 as a number near 2**63)."""
+    room = []
+    for limit_file, usage_file, stat_file, key, unlimited in _cgroup_files(PROC):
+        limit, usage = _number(limit_file), _number(usage_file)
+        if limit is not None and usage is not None and limit < unlimited:
+            room.append(limit - usage + _stat(stat_file, key))
     return room
 
 
