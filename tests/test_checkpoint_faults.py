@@ -152,6 +152,7 @@ def _to_format_1(target: pathlib.Path) -> None:
     for name in checkpoint.FILES:
         shutil.copy(folder / name, target / name)
     meta = json.loads((target / "network.json").read_text())
+    meta.pop("metadata")  # format 1 had none
     (target / "network.json").write_text(json.dumps({**meta, "format": 1}))
     shutil.rmtree(folder)
     for name in ("latest.json", ".lock"):
@@ -339,6 +340,9 @@ def test_every_file_and_directory_is_fsynced_before_the_pointer_switches(tmp_pat
     staged = {p for p in synced_before if "/.staging-" in p}
     assert {pathlib.Path(p).name for p in staged} >= set(checkpoint.FILES)
     assert str(target) in synced_before  # the rename of the staging folder to its version
+    pointer_temp = [path for kind, path in log[:switch]
+                    if kind == "fsync" and pathlib.Path(path).name.startswith(".latest.json.")]
+    assert len(pointer_temp) == 1  # the new pointer's contents are on disk before it counts
     synced_after = [path for kind, path in log[switch:] if kind == "fsync"]
     assert str(target) in synced_after  # the pointer switch itself
     assert folder.name > "v00000001"

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import stat
 
 import numpy as np
@@ -20,7 +21,7 @@ import safetensors.numpy
 from checkpoint_files import current, edit_json, entries, only_one_version, rewrite, version_folder
 
 import gpuback
-from gpuback import checkpoint, optim
+from gpuback import checkpoint, optim, versioned_dir
 from gpuback.checkpoint import CheckpointError
 
 # A group name with a slash: the optimiser state file keys its tensors "<parameter>/<buffer>".
@@ -296,7 +297,7 @@ def test_non_finite_saved_weights_are_named(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["network.json", "weights.safetensors",
-                                  "optimizer.safetensors"])
+                                  "optimizer.safetensors", "optimizer.json"])
 def test_a_missing_file_is_named(tmp_path, name: str) -> None:
     target = _saved(tmp_path, optimizer=True)
     current(target, name).unlink()
@@ -359,8 +360,9 @@ def test_metadata_is_saved_with_the_weights_and_read_back(tmp_path) -> None:
     ([1, 2], r"metadata: expected a dict \(a JSON object\), got list$"),
     ({"a": object()}, r"metadata: not JSON-serialisable"),
     ({"a": float("nan")}, r"metadata: not JSON-serialisable"),
-    ({"a": (1, 2)}, r"metadata: does not survive JSON unchanged"),
-    ({1: "x"}, r"metadata: does not survive JSON unchanged"),
+    ({"a": (1, 2)}, r"^metadata: does not survive JSON unchanged \(non-string keys or "
+                    r"tuples\?\); use str keys, lists and plain numbers$"),
+    ({1: "x"}, r"^metadata: does not survive JSON unchanged"),
 ], ids=["list", "object", "nan", "tuple", "int-key"])
 def test_metadata_that_json_would_change_is_refused_before_writing(tmp_path, metadata,
                                                                    match: str) -> None:
@@ -389,3 +391,145 @@ def test_optimizer_state_that_is_not_finite_floats_is_named(tmp_path, value, mat
     rewrite(target, "optimizer.safetensors", safetensors.numpy.save(state))
     with pytest.raises(CheckpointError, match=r"optimizer\.safetensors: 'a/b/m' " + match):
         checkpoint.load_optimizer(target, gpuback.Network(SPEC))
+
+
+# --- the pointer, and what a save finds in the directory ---------------------------------
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda p: p.update(format=0), r"'format' must be a positive integer, got 0$"),
+    (lambda p: p.update(format="1"), r"'format' must be a positive integer, got '1'$"),
+    (lambda p: p.update(version="../elsewhere"),
+     r"'version' must name a folder like 'v00000001', got '\.\./elsewhere'$"),
+    (lambda p: p.update(files=[]), r"'files' must map each file name to its 'bytes' and "
+                                   r"'sha256'$"),
+    (lambda p: p["files"]["network.json"].pop("sha256"), r"'files' must map each file"),
+    (lambda p: p["files"]["network.json"].update(bytes=-1), r"'files' must map each file"),
+    (lambda p: p["files"].update({"notes.txt": p["files"]["network.json"]}),
+     r"lists the files \['network\.json', 'notes\.txt', 'weights\.safetensors'\]; a "
+     r"checkpoint holds \['network\.json', 'weights\.safetensors'\], and "
+     r"\['optimizer\.json', 'optimizer\.safetensors'\] with an optimiser$"),
+], ids=["format-0", "format-str", "version-path", "files-list", "no-sha", "negative-size",
+        "foreign-file"])
+def test_a_malformed_pointer_is_named_with_its_field(tmp_path, edit, match: str) -> None:
+    target = _saved(tmp_path)
+    pointer = json.loads((target / "latest.json").read_text())
+    edit(pointer)
+    (target / "latest.json").write_text(json.dumps(pointer))
+    with pytest.raises(CheckpointError, match=r"latest\.json: " + match):
+        checkpoint.read(target)
+
+
+def test_a_version_names_a_file_it_does_not_list(tmp_path) -> None:
+    target = _saved(tmp_path)
+    version = versioned_dir.VersionedDir(target, checkpoint.FILES)
+    with version.reading() as current_version, pytest.raises(
+            versioned_dir.StoreError, match=r"optimizer\.json: not part of this checkpoint "
+                                            r"version$"):
+        current_version.verify("optimizer.json")
+
+
+def test_a_checkpoint_that_cannot_be_read_is_named(tmp_path, monkeypatch) -> None:
+    target = _saved(tmp_path)
+    real = pathlib.Path.read_text
+
+    def denied(self, *args, **kwargs):  # what a non-root user meets on a mode 000 file
+        if self.name == "latest.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", denied)
+    with pytest.raises(CheckpointError, match=r"model: cannot be read: \[Errno 13\] "
+                                              r"Permission denied"):
+        checkpoint.read(target)
+
+
+def test_an_empty_directory_holds_no_checkpoint(tmp_path) -> None:
+    (tmp_path / "model").mkdir()
+    with pytest.raises(CheckpointError, match=r"model: no gpuback checkpoint there \(no "
+                                              r"latest\.json\)$"):
+        checkpoint.read(tmp_path / "model")
+    assert not checkpoint.exists(tmp_path / "model")
+
+
+def test_what_crashed_saves_left_is_not_foreign_and_is_removed(tmp_path) -> None:
+    target = tmp_path / "model"
+    (target / ".staging-12-34").mkdir(parents=True)
+    (target / ".staging-12-34" / "weights.safetensors").write_bytes(b"half")
+    (target / ".latest.json.12.tmp").write_text("{")
+    (target / "v00000007").mkdir()
+    (target / "v00000007" / "network.json").write_text("{}")
+    (target / ".lock").touch()
+    net, opt = _trained()
+    checkpoint.save(net, target, opt)  # no pointer: nothing there was completed
+    assert only_one_version(target) and not (target / "v00000007").exists()
+    assert checkpoint.read(target).spec == net.spec
+
+
+def test_foreign_files_are_listed_when_a_save_refuses(tmp_path) -> None:
+    folder = tmp_path / "home"
+    folder.mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        (folder / name).touch()
+    net, _ = _trained()
+    with pytest.raises(CheckpointError, match=r"holds files but no gpuback checkpoint \(a, b, "
+                                              r"c, \.\.\.\); refusing"):
+        checkpoint.save(net, folder)
+    for name in ("d", "e"):
+        (folder / name).unlink()
+    with pytest.raises(CheckpointError, match=r"checkpoint \(a, b, c\); refusing"):
+        checkpoint.save(net, folder)
+
+
+def test_a_top_level_network_json_that_is_not_format_1_is_kept(tmp_path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "network.json").write_text("not JSON: somebody's notes")
+    net, _ = _trained()
+    checkpoint.save(net, target)
+    assert (target / "network.json").read_text() == "not JSON: somebody's notes"
+    assert checkpoint.read(target).spec == net.spec
+
+
+def test_a_format_1_checkpoint_without_an_optimiser_is_converted(tmp_path) -> None:
+    target = _saved(tmp_path)  # weights and network only
+    folder = version_folder(target)
+    for name in ("weights.safetensors", "network.json"):
+        (target / name).write_bytes((folder / name).read_bytes())
+    meta = json.loads((target / "network.json").read_text())
+    meta.pop("metadata")
+    (target / "network.json").write_text(json.dumps({**meta, "format": 1}))
+    for name in ("latest.json", ".lock"):
+        (target / name).unlink()
+    shutil.rmtree(folder)
+    assert checkpoint.read(target).metadata == {}
+    net, opt = _trained(3)
+    checkpoint.save(net, target, opt)
+    assert only_one_version(target)
+    (target / "weights.safetensors").write_bytes(b"")  # format 1 again, its weights gone
+    (target / "network.json").write_text(json.dumps({**meta, "format": 1}))
+    for name in ("latest.json", ".lock"):
+        (target / name).unlink()
+    (target / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model/weights\.safetensors: missing from the "
+                                              r"checkpoint$"):
+        checkpoint.read(target)
+
+
+def test_weights_larger_than_a_read_chunk_round_trip(tmp_path) -> None:
+    net = gpuback.Network(gpuback.mlp_spec([3, 200_000, 2]), seed=1)  # 8 MB of weights
+    checkpoint.save(net, tmp_path / "model")
+    assert current(tmp_path / "model", "weights.safetensors").stat().st_size > 2 << 20
+    loaded = checkpoint.read(tmp_path / "model").weights
+    for name, value in net.parameters().items():
+        np.testing.assert_array_equal(loaded[name], value)
+
+
+def test_an_error_without_a_message_is_named_by_its_type(tmp_path, monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise OSError
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    net, _ = _trained()
+    with pytest.raises(CheckpointError, match=r"the save failed, the previous checkpoint is "
+                                              r"unchanged: OSError$"):
+        checkpoint.save(net, tmp_path / "model")
