@@ -34,6 +34,7 @@ import numpy as np
 
 from .flat import FlatLayout
 from .init import staging_bytes
+from .optim import Adam
 from .workspace import workspace_bytes
 
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ def _run_needs(plan: Plan, dtype: Any, flat: int, batch: int,
                optimizer: Any) -> tuple[Need, Need]:
     """The optimiser's state (None: fit's default, Adam) and the workspace for batches of
     ``batch``, for a network of ``flat`` parameter bytes."""
-    buffers = 2 if optimizer is None else optimizer.state_buffers()
-    name = "Adam" if optimizer is None else type(optimizer).__name__
+    optimizer = _or_fit_default(optimizer)
+    buffers, name = optimizer.state_buffers(), type(optimizer).__name__
     return (Need(f"{name} state ({buffers} x parameters)", buffers * flat),
             Need(f"workspace for batches of {batch}", workspace_bytes(plan, dtype, batch)))
 
@@ -159,7 +160,7 @@ def check_training(net: Any, batch_size: int, optimizer: Any = None,
 
 
 def _advice(dtype: Any, optimizer: Any) -> str:
-    buffers = 2 if optimizer is None else optimizer.state_buffers()
+    buffers = _or_fit_default(optimizer).state_buffers()
     advice = ["lower batch_size"]
     if buffers > 1:
         advice.append(f"use SGD (1 state buffer, not {buffers})")
@@ -183,3 +184,8 @@ def _check(ops: Backend, what: str, needs: list[Need], advice: str) -> None:
     raise InsufficientMemoryError(
         f"{what} {total} on the {ops.name} backend ({parts}), but only {human(free)} "
         f"is free there; {advice}")
+
+
+def _or_fit_default(optimizer: Any) -> Any:
+    """``optimizer``, or for None the one ``fit`` would make (``Adam()``)."""
+    return Adam() if optimizer is None else optimizer
