@@ -12,6 +12,7 @@ from .backends import available_backends
 from .gradcheck import GradcheckReport, ParameterCheck, gradcheck
 from .info import info
 from .network import Network
+from .plot import describe_network, plot_history
 from .spec import ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
 from .training import TrainingDivergedError
 
@@ -28,10 +29,12 @@ __all__ = [
     "available_backends",
     "checkpoint",
     "datasets",
+    "describe_network",
     "gradcheck",
     "info",
     "mlp_spec",
     "optim",
+    "plot_history",
     "profile",
     "sparse_mlp_spec",
     "validate_spec",

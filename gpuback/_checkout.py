@@ -27,6 +27,9 @@ def alias_checkout_kernels() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpuback.kernels"] = module
     spec.loader.exec_module(module)
+    # as an import of the subpackage would: gpuback.kernels.<name> works after
+    # ``import gpuback.kernels``
+    vars(sys.modules[__package__])["kernels"] = module
 
 
 alias_checkout_kernels()

@@ -68,6 +68,16 @@ STEP_CASE_SHAPES = {
     "sparse99": StepCase((784, 4096, 4096, 10), 256, density=0.01),
     "small": StepCase((64, 64, 64, 10), 32),
 }
+# ``--quick``: a smoke check of every contender and case, seconds in all: hidden layers an
+# eighth as wide, smaller batches, one untimed and QUICK_CALLS timed calls a mode, no
+# settling, one digits run
+QUICK_SHAPES = {
+    "dense": StepCase((784, 128, 128, 10), 32),
+    "sparse95": StepCase((784, 512, 512, 10), 32, density=0.05),
+    "sparse99": StepCase((784, 512, 512, 10), 32, density=0.01),
+    "small": StepCase((64, 64, 64, 10), 32),
+}
+QUICK_CALLS = 3
 
 # Targets of the CPU backend (issue 5), each: case, PyTorch contender, largest time ratio.
 CPU_TARGETS = (("dense", "torch.nn", 1.0), ("sparse95", "torch.sparse.mm", 1 / 3),
@@ -82,9 +92,19 @@ def settle() -> None:
     time.sleep(SETTLE_SECONDS)
 
 
-def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = None) -> float:
+def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = None,
+              quick: bool = False) -> float:
     """Median milliseconds per call of ``fn``: settle, warm-up calls for ``warm_up`` seconds
-    (at least two), then calls for ``seconds`` (at least three)."""
+    (at least two), then calls for ``seconds`` (at least three). ``quick``: one warm-up
+    call and ``QUICK_CALLS`` timed ones, no settling (a smoke check, not a measurement)."""
+    times: list[float] = []
+    if quick:
+        fn()
+        for _ in range(QUICK_CALLS):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
     warm_up = max(0.2, seconds / 2) if warm_up is None else warm_up
     settle()
     start = time.perf_counter()
@@ -92,7 +112,6 @@ def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = Non
         fn()
         if i >= 1 and time.perf_counter() - start >= warm_up:
             break
-    times: list[float] = []
     start = time.perf_counter()
     while len(times) < 3 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
@@ -106,17 +125,17 @@ def _device_of(backend: str) -> str:
     return get_backend(backend).device
 
 
-def gemm_gflops(devices: Sequence[str], seconds: float) -> dict[str, float]:
+def gemm_gflops(devices: Sequence[str], seconds: float, quick: bool = False) -> dict[str, float]:
     """Float32 GEMM rate per device: the best of NumPy (CPU) and PyTorch, in GFLOP/s."""
     m, k, n = 1024, 1024, 256
     flops = 2 * m * k * n
     rng = np.random.default_rng(0)
     a = rng.normal(size=(m, k)).astype(np.float32)
     b = rng.normal(size=(k, n)).astype(np.float32)
-    rates = {"cpu": flops / time_call(lambda: a @ b, seconds) / 1e6}
+    rates = {"cpu": flops / time_call(lambda: a @ b, seconds, quick=quick) / 1e6}
     if bench_torch.version() is not None:
         for device in bench_torch.devices():
-            ms = time_call(bench_torch.gemm(device, m, k, n), seconds)
+            ms = time_call(bench_torch.gemm(device, m, k, n), seconds, quick=quick)
             rates[device] = max(rates.get(device, 0.0), flops / ms / 1e6)
     return {d: round(rates[d], 1) for d in devices if d in rates}
 
@@ -149,9 +168,11 @@ def parameter_count(spec: dict) -> int:
 
 
 def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
-                    gflops: dict[str, float], seconds: float) -> dict[str, Any]:
-    """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor."""
-    case = STEP_CASE_SHAPES[name]
+                    gflops: dict[str, float], seconds: float,
+                    quick: bool = False) -> dict[str, Any]:
+    """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor
+    (``quick``: on the case's ``QUICK_SHAPES``, timed as ``time_call`` says)."""
+    case = (QUICK_SHAPES if quick else STEP_CASE_SHAPES)[name]
     spec = case.spec()
     params = parameter_count(spec)
     flops = 6 * case.batch * params
@@ -164,7 +185,7 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     for label, (device, steps) in contenders.items():
         run: dict[str, Any] = {"name": label, "device": device}
         for mode, fn in steps.items():
-            run[f"{mode}_ms"] = round(time_call(fn, seconds), 4)
+            run[f"{mode}_ms"] = round(time_call(fn, seconds, quick=quick), 4)
         run["samples_per_s"] = round(case.batch / (run["fwd_bwd_ms"] * 1e-3), 1)
         floor_ms = flops / (gflops[device] * 1e6) if device in gflops else None
         run["floor_ms"] = None if floor_ms is None else round(floor_ms, 4)
@@ -180,11 +201,12 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
 
 
 def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
-                 repeats: int = 3) -> dict[str, Any]:
+                 repeats: int = 3, quick: bool = False) -> dict[str, Any]:
     """Seconds of training (and epochs) until the digits test accuracy reaches 95%: the
-    median of ``repeats`` runs from the same initial weights, after one untimed run."""
+    median of ``repeats`` runs from the same initial weights, after one untimed run
+    (``quick``: one run, untimed run and settling left out)."""
     data = datasets.load_digits(test_fraction=0.2, seed=0)
-    spec = mlp_spec([data.n_features, 128, data.n_classes])
+    spec = mlp_spec([data.n_features, 128, data.n_outputs])
 
     def gpuback_trainer(backend: str) -> tuple[Callable[[], None], Callable[[], float]]:
         net = Network(spec, backend=backend, dtype="float32", seed=0)
@@ -204,6 +226,9 @@ def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
                  for d in torch_devices}
     runs = []
     for name, make in trainers.items():
+        if quick:
+            runs.append(_time_to_accuracy(name, *make(), settled=False))
+            continue
         _time_to_accuracy(name, *make())  # compiles, allocates, warms caches
         tries = [_time_to_accuracy(name, *make()) for _ in range(repeats)]
         tries.sort(key=lambda r: math.inf if r["seconds"] is None else r["seconds"])
@@ -212,8 +237,9 @@ def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
 
 
 def _time_to_accuracy(name: str, train_epoch: Callable[[], None],
-                      accuracy: Callable[[], float]) -> dict[str, Any]:
-    settle()
+                      accuracy: Callable[[], float], settled: bool = True) -> dict[str, Any]:
+    if settled:
+        settle()
     seconds = 0.0
     for epoch in range(1, MAX_EPOCHS + 1):
         start = time.perf_counter()
@@ -301,35 +327,39 @@ def _cpu_name() -> str:
 
 def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
         seconds: float = 1.0, use_torch: bool = True,
-        report: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmark; ``report`` receives each table line as it is measured."""
+        report: Callable[[str], None] = print, quick: bool = False) -> dict[str, Any]:
+    """Run the benchmark; ``report`` receives each table line as it is measured.
+    ``quick``: a smoke check in seconds (``QUICK_SHAPES``, ``time_call``'s quick mode), whose
+    numbers say that every contender runs, not how fast."""
     backends = (available_backends(include_simulated=False) if backends is None
                 else list(backends))
     torch_devices = bench_torch.devices() if use_torch and bench_torch.version() else []
     devices = sorted({_device_of(b) for b in backends} | set(torch_devices))
     info = machine()
-    gflops = gemm_gflops(devices, seconds)
+    gflops = gemm_gflops(devices, seconds, quick)
     torch = (f"PyTorch {info['torch']} ({info['torch_threads']} threads)" if info["torch"]
              else "PyTorch not installed")
     report(f"machine: {info['cpu']}, {info['cores']} cores; NumPy {info['numpy']}; {torch}")
+    if quick:
+        report("quick run: smaller cases, 3 timed calls each; a smoke check, not a measurement")
     report("float32 GEMM rate: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in gflops.items()))
     results = []
     for name in cases:
         if name == "digits":
-            result = bench_digits(backends, torch_devices, repeats=1 if seconds < 0.5 else 3)
+            result = bench_digits(backends, torch_devices, quick=quick)
         elif name == "startup":
             result = bench_startup()
         else:
-            result = bench_step_case(name, backends, torch_devices, gflops, seconds)
+            result = bench_step_case(name, backends, torch_devices, gflops, seconds, quick)
         results.append(result)
         for line in format_result(result):
             report(line)
-    checks = targets(results)
+    checks = [] if quick else targets(results)
     for check in checks:
         report(f"target {check['case']} vs {check['against']}: {check['ratio']:.3g} "
                f"(at most {check['at_most']:.3g}) {'met' if check['met'] else 'NOT met'}")
-    return {"machine": info, "gemm_gflops": gflops, "seconds": seconds, "results": results,
-            "targets": checks}
+    return {"machine": info, "gemm_gflops": gflops, "seconds": seconds, "quick": quick,
+            "results": results, "targets": checks}
 
 
 def format_result(result: dict[str, Any]) -> list[str]:

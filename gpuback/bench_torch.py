@@ -94,7 +94,7 @@ def digits_trainer(data: Any, device: str, seed: int = 0
     import torch
 
     torch.manual_seed(seed)
-    n_in, n_out = data.n_features, data.n_classes
+    n_in, n_out = data.n_features, data.n_outputs
     model = torch.nn.Sequential(torch.nn.Linear(n_in, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, n_out)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -34,17 +34,21 @@ def check_int(where: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def as_numeric_array(ops: Backend, name: str, value: Any) -> Any:
+def as_numeric_array(ops: Backend, name: str, value: Any, accepted: str = "",
+                     bool_hint: str = "") -> Any:
     """``value`` as an array of real numbers: a device (CuPy) array stays on the device,
-    anything else becomes a NumPy array. TypeError for non-numeric values."""
+    anything else becomes a NumPy array. TypeError for non-numeric values; ``accepted``
+    (what the caller accepts) and, for a boolean array, ``bool_hint`` extend its message."""
+    tail = f"; accepted: {accepted}" if accepted else ""
     try:
         arr = ops.as_array(value)
     except ValueError as exc:  # ragged nested sequences
         raise TypeError(f"{name}: expected a numeric array, got a ragged sequence "
-                        f"({exc})") from None
+                        f"({exc}){tail}") from None
     if arr.dtype.kind not in "iuf":  # signed, unsigned, float (not bool, complex, object)
+        hint = f" ({bool_hint})" if arr.dtype.kind == "b" and bool_hint else ""
         raise TypeError(f"{name}: expected a numeric (integer or float) array, "
-                        f"got dtype {arr.dtype}")
+                        f"got dtype {arr.dtype}{tail}{hint}")
     return arr
 
 
@@ -105,45 +109,109 @@ def check_inputs(ops: Backend, X: Any, n_in: int, dtype: Any, name: str = "X") -
     return arr
 
 
+def accepted_targets(loss: str, n_out: int, batch: int) -> str:
+    """The target forms ``check_targets`` accepts for ``loss``, ``n_out`` outputs and
+    ``batch`` samples, as every refusal message names them."""
+    if loss == "cross_entropy":
+        labels = f"({batch},) / ({batch}, 1)" if n_out >= 2 else f"({batch},)"
+        return (f"({batch}, {n_out}) probability rows, or {labels} class labels "
+                f"0..{n_out - 1}, for loss {loss!r}")
+    rows = f"({batch}, {n_out}) targets" + (" in [0, 1]" if loss == "binary_cross_entropy"
+                                             else "")
+    if n_out == 1:
+        return f"{rows}, or ({batch},) for a single output, for loss {loss!r}"
+    return f"{rows} for loss {loss!r}"
+
+
 def check_targets(ops: Backend, T: Any, loss: str, n_out: int, batch: int,
                   dtype: Any, name: str = "T") -> Any:
-    """T checked against the loss: (batch, n_out) rows, or (batch,) labels for cross-entropy.
+    """T checked against the loss and normalised: (batch, n_out) rows, or int64 (batch,)
+    class labels for cross-entropy. The returned array is what the engine loads.
 
-    Cross-entropy rows must be non-negative and sum to 1; binary cross-entropy
-    targets must lie in [0, 1]; integer class labels must lie in [0, n_out). Target rows
-    must be finite within the range of the network's ``dtype`` (``check_finite``).
+    Accepted forms (every refusal names the ones for its loss and ``n_out``, see
+    ``accepted_targets``):
+
+    * cross-entropy: (batch, n_out) probability rows, non-negative, each summing to 1; or
+      class labels in [0, n_out) as a (batch,) array or, with n_out >= 2, a (batch, 1)
+      column, of any integer dtype or of floats whose every value is finite and integral
+      (0.0, 1.0, ...). Labels come back as int64 (batch,). Non-integral floats in a labels
+      shape (0.5) are refused: probability rows must have shape (batch, n_out). With
+      n_out == 1 a (batch, 1) array is a probability row, as for any n_out.
+    * sum of squares, binary cross-entropy: (batch, n_out) targets (binary cross-entropy's
+      in [0, 1]); with a single output (n_out == 1) also (batch,), returned as (batch, 1).
+      A 1-D array for n_out > 1 is refused: 1-D targets are accepted only for one output.
+    * Boolean arrays are refused (as for X): their meaning, labels or 0/1 rows, is the
+      caller's to say with ``.astype(int)`` or ``.astype(float)``.
+
+    Target rows must be finite within the range of the network's ``dtype``
+    (``check_finite``); float labels must be finite (they become int64, not ``dtype``).
     """
-    arr = as_numeric_array(ops, name, T)
-    if loss == "cross_entropy" and arr.ndim == 1:
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name}: class labels of shape ({batch},) must be integers, got dtype "
-                            f"{arr.dtype} (or pass (batch, {n_out}) probability rows)")
-        if arr.shape[0] != batch:
-            raise ValueError(f"{name}: expected {batch} class labels (one per sample of X), "
-                             f"got shape {arr.shape}")
-        if batch and (int(arr.min()) < 0 or int(arr.max()) >= n_out):
-            bad = int(ops.array_namespace(arr).flatnonzero((arr < 0) | (arr >= n_out))[0])
-            raise ValueError(f"{name}: class labels must lie in [0, {n_out}), got {int(arr[bad])} "
-                             f"at index {bad}")
-        return arr.astype(np.int64, copy=False)
-    labels_hint = f" or ({batch},) integer class labels" if loss == "cross_entropy" else ""
+    accepted = accepted_targets(loss, n_out, batch)
+    as_what = "int) for class labels or .astype(float" if loss == "cross_entropy" else "float"
+    arr = as_numeric_array(ops, name, T, accepted, f"booleans are not read as targets: pass "
+                           f"T.astype({as_what}) for rows")
+    if loss == "cross_entropy" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1
+                                                      and n_out >= 2)):
+        return _check_labels(ops, name, arr, n_out, batch, accepted)
+    given = arr  # what finiteness messages index, as the caller passed it
+    if loss != "cross_entropy" and n_out == 1 and arr.shape == (batch,):
+        arr = arr.reshape(batch, 1)  # one output: (batch,) targets are its column
     if arr.shape != (batch, n_out):
-        raise ValueError(f"{name}: expected shape ({batch}, {n_out}){labels_hint} for loss "
-                         f"{loss!r}, got {arr.shape}")
-    check_finite(ops, name, arr, dtype)
+        why = ""
+        if arr.ndim == 1 and n_out > 1:
+            why = (f": 1-D targets are accepted only for a single output, and this network "
+                   f"has {n_out} outputs")
+        raise ValueError(f"{name}: expected {accepted}; got shape {arr.shape}{why}")
+    _with_forms(check_finite, accepted, ops, name, given, dtype)
     if loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
         raise ValueError(f"{name}: binary cross-entropy targets must lie in [0, 1], got values in "
-                         f"[{arr.min()}, {arr.max()}]")
+                         f"[{arr.min()}, {arr.max()}]; accepted: {accepted}")
     if loss == "cross_entropy":
         if (arr < 0).any():
             raise ValueError(f"{name}: cross-entropy target rows must be non-negative, got a "
-                             f"minimum of {arr.min()}")
+                             f"minimum of {arr.min()}; accepted: {accepted}")
         sums = arr.sum(axis=1)
         off = ops.array_namespace(arr).flatnonzero(abs(sums - 1.0) > PROBABILITY_ATOL)
         if off.size:
             raise ValueError(f"{name}: cross-entropy target rows must sum to 1, row {int(off[0])} "
-                             f"sums to {sums[off[0]]}")
+                             f"sums to {sums[off[0]]}; accepted: {accepted}")
     return arr
+
+
+def _check_labels(ops: Backend, name: str, arr: Any, n_out: int, batch: int,
+                  accepted: str) -> Any:
+    """Cross-entropy class labels, (batch,) or a (batch, 1) column, integers or integral
+    finite floats in [0, n_out), as int64 (batch,)."""
+    if arr.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} class labels (one per sample of X), "
+                         f"got shape {arr.shape}; accepted: {accepted}")
+    labels = arr[:, 0] if arr.ndim == 2 else arr
+    xp = ops.array_namespace(labels)
+    if labels.dtype.kind == "f":
+        # finite first, so that NaN gets the finite-value message; no dtype range: labels
+        # become int64, and [0, n_out) below bounds them
+        _with_forms(check_finite, accepted, ops, name, arr, None)
+        fractional = labels != xp.round(labels)
+        if bool(fractional.any()):
+            bad = int(xp.flatnonzero(fractional)[0])
+            raise ValueError(f"{name}: class labels must be integral, got {float(labels[bad])} "
+                             f"at index {bad}; probability rows must have shape "
+                             f"({batch}, {n_out}); accepted: {accepted}")
+    if batch and (float(labels.min()) < 0 or float(labels.max()) >= n_out):
+        bad = int(xp.flatnonzero((labels < 0) | (labels >= n_out))[0])
+        value = labels[bad].item()
+        shown = f"{value:g}" if isinstance(value, float) else value
+        raise ValueError(f"{name}: class labels must lie in [0, {n_out}), got {shown} at "
+                         f"index {bad}; accepted: {accepted}")
+    return labels.astype(np.int64, copy=False)
+
+
+def _with_forms(check: Any, accepted: str, *args: Any) -> None:
+    """``check(*args)``, its ValueError's message extended by the accepted target forms."""
+    try:
+        check(*args)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; accepted: {accepted}") from None
 
 
 def check_parameters(ops: Backend, params: Any, shapes: Mapping[str, tuple[int, ...]],

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bench
+from . import __version__, bench, checkpoint
 from .backends import AUTO, backend_names, get_backend, resolve_backend_name
 from .cli_common import (
     NON_NEGATIVE_INT,
@@ -43,6 +43,7 @@ from .cli_common import (
     check_writable_file,
     reading,
     signals_stop_the_run,
+    stdout_for_json,
     stop_reason,
     write_json,
 )
@@ -54,6 +55,8 @@ from .training import TrainingDivergedError
 EXIT_FAILED = 1  # the check or the run itself failed
 EXIT_USAGE = 2  # bad arguments or input files
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+STDOUT = "-"  # bench --json without a file name: the results to stdout
+JSON_HELP = "stdout is one JSON document, the report; every other line goes to stderr"
 TRACEBACK_ENV = "GPUBACK_TRACEBACK"  # set to 1: print the traceback of a failure too
 
 
@@ -76,11 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with signals_stop_the_run():
             args = build_parser().parse_args(argv)
             command = f"gpuback {args.command}"
-            return args.run(args)
+            with stdout_for_json(wants_json(args)) as args.emit:
+                return args.run(args)
     except SystemExit:  # --help
         raise
     except BaseException as exc:  # every failure becomes one line
         return _report(command, exc)
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    """Whether the command's stdout is to be one JSON document (``--json``; for ``bench``,
+    ``--json`` without a file name)."""
+    return getattr(args, "json", None) in (True, STDOUT)
 
 
 def _report(command: str, exc: BaseException) -> int:
@@ -122,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"(Bishop PRML 5.3). Failures: one line on stderr, exit 2 for bad "
                      f"input, 1 for a failed run, 130 for Ctrl-C; {TRACEBACK_ENV}=1 also "
                      f"prints the traceback.")
+    parser.add_argument("--version", action="version", version=f"gpuback {__version__}",
+                        help="print gpuback's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(sub.add_parser("train", help="train an MLP (default: the embedded digits)"))
     _gradcheck_parser(sub.add_parser("gradcheck", help="backprop vs central differences for "
@@ -131,15 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub.add_parser("bench", help="training-step speed of every backend here "
                                  "against PyTorch (if installed), in one run"))
     info = sub.add_parser("info", help="backends available here, GPU and versions")
-    info.add_argument("--json", action="store_true",
-                      help="print the report as JSON (default: off)")
+    info.add_argument("--json", action="store_true", help=f"{JSON_HELP} (default: off)")
     info.set_defaults(run=_info)
     return parser
 
 
 def _gradcheck_parser(check: argparse.ArgumentParser) -> None:
-    check.add_argument("spec", nargs="?", help="a spec .json file (default: a small DAG where "
-                       "a hidden group feeds three later groups)")
+    check.add_argument("spec", nargs="?", help="a spec .json file, e.g. the network.json of a "
+                       "checkpoint's version folder (default: a small DAG where a hidden "
+                       "group feeds three later groups)")
+    add_option(check, "--model", "a checkpoint directory (gpuback train's OUT/model): its "
+               "network and trained weights, instead of SPEC", metavar="DIR", shown="none")
     add_option(check, "--batch", "samples in the check", 3, type=POSITIVE_INT, metavar="N")
     add_option(check, "--mode", "full: every parameter; direction: random directional derivatives",
          "full", choices=["full", "direction"])
@@ -148,16 +162,19 @@ def _gradcheck_parser(check: argparse.ArgumentParser) -> None:
     add_option(check, "--backend", "backend to check", "numpy", choices=[AUTO, *backend_names()])
     add_option(check, "--seed", "seed of the weights, inputs and targets", 0, type=NON_NEGATIVE_INT,
          metavar="N")
+    check.add_argument("--json", action="store_true", help=f"{JSON_HELP} (default: off)")
     check.set_defaults(run=_gradcheck)
 
 
 def _explain_parser(explain: argparse.ArgumentParser) -> None:
     add_option(explain, "--unit", "the unit j of the group", 0, type=NON_NEGATIVE_INT, metavar="J")
-    add_option(explain, "--group", "the hidden group", "h", metavar="G")
+    add_option(explain, "--group", "the hidden group", metavar="G",
+               shown="the hidden group that feeds the most later groups (the first of them)")
     add_option(explain, "--model", "a saved checkpoint directory", metavar="DIR",
          shown="a demo network where h feeds three later groups")
     add_option(explain, "--seed", "seed of the demo weights and the sample", 0,
          type=NON_NEGATIVE_INT, metavar="N")
+    explain.add_argument("--json", action="store_true", help=f"{JSON_HELP} (default: off)")
     explain.set_defaults(run=_explain)
 
 
@@ -168,12 +185,14 @@ def _bench_parser(bench_cmd: argparse.ArgumentParser) -> None:
          choices=[AUTO, *backend_names()], shown="every one usable here, not simulated")
     add_option(bench_cmd, "--seconds", "timing per contender and mode, after warming up", 1.0,
          type=POSITIVE, metavar="S")
-    bench_cmd.add_argument("--quick", action="store_true", help="a short run (0.05 s a "
-                           "contender): checks it runs, not how fast (default: off)")
+    bench_cmd.add_argument("--quick", action="store_true", help="a smoke check, seconds long "
+                           "(smaller cases, one timed call each): checks it runs, not how "
+                           "fast (default: off)")
     bench_cmd.add_argument("--no-torch", action="store_true",
                            help="leave PyTorch out (default: off)")
-    add_option(bench_cmd, "--json", "also write the results to this file", metavar="PATH",
-         shown="none")
+    add_option(bench_cmd, "--json", "without PATH: stdout is one JSON document, the "
+               "results, and the table goes to stderr; with PATH: also write the results to "
+               "PATH", metavar="PATH", nargs="?", const=STDOUT, shown="off")
     bench_cmd.set_defaults(run=_bench)
 
 
@@ -182,21 +201,52 @@ def _bench_parser(bench_cmd: argparse.ArgumentParser) -> None:
 def _gradcheck(args: argparse.Namespace) -> int:
     from .explain import DEMO_SPEC, random_targets
 
-    if args.spec is None:
-        net = Network(DEMO_SPEC, backend=args.backend, dtype="float64", seed=args.seed)
-    else:
-        with reading(args.spec, "spec file"):
-            try:
-                spec = json.loads(Path(args.spec).read_text())
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{args.spec}: not valid JSON ({exc})") from None
-            net = Network(spec, backend=args.backend, dtype="float64", seed=args.seed)
+    net = _gradcheck_network(args, DEMO_SPEC)
     rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(args.batch, net.plan.n_in))
     T = random_targets(net.plan.loss, net.plan.n_out, args.batch, rng)
     report = gradcheck(net, X, T, mode=args.mode, tol=args.tol, seed=args.seed)
-    print(report)
+    if args.json:
+        args.emit({"network": describe(net), **report.as_dict()})
+    else:
+        print(report)
     return 0 if report.passed else EXIT_FAILED
+
+
+def _gradcheck_network(args: argparse.Namespace, demo: dict) -> Network:
+    """The network to check: a checkpoint's (``--model``: its trained weights, in float64),
+    a spec file's or the demo DAG (weights drawn from ``--seed``)."""
+    if args.model is not None and args.spec is not None:
+        raise UsageError("give a SPEC file or --model DIR, not both")
+    model = args.model
+    if model is None and args.spec is not None and Path(args.spec).is_dir():
+        if not checkpoint.exists(args.spec):
+            raise UsageError(f"{args.spec}: a directory that holds no gpuback checkpoint; "
+                             f"expected a spec .json file or a checkpoint directory")
+        model = args.spec  # a checkpoint directory given as SPEC
+    if model is not None:
+        with reading(model, "gpuback checkpoint"):
+            saved = Network.load(model, backend=args.backend)
+        net = Network(saved.spec, backend=args.backend, dtype="float64")
+        net.set_parameters(saved.parameters())
+        return net
+    if args.spec is None:
+        return Network(demo, backend=args.backend, dtype="float64", seed=args.seed)
+    with reading(args.spec, "spec file"):
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{args.spec}: not valid JSON ({exc})") from None
+        if isinstance(spec, dict) and "spec" in spec and "groups" not in spec:
+            spec = spec["spec"]  # a checkpoint's network.json: the spec inside it
+        return Network(spec, backend=args.backend, dtype="float64", seed=args.seed)
+
+
+def describe(net: Network) -> dict:
+    """The network a JSON report is about."""
+    plan = net.plan
+    return {"groups": {g: plan.groups[g].size for g in plan.order}, "loss": plan.loss,
+            "backend": net.backend, "dtype": net.dtype}
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -206,7 +256,11 @@ def _explain(args: argparse.Namespace) -> int:
     if args.model is not None:
         with reading(args.model, "gpuback checkpoint"):
             net = Network.load(args.model)
-    print(explain(net, group=args.group, unit=args.unit, seed=args.seed))
+    explanation = explain(net, group=args.group, unit=args.unit, seed=args.seed)
+    if args.json:
+        args.emit(explanation.as_dict())
+    else:
+        print(explanation)
     return 0
 
 
@@ -222,13 +276,16 @@ def _bench(args: argparse.Namespace) -> int:
             if get_backend(name).status().simulated:  # get_backend: a clear error if unusable
                 raise UsageError(f"--backends: {name!r} runs on the Numba CUDA simulator here; "
                                  f"its timings would mean nothing")
-    if args.json:
+    to_file = args.json not in (None, STDOUT)
+    if to_file:
         check_writable_file("--json", Path(args.json))
-    results = bench.run(cases, backends, seconds=0.05 if args.quick else args.seconds,
+    results = bench.run(cases, backends, seconds=args.seconds, quick=args.quick,
                         use_torch=not args.no_torch)
-    if args.json:
+    if to_file:
         write_json(Path(args.json), results)
         print(f"results written to {args.json}")
+    elif args.json == STDOUT:
+        args.emit(results)
     return 0
 
 
@@ -237,7 +294,7 @@ def _info(args: argparse.Namespace) -> int:
 
     report = info()
     if args.json:
-        print(json.dumps(report))
+        args.emit(report)
         return 0
     print(f"gpuback on Python {report['python']}, NumPy {report['numpy']}")
     for name, state in report["backends"].items():

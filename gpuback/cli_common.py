@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -81,6 +82,25 @@ def reading(path: Any, what: str) -> Iterator[None]:
     except Exception as exc:  # e.g. AttributeError on a JSON list
         raise UsageError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") \
             from exc
+
+
+@contextlib.contextmanager
+def stdout_for_json(wanted: bool) -> Iterator[Callable[[Any], None]]:
+    """With ``--json`` stdout carries exactly one JSON document: while the block runs,
+    everything the command prints goes to stderr instead, and the ``emit(document)``
+    yielded writes the document to the real stdout. Without it ``emit`` prints the
+    document as one line among the others."""
+    out = sys.stdout
+
+    def emit(document: Any) -> None:
+        out.write(json.dumps(document) + "\n")
+        out.flush()
+
+    if not wanted:
+        yield emit
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield emit
 
 
 class Checked:

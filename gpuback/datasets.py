@@ -21,6 +21,12 @@ per class, so a stray label (1000000 among 0, 1, 2) would otherwise ask for a mi
 outputs, and a single class would train a classifier that cannot be wrong.
 ``split(X, y)`` makes a seeded, stratified train/test :class:`Split`.
 
+Targets other than class labels (``targets=`` of ``load_file`` and ``split``, one of
+``TARGET_KINDS``): ``"values"``, real numbers for regression (sum of squares), and
+``"binary"``, values in [0, 1] such as multi-label 0/1 targets (binary cross-entropy). Then
+``y`` is float64 of shape (n_samples, n_targets): the ``.npz`` array ``y`` may be 1-D or 2-D,
+and a table's (``.npy``, ``.csv``) last ``target_columns`` columns are the targets.
+
 A file that cannot be read as promised raises :class:`DataError` (a ``ValueError``) whose
 message names the file, what was expected and what was found; a missing file raises
 ``FileNotFoundError``.
@@ -41,7 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "Split", "load_digits", "load_file", "load_idx", "split"]
+__all__ = ["TARGET_KINDS", "DataError", "Split", "load_digits", "load_file", "load_idx",
+           "split"]
+
+# what a data set's targets are: class indices, real values, or values in [0, 1]
+TARGET_KINDS = ("labels", "values", "binary")
 
 PathLike = str | os.PathLike
 
@@ -64,19 +74,27 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """A train/test split of a labelled data set.
+    """A train/test split of a data set.
 
-    ``X_*`` are float64 (samples x features), ``y_*`` int64 class labels (samples,).
+    ``X_*`` are float64 (samples x features); ``y_*`` int64 class labels (samples,), or,
+    for ``"values"`` and ``"binary"`` targets, float64 (samples, n_targets).
     ``n_classes`` is one more than the largest label in either part (labels are
-    ``0 .. n_classes - 1``); ``n_features`` is the number of columns of ``X``.
+    ``0 .. n_classes - 1``; None for other targets); ``n_features`` is the number of
+    columns of ``X``; ``n_outputs`` the outputs a network for it needs.
     """
 
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
-    n_classes: int
+    n_classes: int | None
     n_features: int
+    targets: str = "labels"
+
+    @property
+    def n_outputs(self) -> int:
+        """One output per class for labels, one per target column otherwise."""
+        return self.n_classes if self.n_classes is not None else int(self.y_train.shape[1])
 
 
 # --------------------------------------------------------------------------- digits
@@ -105,10 +123,13 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- split
 
 
-def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Split ``(X, y)`` into training and test parts, stratified by class.
+def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0,
+          targets: str = "labels") -> Split:
+    """Split ``(X, y)`` into training and test parts, stratified by class for labels.
 
-    Each class contributes its share of the ``round(test_fraction * n)`` test samples
+    ``targets``: what ``y`` holds, one of ``TARGET_KINDS`` (see the module docstring).
+    Other targets than labels are split at random (no classes to stratify by). For labels,
+    each class contributes its share of the ``round(test_fraction * n)`` test samples
     (largest remainders get the leftovers, so the total is exact); which samples go where,
     and the order within each part, come from ``numpy.random.default_rng(seed)``, so the
     same inputs and seed give identical arrays. Every sample lands in exactly one part.
@@ -120,13 +141,18 @@ def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 
     if not 0.0 < test_fraction < 1.0:  # NaN included
         raise DataError(f"split(): test_fraction must be between 0 and 1 (exclusive), "
                         f"got {test_fraction!r}")
-    X, y = _check_arrays(np.asarray(X), np.asarray(y), "the arrays given to split()")
+    X, y = _check_arrays(np.asarray(X), np.asarray(y), "the arrays given to split()", targets)
     n = len(y)
     n_test = round(test_fraction * n)
     if not 0 < n_test < n:
         raise DataError(f"split(): test_fraction={test_fraction} of {n} samples leaves "
                         f"{n_test} test and {n - n_test} training samples; both must be > 0")
     rng = np.random.default_rng(seed)
+    if targets != "labels":
+        order = rng.permutation(n)
+        test, train = order[:n_test], order[n_test:]
+        return Split(X_train=X[train], y_train=y[train], X_test=X[test], y_test=y[test],
+                     n_classes=None, n_features=X.shape[1], targets=targets)
     classes, counts = np.unique(y, return_counts=True)
     quota = counts * (n_test / n)
     take = np.floor(quota).astype(np.int64)
@@ -146,29 +172,57 @@ def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 
 # --------------------------------------------------------------------------- files
 
 
-def load_file(path: PathLike, *, header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read a labelled data set from ``path``; the format comes from the file name.
+def load_file(path: PathLike, *, header: bool | None = None, targets: str = "labels",
+              target_columns: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Read a data set from ``path``; the format comes from the file name.
 
     See the module docstring for the formats. ``header`` (CSV only): ``None`` detects a
     header row (the first row, when any of its cells is not a number); ``True`` always
-    skips the first row; ``False`` never does. Returns ``(X, y)``: float64
-    (n_samples, n_features) with the values as stored, and int64 (n_samples,) labels.
+    skips the first row; ``False`` never does. ``targets``: what the file's targets are,
+    one of ``TARGET_KINDS``; ``target_columns``: how many of a table's last columns hold
+    them (1 for labels). Returns ``(X, y)``: float64 (n_samples, n_features) with the
+    values as stored, and int64 (n_samples,) labels or float64 (n_samples, n_targets).
     """
+    _check_target_kind(targets, target_columns)
     path = Path(path)
     _require_file(path)
     name = path.name.lower()
     if name.endswith(".npz"):
         X, y = _read_npz(path)
     elif name.endswith(".npy"):
-        X, y = _read_npy(path)
+        X, y = _table_columns(path, _read_npy(path), target_columns)
     elif name.endswith((".csv", ".csv.gz")):
-        X, y = _read_csv(path, header)
+        X, y = _table_columns(path, _read_csv(path, header), target_columns)
     elif _IDX_NAME.search(name):
+        if targets != "labels":
+            raise DataError(f"{path}: MNIST IDX files hold class labels; {targets} targets "
+                            f"need an .npz, .npy or .csv file")
         return _load_idx_by_name(path)
     else:
         raise DataError(f"{path}: unknown file type; expected a name ending in .npz, .npy, "
                         f".csv or .csv.gz, or an MNIST IDX file (*-idx3-ubyte[.gz])")
-    return _check_arrays(X, y, str(path))
+    return _check_arrays(X, y, str(path), targets)
+
+
+def _check_target_kind(targets: str, target_columns: int) -> None:
+    if targets not in TARGET_KINDS:
+        raise ValueError(f"targets: expected one of {list(TARGET_KINDS)}, got {targets!r}")
+    if isinstance(target_columns, bool) or not isinstance(target_columns, int) \
+            or target_columns < 1:
+        raise ValueError(f"target_columns: expected an integer >= 1, got {target_columns!r}")
+    if targets == "labels" and target_columns != 1:
+        raise ValueError(f"target_columns: class labels are one column, got {target_columns}")
+
+
+def _table_columns(path: Path, table: np.ndarray, target_columns: int) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """A table's features (every column but the last ``target_columns``) and targets."""
+    if table.shape[1] <= target_columns:
+        what = "the label" if target_columns == 1 else f"{target_columns} target columns"
+        raise DataError(f"{path}: expected at least {target_columns + 1} columns (features, "
+                        f"then {what}), found {table.shape[1]}")
+    y = table[:, -target_columns:]
+    return table[:, :-target_columns], y[:, 0] if target_columns == 1 else y
 
 
 def _require_file(path: Path) -> None:
@@ -212,9 +266,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if X.ndim < 2:
         raise DataError(f"{path}: expected 'X' with a row per sample (2 or more dimensions), "
                         f"found shape {X.shape}")
-    if y.ndim != 1:
-        raise DataError(f"{path}: expected 'y' to be 1-D (one label per sample), "
-                        f"found shape {y.shape}")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{path}: expected 'y' to be 1-D (one label or value per sample) "
+                        f"or 2-D (a row of targets per sample), found shape {y.shape}")
     if X.shape[0] != y.shape[0]:
         raise DataError(f"{path}: 'X' has {X.shape[0]} samples but 'y' has {y.shape[0]} labels")
     return _flatten_samples(X), y
@@ -225,7 +279,7 @@ def _flatten_samples(X: np.ndarray) -> np.ndarray:
     return X.reshape(X.shape[0], int(np.prod(X.shape[1:], dtype=np.int64)))
 
 
-def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npy(path: Path) -> np.ndarray:
     _require_magic(path, NPY_MAGIC, "a .npy array")
     try:
         array = np.load(path, allow_pickle=False)
@@ -237,10 +291,7 @@ def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if array.ndim != 2:
         raise DataError(f"{path}: expected a 2-D array (a row per sample, the last column the "
                         f"label), found {array.ndim}-D with shape {array.shape}")
-    if array.shape[1] < 2:
-        raise DataError(f"{path}: expected at least 2 columns (features, then the label), "
-                        f"found shape {array.shape}")
-    return array[:, :-1], array[:, -1]
+    return array
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -257,7 +308,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(path: Path, header: bool | None) -> np.ndarray:
     # The first non-blank line decides about the header; np.loadtxt (C) parses the rest,
     # and only when it fails does a row-by-row scan find the line and column to report.
     try:
@@ -290,10 +341,7 @@ def _read_csv(path: Path, header: bool | None) -> tuple[np.ndarray, np.ndarray]:
     if table.shape[0] == 0:
         raise DataError(f"{path}: expected rows of numbers, found no data rows"
                         + (" after the header" if header else ""))
-    if table.shape[1] < 2:
-        raise DataError(f"{path}: expected at least 2 columns (features, then the label), "
-                        f"found {table.shape[1]}")
-    return table[:, :-1], table[:, -1]
+    return table
 
 
 def _diagnose_csv(path: Path, f: io.TextIOBase, skip: int) -> None:
@@ -408,14 +456,23 @@ def _load_idx_by_name(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features as finite float64 (n, d >= 1), labels as int64 (n,) class indices 0..K-1,
-    K >= 2, with every class present (``_check_classes``)."""
+def _check_arrays(X: np.ndarray, y: np.ndarray, where: str,
+                  targets: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Features as finite float64 (n, d >= 1); labels as int64 (n,) class indices 0..K-1,
+    K >= 2, with every class present (``_check_classes``); other targets as finite float64
+    (n, k), within [0, 1] for ``"binary"`` (``_check_values``)."""
+    _check_target_kind(targets, 1)
     if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        bad, arr = ("features", X) if X.dtype.kind not in "biuf" else ("labels", y)
+        bad, arr = ("features", X) if X.dtype.kind not in "biuf" else ("targets", y)
         raise DataError(f"{where}: expected numeric {bad}, found dtype {arr.dtype}")
-    if X.ndim != 2 or y.ndim != 1:
-        raise DataError(f"{where}: expected features of 2 dimensions and labels of 1, found "
+    if targets == "labels" and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a label column
+    if targets != "labels" and y.ndim == 1:
+        y = y[:, None]  # one target per sample
+    want = 1 if targets == "labels" else 2
+    if X.ndim != 2 or y.ndim != want:
+        what = "labels of 1" if targets == "labels" else "targets of 2 (or 1)"
+        raise DataError(f"{where}: expected features of 2 dimensions and {what}, found "
                         f"shapes {X.shape} and {y.shape}")
     if X.shape[0] != y.shape[0]:
         raise DataError(f"{where}: {X.shape[0]} samples of features but {y.shape[0]} labels")
@@ -428,6 +485,8 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray,
         row, col = np.argwhere(bad)[0]
         raise DataError(f"{where}: features must be finite; found {X[row, col]} at sample "
                         f"{row}, feature {col} ({int(bad.sum())} non-finite values in all)")
+    if targets != "labels":
+        return X, _check_values(y, where, targets)
     if y.dtype.kind == "f":
         integral = np.isfinite(y) & (y == np.round(y))
         if not integral.all():
@@ -440,6 +499,22 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray,
                         f"sample {i}")
     _check_classes(y, where)
     return X, y.astype(np.int64)
+
+
+def _check_values(y: np.ndarray, where: str, targets: str) -> np.ndarray:
+    """Real-valued targets as finite float64, within [0, 1] for binary ones."""
+    y = y.astype(np.float64, copy=False)
+    if y.shape[1] == 0:
+        raise DataError(f"{where}: expected at least one target column, found shape {y.shape}")
+    bad = ~np.isfinite(y)
+    if targets == "binary":
+        bad |= (y < 0) | (y > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        rule = "within [0, 1] (binary cross-entropy)" if targets == "binary" else "finite"
+        raise DataError(f"{where}: targets must be {rule}; found {y[row, col]} at sample "
+                        f"{row}, column {col} ({int(bad.sum())} such values in all)")
+    return y
 
 
 MISSING_SHOWN = 3  # ranges of missing classes a message names before "and N more"

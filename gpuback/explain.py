@@ -13,7 +13,7 @@ alone does not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,14 @@ class Explanation:
         scale = max(abs(self.finite_difference), np.finfo(float).tiny)
         return abs(value - self.finite_difference) / scale
 
+    def as_dict(self) -> dict[str, Any]:
+        """The explanation as JSON-serialisable data, with the sums and their errors."""
+        full = self.h_prime * self.total
+        return {**asdict(self), "sum": self.total, "h_prime_times_sum": full,
+                "relative_error": self.relative_error(full),
+                "relative_error_per_group": {g: self.relative_error(self.h_prime * v)
+                                             for g, v in self.per_group.items()}}
+
     def __str__(self) -> str:
         j = f"{self.group}[{self.unit}]"
         lines = [f"Unit j = {j}: a_j = {self.a:.6g}, h'(a_j) = {self.h_prime:.6g}",
@@ -91,10 +99,24 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any = None,
+def default_group(net: Network) -> str:
+    """The hidden group to explain when none is named: the one that feeds the most later
+    groups (Bishop 5.55's sum then spans them all), the first in the network's order."""
+    plan = net.plan
+    hidden = [g for g in plan.computed if g != plan.output]
+    if not hidden:
+        raise ValueError("group: the network has no hidden group to explain (its input "
+                         "feeds the output directly)")
+    consumers = {g: len({b.dst for b in plan.blocks if b.src == g}) for g in hidden}
+    return max(hidden, key=lambda g: consumers[g])  # max keeps the first of equals
+
+
+def explain(net: Network | None = None, group: str | None = None, unit: int = 0, x: Any = None,
             t: Any = None, eps: float = 1e-5, seed: int = 0,
             backend: str = "numpy") -> Explanation:
     """Explain delta_j for ``unit`` of ``group`` on one sample (a demo network by default).
+
+    ``group``: a hidden group of the network; by default ``default_group(net)``.
 
     ``net``: any network, on any backend and in any dtype; the explanation is computed on
     a float64 copy of it on the same backend (central differences need float64). Without
@@ -109,6 +131,8 @@ def explain(net: Network | None = None, group: str = "h", unit: int = 0, x: Any 
     if not isinstance(net, Network):
         raise TypeError(f"net: expected a gpuback.Network or None, got {type(net).__name__}")
     plan = net.plan
+    if group is None:
+        group = default_group(net)
     if group not in plan.groups or group in (plan.input, plan.output):
         hidden = [g for g in plan.computed if g != plan.output]
         raise ValueError(f"group: expected a hidden group, one of {hidden}, got {group!r}")

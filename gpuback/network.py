@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint, memory, propagation, training
-from .backends import get_backend
+from .backends import AUTO, get_backend
 from .backends.protocol import Backend
 from .checks import FLOAT_DTYPES, check_inputs, check_parameters, check_targets
 from .flat import FlatLayout
@@ -43,19 +43,19 @@ class Trace:
 class Network:
     """A feed-forward network of unit groups wired by any acyclic set of blocks.
 
-    ``Network(spec, backend="numpy", dtype="float64", seed=0)`` validates and
+    ``Network(spec, backend="auto", dtype="float64", seed=0)`` validates and
     compiles ``spec`` (see ``gpuback.spec``), and draws reproducible initial weights
     from ``seed`` (``gpuback.init``). Users pass and receive batch-major
     ``(batch, features)`` NumPy arrays; the engine works feature-major inside.
 
-    ``backend``: "numpy" (the reference), "cpu" (Numba kernels and BLAS shared over the
-    CPU cores), "cuda" (Numba kernels on CuPy memory; NumPy or CuPy inputs), or "auto"
-    (cuda on a usable GPU, else cpu, else numpy).
+    ``backend``: "auto" (the default: cuda on a usable GPU, else cpu, else numpy), "numpy"
+    (the reference), "cpu" (Numba kernels and BLAS shared over the CPU cores) or "cuda"
+    (Numba kernels on CuPy memory; NumPy or CuPy inputs).
     ``deterministic``: make the sparse backward bitwise reproducible (the cuda
     backend then gathers over a CSC index instead of its atomic scatter-add).
     """
 
-    def __init__(self, spec: Mapping[str, Any], backend: str = "numpy", dtype: str = "float64",
+    def __init__(self, spec: Mapping[str, Any], backend: str = AUTO, dtype: str = "float64",
                  seed: int = 0, deterministic: bool = False) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
@@ -129,10 +129,12 @@ class Network:
                        as_device: bool = False) -> tuple[float, dict[str, Any]]:
         """Mean loss over the batch and its gradient for every parameter, by backprop.
 
-        ``T`` is ``(batch, n_out)``, or ``(batch,)`` integer class labels for
-        cross-entropy. The gradient dict has the keys of ``parameters()``: NumPy
-        copies, or with ``as_device=True`` the backend's own gradient buffers (CuPy
-        arrays on the cuda backend, views of one flat buffer), with no copy; those are
+        ``T``: any form ``gpuback.checks.check_targets`` accepts: ``(batch, n_out)`` rows
+        (a ``(batch,)`` vector for a single output), or for cross-entropy class labels as
+        ``(batch,)`` or ``(batch, 1)`` integers or integral floats. The gradient dict has
+        the keys of ``parameters()``: NumPy copies, or with ``as_device=True`` the
+        backend's own gradient buffers (CuPy arrays on the cuda backend, views of one
+        flat buffer), with no copy; those are
         overwritten by the next call, so use them (an optimiser step, say) before
         calling again. The loss is read back to the host: one wait on a GPU.
         """
@@ -249,7 +251,7 @@ class Network:
         checkpoint.save(self, path, optimizer, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "numpy",
+    def load(cls, path: str | os.PathLike, backend: str = AUTO,
              deterministic: bool = False) -> Network:
         """A network saved with ``save``, on ``backend`` (any: a checkpoint does not depend
         on the backend that wrote it), ``deterministic`` as in ``Network``;
@@ -331,6 +333,13 @@ class Network:
         """The largest batch the buffers reserved so far hold (0 before the first pass):
         a larger one allocates (``reserve``)."""
         return self._arena.capacity
+
+    def load_batch(self, X: Any, T: Any = None) -> tuple[Workspace, Any]:
+        """Check ``X`` (and ``T``) and load them into the workspace of their batch size, for
+        callers that run the passes themselves (``run_forward``, ``run_loss``,
+        ``run_backward``): the workspace, and the targets' buffer in it (None without T)."""
+        ws = self._load_inputs(X)
+        return ws, None if T is None else self._load_targets(T, ws)
 
     def _load_inputs(self, X: Any) -> Workspace:
         X = check_inputs(self._ops, X, self._plan.n_in, self._dtype)

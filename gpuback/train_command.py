@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from .cli_common import (
 )
 from .network import Network
 from .plan import compile_plan
-from .spec import ELEMENTWISE_ACTIVATIONS, mlp_spec, sparse_mlp_spec, validate_spec
+from .plot import describe_network, plot_history
+from .spec import ELEMENTWISE_ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
 from .training import TrainingDivergedError, fit
 
 RUN_METADATA = "train_options"  # the checkpoint's metadata key for the run's options
@@ -52,17 +53,23 @@ _clock = time.perf_counter  # the train summary's clock (a test replaces it)
 # train's options that have a default. The parser's default is None, so that ``--resume``
 # knows what was given; these are the values used for what was not.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "data": None, "scale": "auto", "test_fraction": 0.2, "hidden": [128], "activation": "relu",
-    "density": 1.0, "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
-    "schedule": "constant", "epochs": 30, "batch_size": 32, "backend": AUTO,
-    "dtype": "float32", "seed": 0, "out": "gpuback-run",
+    "data": None, "loss": "cross_entropy", "target_columns": 1, "scale": "auto",
+    "test_fraction": 0.2, "hidden": [128], "activation": "relu", "density": 1.0,
+    "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
+    "schedule": "constant", "epochs": 30, "batch_size": 32, "early_stopping": None,
+    "validation_fraction": 0.1, "backend": AUTO, "dtype": "float32", "seed": 0,
+    "out": "gpuback-run",
 }
 # what defines the network and its optimiser: with --resume they come from the checkpoint
-MODEL_OPTIONS = ("hidden", "activation", "density", "dtype", "optimizer", "lr", "momentum",
-                 "weight_decay", "schedule")
+MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "optimizer", "lr",
+                 "momentum", "weight_decay", "schedule")
 # what defines the run: with --resume, taken from the checkpoint's metadata unless given
-RUN_OPTIONS = ("data", "scale", "test_fraction", "seed", "batch_size", "epochs", "backend")
+RUN_OPTIONS = ("data", "target_columns", "scale", "test_fraction", "seed", "batch_size",
+               "epochs", "early_stopping", "validation_fraction", "backend")
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+# what a data file's targets are for each loss (gpuback.datasets.TARGET_KINDS)
+LOSS_TARGETS = {"cross_entropy": "labels", "sum_of_squares": "values",
+                "binary_cross_entropy": "binary"}
 
 
 def add_train_parser(train: argparse.ArgumentParser) -> None:
@@ -72,8 +79,15 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
         dest = flag.lstrip("-").replace("-", "_")
         add_option(train, flag, text, d[dest], sentinel=True, **kwargs)
 
-    add("--data", "a .npz (X, y), .npy or .csv (label last) or MNIST IDX images file",
+    add("--data", "a .npz (X, y), .npy or .csv (the target last) or MNIST IDX images file",
         metavar="FILE", shown="the embedded 8x8 digits")
+    add("--loss", "what the network learns: cross_entropy, classes (softmax outputs, "
+        "labels 0..K-1); sum_of_squares, regression (identity outputs, real targets); "
+        "binary_cross_entropy, multi-label (sigmoid outputs, targets in [0, 1])",
+        choices=sorted(LOSSES, key=lambda loss: loss != "cross_entropy"))
+    add("--target-columns", "how many last columns of a .csv or .npy file are targets "
+        "(sum_of_squares and binary_cross_entropy; an .npz file's y gives them itself)",
+        type=POSITIVE_INT, metavar="K")
     add("--scale", "divide every feature by this; auto: 255 for MNIST IDX files (pixels "
         "0..255 to [0, 1]), else 1 (the values as stored; the embedded digits come scaled)",
         type=SCALE, metavar="S")
@@ -92,13 +106,18 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
     add("--epochs", "total epochs: with --resume, training continues up to this many",
         type=POSITIVE_INT, metavar="N")
     add("--batch-size", "samples per step", type=POSITIVE_INT, metavar="N")
+    add("--early-stopping", "stop after N epochs without a lower validation loss and keep "
+        "the best epoch; the validation part is held out of the training data", type=POSITIVE_INT,
+        metavar="N", shown="off")
+    add("--validation-fraction", "fraction of the training data held out for "
+        "--early-stopping", type=FRACTION, metavar="F")
     add("--backend", "where to compute (auto: the fastest usable one)",
         choices=[AUTO, *backend_names()])
     add("--dtype", "floating-point type of the network", choices=list(FLOAT_DTYPES))
     add("--seed", "seed of the split, the initial weights, the sparse edges and the "
         "shuffling", type=NON_NEGATIVE_INT, metavar="N")
-    add("--out", "output directory: the checkpoint in OUT/model, the options in "
-        "the curve in OUT/curve.png", metavar="OUT")
+    add("--out", "output directory: the checkpoint in OUT/model (the run's options saved "
+        "in it), the curve in OUT/curve.png", metavar="OUT")
     train.add_argument("--resume", action="store_true",
                        help="continue the run whose checkpoint is in OUT/model, up to --epochs "
                        "epochs in all; the network, optimiser and (unless given) the other "
@@ -110,7 +129,8 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
                        help="no progress bar (there is none unless stderr is a terminal; "
                        "default: off)")
     train.add_argument("--json", action="store_true",
-                       help="print a one-line JSON summary as the last line (default: off)")
+                       help="stdout is one JSON document, the run's summary; every other "
+                       "line goes to stderr (default: off)")
     train.set_defaults(run=run_train)
 
 
@@ -126,21 +146,36 @@ def run_train(args: argparse.Namespace) -> int:
     setup = _resume_setup(given, out) if args.resume else _new_setup(given)
     if setup is None:
         return 0
-    net, optimizer, data, source, opts = setup
+    net, optimizer, data, opts = setup
     run = _TrainRun(model, opts, net, optimizer, resumed=args.resume, replacing=replacing)
-    return run.train(data, source, progress=not args.no_progress, summary_json=args.json)
+    return run.train(data, progress=not args.no_progress,
+                     summary=args.emit if args.json else None)
 
 
-Setup = tuple[Network, optim.Optimizer, datasets.Split, str, dict[str, Any]]
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """A run's data: ``split`` (its training part what the steps see), ``validation``, the
+    pair ``fit`` evaluates after each epoch, named ``watched`` ("test", or "validation"
+    with --early-stopping: a part held out of the training data), and ``source``, where
+    the data came from."""
+
+    split: datasets.Split
+    validation: tuple[np.ndarray, np.ndarray]
+    watched: str
+    source: str
+
+
+Setup = tuple[Network, optim.Optimizer, RunData, dict[str, Any]]
 
 
 def _new_setup(given: dict[str, Any]) -> Setup:
     """A new run: the data, then a network and optimiser from the options."""
     opts = {**TRAIN_DEFAULTS, **given}
-    data, source = _load_data(opts)
-    steps = opts["epochs"] * -(-len(data.y_train) // opts["batch_size"])
+    _check_validation_fraction(given, opts)
+    data = _load_data(opts)
+    steps = opts["epochs"] * -(-len(data.split.y_train) // opts["batch_size"])
     optimizer = _optimizer(opts, steps)
-    return _new_network(opts, data, optimizer), optimizer, data, source, opts
+    return _new_network(opts, data.split, optimizer), optimizer, data, opts
 
 
 def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
@@ -152,14 +187,23 @@ def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
             **given}
     net, optimizer = _load_checkpoint(model, opts["backend"])
     opts.update(_check_same_model(given, net, optimizer, settings, model))
-    data, source = _load_data(opts)
-    _check_resumable(net, optimizer, data, opts, model)
+    _check_validation_fraction(given, opts)
+    data = _load_data(opts)
+    _check_resumable(net, optimizer, data.split, opts, model)
     if net.epochs_trained >= opts["epochs"]:
         print(f"nothing to do: {model} already holds {net.epochs_trained} epochs "
               f"(--epochs {opts['epochs']})")
         return None
     print(f"resuming {model} at epoch {net.epochs_trained + 1} of {opts['epochs']}")
-    return net, optimizer, data, source, opts
+    return net, optimizer, data, opts
+
+
+def _check_validation_fraction(given: dict[str, Any], opts: dict[str, Any]) -> None:
+    """``--validation-fraction`` says how much ``--early-stopping`` holds out: alone it
+    would do nothing, so it is refused."""
+    if "validation_fraction" in given and opts["early_stopping"] is None:
+        raise UsageError("--validation-fraction: applies only with --early-stopping (without "
+                         "it the test part is what each epoch is evaluated on)")
 
 
 def _check_model_dir(model: Path, resume: bool, overwrite: bool) -> bool:
@@ -209,7 +253,7 @@ def _checkpoint_options(net: Network, optimizer: optim.Optimizer,
     activations = {plan.groups[g].activation for g in hidden}
     dense = all(c["kind"] == "dense" for c in net.spec["connections"])
     found: dict[str, Any] = {
-        "hidden": [plan.groups[g].size for g in hidden],
+        "loss": plan.loss, "hidden": [plan.groups[g].size for g in hidden],
         "activation": activations.pop() if len(activations) == 1 else None,
         "dtype": net.dtype,
         "optimizer": {v: k for k, v in OPTIMIZER_NAMES.items()}.get(config["type"]),
@@ -242,8 +286,9 @@ def _check_resumable(net: Network, optimizer: optim.Optimizer, data: datasets.Sp
     """The data fit the checkpoint's network, and --epochs its schedule."""
     plan = net.plan
     steps_per_epoch = -(-len(data.y_train) // opts["batch_size"])
-    if (data.n_features, data.n_classes) != (plan.n_in, plan.n_out):
-        raise UsageError(f"--data: {data.n_features} features and {data.n_classes} classes, "
+    if (data.n_features, data.n_outputs) != (plan.n_in, plan.n_out):
+        outputs = "classes" if data.n_classes is not None else "targets"
+        raise UsageError(f"--data: {data.n_features} features and {data.n_outputs} {outputs}, "
                          f"but the checkpoint in {model} has {plan.n_in} inputs and "
                          f"{plan.n_out} outputs")
     schedule = optimizer.schedule
@@ -255,9 +300,28 @@ def _check_resumable(net: Network, optimizer: optim.Optimizer, data: datasets.Sp
                          f"start a new run with --overwrite to train longer")
 
 
-def _load_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
+def _load_data(opts: dict[str, Any]) -> RunData:
+    """The run's data, as the options say."""
+    split, source = _read_data(opts)
+    if opts["early_stopping"] is None:
+        return RunData(split, (split.X_test, split.y_test), "test", source)
+    inner = datasets.split(split.X_train, split.y_train, opts["validation_fraction"],
+                           seed=opts["seed"], targets=split.targets)
+    train = dataclasses.replace(split, X_train=inner.X_train, y_train=inner.y_train)
+    return RunData(train, (inner.X_test, inner.y_test), "validation", source)
+
+
+def _read_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
     """The train/test split and a description of where it came from."""
+    targets = LOSS_TARGETS[opts["loss"]]
+    if targets == "labels" and opts["target_columns"] != 1:
+        raise UsageError(f"--target-columns {opts['target_columns']}: class labels are one "
+                         f"column; several target columns need --loss sum_of_squares or "
+                         f"binary_cross_entropy")
     if opts["data"] is None:
+        if targets != "labels":
+            raise UsageError(f"--loss {opts['loss']}: the embedded digits hold class labels; "
+                             f"pass --data FILE with {targets} targets (or leave --loss out)")
         split = datasets.load_digits(test_fraction=opts["test_fraction"], seed=opts["seed"])
         scale = 1.0 if opts["scale"] == "auto" else opts["scale"]
         if scale != 1:
@@ -266,12 +330,13 @@ def _load_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
         return split, "embedded UCI digits (8x8)"
     path = opts["data"]
     with reading(path, "data file"):
-        X, y = datasets.load_file(path)
+        X, y = datasets.load_file(path, targets=targets, target_columns=opts["target_columns"])
     auto = 255.0 if datasets.is_idx_images(path) else 1.0
     scale = auto if opts["scale"] == "auto" else opts["scale"]
     opts["data"] = str(Path(path).resolve())  # what the checkpoint's metadata records
     split = datasets.split(X / scale if scale != 1 else X, y,
-                           test_fraction=opts["test_fraction"], seed=opts["seed"])
+                           test_fraction=opts["test_fraction"], seed=opts["seed"],
+                           targets=targets)
     return split, path + (f" (divided by {scale:g})" if scale != 1 else "")
 
 
@@ -279,10 +344,11 @@ def _new_network(opts: dict[str, Any], data: datasets.Split,
                  optimizer: optim.Optimizer) -> Network:
     """The network the options describe, once the memory pre-flight has found room for it
     and for training it (before any weight is drawn)."""
-    sizes = [data.n_features, *opts["hidden"], data.n_classes]
-    spec = (mlp_spec(sizes, activation=opts["activation"]) if opts["density"] == 1 else
+    sizes = [data.n_features, *opts["hidden"], data.n_outputs]
+    spec = (mlp_spec(sizes, activation=opts["activation"], loss=opts["loss"])
+            if opts["density"] == 1 else
             sparse_mlp_spec(sizes, density=opts["density"], seed=opts["seed"],
-                            activation=opts["activation"]))
+                            activation=opts["activation"], loss=opts["loss"]))
     memory.check_run(get_backend(opts["backend"]), compile_plan(validate_spec(spec)), opts["dtype"],
                      min(opts["batch_size"], len(data.y_train)), optimizer)
     return Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"])
@@ -313,24 +379,29 @@ class _TrainRun:
         self.saved: int | None = net.epochs_trained if resumed else None
         self.saving = self.training = False
 
-    def train(self, data: datasets.Split, source: str, progress: bool,
-              summary_json: bool) -> int:
-        """Train up to ``--epochs``, print the summary; the exit code."""
-        net, opts = self.net, self.opts
+    def train(self, data: RunData, progress: bool,
+              summary: Callable[[Any], None] | None) -> int:
+        """Train up to ``--epochs``, print the summary (``summary``: given with --json, it
+        receives the summary as a JSON document); the exit code."""
+        net, opts, split = self.net, self.opts, data.split
         sizes = [net.plan.n_in, *opts["hidden"], net.plan.n_out]
         density = "" if opts["density"] == 1 else f", density {opts['density']}"
-        print(f"gpuback train: {source}, {len(data.y_train)} train / {len(data.y_test)} test "
-              f"samples; network {'-'.join(map(str, sizes))} ({opts['activation']}{density}); "
-              f"backend {net.backend}, {net.dtype}; {opts['optimizer']} lr {opts['lr']}")
+        held = f" / {len(data.validation[1])} validation" if data.watched == "validation" else ""
+        print(f"gpuback train: {data.source}, {len(split.y_train)} train{held} / "
+              f"{len(split.y_test)} test samples; network {'-'.join(map(str, sizes))} "
+              f"({opts['activation']}{density}, {opts['loss']}); backend {net.backend}, "
+              f"{net.dtype}; {opts['optimizer']} lr {opts['lr']}")
+        first_epoch = net.epochs_trained + 1
         try:
             start = _clock()
             self.training = True
-            history = fit(net, data.X_train, data.y_train, epochs=opts["epochs"] -
+            history = fit(net, split.X_train, split.y_train, epochs=opts["epochs"] -
                           net.epochs_trained, batch_size=opts["batch_size"],
-                          optimizer=self.optimizer, validation=(data.X_test, data.y_test),
-                          seed=opts["seed"], progress=progress, on_epoch_end=self.save)
+                          optimizer=self.optimizer, validation=data.validation,
+                          seed=opts["seed"], early_stopping=opts["early_stopping"],
+                          progress=progress, on_epoch_end=self.save)
             self.training = False
-            self._summary(data, history, _clock() - start, summary_json)
+            self._summary(data, history, first_epoch, _clock() - start, summary)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli_common.Terminated)
             how, code = stop_reason(exc)
             raise InterruptedRunError(self._interrupted(how), code) from None
@@ -354,25 +425,34 @@ class _TrainRun:
                                  f"{reason}; {self._kept()}") from None
         self.saved, self.saving = epochs_trained, False
 
-    def _summary(self, data: datasets.Split, history: dict[str, list], seconds: float,
-                 summary_json: bool) -> None:
-        net = self.net
-        result = net.evaluate(data.X_test, data.y_test)
-        samples = len(history["loss"]) * len(data.y_train)  # per second: over the whole run
-        ran, last = len(history["loss"]), net.epochs_trained
-        epochs = f"epochs {last - ran + 1}-{last}" if ran < last else f"epochs {last}"
-        print(f"{epochs}: train loss {history['loss'][-1]:.4f}, test loss "
-              f"{result['loss']:.4f}, test accuracy {result['accuracy']:.4f} ({seconds:.1f} s, "
+    def _summary(self, data: RunData, history: dict[str, list], first_epoch: int,
+                 seconds: float, summary: Callable[[Any], None] | None) -> None:
+        net, split = self.net, data.split
+        result = net.evaluate(split.X_test, split.y_test)
+        ran = len(history["loss"])
+        samples = ran * len(split.y_train)  # per second: over the whole run
+        last_run = first_epoch + ran - 1
+        epochs = f"epochs {first_epoch}-{last_run}" if first_epoch > 1 else f"epochs {last_run}"
+        stopped = net.epochs_trained < last_run  # early stopping went back to the best epoch
+        best = f"; the best, epoch {net.epochs_trained}, kept" if stopped else ""
+        accuracy = "" if result["accuracy"] is None else \
+            f", test accuracy {result['accuracy']:.4f}"
+        print(f"{epochs}{best}: train loss {history['loss'][-1]:.4f}, test loss "
+              f"{result['loss']:.4f}{accuracy} ({seconds:.1f} s, "
               f"{samples / max(seconds, 1e-9):.0f} samples/s)")
         print(f"model saved to {self.model}")
-        curve = _plot(history, self.model.parent / "curve.png")
+        curve = _plot(history, self.model.parent / "curve.png",
+                      describe_network(net, self.optimizer), first_epoch, data.watched)
         print(f"curve saved to {curve}" if curve else
               "curve not drawn: matplotlib is not installed (pip install 'gpuback[plot]')")
-        if summary_json:
-            print(json.dumps({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
-                              "epochs": len(history["loss"]), "seconds": round(seconds, 3),
-                              "backend": net.backend, "dtype": net.dtype,
-                              "train_loss": history["loss"][-1], "model": str(self.model)}))
+        if summary is not None:
+            summary({"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+                     "train_loss": history["loss"][-1], "epochs": ran,
+                     "epochs_trained": net.epochs_trained, "stopped_early": stopped,
+                     "seconds": round(seconds, 3),
+                     "samples_per_second": round(samples / max(seconds, 1e-9), 1),
+                     "backend": net.backend, "dtype": net.dtype, "loss": net.plan.loss,
+                     "model": str(self.model), "curve": None if curve is None else str(curve)})
 
     def _kept(self) -> str:
         """What the checkpoint on disk holds."""
@@ -405,32 +485,11 @@ class _TrainRun:
             np.array_equal(v, ours[k]) for k, v in saved.parameters().items())
 
 
-def _plot(history: dict[str, list], path: Path) -> Path | None:
+def _plot(history: dict[str, list], path: Path, title: str, first_epoch: int,
+          watched: str) -> Path | None:
+    """The run's curve (``gpuback.plot``); None without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        return plot_history(history, path, title, first_epoch=first_epoch,
+                            validation_name=watched)
     except ImportError:
         return None
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(epochs, history["loss"], label="train")
-    left.plot(epochs, history["val_loss"], label="test")
-    left.set(xlabel="epoch", ylabel="loss", title="loss")
-    right.plot(epochs, history["accuracy"], label="train")
-    right.plot(epochs, history["val_accuracy"], label="test")
-    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (left, right):
-        ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
-
-

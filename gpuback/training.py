@@ -7,13 +7,14 @@ order (one small copy), and each step gathers its batch on the backend
 correct predictions into backend accumulators (``accumulate_metrics``), checks the
 gradients for NaN or infinity into a backend status flag (``check_finite``) and
 applies one fused optimiser update (skipped once the flag is set). Nothing is read
-back inside an epoch: the accumulators and the flag are read at its end (and every
-``LOG_EVERY`` steps when a progress bar is shown). A run whose loss or gradients
-went non-finite stops there with ``TrainingDivergedError``, naming the epoch and the
-first bad step; the parameters keep the values of the last good step (the failing
-update was skipped) and the last good checkpoint stays on disk. A run whose loss explodes
-while staying finite (an epoch's mean training loss more than ``DIVERGENCE_FACTOR`` times
-the run's reference, see ``fit``) stops the same way, before that epoch's checkpoint.
+back inside an epoch: the accumulators and the flag are read at its end (and, when a
+progress bar is shown, at each of its redraws: at most one every ``REDRAW_SECONDS``). A
+run whose loss or gradients went non-finite stops there with ``TrainingDivergedError``,
+naming the epoch and the first bad step; the parameters keep the values of the last good
+step (the failing update was skipped) and the last good checkpoint stays on disk. A run
+whose loss explodes while staying finite (an epoch's mean training loss more than
+``DIVERGENCE_FACTOR`` times the run's reference, see ``fit``) stops the same way, before
+that epoch's checkpoint.
 
 Data sets larger than the backend's memory budget (``ops.memory_budget()``: half of
 the free device memory on a GPU) stay on the host and are streamed batch by batch
@@ -36,7 +37,7 @@ from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
-LOG_EVERY = 50  # steps between progress-bar updates (each reads the running loss back)
+REDRAW_SECONDS = 0.1  # least time between progress-bar redraws (each reads the loss back)
 STATUS_WHAT = {1: "loss", 2: "a gradient"}  # the codes of the status flag (kernels/scalar.py)
 # An epoch whose mean training loss is more than this many times the run's reference loss
 # (see ``fit``) has diverged.
@@ -282,7 +283,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0)
     best, waited = np.inf, 0
     best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
-    bar = _progress(epochs * -(-data.n // batch_size), progress)
+    bar = ProgressBar.on_terminal(epochs * -(-data.n // batch_size), progress)
     try:
         for _ in range(epochs):
             start_time = time.perf_counter()
@@ -386,7 +387,6 @@ def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
     ops = net.ops
     data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
     metrics.reset()
-    steps = -(-data.n // batch_size)
     for step, start in enumerate(range(0, data.n, batch_size), start=1):
         ws, targets = data.load(start, min(batch_size, data.n - start))
         net.run_forward(ws)
@@ -398,11 +398,8 @@ def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
             watch.wants_first_batch = False
         optimizer.step(net, metrics.status)
         if bar is not None:
-            bar.update(1)
-            if step % LOG_EVERY == 0 or step == steps:
-                seen = min(step * batch_size, data.n)
-                bar.set_postfix(epoch=net.epochs_trained + 1,
-                                loss=f"{metrics.read()[0] / seen:.4f}")
+            bar.advance(lambda step=step: (net.epochs_trained + 1,
+                                           metrics.read()[0] / min(step * batch_size, data.n)))
     return metrics.read()
 
 
@@ -424,12 +421,41 @@ def _end_of_epoch(net: Any, optimizer: Optimizer, checkpoint: str | None,
         on_epoch_end(net.epochs_trained)
 
 
-def _progress(total: int, wanted: bool) -> Any:
-    """A tqdm bar on a terminal; None when not wanted, not a TTY, or tqdm is missing."""
-    if not wanted or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="step", leave=False)
+class ProgressBar:
+    """A tqdm bar of the run's steps, redrawn at most once every ``REDRAW_SECONDS`` (a
+    redraw per step costs a third of a small network's throughput on a terminal; so does
+    one per epoch, when epochs take milliseconds). Each redraw shows the epoch and its
+    running mean loss, read back from the backend then, and only then."""
+
+    def __init__(self, bar: Any, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.bar, self.clock = bar, clock
+        self.pending = 0
+        self.last = clock()
+
+    @classmethod
+    def on_terminal(cls, total: int, wanted: bool) -> ProgressBar | None:
+        """A bar on stderr; None when not wanted, stderr is not a terminal, or tqdm is
+        missing."""
+        if not wanted or not sys.stderr.isatty():
+            return None
+        try:
+            from tqdm.std import tqdm  # (tqdm.auto: 20 ms more import, for notebooks)
+        except ImportError:
+            return None
+        # mininterval 0: tqdm draws when told to; the redraws are timed here
+        return cls(tqdm(total=total, unit="step", leave=False, mininterval=0, miniters=1))
+
+    def advance(self, status: Callable[[], tuple[int, float]]) -> None:
+        """One step done; redraw if ``REDRAW_SECONDS`` have passed since the last redraw
+        (``status()``: the epoch and its running mean loss, called only then)."""
+        self.pending += 1
+        now = self.clock()
+        if now - self.last < REDRAW_SECONDS:
+            return
+        epoch, loss = status()
+        self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(self.pending)
+        self.pending, self.last = 0, now
+
+    def close(self) -> None:
+        self.bar.close()

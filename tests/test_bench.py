@@ -30,7 +30,7 @@ def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -
             assert run["fwd_bwd_ms"] > 0 and run["step_ms"] > 0
             # the floor: 6 flops per parameter and sample (2 forward, 2 backward, 2 for the
             # weight gradient) at the measured GEMM rate; parameters counted by a Network
-            shape = bench.STEP_CASE_SHAPES[result["case"]]
+            shape = bench.QUICK_SHAPES[result["case"]]  # a quick run's smaller cases
             params = sum(p.size for p in gpuback.Network(shape.spec()).parameters().values())
             floor_ms = 6 * shape.batch * params / (results["gemm_gflops"]["cpu"] * 1e6)
             assert result["parameters"] == params
@@ -43,6 +43,26 @@ def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -
     cold, cached = results["results"][3]["runs"]
     assert cold["seconds"] > 0 and cached["seconds"] > 0
     assert results["targets"] == []  # nothing to compare against
+    assert results["quick"] is True
+
+
+def test_bench_json_on_stdout_is_the_whole_of_stdout(capsys) -> None:
+    assert main(["bench", "--quick", "--cases", "small", "--backends", "numpy", "--no-torch",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)  # one document, nothing else
+    assert [r["case"] for r in results["results"]] == ["small"]
+    assert "small: 64-64-64-10" in captured.err  # the table went to stderr
+
+
+def test_quick_cases_are_the_full_cases_scaled_down() -> None:
+    assert set(bench.QUICK_SHAPES) == set(bench.STEP_CASE_SHAPES)
+    for name, full in bench.STEP_CASE_SHAPES.items():
+        quick = bench.QUICK_SHAPES[name]
+        assert quick.density == full.density
+        assert (quick.sizes[0], quick.sizes[-1]) == (full.sizes[0], full.sizes[-1])
+        assert all(q <= f for q, f in zip(quick.sizes, full.sizes, strict=True))
+        assert quick.batch <= full.batch
 
 
 def test_bench_rejects_unknown_cases_and_simulated_backends(capsys) -> None:

@@ -284,7 +284,8 @@ def test_resume_checks_the_data_and_the_schedule(tmp_path, capsys) -> None:
 
 def test_resume_a_checkpoint_written_by_the_python_api(tmp_path, capsys) -> None:
     split = gpuback.datasets.load_digits()
-    net = gpuback.Network(gpuback.mlp_spec([64, 16, 10]), dtype="float32", seed=1)
+    net = gpuback.Network(gpuback.mlp_spec([64, 16, 10]), backend="numpy", dtype="float32",
+                          seed=1)
     opt = optim.Adam(lr=1e-2)
     net.fit(split.X_train, split.y_train, epochs=1, optimizer=opt, progress=False)
     net.save(tmp_path / "bare" / "model")  # no optimiser: nothing to resume from
@@ -393,7 +394,7 @@ def test_the_readme_lists_every_option_with_its_default() -> None:
         for action in _options(parser):
             flag = action.option_strings[0] if action.option_strings else action.dest.upper()
             row = next((r for r in rows if len(r) >= 4 and f"`{command}`" in r[0]
-                        and f"`{flag}" in r[1]), None)
+                        and r[1].startswith((f"`{flag}`", f"`{flag} "))), None)
             assert row is not None, f"README: no row for {command} {flag}"
             default = _default(command, action)
             if default is not None:

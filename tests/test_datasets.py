@@ -206,8 +206,10 @@ def test_npz_errors(tmp_path: Path) -> None:
     _raises(tmp_path / "count.npz", "3 samples", "2 labels")
     np.savez(tmp_path / "flat.npz", X=np.zeros(3), y=np.zeros(3))
     _raises(tmp_path / "flat.npz", "'X'", "shape (3,)")
-    np.savez(tmp_path / "y2d.npz", X=np.zeros((3, 2)), y=np.zeros((3, 1)))
-    _raises(tmp_path / "y2d.npz", "'y'", "1-D", "(3, 1)")
+    np.savez(tmp_path / "y3d.npz", X=np.zeros((3, 2)), y=np.zeros((3, 1, 1)))
+    _raises(tmp_path / "y3d.npz", "'y'", "1-D", "(3, 1, 1)")
+    np.savez(tmp_path / "y2d.npz", X=np.zeros((3, 2)), y=np.zeros((3, 2)))
+    _raises(tmp_path / "y2d.npz", "labels of 1", "(3, 2)")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     _raises(tmp_path / "junk.npz", "not an .npz archive", "b'PK\\x03\\x04'")
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 and then nothing a zip holds")
@@ -336,3 +338,67 @@ def test_idx_labels_must_be_integers(tmp_path: Path) -> None:
     (tmp_path / "b.idx1").write_bytes(_idx(np.array([0.5, 1.0]), 0x0D))
     with pytest.raises(DataError, match="labels must be integers"):
         load_idx(tmp_path / "a.idx3", tmp_path / "b.idx1")
+
+
+# ---------------------------------------------------------------------------- other targets
+
+
+def test_a_label_column_is_a_vector_of_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "col.npz", X=np.ones((4, 2)), y=np.array([[0], [1], [1], [0]]))
+    _, y = load_file(tmp_path / "col.npz")
+    assert y.shape == (4,) and y.dtype == np.int64 and list(y) == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy"])
+def test_value_targets_from_a_table_are_its_last_columns(tmp_path: Path, suffix: str) -> None:
+    table = np.array([[1.0, 2.0, 0.5, -3.25], [4.0, 5.0, 1.5, 7.0], [7.0, 8.0, 9.0, 0.0]])
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        path.write_text("\n".join(",".join(str(float(v)) for v in row) for row in table))
+    else:
+        np.save(path, table)
+    X, y = load_file(path, targets="values")
+    assert np.array_equal(X, table[:, :3]) and np.array_equal(y, table[:, 3:])
+    X, y = load_file(path, targets="values", target_columns=2)
+    assert np.array_equal(X, table[:, :2]) and np.array_equal(y, table[:, 2:])
+    _raises(path, "at least 5 columns", "4 target columns", targets="values", target_columns=4)
+
+
+def test_binary_targets_lie_in_0_1(tmp_path: Path) -> None:
+    y = np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]])
+    np.savez(tmp_path / "multi.npz", X=np.ones((3, 2)), y=y)
+    _, got = load_file(tmp_path / "multi.npz", targets="binary")
+    assert got.dtype == np.float64 and np.array_equal(got, y)
+    np.savez(tmp_path / "bad.npz", X=np.ones((3, 2)), y=y * 2)
+    _raises(tmp_path / "bad.npz", "within [0, 1]", "found 2.0 at sample 0, column 1",
+            targets="binary")
+    np.savez(tmp_path / "nan.npz", X=np.ones((2, 2)), y=np.array([1.0, np.nan]))
+    _raises(tmp_path / "nan.npz", "must be finite", "sample 1", targets="values")
+
+
+def test_value_targets_are_not_labels(tmp_path: Path) -> None:
+    # 0.5 is no class index, but a fine regression target; IDX files hold labels only
+    np.savez(tmp_path / "r.npz", X=np.ones((2, 2)), y=np.array([0.5, 2.0]))
+    _raises(tmp_path / "r.npz", "labels must be integers")
+    assert load_file(tmp_path / "r.npz", targets="values")[1].shape == (2, 1)
+    (tmp_path / "a-idx3-ubyte").write_bytes(_idx(np.zeros((2, 1, 1))))
+    _raises(tmp_path / "a-idx3-ubyte", "IDX files hold class labels", targets="values")
+    with pytest.raises(ValueError, match="targets: expected one of"):
+        load_file(tmp_path / "r.npz", targets="regression")
+    with pytest.raises(ValueError, match="class labels are one column"):
+        load_file(tmp_path / "r.npz", target_columns=2)
+
+
+def test_a_split_of_value_targets_is_random_and_whole() -> None:
+    X = np.arange(20.0).reshape(10, 2)
+    y = np.arange(10.0)[:, None] * 0.5
+    s = split(X, y, test_fraction=0.3, seed=1, targets="values")
+    assert (s.n_classes, s.n_outputs, s.n_features, s.targets) == (None, 1, 2, "values")
+    assert len(s.y_test) == 3 and len(s.y_train) == 7
+    together = np.concatenate([s.y_train, s.y_test])[:, 0]
+    assert sorted(together) == list(y[:, 0])
+    assert np.array_equal(s.X_train[:, 0] / 4, s.y_train[:, 0])  # rows stay together
+    again = split(X, y, test_fraction=0.3, seed=1, targets="values")
+    assert np.array_equal(again.y_test, s.y_test)
+    assert split(X, y, test_fraction=0.3, seed=2, targets="values").y_test.tolist() != \
+        s.y_test.tolist()

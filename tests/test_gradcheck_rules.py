@@ -1,6 +1,6 @@
 """gradcheck's rules beyond "a correct gradient passes": the report table, direction mode's
 random unit directions (their number, seed and names), what a direction check catches, the
-backend of the float64 copy, and the argument messages."""
+backend of the float64 copy, and the argument messages. Kinks: tests/test_gradcheck_kinks.py."""
 
 from __future__ import annotations
 
@@ -20,20 +20,20 @@ def _data(n: int = 5):
 
 
 def test_report_table() -> None:
-    check = ParameterCheck("x->h1", 3e-9, (1, 0), 0.25, 0.2500007)
+    check = ParameterCheck("x->h1", 3e-9, (1, 0), 0.25, 0.2500007, 0, 6)
     lines = str(GradcheckReport("full", 2e-3, 1e-7, 1e-4, [check])).split("\n")
     assert len(lines) == 4
     head, rule, row, verdict = lines
     assert head.split() == ["parameter", "max", "rel", "error", "worst", "index", "backprop",
-                            "central", "diff"]
+                            "central", "diff", "crossed", "a", "kink"]
     assert rule == "-" * len(head)
     assert row.split()[0] == "x->h1" and "(1, 0)" in row
     assert [float(v) for v in row.replace("(1, 0)", "").split()[1:]] == [3e-9, 0.25,
-                                                                           0.2500007]
+                                                                           0.2500007, 0]
     assert verdict == ("PASSED: max relative error 3.000e-09 (tolerance 1e-07, mode full, "
                        "eps 0.002)")
     failed = GradcheckReport("direction", 1e-3, 1e-7, 1e-4,
-                             [ParameterCheck("direction 0", 2e-3, (0,), 1.0, 1.002)])
+                             [ParameterCheck("direction 0", 2e-3, (0,), 1.0, 1.002, 0, 1)])
     assert str(failed).split("\n")[-1].startswith("FAILED: max relative error 2.000e-03 ")
 
 
