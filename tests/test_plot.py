@@ -1,8 +1,8 @@
 """gpuback.plot: the training-curve figure (labels, epoch numbers, values, panels), the
 atomic write, the error without matplotlib, and describe_network's titles.
 
-The figure tests need matplotlib (the `plot` extra; the `test` extra brings it too, so CI
-runs them); the rest run without it.
+The figure tests need matplotlib, which the `test` extra brings (as the `plot` extra does),
+so they run wherever the suite does; none skips.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def lines(ax):
 
 
 def test_a_real_history_is_drawn_with_its_labels_epochs_and_values(fitted):
-    pytest.importorskip("matplotlib")
     net, optimizer, history = fitted
     assert len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
     title = describe_network(net, optimizer)
@@ -71,7 +70,6 @@ def test_a_real_history_is_drawn_with_its_labels_epochs_and_values(fitted):
 
 
 def test_a_resumed_run_is_numbered_from_its_first_epoch(digits):
-    pytest.importorskip("matplotlib")
     X, y, X_val, y_val = digits
     net = gpuback.Network(gpuback.mlp_spec([64, 8, 10]), backend="numpy")
     net.fit(X, y, epochs=1, progress=False)
@@ -86,7 +84,6 @@ def test_a_resumed_run_is_numbered_from_its_first_epoch(digits):
 
 
 def test_a_regression_history_has_only_the_loss_panel(digits):
-    pytest.importorskip("matplotlib")
     X, _, X_val, _ = digits
     net = gpuback.Network(gpuback.mlp_spec([64, 8, 2], loss="sum_of_squares"),
                           backend="numpy")
@@ -99,7 +96,6 @@ def test_a_regression_history_has_only_the_loss_panel(digits):
 
 
 def test_a_history_without_validation_or_accuracy_keys():
-    pytest.importorskip("matplotlib")
     fig = history_figure({"loss": [3.0, 2.0, 1.5]})
     (loss,) = fig.axes
     assert lines(loss) == {TRAIN_LABEL: ([1, 2, 3], [3.0, 2.0, 1.5])}
@@ -109,7 +105,6 @@ def test_a_history_without_validation_or_accuracy_keys():
 
 
 def test_plot_history_writes_a_png_atomically(fitted, tmp_path):
-    pytest.importorskip("matplotlib")
     _, _, history = fitted
     target = tmp_path / "curve.png"
     target.write_bytes(b"the previous curve")
@@ -122,7 +117,6 @@ def test_plot_history_writes_a_png_atomically(fitted, tmp_path):
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(fitted, tmp_path):
-    pytest.importorskip("matplotlib")
     _, _, history = fitted
     target = tmp_path / "curve.nosuchformat"
     target.write_bytes(b"old")
@@ -133,7 +127,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(fitted, tmp_path):
 
 
 def test_pyplot_and_the_global_backend_are_left_alone(tmp_path):
-    pytest.importorskip("matplotlib")
     script = textwrap.dedent(f"""
         import sys
         import matplotlib
@@ -189,11 +182,11 @@ def test_describe_network_an_mlp():
     net = gpuback.Network(gpuback.mlp_spec([64, 128, 10]), backend="numpy", dtype="float32")
     assert describe_network(net) == "64-128-10 relu, numpy float32"
     assert describe_network(net, Adam(lr=0.003)) == "64-128-10 relu, numpy float32, Adam lr 0.003"
-    tanh = gpuback.Network(gpuback.mlp_spec([4, 3, 3, 2], activation="tanh"))
+    tanh = gpuback.Network(gpuback.mlp_spec([4, 3, 3, 2], activation="tanh"), backend="numpy")
     assert describe_network(tanh, SGD(lr=0.1, momentum=0.9, nesterov=True,
                                       schedule=Cosine(100))) == \
         "4-3-3-2 tanh, numpy float64, SGD lr 0.1 momentum 0.9 nesterov cosine schedule"
-    linear = gpuback.Network(gpuback.mlp_spec([4, 2], loss="sum_of_squares"))
+    linear = gpuback.Network(gpuback.mlp_spec([4, 2], loss="sum_of_squares"), backend="numpy")
     assert describe_network(linear, AdamW()) == \
         "4-2, numpy float64, AdamW lr 0.001 weight decay 0.01"
 
@@ -201,8 +194,9 @@ def test_describe_network_an_mlp():
 def test_describe_network_mixed_activations_and_sparse_blocks():
     spec = gpuback.mlp_spec([4, 3, 3, 2])
     spec["groups"][2]["activation"] = "tanh"
-    assert describe_network(gpuback.Network(spec)) == "4-3-3-2 relu/tanh, numpy float64"
-    net = gpuback.Network(gpuback.sparse_mlp_spec([64, 32, 10], density=0.05))
+    assert describe_network(gpuback.Network(spec, backend="numpy")) == \
+        "4-3-3-2 relu/tanh, numpy float64"
+    net = gpuback.Network(gpuback.sparse_mlp_spec([64, 32, 10], density=0.05), backend="numpy")
     n_params = sum(v.size for v in net.parameters().values())
     assert n_params == 102 + 320 + 32 + 10
     assert describe_network(net) == \
@@ -210,7 +204,7 @@ def test_describe_network_mixed_activations_and_sparse_blocks():
 
 
 def test_describe_network_a_dag():
-    net = gpuback.Network(DEMO_SPEC)
+    net = gpuback.Network(DEMO_SPEC, backend="numpy")
     n_params = sum(v.size for v in net.parameters().values())
     assert n_params == 57
     assert describe_network(net, SGD(lr=0.05)) == (
@@ -219,7 +213,7 @@ def test_describe_network_a_dag():
 
 
 def test_describe_network_a_custom_schedule_and_bad_arguments():
-    net = gpuback.Network(gpuback.mlp_spec([3, 2]))
+    net = gpuback.Network(gpuback.mlp_spec([3, 2]), backend="numpy")
     assert describe_network(net, Adam(lr=0.01, schedule=lambda step: 0.5)) == \
         "3-2, numpy float64, Adam lr 0.01 custom schedule"
     with pytest.raises(TypeError, match=r"net: expected a gpuback\.Network"):
