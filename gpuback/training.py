@@ -38,6 +38,7 @@ from .optim import Adam, Optimizer
 
 CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
 REDRAW_SECONDS = 0.1  # least time between progress-bar redraws (each reads the loss back)
+progress_clock = time.perf_counter  # the progress bar's clock (a test replaces it)
 STATUS_WHAT = {1: "loss", 2: "a gradient"}  # the codes of the status flag (kernels/scalar.py)
 # An epoch whose mean training loss is more than this many times the run's reference loss
 # (see ``fit``) has diverged.
@@ -427,10 +428,10 @@ class ProgressBar:
     one per epoch, when epochs take milliseconds). Each redraw shows the epoch and its
     running mean loss, read back from the backend then, and only then."""
 
-    def __init__(self, bar: Any, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.bar, self.clock = bar, clock
+    def __init__(self, bar: Any, clock: Callable[[], float] | None = None) -> None:
+        self.bar, self.clock = bar, clock or progress_clock
         self.pending = 0
-        self.last = clock()
+        self.last = self.clock()
 
     @classmethod
     def on_terminal(cls, total: int, wanted: bool) -> ProgressBar | None:

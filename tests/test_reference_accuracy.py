@@ -61,7 +61,7 @@ def networks(spec: dict) -> tuple[gpuback.Network, gpuback.Network]:
     biases exactly, so both see bit-identical output deltas (5.54)."""
     pair = []
     for dtype in ("float32", "float64"):
-        net = gpuback.Network(spec, dtype=dtype)
+        net = gpuback.Network(spec, backend="numpy", dtype=dtype)
         net.set_parameters({k: np.zeros_like(v) for k, v in net.parameters().items()})
         pair.append(net)
     return pair[0], pair[1]
