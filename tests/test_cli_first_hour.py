@@ -309,3 +309,4 @@ def test_the_bar_reads_the_loss_only_when_it_redraws() -> None:
     assert all(training.REDRAW_SECONDS <= g < training.REDRAW_SECONDS + tick for g in gaps)
     assert fake.draws == len(gaps) == 9  # in one second: at most ten
     assert fake.n == reads[-1] and fake.postfix == {"epoch": 1, "loss": "0.5000"}
+
