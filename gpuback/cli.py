@@ -186,7 +186,7 @@ def _bench_parser(bench_cmd: argparse.ArgumentParser) -> None:
     add_option(bench_cmd, "--seconds", "timing per contender and mode, after warming up", 1.0,
          type=POSITIVE, metavar="S")
     bench_cmd.add_argument("--quick", action="store_true", help="a smoke check, seconds long "
-                           "(smaller cases, one timed call each): checks it runs, not how "
+                           "(smaller cases, three timed calls each): checks it runs, not how "
                            "fast (default: off)")
     bench_cmd.add_argument("--no-torch", action="store_true",
                            help="leave PyTorch out (default: off)")

@@ -271,8 +271,8 @@ def _check_entries(probe: _Probe, name: str, w: np.ndarray, g: np.ndarray, eps: 
         value = float(w[idx])
 
         def move(t: float, at: int = at, value: float = value) -> None:
-            # t = 0 writes back the value itself (w + 0.0 would turn -0.0 into 0.0)
-            ref.ops.copy_into(flat[at:at + 1], np.array([value + t if t else value]))
+            # (t = 0 restores the entry; of a -0.0 it writes 0.0, the same to every sum)
+            ref.ops.copy_into(flat[at:at + 1], np.array([value + t]))
 
         numeric[idx], crossed[idx] = probe.derivative(move, eps)
     judged = ~crossed

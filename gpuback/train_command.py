@@ -477,7 +477,7 @@ class _TrainRun:
     def _on_disk_is_current(self) -> bool:
         """Whether the checkpoint on disk is the network in memory (its save completed)."""
         try:
-            saved = Network.load(str(self.model))
+            saved = Network.load(str(self.model), backend="numpy")  # values only
         except Exception:  # no checkpoint, or the earlier one unreadable
             return False
         ours = self.net.parameters()

@@ -15,6 +15,7 @@ small networks of the other tests.
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -199,7 +200,11 @@ def test_a_sample_of_zeros_puts_every_unit_of_a_fresh_relu_network_on_its_kink(
     report = gradcheck(net, X, T)
     checks = _by_name(report)
     assert checks["h1"].kinks == 4 and checks["h1"].checked == 0
-    assert (checks["h1"].max_rel_error, checks["h1"].worst_index) == (0.0, ())
+    # nothing judged: the documented zeros, which JSON takes
+    assert (checks["h1"].max_rel_error, checks["h1"].worst_index, checks["h1"].analytic,
+            checks["h1"].numeric) == (0.0, (), 0.0, 0.0)
+    as_json = json.loads(json.dumps(report.as_dict()))["checks"]
+    assert next(c for c in as_json if c["name"] == "h1")["analytic"] == 0.0
     assert checks["x->h1"].kinks == 0 and checks["x->h1"].checked == 12
     assert {k: int(v.sum()) for k, v in _crossed(net, X).items()} == \
         {"x->h1": 0, "h1": 4, "h1->y": 0, "y": 0}
@@ -219,6 +224,23 @@ def test_smooth_networks_cross_no_kinks(backend: str) -> None:
     assert report.passed, f"\n{report}"
 
 
+def test_the_finite_differences_run_on_the_network_s_own_backend(backend: str,
+                                                                  monkeypatch) -> None:
+    made = []
+
+    class Recorded(gpuback.Network):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append((self.backend, self.dtype))
+
+    # the module (the package's attribute gradcheck is the function)
+    monkeypatch.setattr(importlib.import_module("gpuback.gradcheck"), "Network", Recorded)
+    net = gpuback.Network(gpuback.mlp_spec([2, 3, 2], activation="tanh"), backend=backend,
+                          dtype="float32")
+    gradcheck(net, np.array([[0.3, -0.2]]), np.array([1]), mode="direction", n_directions=1)
+    assert made == [(backend, "float64")]  # the float64 copy, where the network computes
+
+
 # --- direction mode ------------------------------------------------------------------------
 
 def test_directions_that_cross_a_kink_are_not_judged_and_all_crossed_is_no_pass(
@@ -230,12 +252,16 @@ def test_directions_that_cross_a_kink_are_not_judged_and_all_crossed_is_no_pass(
     report = gradcheck(net, X, np.array([0, 1]), mode="direction", n_directions=3)
     assert [(c.name, c.kinks, c.checked) for c in report.checks] == \
         [(f"direction {i}", 1, 0) for i in range(3)]
-    assert all((c.max_rel_error, c.worst_index) == (0.0, ()) for c in report.checks)
+    assert all((c.max_rel_error, c.worst_index, c.analytic, c.numeric) == (0.0, (), 0.0, 0.0)
+               for c in report.checks)
     assert report.kinks == 3 and report.checked == 0
     assert not report.passed
     assert str(report).split("\n")[-1] == (
         "FAILED: nothing was judged: all 3 directions crossed a kink (tolerance 1e-07, "
         "mode direction, eps 0.002); try a smaller eps")
+    one = gradcheck(net, X, np.array([0, 1]), mode="direction", n_directions=1)
+    assert str(one).split("\n")[-1].startswith(
+        "FAILED: nothing was judged: all 1 direction crossed a kink")
 
 
 def test_no_direction_crosses_when_every_pre_activation_is_further_than_a_step(
