@@ -428,10 +428,10 @@ class ProgressBar:
     one per epoch, when epochs take milliseconds). Each redraw shows the epoch and its
     running mean loss, read back from the backend then, and only then."""
 
-    def __init__(self, bar: Any, clock: Callable[[], float] | None = None) -> None:
-        self.bar, self.clock = bar, clock or progress_clock
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
         self.pending = 0
-        self.last = self.clock()
+        self.last = progress_clock()
 
     @classmethod
     def on_terminal(cls, total: int, wanted: bool) -> ProgressBar | None:
@@ -450,7 +450,7 @@ class ProgressBar:
         """One step done; redraw if ``REDRAW_SECONDS`` have passed since the last redraw
         (``status()``: the epoch and its running mean loss, called only then)."""
         self.pending += 1
-        now = self.clock()
+        now = progress_clock()
         if now - self.last < REDRAW_SECONDS:
             return
         epoch, loss = status()

@@ -295,10 +295,11 @@ class _FakeBar:
         self.draws += 1
 
 
-def test_the_bar_reads_the_loss_only_when_it_redraws() -> None:
+def test_the_bar_reads_the_loss_only_when_it_redraws(monkeypatch) -> None:
     now = [0.0]
+    monkeypatch.setattr(training, "progress_clock", lambda: now[0])
     fake = _FakeBar()
-    bar = training.ProgressBar(fake, clock=lambda: now[0])
+    bar = training.ProgressBar(fake)
     tick = 1 / 1024  # a step about a millisecond: one second in all, in exact binary steps
     reads = [0]
     for step in range(1, 1025):
