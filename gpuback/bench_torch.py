@@ -78,13 +78,13 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
         for n_in, n_out in itertools.pairwise(sizes):
             layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
         model = torch.nn.Sequential(*layers[:-1]).to(device)
-        nn = _steps(lambda: loss_fn(model(X), y), model.parameters(), device)
+        nn = steps(lambda: loss_fn(model(X), y), model.parameters(), device)
         return dict(zip(labels(dense=True), [nn], strict=True))
     sparse = _SparseMM(blocks, sizes, device)
     masked = _MaskedDense(blocks, sizes, device)
     return dict(zip(labels(dense=False),
-                    [_steps(lambda: loss_fn(sparse(X), y), sparse.params, device),
-                     _steps(lambda: loss_fn(masked(X), y), masked.params, device)], strict=True))
+                    [steps(lambda: loss_fn(sparse(X), y), sparse.params, device),
+                     steps(lambda: loss_fn(masked(X), y), masked.params, device)], strict=True))
 
 
 def digits_trainer(data: Any, device: str, seed: int = 0
@@ -119,7 +119,7 @@ def digits_trainer(data: Any, device: str, seed: int = 0
     return train_epoch, accuracy
 
 
-def _steps(loss: Callable[[], Any], params: Any, device: str) -> dict[str, Callable[[], Any]]:
+def steps(loss: Callable[[], Any], params: Any, device: str) -> dict[str, Callable[[], Any]]:
     import torch
 
     params = list(params)

@@ -64,7 +64,8 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
        delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56); the
        same op writes the bias gradient dE/db_j = sum over the batch of delta_j.
     3. Each incoming block of a group then gets its weight gradient delta_k z_j
-       (5.53) and adds its share into its source's accumulator.
+       (5.53) and adds its share into its source's accumulator (a sparse block both in
+       one op, which a backend may run as one pass over the edges).
     """
     out = plan.output
     loss_and_output_delta(ops, plan, ws, targets)
@@ -76,16 +77,13 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
             ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g], grads[g])
         for block in group.incoming:
             w = params[block.name]
-            if block.kind == "dense":
-                ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
-            else:
-                ops.sparse_weight_grad(indices[block.name], ws.delta[g], ws.z[block.src],
-                                       grads[block.name])
-            if block.src == plan.input:
-                continue  # inputs need no delta
+            inputs = block.src == plan.input  # inputs need no delta
             accumulate = not block.first_into_src_accumulator
-            if block.kind == "dense":
+            if block.kind == "sparse":
+                ops.sparse_block_backward(w, indices[block.name], ws.delta[g], ws.z[block.src],
+                                          grads[block.name],
+                                          None if inputs else ws.delta[block.src], accumulate)
+                continue
+            ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
+            if not inputs:
                 ops.dense_backward(w, ws.delta[g], ws.delta[block.src], accumulate)
-            else:
-                ops.sparse_backward(w, indices[block.name], ws.delta[g], ws.delta[block.src],
-                                    accumulate)

@@ -33,7 +33,7 @@ OP_SET = (
     "accumulate_metrics", "check_finite",
     # backward (5.56) and gradients (5.53)
     "dense_backward", "sparse_backward", "activation_delta",
-    "dense_weight_grad", "sparse_weight_grad", "bias_grad",
+    "dense_weight_grad", "sparse_weight_grad", "sparse_block_backward", "bias_grad",
     # optimiser updates, one fused op over the flat parameter buffer
     "sgd_update", "adam_update",
 )

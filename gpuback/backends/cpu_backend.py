@@ -15,6 +15,7 @@ Needs Numba and threadpoolctl (both installed with gpuback).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,9 +107,30 @@ def _numpy_bias_activation(lo: int, hi: int, activation: str, b: np.ndarray, a: 
     numpy_backend.bias_activation(activation, b[lo:hi], a[lo:hi], z[lo:hi])
 
 
-def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
-    """The host index arrays; every op here is deterministic (the backward is a gather)."""
-    return index
+@dataclass(frozen=True)
+class CpuIndex:
+    """A sparse block's index as the cpu kernels walk it: for each order (CSR by destination,
+    CSC by source) the row pointers, the edge (weight) numbers in that order and the unit at
+    the other end of each, contiguous, in int32 when every number fits (half the bytes to
+    stream per edge and pass)."""
+
+    n_edges: int
+    csr_ptr: np.ndarray
+    csr_edges: np.ndarray
+    csr_src: np.ndarray
+    csc_ptr: np.ndarray
+    csc_edges: np.ndarray
+    csc_dst: np.ndarray
+
+
+def prepare_index(index: SparseIndex, deterministic: bool) -> CpuIndex:
+    """The index in both walking orders (``CpuIndex``); every op here is deterministic (the
+    backward is a gather)."""
+    small = max(index.n_edges, len(index.dst_ptr), len(index.src_ptr)) < np.iinfo(np.int32).max
+    kind = np.int32 if small else np.int64
+    return CpuIndex(index.n_edges, index.dst_ptr, index.dst_edges.astype(kind),
+                    index.src[index.dst_edges].astype(kind), index.src_ptr,
+                    index.src_edges.astype(kind), index.dst[index.src_edges].astype(kind))
 
 
 def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarray) -> None:
@@ -144,17 +166,17 @@ def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulat
     cpu_threads.run_product(product, a_dst, w.shape[1])
 
 
-def sparse_forward(w: np.ndarray, index: SparseIndex, z_src: np.ndarray, a_dst: np.ndarray,
+def sparse_forward(w: np.ndarray, index: CpuIndex, z_src: np.ndarray, a_dst: np.ndarray,
                    accumulate: bool) -> None:
     """a_dst[k] (+)= sum over edges e into k of w_e z_src[src_e] (5.48): the CSR gather."""
-    _gather(w, index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, accumulate)
+    _gather(w, index.csr_ptr, index.csr_edges, index.csr_src, z_src, a_dst, accumulate)
 
 
-def _gather(w: np.ndarray, ptr: np.ndarray, order: np.ndarray, other: np.ndarray,
+def _gather(w: np.ndarray, ptr: np.ndarray, edges: np.ndarray, other: np.ndarray,
             x: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
     """``cpu_kernels.gather`` over ranges of rows holding about equal numbers of edges."""
     gather = _kernels().gather
-    cpu_threads.run_ranges(lambda lo, hi: gather(lo, hi, w, ptr, order, other, x, out,
+    cpu_threads.run_ranges(lambda lo, hi: gather(lo, hi, w, ptr, edges, other, x, out,
                                                  accumulate),
                            cpu_threads.balanced_bounds(ptr, out.shape[1]))
 
@@ -194,10 +216,27 @@ def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
     cpu_threads.run_product(product, acc_src, w.shape[0])
 
 
-def sparse_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
+def sparse_backward(w: np.ndarray, index: CpuIndex, delta_dst: np.ndarray,
                     acc_src: np.ndarray, accumulate: bool) -> None:
     """acc_src[j] (+)= sum over edges e out of j of w_e delta_dst[dst_e] (5.56): CSC gather."""
-    _gather(w, index.src_ptr, index.src_edges, index.dst, delta_dst, acc_src, accumulate)
+    _gather(w, index.csc_ptr, index.csc_edges, index.csc_dst, delta_dst, acc_src, accumulate)
+
+
+def sparse_block_backward(w: np.ndarray, index: CpuIndex, delta_dst: np.ndarray,
+                          z_src: np.ndarray, dw: np.ndarray, acc_src: np.ndarray | None,
+                          accumulate: bool) -> None:
+    """dw (5.53) and, unless ``acc_src`` is None, acc_src (+)= this block's share of 5.56, in
+    one pass over the edges in CSC order (``cpu_kernels.block_backward``): both read
+    delta_dst[dst_e], and a row read once serves both."""
+    if acc_src is None:
+        sparse_weight_grad(index, delta_dst, z_src, dw)
+        return
+    kernel, zero = _kernels().block_backward, dw.dtype.type(0)
+    ptr = index.csc_ptr
+    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, w, ptr, index.csc_edges,
+                                                 index.csc_dst, delta_dst, z_src, acc_src, dw,
+                                                 accumulate, zero),
+                           cpu_threads.balanced_bounds(ptr, 3 * z_src.shape[1]))
 
 
 def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndarray,
@@ -216,11 +255,14 @@ def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) 
     cpu_threads.run_product(product, dw, delta_dst.shape[1])
 
 
-def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndarray,
+def sparse_weight_grad(index: CpuIndex, delta_dst: np.ndarray, z_src: np.ndarray,
                        dw: np.ndarray) -> None:
-    """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge."""
-    cpu_threads.run_split(_kernels().edge_grad, dw.shape[0], z_src.shape[1], index.src,
-                          index.dst, delta_dst, z_src, dw)
+    """dE/dw_e = sum over the batch of delta_dst[dst_e] z_src[src_e] (5.53), per edge, in CSR
+    order (each delta row read once for a group of edges)."""
+    kernel, zero, ptr = _kernels().edge_grad, dw.dtype.type(0), index.csr_ptr
+    cpu_threads.run_ranges(lambda lo, hi: kernel(lo, hi, ptr, index.csr_edges, index.csr_src,
+                                                 delta_dst, z_src, dw, zero),
+                           cpu_threads.balanced_bounds(ptr, 2 * z_src.shape[1]))
 
 
 def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:

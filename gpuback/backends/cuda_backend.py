@@ -283,6 +283,15 @@ def sparse_weight_grad(index: DeviceIndex, delta_dst: Any, z_src: Any, dw: Any) 
             index.src, index.dst, delta_dst, z_src, dw)
 
 
+def sparse_block_backward(w: Any, index: DeviceIndex, delta_dst: Any, z_src: Any, dw: Any,
+                          acc_src: Any | None, accumulate: bool) -> None:
+    """A sparse block's backward: ``sparse_weight_grad`` (5.53), then, unless ``acc_src`` is
+    None (the block's source is the input), ``sparse_backward`` (5.56)."""
+    sparse_weight_grad(index, delta_dst, z_src, dw)
+    if acc_src is not None:
+        sparse_backward(w, index, delta_dst, acc_src, accumulate)
+
+
 def bias_grad(delta: Any, db: Any) -> None:
     """dE/db_k = sum over the batch of delta_k."""
     _launch("reduce", "row_sum", _dtype(db),

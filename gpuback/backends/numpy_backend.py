@@ -332,6 +332,16 @@ def sparse_weight_grad(index: SparseIndex, delta_dst: np.ndarray, z_src: np.ndar
     dw[...] = np.einsum("en,en->e", _wide(delta_dst[index.dst]), _wide(z_src[index.src]))
 
 
+def sparse_block_backward(w: np.ndarray, index: SparseIndex, delta_dst: np.ndarray,
+                          z_src: np.ndarray, dw: np.ndarray, acc_src: np.ndarray | None,
+                          accumulate: bool) -> None:
+    """A sparse block's backward: ``sparse_weight_grad`` (5.53), then, unless ``acc_src`` is
+    None (the block's source is the input), ``sparse_backward`` (5.56)."""
+    sparse_weight_grad(index, delta_dst, z_src, dw)
+    if acc_src is not None:
+        sparse_backward(w, index, delta_dst, acc_src, accumulate)
+
+
 def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
     """dE/db_k = sum over the batch of delta_k (5.53 with z_j = 1), in float64."""
     db[...] = np.sum(delta, axis=1, dtype=np.float64)

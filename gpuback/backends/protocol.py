@@ -175,6 +175,12 @@ class Backend(Protocol):
                            dw: Array) -> None:
         """``dw[e] = sum over the batch of delta_dst[dst_e] z_src[src_e]`` (5.53): (E,)."""
 
+    def sparse_block_backward(self, w: Array, index: Any, delta_dst: Array, z_src: Array,
+                              dw: Array, acc_src: Array | None, accumulate: bool) -> None:
+        """A sparse block's whole backward: ``sparse_weight_grad`` into ``dw`` and, unless
+        ``acc_src`` is None (the source is the input: no delta), ``sparse_backward`` into
+        ``acc_src``; a backend may do both in one pass over the edges."""
+
     def bias_grad(self, delta: Array, db: Array) -> None:
         """``db`` (K,) = the sum over the batch of ``delta`` (K, B)."""
 
