@@ -9,16 +9,23 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
 * ``digits``: seconds of training (Adam, batch 32, 64-128-10) until the test accuracy
   on the embedded digits reaches 95%;
 * ``startup``: a new process's import and first training step on the cpu backend, with
-  an empty Numba cache (every kernel it uses compiled) and then with the cache filled.
+  an empty Numba cache (every kernel it uses compiled) and then with the cache filled;
+* ``scaling``: the cpu backend's time per edge and sample of one sparse block's share of
+  a training step (forward gather, then the fused backward: edge gradients and the
+  accumulation into its source's deltas), 16384 x 16384 units at densities 0.1%, 1% and
+  4% (10^5 to 10^7 edges), batch 32, 256 and 1024.
 
 For each step case every contender is timed for ``fwd_bwd`` (forward + backward: for
 gpuback ``Network.loss_and_grads``) and ``step`` (that plus an SGD-with-momentum
 update). Each is warmed up first (compilation, buffers, and long enough for another
 library's thread pool to stop spinning), then called repeatedly for ``seconds``; the
-median is reported. The floor of a case is its FLOPs, 6 x batch x parameters (2 each
-for the forward product, the backward product and the weight gradient), over the
-float32 GEMM rate measured in the same run (the best of NumPy's BLAS and PyTorch).
-Ratios are gpuback's time over PyTorch's, on the same device.
+median is reported. The contenders are PyTorch's (``bench_torch``) and, on the sparse
+cases, SparseProp's when it is installed (``bench_sparseprop``). The floor of a case is
+its FLOPs as the step really works them, 2 x batch for every weight in the forward
+product and in the weight gradient, and again for the backward product of every block
+whose source is not the input (inputs need no delta), over the float32 GEMM rate
+measured in the same run (the best of NumPy's BLAS and PyTorch). Ratios are gpuback's
+time over a contender's, on the same device.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from . import bench_torch, datasets, optim
+from . import bench_sparseprop, bench_torch, datasets, optim
 from .backends import available_backends, describe, get_backend
 from .network import Network
+from .plan import SparseIndex
 from .spec import mlp_spec, sparse_mlp_spec
 
 STEP_CASES = ("dense", "sparse95", "sparse99", "small")
-CASES = (*STEP_CASES, "digits", "startup")
+CASES = (*STEP_CASES, "digits", "startup", "scaling")
 TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 40
 SETTLE_SECONDS = 0.5
@@ -79,11 +87,23 @@ QUICK_SHAPES = {
 }
 QUICK_CALLS = 3
 
-# Targets of the CPU backend (issue 5), each: case, PyTorch contender, largest time ratio.
-CPU_TARGETS = (("dense", "torch.nn", 1.0), ("sparse95", "torch.sparse.mm", 1 / 3),
-               ("sparse95", "torch masked dense", 1 / 2.5), ("sparse99", "torch.sparse.mm", 1 / 6),
-               ("small", "torch.nn", 0.5))
-DENSE_FLOOR_TARGET = 1.3
+# ``scaling``: one sparse block of SCALING_UNITS x SCALING_UNITS at each density and batch
+SCALING_UNITS = 16384
+SCALING_DENSITIES = (0.001, 0.01, 0.04)
+SCALING_BATCHES = (32, 256, 1024)
+QUICK_SCALING_UNITS = 2048
+QUICK_SCALING_BATCHES = (32, 256)
+
+# Targets of the cpu backend (issue 19), each: case, contender, mode, largest time ratio.
+CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 0.9), ("dense", "torch.nn", "step", 0.9),
+               ("sparse95", bench_sparseprop.LABEL, "step", 0.67),
+               ("sparse95", "torch.sparse.mm", "step", 1 / 5),
+               ("sparse99", bench_sparseprop.LABEL, "step", 0.67),
+               ("sparse99", "torch.sparse.mm", "step", 1 / 10),
+               ("small", "torch.nn", "step", 0.25))
+DENSE_FLOOR_TARGET = 1.15
+SCALING_SPREAD_TARGET = 1.2  # largest over smallest time per edge and sample
+STARTUP_TARGETS = {"empty cache (compiles)": 1.5, "cached": 0.3}  # seconds
 
 
 def settle() -> None:
@@ -167,6 +187,19 @@ def parameter_count(spec: dict) -> int:
     return weights + sum(sizes[g["name"]] for g in spec["groups"][1:])
 
 
+def step_flops(spec: dict, batch: int) -> int:
+    """FLOPs of a training step as it is really worked (a validated spec): 2 x batch per
+    weight for the forward product (5.48), 2 x batch for its gradient (5.53), and 2 x batch
+    for the backward product (5.56) of every block whose source is not the input."""
+    sizes = {g["name"]: g["size"] for g in spec["groups"]}
+    flops = 0
+    for c in spec["connections"]:
+        weights = (sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
+                   else len(c["edges"][0]))
+        flops += 2 * batch * weights * (2 if c["src"] == spec["input"] else 3)
+    return flops
+
+
 def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
                     gflops: dict[str, float], seconds: float,
                     quick: bool = False) -> dict[str, Any]:
@@ -175,12 +208,15 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     case = (QUICK_SHAPES if quick else STEP_CASE_SHAPES)[name]
     spec = case.spec()
     params = parameter_count(spec)
-    flops = 6 * case.batch * params
+    flops = step_flops(spec, case.batch)
     contenders = {f"gpuback {b}": (_device_of(b), gpuback_steps(spec, case.batch, b))
                   for b in backends}
     for device in torch_devices:
         for label, steps in bench_torch.contenders(spec, case.batch, device).items():
             contenders[f"{label} ({device})"] = (device, steps)
+    if torch_devices:  # SparseProp runs on PyTorch's CPU tensors
+        for label, steps in bench_sparseprop.contenders(spec, case.batch).items():
+            contenders[f"{label} (cpu)"] = ("cpu", steps)
     runs = []
     for label, (device, steps) in contenders.items():
         run: dict[str, Any] = {"name": label, "device": device}
@@ -193,9 +229,12 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
         runs.append(run)
     for run in runs:
         if run["name"].startswith("gpuback"):
-            run["ratio_to"] = {other["name"]: round(run["fwd_bwd_ms"] / other["fwd_bwd_ms"], 4)
-                               for other in runs if not other["name"].startswith("gpuback")
-                               and other["device"] == run["device"]}
+            others = [other for other in runs if not other["name"].startswith("gpuback")
+                      and other["device"] == run["device"]]
+            run["ratio_to"] = {o["name"]: round(run["fwd_bwd_ms"] / o["fwd_bwd_ms"], 4)
+                               for o in others}
+            run["step_ratio_to"] = {o["name"]: round(run["step_ms"] / o["step_ms"], 4)
+                                    for o in others}
     return {"case": name, "sizes": list(case.sizes), "batch": case.batch,
             "density": case.density, "parameters": params, "flops": flops, "runs": runs}
 
@@ -284,20 +323,79 @@ def bench_startup() -> dict[str, Any]:
     return {"case": "startup", "runs": runs}
 
 
+def random_block(n_src: int, n_dst: int, density: float, seed: int = 0) -> SparseIndex:
+    """A sparse block of ``round(density * n_src * n_dst)`` distinct random edges, sorted by
+    destination (as ``sparse_mlp_spec`` draws them, without a permutation of every pair)."""
+    rng = np.random.default_rng(seed)
+    pairs = n_src * n_dst
+    n_edges = max(1, round(density * pairs))
+    flat = np.unique(rng.integers(0, pairs, size=n_edges + n_edges // 8 + 16))
+    while flat.size < n_edges:  # a dense block: too many repeats
+        flat = np.union1d(flat, rng.integers(0, pairs, size=n_edges))
+    flat = np.sort(rng.choice(flat, size=n_edges, replace=False))
+    return SparseIndex.from_edges([flat % n_src, flat // n_src], n_src, n_dst)
+
+
+def _block_step(ops: Any, w: np.ndarray, index: Any, x: np.ndarray, delta: np.ndarray,
+                dw: np.ndarray, out: np.ndarray) -> None:
+    """One sparse block's share of a step: the forward gather, then the fused backward (into
+    the same ``out`` buffer: only the time is wanted)."""
+    ops.sparse_forward(w, index, x, out, False)
+    ops.sparse_block_backward(w, index, delta, x, dw, out, False)
+
+
+def bench_scaling(seconds: float, quick: bool = False) -> dict[str, Any]:
+    """The cpu backend's ns per edge and sample of one sparse block's share of a training
+    step: ``sparse_forward`` then ``sparse_block_backward`` into the source's deltas, at each
+    density (``SCALING_DENSITIES``) and batch (``SCALING_BATCHES``)."""
+    if "cpu" not in available_backends():
+        raise RuntimeError("the scaling case times the cpu backend, which cannot run here "
+                           "(gpuback info says why)")
+    ops = get_backend("cpu")
+    units = QUICK_SCALING_UNITS if quick else SCALING_UNITS
+    rng = np.random.default_rng(0)
+    runs = []
+    for density in SCALING_DENSITIES:
+        index = random_block(units, units, density)
+        prepared = ops.prepare_index(index, False)
+        w = rng.normal(size=index.n_edges).astype(np.float32)
+        dw = np.empty_like(w)
+        for batch in QUICK_SCALING_BATCHES if quick else SCALING_BATCHES:
+            x, delta = (rng.normal(size=(units, batch)).astype(np.float32) for _ in range(2))
+            step = functools.partial(_block_step, ops, w, prepared, x, delta, dw, np.empty_like(x))
+            ms = time_call(step, seconds, quick=quick)
+            runs.append({"density": density, "edges": index.n_edges, "batch": batch,
+                         "ms": round(ms, 4),
+                         "ns_per_edge_sample": round(ms * 1e6 / (index.n_edges * batch), 5)})
+    per_edge = [r["ns_per_edge_sample"] for r in runs]
+    return {"case": "scaling", "units": units, "runs": runs,
+            "spread": round(max(per_edge) / min(per_edge), 3)}
+
+
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cpu backend's targets, where both sides were measured: value and whether met."""
     by_case = {r["case"]: r for r in results}
     checks = []
-    for case, torch_name, limit in CPU_TARGETS:
+
+    def check(case: str, against: str, ratio: float, limit: float) -> None:
+        checks.append({"case": case, "against": against, "ratio": ratio,
+                       "at_most": round(limit, 4), "met": ratio <= limit})
+
+    for case, contender, mode, limit in CPU_TARGETS:
         run = _run(by_case.get(case), "gpuback cpu")
-        ratio = None if run is None else run["ratio_to"].get(f"{torch_name} (cpu)")
+        key = "ratio_to" if mode == "fwd_bwd" else "step_ratio_to"
+        ratio = None if run is None else run.get(key, {}).get(f"{contender} (cpu)")
         if ratio is not None:
-            checks.append({"case": case, "against": torch_name, "ratio": ratio,
-                           "at_most": round(limit, 4), "met": ratio <= limit})
+            check(case, f"{contender}, {'fwd+bwd' if mode == 'fwd_bwd' else 'step'}", ratio,
+                  limit)
     run = _run(by_case.get("dense"), "gpuback cpu")
     if run is not None and run["x_floor"] is not None:
-        checks.append({"case": "dense", "against": "floor", "ratio": run["x_floor"],
-                       "at_most": DENSE_FLOOR_TARGET, "met": run["x_floor"] <= DENSE_FLOOR_TARGET})
+        check("dense", "floor", run["x_floor"], DENSE_FLOOR_TARGET)
+    if "scaling" in by_case:
+        check("scaling", "spread of time per edge", by_case["scaling"]["spread"],
+              SCALING_SPREAD_TARGET)
+    for run in by_case.get("startup", {}).get("runs", []):
+        check("startup", run["name"], run["seconds"], STARTUP_TARGETS[run["name"]])
     return checks
 
 
@@ -343,12 +441,19 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
     if quick:
         report("quick run: smaller cases, 3 timed calls each; a smoke check, not a measurement")
     report("float32 GEMM rate: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in gflops.items()))
+    sparse_cases = [c for c in cases if c in STEP_CASES and STEP_CASE_SHAPES[c].density]
+    if sparse_cases and bench_sparseprop.version() is None:
+        report(bench_sparseprop.absent_reason())
+    elif sparse_cases and not torch_devices:
+        report("SparseProp runs on PyTorch, left out here (--no-torch)")
     results = []
     for name in cases:
         if name == "digits":
             result = bench_digits(backends, torch_devices, quick=quick)
         elif name == "startup":
             result = bench_startup()
+        elif name == "scaling":
+            result = bench_scaling(seconds, quick)
         else:
             result = bench_step_case(name, backends, torch_devices, gflops, seconds, quick)
         results.append(result)
@@ -356,7 +461,7 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
             report(line)
     checks = [] if quick else targets(results)
     for check in checks:
-        report(f"target {check['case']} vs {check['against']}: {check['ratio']:.3g} "
+        report(f"target {check['case']}, {check['against']}: {check['ratio']:.3g} "
                f"(at most {check['at_most']:.3g}) {'met' if check['met'] else 'NOT met'}")
     return {"machine": info, "gemm_gflops": gflops, "seconds": seconds, "quick": quick,
             "results": results, "targets": checks}
@@ -364,6 +469,13 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
 
 def format_result(result: dict[str, Any]) -> list[str]:
     """Table lines for one case."""
+    if result["case"] == "scaling":
+        lines = [f"\nscaling: one sparse block {result['units']} x {result['units']}, forward "
+                 f"and fused backward (gpuback cpu); spread {result['spread']:.2f}",
+                 f"  {'density':>8} {'edges':>11} {'batch':>6} {'ms':>10} {'ns/edge/sample':>15}"]
+        lines += [f"  {r['density']:>8.3%} {r['edges']:>11,} {r['batch']:>6} {r['ms']:>10.3f} "
+                  f"{r['ns_per_edge_sample']:>15.4f}" for r in result["runs"]]
+        return lines
     if result["case"] == "startup":
         return ["\nstartup: new process, import gpuback to the end of the first cpu step",
                 *(f"  {r['name']:<28} {r['seconds']:.2f} s" for r in result["runs"])]
@@ -378,10 +490,11 @@ def format_result(result: dict[str, Any]) -> list[str]:
     lines = [f"\n{result['case']}: {'-'.join(map(str, result['sizes']))}{density}, batch "
              f"{result['batch']}, {result['parameters']:,} parameters",
              f"  {'contender':<28} {'fwd+bwd ms':>11} {'+SGD ms':>9} {'samples/s':>10} "
-             f"{'x floor':>8}  time ratio to PyTorch"]
+             f"{'x floor':>8}  time ratio (fwd+bwd, step) to each contender"]
     for r in result["runs"]:
         floor = "" if r["x_floor"] is None else f"{r['x_floor']:.2f}"
-        ratios = ", ".join(f"{v:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
+        steps = r.get("step_ratio_to", {})
+        ratios = ", ".join(f"{v:.3g}/{steps[k]:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
         lines.append(f"  {r['name']:<28} {r['fwd_bwd_ms']:>11.3f} {r['step_ms']:>9.3f} "
                      f"{r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
     return lines

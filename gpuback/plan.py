@@ -16,6 +16,7 @@ once, when the network is built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,8 @@ class SparseIndex:
     src_edges: np.ndarray
 
     @classmethod
-    def from_edges(cls, edges: list[list[int]], n_src: int, n_dst: int) -> SparseIndex:
+    def from_edges(cls, edges: Sequence[Any], n_src: int, n_dst: int) -> SparseIndex:
+        """From ``[src, dst]``: two equal-length sequences (lists or arrays) of unit numbers."""
         src = np.asarray(edges[0], dtype=np.int64).reshape(-1)
         dst = np.asarray(edges[1], dtype=np.int64).reshape(-1)
         dst_edges = np.argsort(dst, kind="stable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 import gpuback
@@ -17,22 +18,27 @@ from gpuback.spec import mlp_spec, sparse_mlp_spec
 def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -> None:
     path = tmp_path / "bench.json"
     code = main(["bench", "--quick", "--cases", "small", "sparse99", "digits", "startup",
-                 "--backends",
+                 "scaling", "--backends",
                  "cpu", "numpy", "--no-torch", "--json", str(path)])
     assert code == 0
     out = capsys.readouterr().out
     results = json.loads(path.read_text())
-    assert [r["case"] for r in results["results"]] == ["small", "sparse99", "digits", "startup"]
+    assert [r["case"] for r in results["results"]] == ["small", "sparse99", "digits", "startup",
+                                                       "scaling"]
     assert results["gemm_gflops"]["cpu"] > 0
     for result in results["results"][:2]:
         assert [r["name"] for r in result["runs"]] == ["gpuback cpu", "gpuback numpy"]
         for run in result["runs"]:
             assert run["fwd_bwd_ms"] > 0 and run["step_ms"] > 0
-            # the floor: 6 flops per parameter and sample (2 forward, 2 backward, 2 for the
-            # weight gradient) at the measured GEMM rate; parameters counted by a Network
+            # the floor: per weight and sample 2 flops forward, 2 for the weight gradient and 2
+            # backward unless the block's source is the input, at the measured GEMM rate;
+            # weights counted by a Network's plan
             shape = bench.QUICK_SHAPES[result["case"]]  # a quick run's smaller cases
-            params = sum(p.size for p in gpuback.Network(shape.spec()).parameters().values())
-            floor_ms = 6 * shape.batch * params / (results["gemm_gflops"]["cpu"] * 1e6)
+            net = gpuback.Network(shape.spec())
+            params = sum(p.size for p in net.parameters().values())
+            flops = sum(2 * shape.batch * int(np.prod(b.shape)) * (2 if b.src == "x" else 3)
+                        for b in net.plan.blocks)
+            floor_ms = flops / (results["gemm_gflops"]["cpu"] * 1e6)
             assert result["parameters"] == params
             assert run["floor_ms"] == pytest.approx(floor_ms, rel=1e-3, abs=1e-4)
             assert run["x_floor"] == pytest.approx(run["fwd_bwd_ms"] / floor_ms, rel=2e-2)
@@ -42,7 +48,12 @@ def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -
         assert run["seconds"] is not None and run["accuracy"] >= bench.TARGET_ACCURACY
     cold, cached = results["results"][3]["runs"]
     assert cold["seconds"] > 0 and cached["seconds"] > 0
-    assert results["targets"] == []  # nothing to compare against
+    scaling = results["results"][4]
+    assert len(scaling["runs"]) == len(bench.SCALING_DENSITIES) * len(bench.QUICK_SCALING_BATCHES)
+    per_edge = [r["ms"] * 1e6 / (r["edges"] * r["batch"]) for r in scaling["runs"]]
+    assert [r["ns_per_edge_sample"] for r in scaling["runs"]] == pytest.approx(per_edge, rel=1e-2)
+    assert scaling["spread"] == pytest.approx(max(per_edge) / min(per_edge), rel=2e-2)
+    assert results["targets"] == []  # a quick run is not measured against targets
     assert results["quick"] is True
 
 
@@ -85,18 +96,42 @@ def test_parameter_count_and_flops_follow_the_spec() -> None:
     assert bench.parameter_count(sparse) == 200 + 120 + 30 * 5 + 40 + 30 + 5
 
 
-def test_targets_compare_the_cpu_backend_with_the_matching_torch_run() -> None:
-    def result(case, ratios, x_floor=None):
-        return {"case": case, "runs": [{"name": "gpuback cpu", "x_floor": x_floor,
-                                        "ratio_to": {f"{k} (cpu)": v for k, v in ratios.items()}}]}
+def test_targets_compare_the_cpu_backend_with_the_matching_contender_run() -> None:
+    def result(case, ratios, steps, x_floor=None):
+        return {"case": case, "runs": [{
+            "name": "gpuback cpu", "x_floor": x_floor,
+            "ratio_to": {f"{k} (cpu)": v for k, v in ratios.items()},
+            "step_ratio_to": {f"{k} (cpu)": v for k, v in steps.items()}}]}
 
-    checks = bench.targets([result("dense", {"torch.nn": 0.9}, x_floor=1.4),
-                            result("sparse95", {"torch.sparse.mm": 0.3,
-                                                "torch masked dense": 0.5})])
+    checks = bench.targets([
+        result("dense", {"torch.nn": 0.85}, {"torch.nn": 0.95}, x_floor=1.2),
+        result("sparse95", {"sparseprop": 0.1, "torch.sparse.mm": 0.1},
+               {"sparseprop": 0.7, "torch.sparse.mm": 0.15}),
+        {"case": "scaling", "spread": 1.1},
+        {"case": "startup", "runs": [{"name": "empty cache (compiles)", "seconds": 2.0},
+                                     {"name": "cached", "seconds": 0.2}]}])
     met = {(c["case"], c["against"]): c["met"] for c in checks}
-    assert met == {("dense", "torch.nn"): True, ("dense", "floor"): False,
-                   ("sparse95", "torch.sparse.mm"): True,
-                   ("sparse95", "torch masked dense"): False}
+    assert met == {("dense", "torch.nn, fwd+bwd"): True, ("dense", "torch.nn, step"): False,
+                   ("dense", "floor"): False,
+                   ("sparse95", "sparseprop, step"): False,  # the step decides, not fwd+bwd
+                   ("sparse95", "torch.sparse.mm, step"): True,
+                   ("scaling", "spread of time per edge"): True,
+                   ("startup", "empty cache (compiles)"): False, ("startup", "cached"): True}
+
+
+def test_step_flops_leave_out_the_input_blocks_backward_product() -> None:
+    spec = sparse_mlp_spec([50, 40, 30, 5], density=0.1, seed=0)  # 200 and 120 edges
+    assert bench.step_flops(spec, 8) == 2 * 8 * (2 * 200 + 3 * 120 + 3 * 30 * 5)
+
+
+def test_random_block_has_distinct_edges_sorted_by_destination() -> None:
+    index = bench.random_block(300, 200, 0.02, seed=1)
+    assert index.n_edges == round(0.02 * 300 * 200)
+    pairs = index.dst * 300 + index.src
+    assert np.all(np.diff(pairs) > 0)  # sorted, no repeats
+    assert index.src.max() < 300 and index.dst.max() < 200
+    dense = bench.random_block(7, 5, 1.0)
+    assert dense.n_edges == 35
 
 
 def test_time_call_warms_up_then_takes_the_median() -> None:
