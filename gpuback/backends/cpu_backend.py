@@ -3,9 +3,10 @@
 Dense blocks are BLAS products on contiguous feature-major buffers, a large one split
 into one block of rows per core (``cpu_threads.run_product``). Everything else is a Numba
 kernel (``cpu_kernels``) that mirrors the CUDA kernel of the same op: the sparse
-forward gathers over a CSR-by-destination index; the sparse backward accumulation
-sum_k w_kj delta_k gathers over the CSC-by-source index (race-free and deterministic,
-like the cuda backend's ``deterministic=True``); weight gradients are per edge; bias +
+forward gathers over a CSR-by-destination index; a sparse block's backward is one pass
+over its CSC-by-source index that both accumulates sum_k w_kj delta_k and writes the
+edge gradients (race-free and deterministic, like the cuda backend's
+``deterministic=True``); a block out of the input only gets its edge gradients; bias +
 activation, h'(a) * acc, the losses and the optimiser steps are each one fused pass.
 Each op hands one range of rows, samples or elements to each core (``cpu_threads``).
 
