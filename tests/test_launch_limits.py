@@ -119,6 +119,8 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
         call("sparse_forward", w, index, z, a, accumulate)
         call("sparse_backward", w, index, a, acc, accumulate)
     call("sparse_weight_grad", index, a, z, w)
+    call("sparse_block_backward", w, index, a, z, w, acc, True)
+    call("sparse_block_backward", w, index, a, z, w, None, False)
     for op in ("dense_forward", "dense_backward", "dense_weight_grad"):
         ran.add(op)
     be.dense_forward(dense, z, a, False)
