@@ -179,25 +179,25 @@ def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[]
     return {"fwd_bwd": fwd_bwd, "step": step}
 
 
+def _block_weights(spec: dict) -> list[tuple[dict, int]]:
+    """Each connection of a (validated) spec with its number of weights."""
+    sizes = {g["name"]: g["size"] for g in spec["groups"]}
+    return [(c, sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
+             else len(c["edges"][0])) for c in spec["connections"]]
+
+
 def parameter_count(spec: dict) -> int:
     """Weights and biases of a (validated) spec, counted from the spec alone."""
-    sizes = {g["name"]: g["size"] for g in spec["groups"]}
-    weights = sum(sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
-                  else len(c["edges"][0]) for c in spec["connections"])
-    return weights + sum(sizes[g["name"]] for g in spec["groups"][1:])
+    biases = sum(g["size"] for g in spec["groups"] if g["name"] != spec["input"])
+    return sum(n for _, n in _block_weights(spec)) + biases
 
 
 def step_flops(spec: dict, batch: int) -> int:
     """FLOPs of a training step as it is really worked (a validated spec): 2 x batch per
     weight for the forward product (5.48), 2 x batch for its gradient (5.53), and 2 x batch
     for the backward product (5.56) of every block whose source is not the input."""
-    sizes = {g["name"]: g["size"] for g in spec["groups"]}
-    flops = 0
-    for c in spec["connections"]:
-        weights = (sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
-                   else len(c["edges"][0]))
-        flops += 2 * batch * weights * (2 if c["src"] == spec["input"] else 3)
-    return flops
+    return sum(2 * batch * n * (2 if c["src"] == spec["input"] else 3)
+               for c, n in _block_weights(spec))
 
 
 def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
