@@ -189,7 +189,7 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
     elif activation in UFUNC_ACTIVATIONS:
         _by_rows(_numpy_bias_activation, a, activation, b, a, z, cost=TRANSCENDENTAL_COST)
     else:
-        _by_rows(_kernels().bias_activation, a, CODES[activation], b, a, z,
+        _by_rows(_kernels().bias_activation(CODES[activation]), a, b, a, z,
                  cost=_cost(activation))
 
 
@@ -244,7 +244,7 @@ def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndar
                      db: np.ndarray) -> None:
     """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place; and
     db = its sum over the batch (the bias gradient), in the same pass."""
-    _by_rows(_kernels().activation_delta, a, CODES[activation], a, z, acc, db,
+    _by_rows(_kernels().activation_delta(CODES[activation]), a, a, z, acc, db,
              cost=_cost(activation))
 
 

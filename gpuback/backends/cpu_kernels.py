@@ -9,20 +9,21 @@ the very same functions (``gpuback.kernels.scalar``, compiled here for the CPU).
 range of rows keeps the batch as the inner loop: a contiguous row the compiler
 vectorises.
 
-The on-disk cache (``cache=True``, in ``__pycache__`` beside this file, or under
-``NUMBA_CACHE_DIR``) makes a second process start without compiling (each kernel is
-compiled on first use, per dtype). Numba checks only this file's time stamp: after
-editing ``kernels/scalar.py`` in a checkout, touch this file (or delete the cache), or
-the kernels keep the old functions.
+The on-disk cache (``__pycache__`` beside this file, or under ``NUMBA_CACHE_DIR``) makes a
+second process start without compiling (each kernel is compiled on first use, per
+dtype). It is keyed on this file and on every file of ``gpuback.kernels``
+(``kernel_cache``): an edit of ``kernels/scalar.py`` recompiles.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from numba import float64, njit
 
-from ..kernels.scalar import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, compile_for
+from ..kernels.scalar import compile_for
+from .kernel_cache import cached
 
 # LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it; no
 # NaN/Inf assumptions, so non-finite values still propagate.
@@ -41,10 +42,10 @@ cross_entropy_labels_sample = CPU.cross_entropy_labels
 sgd_element = CPU.sgd
 adam_element = CPU.adam
 
-kernel = njit(nogil=True, cache=True)
+kernel = cached(__file__, nogil=True)
 # LLVM may fuse a multiply and an add into one FMA (a sum's order stays as written).
-product_kernel = njit(nogil=True, cache=True, fastmath={"contract"})
-summing_kernel = njit(nogil=True, cache=True, fastmath=SUM_IN_ANY_ORDER)
+product_kernel = cached(__file__, nogil=True, fastmath={"contract"})
+summing_kernel = cached(__file__, nogil=True, fastmath=SUM_IN_ANY_ORDER)
 
 
 # --- sparse blocks --------------------------------------------------------------------------
@@ -166,26 +167,6 @@ def block_backward(lo, hi, w, ptr, edges, other, delta, z, acc, dw, accumulate, 
 # --- activations (5.49, 5.56) and bias gradients ------------------------------------------
 
 @njit(inline="always")
-def rows_with_constant_code(row, lo, hi, code, arrays):
-    """``row(code, k, arrays)`` for rows k in [lo, hi). For the common activations the code
-    is passed on as a constant, so the compiler drops the other activations' branches and
-    vectorises the row (relu: 0.07 ms for 1M elements, against 4.8 ms with the branches)."""
-    for k in range(lo, hi):
-        if code == RELU:
-            row(RELU, k, arrays)
-        elif code == LEAKY_RELU:
-            row(LEAKY_RELU, k, arrays)
-        elif code == IDENTITY:
-            row(IDENTITY, k, arrays)
-        elif code == TANH:
-            row(TANH, k, arrays)
-        elif code == SIGMOID:
-            row(SIGMOID, k, arrays)
-        else:
-            row(code, k, arrays)
-
-
-@njit(inline="always")
 def bias_activation_row(code, k, arrays):
     b, a, z = arrays
     bk = b[k]
@@ -195,10 +176,20 @@ def bias_activation_row(code, k, arrays):
         z[k, n] = activate(code, value)
 
 
-@kernel
-def bias_activation(lo, hi, code, b, a, z):
-    """Rows k in [lo, hi): a[k, :] += b[k]; z[k, :] = h(a[k, :]) (5.48, 5.49), fused."""
-    rows_with_constant_code(bias_activation_row, lo, hi, code, (b, a, z))
+@functools.cache
+def bias_activation(code):
+    """The kernel for activation ``code``: rows k in [lo, hi): a[k, :] += b[k];
+    z[k, :] = h(a[k, :]) (5.48, 5.49), fused. One kernel per activation, compiled when first
+    used: the code is a constant in it, so the compiler drops the other activations'
+    branches and vectorises the row (relu: 0.07 ms for 1M elements, against 4.8 ms with
+    the branches), and a process compiles only the activations its network has."""
+
+    @kernel
+    def bias_activation_for_code(lo, hi, b, a, z):
+        for k in range(lo, hi):
+            bias_activation_row(code, k, (b, a, z))
+
+    return bias_activation_for_code
 
 
 @kernel
@@ -219,11 +210,18 @@ def activation_delta_row(code, j, arrays):
     db[j] = total
 
 
-@summing_kernel
-def activation_delta(lo, hi, code, a, z, acc, db):
-    """Rows j in [lo, hi): delta_j = h'(a_j) * acc_j in place (5.56), and db[j] = the sum of
-    the new row over the batch (the bias gradient), in float64."""
-    rows_with_constant_code(activation_delta_row, lo, hi, code, (a, z, acc, db))
+@functools.cache
+def activation_delta(code):
+    """The kernel for activation ``code`` (one each, as ``bias_activation``): rows j in
+    [lo, hi): delta_j = h'(a_j) * acc_j in place (5.56), and db[j] = the sum of the new row
+    over the batch (the bias gradient), in float64."""
+
+    @summing_kernel
+    def activation_delta_for_code(lo, hi, a, z, acc, db):
+        for j in range(lo, hi):
+            activation_delta_row(code, j, (a, z, acc, db))
+
+    return activation_delta_for_code
 
 
 @summing_kernel
