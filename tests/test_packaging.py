@@ -101,7 +101,7 @@ def _pip_resolves(extras: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("extras", ["test,sim12,cuda12", "test,cuda12", "test,sim13,cuda13"])
 def test_documented_extras_resolve(extras: str) -> None:
-    """Each documented combination of extras is installable (CI installs `.[test,sim13]`
+    """Each documented combination of extras is installable (CI installs `.[test,sim13,sklearn]`
     itself); a test extra that pinned one CUDA major version once made `.[test,cuda12]`
     unresolvable."""
     done = _pip_resolves(extras)
