@@ -1,4 +1,14 @@
-"""The ``gpuback`` command: train, gradcheck, explain, bench, info.
+"""The ``gpuback`` command:
+
+* ``train``: train an MLP, or any network a spec file describes (``--spec``); the
+  checkpoint in ``OUT/model``, the curve and ``history.jsonl`` beside it;
+* ``predict``: a saved model's outputs on a data file, as CSV (``gpuback.predict_command``);
+* ``evaluate``: a saved model's loss and accuracy on a data file;
+* ``spec``: write a spec file, ``mlp``, ``sparse-mlp`` or ``skip`` (``gpuback.spec_command``);
+* ``gradcheck``: backprop against central differences;
+* ``explain``: Bishop 5.56 for one hidden unit, term by term;
+* ``bench``: training-step speed of every backend here against PyTorch;
+* ``info``: backends usable here, GPU and versions.
 
 Every failure is one line on stderr, never a traceback, and an exit code:
 
@@ -14,8 +24,9 @@ Every failure is one line on stderr, never a traceback, and an exit code:
 
 With the environment variable ``GPUBACK_TRACEBACK=1`` the traceback is printed too.
 
-``train`` lives in ``gpuback.train_command``; what the commands share (option types,
-help lines with defaults, output-path checks) in ``gpuback.cli_common``.
+``train`` lives in ``gpuback.train_command``, ``predict`` and ``evaluate`` in
+``gpuback.predict_command``, ``spec`` in ``gpuback.spec_command``; what the commands share
+(option types, help lines with defaults, output-path checks) in ``gpuback.cli_common``.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ from .cli_common import (
 )
 from .gradcheck import gradcheck
 from .network import Network
+from .predict_command import add_evaluate_parser, add_predict_parser
+from .spec_command import add_spec_parser
 from .train_command import add_train_parser
 from .training import TrainingDivergedError
 
@@ -135,7 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuback {__version__}",
                         help="print gpuback's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_train_parser(sub.add_parser("train", help="train an MLP (default: the embedded digits)"))
+    add_train_parser(sub.add_parser("train", help="train an MLP, or any network a spec file "
+                                    "describes (--spec), on the embedded digits or --data"))
+    add_predict_parser(sub.add_parser(
+        "predict", help="a saved model's predictions on a data file, as CSV",
+        description="A saved model's predictions, as CSV with a header row: a classifier's "
+        "label (the most probable class) and p0..p{K-1}; a multi-label model's label0.. "
+        "(1 where the output is >= 0.5) and p0..; a regression's y0... A table's columns "
+        "are the model's inputs, then, optionally, the targets as train reads them (one "
+        "label column, or one per output): they are ignored."))
+    add_evaluate_parser(sub.add_parser(
+        "evaluate", help="a saved model's loss and accuracy on a data file",
+        description="A saved model's mean loss and accuracy (none for sum_of_squares) on "
+        "samples with targets: a table's columns are the model's inputs, then the targets "
+        "as train reads them (one label column, or one per output)."))
+    add_spec_parser(sub.add_parser("spec", help="write a spec file: mlp, sparse-mlp or skip "
+                                   "(an MLP whose every group also feeds the output)",
+                                   description="Write a network spec file for gpuback train "
+                                   "--spec (groups x, h1, ..., y)."))
     _gradcheck_parser(sub.add_parser("gradcheck", help="backprop vs central differences for "
                                      "a spec"))
     _explain_parser(sub.add_parser("explain", help="eq. 5.56 for one hidden unit, term by "

@@ -77,7 +77,7 @@ def reading(path: Any, what: str) -> Iterator[None]:
     ``UsageError`` naming the file (the expected ones already name it)."""
     try:
         yield
-    except (ValueError, TypeError, OSError, RuntimeError, MemoryError):
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError, MemoryError):
         raise
     except Exception as exc:  # e.g. AttributeError on a JSON list
         raise UsageError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") \
@@ -192,11 +192,50 @@ def check_writable_file(option: str, path: Path) -> None:
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON to a temporary name beside ``path``, then move it over; the
     temporary file is removed if that fails."""
+    write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then move it over ``path``, so a
+    reader never sees half a file; the temporary file is removed if that fails."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_new_file(option: str, path: Path, overwrite: bool) -> None:
+    """``path`` can be written, and is not an existing file unless ``overwrite``."""
+    check_writable_file(option, path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{option} {path}: the file exists; pass --overwrite to replace it")
+
+
+def read_spec_file(path: str, option: str) -> dict[str, Any]:
+    """The spec in the JSON file ``path`` (also a checkpoint's ``network.json``, whose
+    ``spec`` it takes), validated; a ``UsageError`` naming ``option`` and the file."""
+    from .spec import validate_spec
+
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; expected a spec .json file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{option} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: cannot read it ({exc})") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} {path}: not valid JSON ({exc})") from None
+    if isinstance(spec, dict) and "spec" in spec and "groups" not in spec:
+        spec = spec["spec"]  # a checkpoint's network.json: the spec inside it
+    try:
+        return validate_spec(spec)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{option} {path}: not a valid spec: {exc}") from None
 
 

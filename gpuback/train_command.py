@@ -1,5 +1,7 @@
-"""``gpuback train``: train an MLP, keep its checkpoint in ``OUT/model``, the run's
-options saved in it (its metadata, so they always go with those weights).
+"""``gpuback train``: train an MLP (or, with ``--spec FILE.json``, any network a spec
+describes), keep its checkpoint in ``OUT/model``, the run's options saved in it (its
+metadata, so they always go with those weights), its curve in ``OUT/curve.png`` and one
+line per epoch in ``OUT/history.jsonl`` (``gpuback.run_history``).
 
 A checkpoint in ``OUT/model`` is never replaced without ``--overwrite``; ``--resume``
 continues it (the network and optimiser from the checkpoint, the other options from
@@ -12,6 +14,7 @@ and Ctrl-C says which epoch the checkpoint holds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, datasets, memory, optim
+from . import checkpoint, datasets, memory, optim, run_history
 from .backends import AUTO, backend_names, get_backend
 from .checks import FLOAT_DTYPES
 from .cli_common import (
@@ -37,6 +40,7 @@ from .cli_common import (
     UsageError,
     add_option,
     check_writable_dir,
+    read_spec_file,
     reading,
     show_value,
     stop_reason,
@@ -58,7 +62,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
     "schedule": "constant", "epochs": 30, "batch_size": 32, "early_stopping": None,
     "validation_fraction": 0.1, "backend": AUTO, "dtype": "float32", "seed": 0,
-    "out": "gpuback-run",
+    "out": "gpuback-run", "spec": None,
 }
 # what defines the network and its optimiser: with --resume they come from the checkpoint
 MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "optimizer", "lr",
@@ -67,6 +71,8 @@ MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "optimizer"
 RUN_OPTIONS = ("data", "target_columns", "scale", "test_fraction", "seed", "batch_size",
                "epochs", "early_stopping", "validation_fraction", "backend")
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+# the options that shape the MLP train builds, which a --spec replaces
+MLP_SHAPE_OPTIONS = ("hidden", "activation", "density")
 # what a data file's targets are for each loss (gpuback.datasets.TARGET_KINDS)
 LOSS_TARGETS = {"cross_entropy": "labels", "sum_of_squares": "values",
                 "binary_cross_entropy": "binary"}
@@ -93,6 +99,11 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
         type=SCALE, metavar="S")
     add("--test-fraction", "fraction of the samples held out for testing", type=FRACTION,
         metavar="F")
+    add("--spec", "train the network this spec .json file describes (any acyclic wiring; "
+        "gpuback spec writes one) instead of an MLP: its input group must have the data's "
+        "features, its output group one unit per class (or target), and it gives the loss; "
+        "excludes --hidden, --activation and --density", metavar="FILE",
+        shown="none: an MLP from --hidden, --activation and --density")
     add("--hidden", "hidden layer sizes", type=POSITIVE_INT, nargs="+", metavar="UNITS")
     add("--activation", "hidden activation", choices=ELEMENTWISE_ACTIVATIONS)
     add("--density", "fraction of edges kept in hidden blocks; < 1 makes them sparse",
@@ -117,7 +128,8 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
     add("--seed", "seed of the split, the initial weights, the sparse edges and the "
         "shuffling", type=NON_NEGATIVE_INT, metavar="N")
     add("--out", "output directory: the checkpoint in OUT/model (the run's options saved "
-        "in it), the curve in OUT/curve.png", metavar="OUT")
+        "in it), the curve in OUT/curve.png, one JSON line per epoch in OUT/history.jsonl",
+        metavar="OUT")
     train.add_argument("--resume", action="store_true",
                        help="continue the run whose checkpoint is in OUT/model, up to --epochs "
                        "epochs in all; the network, optimiser and (unless given) the other "
@@ -139,6 +151,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: --resume continues the "
                          "checkpoint in OUT/model, --overwrite replaces it")
+    shaped = [name for name in MLP_SHAPE_OPTIONS if name in given]
+    if "spec" in given and shaped:
+        flags = " and ".join("--" + name for name in shaped)
+        raise UsageError(f"--spec and {flags} exclude each other: the spec file describes "
+                         f"the whole network")
     out = Path(given.get("out", TRAIN_DEFAULTS["out"]))
     check_writable_dir("--out", out)
     model = out / "model"
@@ -172,10 +189,47 @@ def _new_setup(given: dict[str, Any]) -> Setup:
     """A new run: the data, then a network and optimiser from the options."""
     opts = {**TRAIN_DEFAULTS, **given}
     _check_validation_fraction(given, opts)
+    spec = None if opts["spec"] is None else _read_spec(given, opts)
     data = _load_data(opts)
     steps = opts["epochs"] * -(-len(data.split.y_train) // opts["batch_size"])
     optimizer = _optimizer(opts, steps)
-    return _new_network(opts, data.split, optimizer), optimizer, data, opts
+    if spec is None:
+        return _new_network(opts, data.split, optimizer), optimizer, data, opts
+    return _spec_network(spec, opts, data, optimizer), optimizer, data, opts
+
+
+def _read_spec(given: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """The validated spec of ``--spec``; the run's loss is the spec's (``--loss``, if
+    given, must agree)."""
+    spec = read_spec_file(opts["spec"], "--spec")
+    if "loss" in given and given["loss"] != spec["loss"]:
+        raise UsageError(f"--loss {opts['loss']}: the spec {opts['spec']} has loss "
+                         f"{spec['loss']!r} (leave --loss out)")
+    opts["loss"] = spec["loss"]
+    opts["spec"] = str(Path(opts["spec"]).resolve())  # what the checkpoint's metadata records
+    return spec
+
+
+def _spec_network(spec: dict[str, Any], opts: dict[str, Any], data: RunData,
+                  optimizer: optim.Optimizer) -> Network:
+    """The network of ``--spec``, once its sizes match the data and the memory pre-flight
+    has found room for training it; the MLP_SHAPE_OPTIONS of the run's metadata are set
+    to what the network has (``None`` where it has no such thing)."""
+    split = data.split
+    plan = compile_plan(spec)
+    if (plan.n_in, plan.n_out) != (split.n_features, split.n_outputs):
+        outputs = "classes" if split.n_classes is not None else "targets"
+        raise UsageError(f"--spec {opts['spec']}: input group {plan.input!r} has {plan.n_in} "
+                         f"units and output group {plan.output!r} {plan.n_out}, but the data "
+                         f"({data.source}) has {split.n_features} features and "
+                         f"{split.n_outputs} {outputs}")
+    memory.check_run(get_backend(opts["backend"]), plan, opts["dtype"],
+                     min(opts["batch_size"], len(split.y_train)), optimizer)
+    net = Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"])
+    found = _checkpoint_options(net, optimizer, {})
+    opts.update(hidden=found["hidden"], activation=found["activation"],
+                density=found.get("density"))
+    return net
 
 
 def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
@@ -187,6 +241,7 @@ def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
             **given}
     net, optimizer = _load_checkpoint(model, opts["backend"])
     opts.update(_check_same_model(given, net, optimizer, settings, model))
+    _resumed_spec(given, opts, settings, net, model)
     _check_validation_fraction(given, opts)
     data = _load_data(opts)
     _check_resumable(net, optimizer, data.split, opts, model)
@@ -196,6 +251,23 @@ def _resume_setup(given: dict[str, Any], out: Path) -> Setup | None:
         return None
     print(f"resuming {model} at epoch {net.epochs_trained + 1} of {opts['epochs']}")
     return net, optimizer, data, opts
+
+
+def _resumed_spec(given: dict[str, Any], opts: dict[str, Any], settings: dict[str, Any],
+                  net: Network, model: Path) -> None:
+    """With --resume the network is the checkpoint's: a ``--spec`` given must describe
+    it. A run that was trained from a spec keeps its spec's name in the metadata."""
+    if "spec" in given:
+        spec = read_spec_file(given["spec"], "--spec")
+        if spec != net.spec:
+            raise UsageError(f"--spec {given['spec']}: not the network of the checkpoint in "
+                             f"{model}; with --resume the network comes from the checkpoint "
+                             f"(leave --spec out, or start a new run with --overwrite)")
+        opts["spec"] = str(Path(given["spec"]).resolve())
+    else:
+        opts["spec"] = settings.get("spec") if isinstance(settings.get("spec"), str) else None
+    if opts["spec"] is not None:  # what the spec run recorded for the MLP-shape options
+        opts.update({k: settings[k] for k in MLP_SHAPE_OPTIONS if k in settings})
 
 
 def _check_validation_fraction(given: dict[str, Any], opts: dict[str, Any]) -> None:
@@ -311,6 +383,19 @@ def _load_data(opts: dict[str, Any]) -> RunData:
     return RunData(train, (inner.X_test, inner.y_test), "validation", source)
 
 
+def run_test_part(settings: dict[str, Any], loss: str,
+                  scale: str | float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test part of the data that the ``gpuback train`` run whose options are
+    ``settings`` (its checkpoint's metadata) held out: features, targets and where they
+    came from. ``scale``: instead of the run's ``--scale``."""
+    opts = {**TRAIN_DEFAULTS, **{k: settings[k] for k in RUN_OPTIONS if k in settings},
+            "loss": loss}
+    if scale is not None:
+        opts["scale"] = scale
+    split, source = _read_data(opts)
+    return split.X_test, split.y_test, f"the test part of {source}"
+
+
 def _read_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
     """The train/test split and a description of where it came from."""
     targets = LOSS_TARGETS[opts["loss"]]
@@ -384,13 +469,10 @@ class _TrainRun:
         """Train up to ``--epochs``, print the summary (``summary``: given with --json, it
         receives the summary as a JSON document); the exit code."""
         net, opts, split = self.net, self.opts, data.split
-        sizes = [net.plan.n_in, *opts["hidden"], net.plan.n_out]
-        density = "" if opts["density"] == 1 else f", density {opts['density']}"
         held = f" / {len(data.validation[1])} validation" if data.watched == "validation" else ""
         print(f"gpuback train: {data.source}, {len(split.y_train)} train{held} / "
-              f"{len(split.y_test)} test samples; network {'-'.join(map(str, sizes))} "
-              f"({opts['activation']}{density}, {opts['loss']}); backend {net.backend}, "
-              f"{net.dtype}; {opts['optimizer']} lr {opts['lr']}")
+              f"{len(split.y_test)} test samples; network {self._network()}; backend "
+              f"{net.backend}, {net.dtype}; {opts['optimizer']} lr {opts['lr']}")
         first_epoch = net.epochs_trained + 1
         try:
             start = _clock()
@@ -404,17 +486,51 @@ class _TrainRun:
             self._summary(data, history, first_epoch, _clock() - start, summary)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli_common.Terminated)
             how, code = stop_reason(exc)
-            raise InterruptedRunError(self._interrupted(how), code) from None
+            message = self._interrupted(how)
+            self._history_after_failure(first_epoch)
+            raise InterruptedRunError(message, code) from None
         except TrainingDivergedError as exc:
+            self._history_after_failure(first_epoch)
             raise TrainingDivergedError(f"{exc}; {self._kept()}") from None
         except (RuntimeError, OSError) as exc:  # the backend or the system failed the run
+            self._history_after_failure(first_epoch)
             raise RunFailedError(f"{exc}; {self._kept()}") from None
         return 0
+
+    def _network(self) -> str:
+        """The network, for the run's first line: an MLP's sizes, activation and density;
+        a spec's file name and wiring (``gpuback.plot.describe_network``)."""
+        net, opts = self.net, self.opts
+        if opts.get("spec"):
+            wiring = describe_network(net).rsplit(", ", 1)[0]  # less its backend and dtype
+            return f"{Path(opts['spec']).name}: {wiring}, {net.plan.loss}"
+        sizes = [net.plan.n_in, *opts["hidden"], net.plan.n_out]
+        density = "" if opts["density"] == 1 else f", density {opts['density']}"
+        return (f"{'-'.join(map(str, sizes))} ({opts['activation']}{density}, "
+                f"{opts['loss']})")
+
+    @property
+    def history_path(self) -> Path:
+        """``OUT/history.jsonl``, beside the curve."""
+        return self.model.parent / run_history.FILE_NAME
+
+    def _history_after_failure(self, first_epoch: int) -> None:
+        """After a run stopped early (Ctrl-C, a signal, divergence, a failed save): the
+        history file made to cover the epochs the checkpoint holds, those of this run as
+        not recorded (their figures were in ``fit``'s hands). Left alone when this run
+        has not written the checkpoint on disk (a new run's earlier one stays, with its
+        history). Best effort: the failure being reported is the one that matters."""
+        if self.saved is None:
+            return
+        with contextlib.suppress(OSError):
+            run_history.update(self.history_path, first_epoch, [], through=self.saved)
 
     def save(self, epochs_trained: int) -> None:
         """After each epoch: its checkpoint, with the run's options."""
         self.saving = True
         options = {k: self.opts[k] for k in (*RUN_OPTIONS, *MODEL_OPTIONS)}
+        if self.opts.get("spec"):
+            options["spec"] = self.opts["spec"]
         try:
             self.net.save(str(self.model), self.optimizer, {RUN_METADATA: options})
         except MemoryError:
@@ -441,6 +557,11 @@ class _TrainRun:
               f"{result['loss']:.4f}{accuracy} ({seconds:.1f} s, "
               f"{samples / max(seconds, 1e-9):.0f} samples/s)")
         print(f"model saved to {self.model}")
+        history_file = run_history.update(
+            self.history_path, first_epoch,
+            run_history.records(history, first_epoch, len(split.y_train)),
+            through=net.epochs_trained)
+        print(f"history saved to {history_file}")
         curve = _plot(history, self.model.parent / "curve.png",
                       describe_network(net, self.optimizer), first_epoch, data.watched)
         print(f"curve saved to {curve}" if curve else
@@ -452,7 +573,8 @@ class _TrainRun:
                      "seconds": round(seconds, 3),
                      "samples_per_second": round(samples / max(seconds, 1e-9), 1),
                      "backend": net.backend, "dtype": net.dtype, "loss": net.plan.loss,
-                     "model": str(self.model), "curve": None if curve is None else str(curve)})
+                     "model": str(self.model), "history": str(history_file),
+                     "curve": None if curve is None else str(curve)})
 
     def _kept(self) -> str:
         """What the checkpoint on disk holds."""

@@ -364,7 +364,8 @@ def _shown(value) -> str:
 
 def test_every_option_has_help_with_its_default_and_allowed_values() -> None:
     commands = _subcommands()
-    assert set(commands) == {"train", "gradcheck", "explain", "bench", "info"}
+    assert set(commands) == {"train", "predict", "evaluate", "spec", "gradcheck", "explain",
+                             "bench", "info"}
     for command, parser in commands.items():
         for action in _options(parser):
             name = f"{command} {'/'.join(action.option_strings) or action.dest}"

@@ -25,9 +25,9 @@ from typing import Any
 
 def kernel_sources() -> tuple[Path, ...]:
     """The source files every kernel may compile code from (``gpuback.kernels``)."""
-    from .. import kernels
+    from ..kernels import scalar
 
-    return tuple(sorted(Path(kernels.__file__).resolve().parent.glob("*.py")))
+    return tuple(sorted(Path(scalar.__file__).resolve().parent.glob("*.py")))
 
 
 def sources_digest(paths: tuple[Path, ...]) -> str:
