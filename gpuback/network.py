@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -119,11 +119,38 @@ class Network:
 
     # --- computation ----------------------------------------------------------------------
 
-    def forward(self, X: Any) -> np.ndarray:
-        """Network outputs y (after the output activation) for inputs ``X`` (batch, n_in)."""
+    @overload
+    def forward(self, X: Any, outputs: None = None) -> np.ndarray: ...
+
+    @overload
+    def forward(self, X: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def forward(self, X: Any, outputs: Sequence[str] | None = None
+                ) -> np.ndarray | dict[str, np.ndarray]:
+        """Network outputs y (after the output activation) for inputs ``X`` (batch, n_in).
+
+        ``outputs``: group names; then a dict group -> that group's activations z = h(a)
+        (5.49), a NumPy array (batch, group size): the input group's are ``X`` itself, the
+        output group's the network outputs. One forward pass serves every group asked for.
+        """
+        groups = None if outputs is None else self._check_outputs(outputs)
         ws = self._load_inputs(X)
         self.run_forward(ws)
-        return self._ops.to_host(ws.z[self._plan.output]).T.copy()
+        if groups is None:
+            return self._ops.to_host(ws.z[self._plan.output]).T.copy()
+        return {g: self._ops.to_host(ws.z[g]).T.copy() for g in groups}
+
+    def _check_outputs(self, outputs: Any) -> list[str]:
+        order = list(self._plan.order)
+        if isinstance(outputs, str):
+            raise TypeError(f"outputs: expected a sequence of group names, got the string "
+                            f"{outputs!r} (write [{outputs!r}])")
+        if not isinstance(outputs, Sequence):
+            raise TypeError(f"outputs: expected a sequence of group names, got {outputs!r}")
+        for g in outputs:
+            if not isinstance(g, str) or g not in self._plan.groups:
+                raise ValueError(f"outputs: unknown group {g!r}; expected some of {order}")
+        return list(outputs)
 
     def loss_and_grads(self, X: Any, T: Any,
                        as_device: bool = False) -> tuple[float, dict[str, Any]]:
@@ -212,7 +239,8 @@ class Network:
     def fit(self, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             optimizer: Any = None, validation: tuple[Any, Any] | None = None,
             shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
-            checkpoint: str | None = None, progress: bool = True) -> dict[str, list]:
+            checkpoint: str | None = None, progress: bool = True, tol: float = 1e-4,
+            n_iter_no_change: int | None = None) -> dict[str, list]:
         """Train by mini-batch gradient descent; return the per-epoch history.
 
         ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``), bound to this
@@ -225,6 +253,10 @@ class Network:
         all start from the same epoch. ``checkpoint``: a directory written (with the
         optimiser) after every epoch; a run that diverges leaves the last good one.
         ``progress``: a tqdm bar on a terminal.
+        ``n_iter_no_change``, ``tol``: stop on a plateau of the training loss, as
+        scikit-learn's MLP does (off by default): once more than ``n_iter_no_change``
+        epochs in a row have a mean training loss above this call's best less ``tol``;
+        unlike early stopping, the network keeps its last epoch's parameters.
         History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
         ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``: one
         entry per epoch run (early stopping included).
@@ -240,7 +272,8 @@ class Network:
         optimiser's state and the workspace cannot fit in the backend's free memory.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
-                            seed, early_stopping, checkpoint, progress)
+                            seed, early_stopping, checkpoint, progress, tol=tol,
+                            n_iter_no_change=n_iter_no_change)
 
     def save(self, path: str | os.PathLike, optimizer: Any = None,
              metadata: dict[str, Any] | None = None) -> None:

@@ -111,7 +111,8 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
     add("--optimizer", "optimiser", choices=list(OPTIMIZER_NAMES))
     add("--lr", "learning rate", type=POSITIVE, metavar="LR")
     add("--momentum", "momentum (sgd only; Nesterov when > 0)", type=MOMENTUM, metavar="M")
-    add("--weight-decay", "weight decay", type=NON_NEGATIVE, metavar="WD")
+    add("--weight-decay", "weight decay on the weights (biases are not decayed)",
+        type=NON_NEGATIVE, metavar="WD")
     add("--schedule", "learning-rate schedule over the run (cosine: 5%% warm-up)",
         choices=["constant", "cosine"])
     add("--epochs", "total epochs: with --resume, training continues up to this many",

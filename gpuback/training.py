@@ -250,8 +250,16 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         optimizer: Optimizer | None = None, validation: tuple[Any, Any] | None = None,
         shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
         checkpoint: str | None = None, progress: bool = True,
-        on_epoch_end: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+        on_epoch_end: Callable[[int], None] | None = None, tol: float = 1e-4,
+        n_iter_no_change: int | None = None) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``).
+
+    Plateau stop (off unless ``n_iter_no_change`` is given), scikit-learn's MLP rule: an
+    epoch whose mean training loss is above ``best - tol``, ``best`` being the lowest mean
+    training loss of this call so far, counts as no improvement (any other resets the
+    count); once more than ``n_iter_no_change`` such epochs come in a row, training stops,
+    with the parameters of the last epoch (early stopping, by contrast, goes back to the
+    best one). On a flat loss it stops after ``n_iter_no_change + 2`` epochs.
 
     Divergence raises ``TrainingDivergedError`` in two ways. A step whose loss or gradient
     is NaN or infinite: its update is skipped, the parameters are those before it. An
@@ -265,8 +273,10 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     after every epoch, once its checkpoint (if any) is written.
     """
     _check_fit_arguments(epochs, optimizer, validation, early_stopping)
+    plateau = _Plateau(tol, n_iter_no_change)
     batch_size = check_int("batch_size", batch_size, 1)
     optimizer = Adam() if optimizer is None else optimizer
+    optimizer.check(net)  # its lr_multipliers and freeze name parameters of net
     data = dataset(net, X, T, batch_size)
     val_batch = max(batch_size, 256)
     val = None if validation is None else dataset(net, *validation, val_batch,
@@ -315,6 +325,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
                     _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
                     break
             _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
+            if plateau.stalled(history["loss"][-1]):
+                break
     finally:
         if bar is not None:
             bar.close()
@@ -336,6 +348,28 @@ def _check_fit_arguments(epochs: int, optimizer: Any, validation: Any,
     if validation is not None and (not isinstance(validation, (tuple, list))
                                    or len(validation) != 2):
         raise TypeError("validation: expected a pair (X_val, T_val)")
+
+
+class _Plateau:
+    """The plateau rule on the training loss (see ``fit``): counts the epochs in a row whose
+    mean training loss is above the best so far less ``tol``."""
+
+    def __init__(self, tol: Any, n_iter_no_change: Any) -> None:
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or \
+                not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
+        if n_iter_no_change is not None:
+            n_iter_no_change = check_int("n_iter_no_change", n_iter_no_change, 1)
+        self.tol, self.patience = float(tol), n_iter_no_change
+        self.best, self.count = math.inf, 0
+
+    def stalled(self, loss: float) -> bool:
+        """Count the epoch whose mean training loss is ``loss``; whether training stops."""
+        if self.patience is None:
+            return False
+        self.count = self.count + 1 if loss > self.best - self.tol else 0
+        self.best = min(self.best, loss)
+        return self.count > self.patience
 
 
 class _DivergenceWatch:

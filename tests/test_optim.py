@@ -17,26 +17,30 @@ STEPS = 5
 
 
 def _textbook(kind: str, hp: dict):
-    """A per-parameter update written from the papers, one scalar at a time."""
-    def sgd(w, g, state, t, lr):
+    """A per-parameter update written from the papers, one scalar at a time. Weight decay
+    applies to weights (names "src->dst"), to biases only with decay_biases."""
+    def decay(name):
+        return hp["weight_decay"] if "->" in name or hp.get("decay_biases") else 0.0
+
+    def sgd(name, w, g, state, t, lr):
         out, vel = [], state.setdefault("v", [0.0] * len(w))
         for i, (wi, gi) in enumerate(zip(w, g, strict=True)):
-            gi = gi + hp["weight_decay"] * wi
+            gi = gi + decay(name) * wi
             vel[i] = hp["momentum"] * vel[i] + gi
             step = gi + hp["momentum"] * vel[i] if hp["nesterov"] else vel[i]
             out.append(wi - lr * step)
         return out
 
-    def adam(w, g, state, t, lr):
+    def adam(name, w, g, state, t, lr):
         b1, b2 = hp["betas"]
         m = state.setdefault("m", [0.0] * len(w))
         v = state.setdefault("v", [0.0] * len(w))
         out = []
         for i, (wi, gi) in enumerate(zip(w, g, strict=True)):
             if kind == "adamw":
-                wi = wi * (1 - lr * hp["weight_decay"])
+                wi = wi * (1 - lr * decay(name))
             else:
-                gi = gi + hp["weight_decay"] * wi
+                gi = gi + decay(name) * wi
             m[i] = b1 * m[i] + (1 - b1) * gi
             v[i] = b2 * v[i] + (1 - b2) * gi * gi
             m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
@@ -53,6 +57,10 @@ CONFIGS = {
     "adam": ("adam", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)),
     "adam-l2": ("adam", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)),
     "adamw": ("adamw", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)),
+    "sgd-wd-biases": ("sgd", dict(lr=0.05, momentum=0.9, nesterov=False, weight_decay=1e-2,
+                                  decay_biases=True)),
+    "adamw-biases": ("adamw", dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1,
+                                   decay_biases=True)),
 }
 
 
@@ -78,7 +86,7 @@ def test_updates_follow_the_textbook_formulas(config: str) -> None:
         assert opt.current_lr() == pytest.approx(lr, rel=1e-15)
         opt.step(net)
         for k in expected:
-            expected[k] = update(expected[k], grads[k].ravel().tolist(), states[k], t, lr)
+            expected[k] = update(k, expected[k], grads[k].ravel().tolist(), states[k], t, lr)
         params = net.parameters()
         for k, values in expected.items():
             assert rel_error(params[k].ravel(), np.array(values)) <= 1e-14, (k, t)
