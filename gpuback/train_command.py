@@ -464,6 +464,7 @@ class _TrainRun:
         self.replacing = replacing
         self.saved: int | None = net.epochs_trained if resumed else None
         self.saving = self.training = False
+        self.history: dict[str, list] = {}  # fit records each epoch into it as it ends
 
     def train(self, data: RunData, progress: bool,
               summary: Callable[[Any], None] | None) -> int:
@@ -482,19 +483,19 @@ class _TrainRun:
                           net.epochs_trained, batch_size=opts["batch_size"],
                           optimizer=self.optimizer, validation=data.validation,
                           seed=opts["seed"], early_stopping=opts["early_stopping"],
-                          progress=progress, on_epoch_end=self.save)
+                          progress=progress, on_epoch_end=self.save, history=self.history)
             self.training = False
             self._summary(data, history, first_epoch, _clock() - start, summary)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli_common.Terminated)
             how, code = stop_reason(exc)
             message = self._interrupted(how)
-            self._history_after_failure(first_epoch)
+            self._history_after_failure(first_epoch, len(split.y_train))
             raise InterruptedRunError(message, code) from None
         except TrainingDivergedError as exc:
-            self._history_after_failure(first_epoch)
+            self._history_after_failure(first_epoch, len(split.y_train))
             raise TrainingDivergedError(f"{exc}; {self._kept()}") from None
         except (RuntimeError, OSError) as exc:  # the backend or the system failed the run
-            self._history_after_failure(first_epoch)
+            self._history_after_failure(first_epoch, len(split.y_train))
             raise RunFailedError(f"{exc}; {self._kept()}") from None
         return 0
 
@@ -515,16 +516,19 @@ class _TrainRun:
         """``OUT/history.jsonl``, beside the curve."""
         return self.model.parent / run_history.FILE_NAME
 
-    def _history_after_failure(self, first_epoch: int) -> None:
+    def _history_after_failure(self, first_epoch: int, samples: int) -> None:
         """After a run stopped early (Ctrl-C, a signal, divergence, a failed save): the
-        history file made to cover the epochs the checkpoint holds, those of this run as
-        not recorded (their figures were in ``fit``'s hands). Left alone when this run
-        has not written the checkpoint on disk (a new run's earlier one stays, with its
-        history). Best effort: the failure being reported is the one that matters."""
+        history file made to cover the epochs the checkpoint holds, with the figures
+        ``fit`` recorded for this run's epochs up to the checkpoint's. Left alone when
+        this run has not written the checkpoint on disk (a new run's earlier one stays,
+        with its history). Best effort: the failure being reported is the one that
+        matters."""
         if self.saved is None:
             return
+        done = [r for r in run_history.records(self.history, first_epoch, samples)
+                if r["epoch"] <= self.saved] if self.history.get("loss") else []
         with contextlib.suppress(OSError):
-            run_history.update(self.history_path, first_epoch, [], through=self.saved)
+            run_history.update(self.history_path, first_epoch, done, through=self.saved)
 
     def save(self, epochs_trained: int) -> None:
         """After each epoch: its checkpoint, with the run's options."""

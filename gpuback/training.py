@@ -251,7 +251,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
         checkpoint: str | None = None, progress: bool = True,
         on_epoch_end: Callable[[int], None] | None = None, tol: float = 1e-4,
-        n_iter_no_change: int | None = None) -> dict[str, list[float]]:
+        n_iter_no_change: int | None = None,
+        history: dict[str, list] | None = None) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``).
 
     Plateau stop (off unless ``n_iter_no_change`` is given), scikit-learn's MLP rule: an
@@ -270,9 +271,18 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     parameters are then those after that epoch. Either way the epoch is not
     counted in ``net.epochs_trained`` and its checkpoint is not written: the checkpoint on
     disk holds the last good epoch. ``on_epoch_end``: called with ``net.epochs_trained``
-    after every epoch, once its checkpoint (if any) is written.
+    after every epoch, once its checkpoint (if any) is written. ``history``: an empty dict
+    that the per-epoch figures are written into as each epoch ends (and that is returned),
+    so a caller keeps the figures of the epochs a run completed when it is interrupted
+    (``gpuback train``'s ``history.jsonl``); a new dict by default.
     """
     _check_fit_arguments(epochs, optimizer, validation, early_stopping)
+    if history is None:
+        history = {}
+    if not isinstance(history, dict):
+        raise TypeError(f"history: expected an empty dict to record into, got {history!r}")
+    if history:
+        raise ValueError(f"history: expected an empty dict to record into, got {history!r}")
     plateau = _Plateau(tol, n_iter_no_change)
     batch_size = check_int("batch_size", batch_size, 1)
     optimizer = Adam() if optimizer is None else optimizer
@@ -288,7 +298,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     net.reserve(largest)
     metrics = Metrics(net.ops)
     val_metrics = None if val is None else Metrics(net.ops)
-    history: dict[str, list] = {"loss": [], "accuracy": [], "samples_per_second": []}
+    history.update(loss=[], accuracy=[], samples_per_second=[])
     if val is not None:
         history.update(val_loss=[], val_accuracy=[])
     watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0)

@@ -417,3 +417,40 @@ def test_bad_plateau_arguments(kwargs: dict, exc, match: str) -> None:
     with pytest.raises(exc, match=match):
         net.fit(X, T, epochs=1, progress=False, **kwargs)
     assert net.epochs_trained == 0
+
+
+# --- fit's history, recorded as the epochs end --------------------------------------------
+
+def test_fit_records_into_the_given_history_as_each_epoch_ends(backend: str,
+                                                              simulated: bool) -> None:
+    """An interrupted run leaves the figures of the epochs it completed in the caller's
+    dict: the same as the first epochs of an unbroken run."""
+    X, T = _data(8 if simulated else 40, seed=2)
+
+    def run(epochs: int, history: dict | None = None, stop_after: int | None = None) -> dict:
+        net = gpuback.Network(DAG, backend=backend, seed=1)
+
+        def maybe_stop(epochs_trained: int) -> None:
+            if epochs_trained == stop_after:
+                raise KeyboardInterrupt
+
+        return training.fit(net, X, T, epochs=epochs, batch_size=8,
+                            optimizer=optim.SGD(lr=0.05), progress=False,
+                            on_epoch_end=maybe_stop, history=history)
+
+    unbroken = run(3)
+    kept: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        run(3, kept, stop_after=2)
+    assert kept["loss"] == unbroken["loss"][:2]
+    assert kept["accuracy"] == unbroken["accuracy"][:2]
+    assert len(kept["samples_per_second"]) == 2
+
+
+def test_fit_refuses_a_history_that_is_not_an_empty_dict() -> None:
+    X, T = _data(8, seed=2)
+    net = gpuback.Network(DAG, backend="numpy", seed=1)
+    for bad, error in (({"loss": [1.0]}, ValueError), ([], TypeError), ("h", TypeError)):
+        with pytest.raises(error, match=r"^history: expected an empty dict"):
+            training.fit(net, X, T, epochs=1, history=bad, progress=False)
+    assert net.epochs_trained == 0
