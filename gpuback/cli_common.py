@@ -206,6 +206,13 @@ def write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def add_out_file(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--out FILE`` (``what`` it is; stdout by default) and ``--overwrite``."""
+    add_option(parser, "--out", what, metavar="FILE", shown="stdout")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (default: off)")
+
+
 def check_new_file(option: str, path: Path, overwrite: bool) -> None:
     """``path`` can be written, and is not an existing file unless ``overwrite``."""
     check_writable_file(option, path)

@@ -42,6 +42,7 @@ from .cli_common import (
     SCALE,
     UsageError,
     add_option,
+    add_out_file,
     check_new_file,
     reading,
     write_text,
@@ -71,10 +72,7 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_predict_parser(predict: argparse.ArgumentParser) -> None:
     _add_common(predict, "predict")
-    add_option(predict, "--out", "the CSV file of predictions", metavar="FILE",
-               shown="stdout")
-    predict.add_argument("--overwrite", action="store_true",
-                         help="replace --out if it exists (default: off)")
+    add_out_file(predict, "the CSV file of predictions")
     predict.set_defaults(run=run_predict)
 
 

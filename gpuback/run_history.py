@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_common import write_text
+
 FILE_NAME = "history.jsonl"
 FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_second", "seconds")
 
@@ -76,13 +78,7 @@ def update(path: str | os.PathLike, first_epoch: int, new: Sequence[Mapping[str,
     kept.update({r["epoch"]: dict(r) for r in new})
     last = max([through, first_epoch - 1, *kept])
     lines = [kept.get(epoch) or _not_recorded(epoch) for epoch in range(1, last + 1)]
-    text = "".join(json.dumps(line) + "\n" for line in lines)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
     return path
 
 

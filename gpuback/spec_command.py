@@ -30,6 +30,7 @@ from .cli_common import (
     POSITIVE_INT,
     UsageError,
     add_option,
+    add_out_file,
     check_new_file,
     write_text,
 )
@@ -76,10 +77,7 @@ def add_spec_parser(spec: argparse.ArgumentParser) -> None:
                        type=DENSITY, metavar="F")
             add_option(parser, "--seed", "seed of the random edges", 0, type=NON_NEGATIVE_INT,
                        metavar="N")
-        add_option(parser, "--out", "the spec .json file to write", metavar="FILE",
-                   shown="stdout")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace --out if it exists (default: off)")
+        add_out_file(parser, "the spec .json file to write")
         parser.set_defaults(run=run_spec)
 
 
