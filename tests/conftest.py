@@ -31,6 +31,10 @@ import functools
 import os
 import sys
 
+# Before SciPy loads (Numba imports it when it is installed): scikit-learn's estimator checks
+# of array-API input run only with SciPy's array API support on (tests/test_sklearn.py).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import numpy as np
 import pytest
 from random_specs import random_data
