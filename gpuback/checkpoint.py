@@ -4,7 +4,7 @@
       latest.json                   which version is current, and every file's SHA-256
       v00000007/                    the current version:
         weights.safetensors         every parameter, by its name in ``Network.parameters()``
-        network.json                the spec, dtype and the number of epochs trained
+        network.json                the spec, dtype, precision and the epochs trained
         optimizer.safetensors       the optimiser's state buffers (when one is saved)
         optimizer.json              its class, hyperparameters, schedule and step count
       .lock                         the advisory lock writers and readers take
@@ -39,6 +39,7 @@ import numpy as np
 
 from .checks import FLOAT_DTYPES
 from .plan import compile_plan
+from .precision import check_precision
 from .spec import validate_spec
 from .versioned_dir import (
     POINTER,
@@ -71,6 +72,7 @@ class Saved:
     weights: dict[str, np.ndarray]
     epochs_trained: int
     metadata: dict[str, Any]
+    precision: str = "fp32"  # the product precision (gpuback.precision); fp32 before it
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -101,7 +103,8 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
             save_file({k: np.ascontiguousarray(v) for k, v in params.items()},
                       str(staging / WEIGHTS))
             meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
-                    "epochs_trained": net.epochs_trained, "metadata": metadata}
+                    "precision": net.precision, "epochs_trained": net.epochs_trained,
+                    "metadata": metadata}
             write_file(staging / NETWORK, _json_bytes(meta))
             if optimizer is not None and state is not None:
                 flat = {f"{name}/{buf}": np.ascontiguousarray(v)
@@ -236,6 +239,11 @@ def _read_network(folder: _Folder) -> Saved:
     dtype = meta["dtype"]
     if dtype not in FLOAT_DTYPES:
         raise CheckpointError(f"{where}: dtype {dtype!r}, expected one of {list(FLOAT_DTYPES)}")
+    precision = meta.get("precision", "fp32")
+    try:
+        check_precision(precision, dtype)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     epochs = meta.get("epochs_trained", 0)
     if not _is_count(epochs):
         raise CheckpointError(f"{where}: 'epochs_trained' must be a non-negative integer, got "
@@ -256,7 +264,7 @@ def _read_network(folder: _Folder) -> Saved:
                                   f"expected {dtype} {tuple(shapes[name])}")
         if not np.isfinite(value).all():
             raise CheckpointError(f"{where}: {name!r} holds NaN or infinite values")
-    return Saved(spec, dtype, weights, epochs, metadata)
+    return Saved(spec, dtype, weights, epochs, metadata, precision)
 
 
 def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Path] | None:

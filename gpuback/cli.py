@@ -332,4 +332,6 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  {name:<6} {mark}  {state['reason']}")
         for key, value in state["details"].items():
             print(f"         {key}: {value}")
+    print(f"precisions (Network(..., precision=P), train --precision): "
+          f"{', '.join(report['precisions'])}")
     return 0

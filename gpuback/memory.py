@@ -76,24 +76,28 @@ def parameter_count(plan: Plan) -> int:
     return sum(int(np.prod(shape, dtype=np.int64)) for shape in plan.parameter_shapes().values())
 
 
-def network_needs(plan: Plan, layout: FlatLayout, dtype: Any) -> list[Need]:
+def network_needs(plan: Plan, layout: FlatLayout, dtype: Any,
+                  precision: str = "fp32") -> list[Need]:
     """What ``Network.__init__`` allocates for ``plan`` in ``dtype``: parameters, gradients
-    (``layout.size`` elements each) and the staging of the initial weights."""
+    (``layout.size`` elements each), below fp32 the parameters' rounded copy the products
+    read, and the staging of the initial weights."""
     flat = layout.size * np.dtype(dtype).itemsize
     weights = sum(int(np.prod(b.shape, dtype=np.int64)) for b in plan.blocks)
     staging = staging_bytes(dtype, weights)
-    return [Need("parameters", flat), Need("gradients", flat),
+    rounded = [] if precision == "fp32" else [Need(f"parameters rounded to {precision}", flat)]
+    return [Need("parameters", flat), Need("gradients", flat), *rounded,
             Need("initial-weight staging", staging)]
 
 
-def check_network(ops: Backend, plan: Plan, layout: FlatLayout, dtype: Any) -> None:
+def check_network(ops: Backend, plan: Plan, layout: FlatLayout, dtype: Any,
+                  precision: str = "fp32") -> None:
     """Refuse (``InsufficientMemoryError``) a network whose buffers exceed what ``ops`` has
     free, before any of them is allocated."""
     dtype = np.dtype(dtype)
     count = parameter_count(plan)
     smaller = ", dtype='float32'" if dtype.itemsize > 4 else ""
     _check(ops, f"Network: {count:,} {dtype.name} parameters need",
-           network_needs(plan, layout, dtype),
+           network_needs(plan, layout, dtype, precision),
            f"use fewer or smaller groups{smaller}, or a backend with more memory")
 
 
@@ -109,8 +113,11 @@ def training_needs(net: Any, batch_size: int, optimizer: Any = None,
         raise ValueError(f"data_bytes: expected a non-negative integer, got {data_bytes!r}")
     flat = net.layout.size * np.dtype(net.dtype).itemsize
     state, workspace = _run_needs(net.plan, net.dtype, flat, int(batch_size), optimizer)
+    precision = getattr(net, "precision", "fp32")
+    rounded = [] if precision == "fp32" else \
+        [Need(f"parameters rounded to {precision}", flat, allocated=True)]
     return [Need("parameters", flat, allocated=True),
-            Need("gradients", flat, allocated=True),
+            Need("gradients", flat, allocated=True), *rounded,
             dataclasses.replace(state, allocated=optimizer is not None and
                                 optimizer.bound_to(net)),
             dataclasses.replace(workspace, allocated=batch_size <= net.reserved_batch),

@@ -16,7 +16,10 @@ from .backends.protocol import Backend
 from .checks import FLOAT_DTYPES, check_inputs, check_parameters, check_targets
 from .flat import FlatLayout
 from .init import weight_chunks
+from .kernels.precision import CODES as PRECISION_CODES
+from .kernels.precision import FP32
 from .plan import Plan, compile_plan
+from .precision import check_precision
 from .spec import validate_spec
 from .workspace import Arena, Workspace
 
@@ -53,10 +56,17 @@ class Network:
     (Numba kernels on CuPy memory; NumPy or CuPy inputs).
     ``deterministic``: make the sparse backward bitwise reproducible (the cuda
     backend then gathers over a CSC index instead of its atomic scatter-add).
+    ``precision``: "fp32" (the default: everything in ``dtype``), or mixed precision with a
+    float32 master copy (``dtype="float32"``): "tf32", "bf16" or "fp16". Every dense and
+    sparse product then reads its operands rounded to that precision (nearest, ties to
+    even: the weights from a rounded copy of the master, made at each forward pass) and
+    accumulates in float32; the activations z of the hidden groups and every delta are
+    stored rounded to it; the output group's pre-activations and outputs, the loss, the
+    bias and weight gradients and the optimiser update stay float32 (``gpuback.precision``).
     """
 
     def __init__(self, spec: Mapping[str, Any], backend: str = AUTO, dtype: str = "float64",
-                 seed: int = 0, deterministic: bool = False) -> None:
+                 seed: int = 0, deterministic: bool = False, precision: str = "fp32") -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
         if seed < 0:
@@ -64,6 +74,8 @@ class Network:
         self._ops = get_backend(backend)
         self._plan = compile_plan(validate_spec(spec))
         self._dtype = _float_dtype(dtype)
+        self._precision = check_precision(precision, self._dtype)
+        self._precision_code = PRECISION_CODES[self._precision]
         self._shapes = self._plan.parameter_shapes()
         if not isinstance(deterministic, bool):
             raise TypeError(f"deterministic: expected True or False, got {deterministic!r}")
@@ -72,7 +84,8 @@ class Network:
         # one flat buffer each for parameters and gradients; the dicts hold views (gpuback.flat)
         self._layout = FlatLayout.of(self._shapes)
         # refused in a line before anything is allocated when it cannot fit (gpuback.memory)
-        memory.check_network(self._ops, self._plan, self._layout, self._dtype)
+        memory.check_network(self._ops, self._plan, self._layout, self._dtype,
+                             self._precision)
         self._flat_params = self._ops.zeros((self._layout.size,), self._dtype)
         # the initial weights, chunk by chunk cast into the buffer: no float64 copy of the
         # whole network (gpuback.init); biases and padding stay zero
@@ -82,6 +95,11 @@ class Network:
         self._flat_grads = self._ops.zeros((self._layout.size,), self._dtype)
         self._params = self._layout.views(self._flat_params)
         self._grads = self._layout.views(self._flat_grads)
+        # below fp32: the products read a copy of the parameters rounded to the precision,
+        # made from the master copy at every forward pass (the parameters change between)
+        self._flat_rounded = self._flat_params if self._precision_code == FP32 else \
+            self._ops.zeros((self._layout.size,), self._dtype)
+        self._rounded = self._layout.views(self._flat_rounded)
         self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
         self._arena = Arena(self._plan, self._ops, self._dtype)
 
@@ -100,10 +118,18 @@ class Network:
     def dtype(self) -> str:
         return self._dtype.name
 
+    @property
+    def precision(self) -> str:
+        """The precision of the products and the stored activations and deltas
+        (``gpuback.precision``): "fp32", "tf32", "bf16" or "fp16"; ``dtype`` is the
+        master copy's."""
+        return self._precision
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{g}={self._plan.groups[g].size}" for g in self._plan.order)
+        precision = "" if self._precision == "fp32" else f", precision={self._precision!r}"
         return f"Network({sizes}; loss={self._plan.loss!r}, backend={self.backend!r}, " \
-               f"dtype={self.dtype!r})"
+               f"dtype={self.dtype!r}{precision})"
 
     # --- parameters -----------------------------------------------------------------------
 
@@ -290,7 +316,8 @@ class Network:
         on the backend that wrote it), ``deterministic`` as in ``Network``;
         ``gpuback.checkpoint.load_optimizer`` restores the optimiser saved beside it."""
         saved = checkpoint.read(path)
-        net = cls(saved.spec, backend=backend, dtype=saved.dtype, deterministic=deterministic)
+        net = cls(saved.spec, backend=backend, dtype=saved.dtype, deterministic=deterministic,
+                  precision=saved.precision)
         net.set_parameters(saved.weights)
         net.epochs_trained = saved.epochs_trained
         return net
@@ -347,8 +374,14 @@ class Network:
         return self._arena.workspace(batch)
 
     def run_forward(self, ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
-        """Forward propagation (5.48, 5.49) on a loaded workspace; nothing is read back."""
-        propagation.forward(self._ops, self._plan, self._params, self._indices, ws, nudge)
+        """Forward propagation (5.48, 5.49) on a loaded workspace; nothing is read back.
+        Below fp32 the products read the parameters rounded to the precision, rounded
+        from the master copy here."""
+        if self._precision_code != FP32:
+            self._ops.copy_into(self._flat_rounded, self._flat_params)
+            self._ops.round_to_precision(self._flat_rounded, self._precision_code)
+        propagation.forward(self._ops, self._plan, self._rounded, self._indices, ws, nudge,
+                            self._precision_code)
 
     def run_loss(self, ws: Workspace, targets: Any) -> None:
         """After ``run_forward``: per-sample losses, correct counts and output deltas (5.54)
@@ -358,8 +391,8 @@ class Network:
     def run_backward(self, ws: Workspace, targets: Any) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
         into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``."""
-        propagation.backward(self._ops, self._plan, self._params, self._indices, ws, targets,
-                             self._grads)
+        propagation.backward(self._ops, self._plan, self._rounded, self._indices, ws, targets,
+                             self._grads, self._precision_code)
 
     @property
     def reserved_batch(self) -> int:

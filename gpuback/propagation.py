@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .kernels.precision import FP32
 from .plan import Plan
 from .workspace import Workspace
 
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
-            ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
+            ws: Workspace, nudge: tuple[str, int, float] | None = None,
+            precision: int = FP32) -> None:
     """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
 
     Groups are visited in topological order; a group's pre-activations are the sum
@@ -26,7 +28,12 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
     ``nudge = (group, unit, amount)`` adds ``amount`` to that unit's pre-activation
     a_j in every sample, before its activation: how ``gpuback explain`` measures
     dE/da_j by perturbing a_j itself.
+    ``precision`` (``gpuback.kernels.precision.CODES``): below FP32 the inputs and every
+    hidden group's z are stored rounded to it, so each product reads rounded operands
+    (``params`` are then the rounded copy); the output group's z stays as computed.
     """
+    if precision != FP32:
+        ops.round_to_precision(ws.z[plan.input], precision)
     for g in plan.computed:
         group = plan.groups[g]
         for i, block in enumerate(group.incoming):
@@ -38,6 +45,8 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
         if nudge is not None and nudge[0] == g:
             ws.a[g][nudge[1]] += nudge[2]
         ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+        if precision != FP32 and g != plan.output:
+            ops.round_to_precision(ws.z[g], precision)
 
 
 def loss_and_output_delta(ops: Backend, plan: Plan, ws: Workspace, targets: Any) -> None:
@@ -55,7 +64,8 @@ def mean_loss(ops: Backend, ws: Workspace) -> float:
 
 
 def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
-             ws: Workspace, targets: Any, grads: dict[str, Any]) -> None:
+             ws: Workspace, targets: Any, grads: dict[str, Any],
+             precision: int = FP32) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
@@ -66,6 +76,10 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     3. Each incoming block of a group then gets its weight gradient delta_k z_j
        (5.53) and adds its share into its source's accumulator (a sparse block both in
        one op, which a backend may run as one pass over the edges).
+
+    ``precision`` below FP32: each group's delta is stored rounded to it once computed
+    in float32 (after its bias gradient, which keeps the float32 sums), so the products
+    of step 3 read rounded operands.
     """
     out = plan.output
     loss_and_output_delta(ops, plan, ws, targets)
@@ -75,6 +89,8 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
             ops.bias_grad(ws.delta[g], grads[g])
         else:
             ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g], grads[g])
+        if precision != FP32:
+            ops.round_to_precision(ws.delta[g], precision)
         for block in group.incoming:
             w = params[block.name]
             inputs = block.src == plan.input  # inputs need no delta

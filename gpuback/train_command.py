@@ -48,6 +48,7 @@ from .cli_common import (
 from .network import Network
 from .plan import compile_plan
 from .plot import describe_network, plot_history
+from .precision import PRECISIONS
 from .spec import ELEMENTWISE_ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
 from .training import TrainingDivergedError, fit
 
@@ -61,12 +62,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.2, "hidden": [128], "activation": "relu", "density": 1.0,
     "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
     "schedule": "constant", "epochs": 30, "batch_size": 32, "early_stopping": None,
-    "validation_fraction": 0.1, "backend": AUTO, "dtype": "float32", "seed": 0,
-    "out": "gpuback-run", "spec": None,
+    "validation_fraction": 0.1, "backend": AUTO, "dtype": "float32", "precision": "fp32",
+    "seed": 0, "out": "gpuback-run", "spec": None,
 }
 # what defines the network and its optimiser: with --resume they come from the checkpoint
-MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "optimizer", "lr",
-                 "momentum", "weight_decay", "schedule")
+MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "precision", "optimizer",
+                 "lr", "momentum", "weight_decay", "schedule")
 # what defines the run: with --resume, taken from the checkpoint's metadata unless given
 RUN_OPTIONS = ("data", "target_columns", "scale", "test_fraction", "seed", "batch_size",
                "epochs", "early_stopping", "validation_fraction", "backend")
@@ -126,6 +127,9 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
     add("--backend", "where to compute (auto: the fastest usable one)",
         choices=[AUTO, *backend_names()])
     add("--dtype", "floating-point type of the network", choices=list(FLOAT_DTYPES))
+    add("--precision", "precision of the products and stored activations and deltas "
+        "(tf32, bf16, fp16: mixed precision over a float32 master copy; see README)",
+        choices=list(PRECISIONS))
     add("--seed", "seed of the split, the initial weights, the sparse edges and the "
         "shuffling", type=NON_NEGATIVE_INT, metavar="N")
     add("--out", "output directory: the checkpoint in OUT/model (the run's options saved "
@@ -226,7 +230,8 @@ def _spec_network(spec: dict[str, Any], opts: dict[str, Any], data: RunData,
                          f"{split.n_outputs} {outputs}")
     memory.check_run(get_backend(opts["backend"]), plan, opts["dtype"],
                      min(opts["batch_size"], len(split.y_train)), optimizer)
-    net = Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"])
+    net = Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"],
+                  precision=opts["precision"])
     found = _checkpoint_options(net, optimizer, {})
     opts.update(hidden=found["hidden"], activation=found["activation"],
                 density=found.get("density"))
@@ -317,6 +322,11 @@ def _load_checkpoint(model: Path, backend: str) -> tuple[Network, optim.Optimize
     return net, optimizer
 
 
+def _precision(net: Network) -> str:
+    """``", precision bf16"`` for a mixed-precision network, else nothing."""
+    return "" if net.precision == "fp32" else f", precision {net.precision}"
+
+
 def _checkpoint_options(net: Network, optimizer: optim.Optimizer,
                         settings: dict[str, Any]) -> dict[str, Any]:
     """The values of MODEL_OPTIONS that the checkpoint was made with (``None``: the
@@ -328,7 +338,7 @@ def _checkpoint_options(net: Network, optimizer: optim.Optimizer,
     found: dict[str, Any] = {
         "loss": plan.loss, "hidden": [plan.groups[g].size for g in hidden],
         "activation": activations.pop() if len(activations) == 1 else None,
-        "dtype": net.dtype,
+        "dtype": net.dtype, "precision": net.precision,
         "optimizer": {v: k for k, v in OPTIMIZER_NAMES.items()}.get(config["type"]),
         "lr": config["lr"], "momentum": config.get("momentum"),
         "weight_decay": config["weight_decay"], "schedule": config["schedule"]["type"],
@@ -437,7 +447,8 @@ def _new_network(opts: dict[str, Any], data: datasets.Split,
                             activation=opts["activation"], loss=opts["loss"]))
     memory.check_run(get_backend(opts["backend"]), compile_plan(validate_spec(spec)), opts["dtype"],
                      min(opts["batch_size"], len(data.y_train)), optimizer)
-    return Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"])
+    return Network(spec, backend=opts["backend"], dtype=opts["dtype"], seed=opts["seed"],
+                   precision=opts["precision"])
 
 
 def _optimizer(opts: dict[str, Any], steps: int) -> optim.Optimizer:
@@ -474,7 +485,8 @@ class _TrainRun:
         held = f" / {len(data.validation[1])} validation" if data.watched == "validation" else ""
         print(f"gpuback train: {data.source}, {len(split.y_train)} train{held} / "
               f"{len(split.y_test)} test samples; network {self._network()}; backend "
-              f"{net.backend}, {net.dtype}; {opts['optimizer']} lr {opts['lr']}")
+              f"{net.backend}, {net.dtype}{_precision(net)}; {opts['optimizer']} lr "
+              f"{opts['lr']}")
         first_epoch = net.epochs_trained + 1
         try:
             start = _clock()
@@ -577,7 +589,8 @@ class _TrainRun:
                      "epochs_trained": net.epochs_trained, "stopped_early": stopped,
                      "seconds": round(seconds, 3),
                      "samples_per_second": round(samples / max(seconds, 1e-9), 1),
-                     "backend": net.backend, "dtype": net.dtype, "loss": net.plan.loss,
+                     "backend": net.backend, "dtype": net.dtype,
+                     "precision": net.precision, "loss": net.plan.loss,
                      "model": str(self.model), "history": str(history_file),
                      "curve": None if curve is None else str(curve)})
 

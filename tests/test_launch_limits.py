@@ -71,6 +71,7 @@ WORK = {
     "metrics.check_finite": ("1d", lambda a: (a[0].size,)),
     "optimizer.sgd": ("1d", lambda a: (a[0].size,)),
     "optimizer.adam": ("1d", lambda a: (a[0].size,)),
+    "rounding.round_elements": ("1d", lambda a: (a[1].size,)),
 }
 REDUCING = {"rows", "sample", "one"}
 
@@ -141,6 +142,8 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     call("check_finite", dense, status, 3)
     call("sgd_update", w, w, w, 0.1, 0.9, True, 0.0, status)
     call("adam_update", dense, dense, dense, dense, 1e-3, 0.9, 0.999, 1e-8, 0.0, True, 7, status)
+    call("round_to_precision", dense, 2)  # bf16 (gpuback.kernels.precision.CODES)
+    call("round_to_precision", z, 3)  # fp16
     return ran
 
 

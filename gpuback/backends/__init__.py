@@ -36,6 +36,8 @@ OP_SET = (
     "dense_weight_grad", "sparse_weight_grad", "sparse_block_backward", "bias_grad",
     # optimiser updates, one fused op over the flat parameter buffer
     "sgd_update", "adam_update",
+    # mixed precision: values rounded in place to tf32, bf16 or fp16 (gpuback.precision)
+    "round_to_precision",
 )
 
 # name -> module path, in the order "auto" prefers them (fastest first).

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.precision import FP32
 from ..kernels.scalar import CODES, GRADIENT_NOT_FINITE, loss_kernel
 from ..plan import SparseIndex
 from . import cpu_threads, numpy_backend
@@ -273,6 +274,15 @@ def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
 
 # --- optimiser updates (one fused pass per parameter buffer) -------------------------------
 # Skipped while ``status[0] != 0`` (a step went non-finite: see ``check_finite``).
+
+def round_to_precision(x: np.ndarray, code: int) -> None:
+    """Round every element of the C-contiguous float32 ``x`` in place to the precision of
+    ``code`` (``gpuback.kernels.precision``; FP32: unchanged), split over the cores."""
+    if code == FP32:
+        return
+    flat = x.reshape(-1)
+    cpu_threads.run_split(_kernels().round_to_precision(int(code)), flat.size, 4, flat)
+
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
                momentum: float, nesterov: bool, weight_decay: float,

@@ -22,6 +22,7 @@ import math
 
 from numba import float64, njit
 
+from ..kernels import precision as precision_kernels
 from ..kernels.scalar import compile_for
 from .kernel_cache import cached
 
@@ -41,6 +42,7 @@ cross_entropy_sample = CPU.cross_entropy
 cross_entropy_labels_sample = CPU.cross_entropy_labels
 sgd_element = CPU.sgd
 adam_element = CPU.adam
+round_code = precision_kernels.compile_for(njit(inline="always")).round_code
 
 kernel = cached(__file__, nogil=True)
 # LLVM may fuse a multiply and an add into one FMA (a sum's order stays as written).
@@ -304,3 +306,20 @@ def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupl
         adam_element(p, g, first, second, lr, beta1, beta2, eps, weight_decay, decoupled,
                      correction1, correction2, i)
 
+
+
+# --- mixed precision ------------------------------------------------------------------------
+
+@functools.cache
+def round_to_precision(code):
+    """The kernel for precision ``code`` (``gpuback.kernels.precision.CODES``): elements i in
+    [lo, hi) of a flat float32 buffer rounded in place to that precision (nearest, ties to
+    even), bit for bit as ``gpuback.precision.round_to``. One kernel per precision, the code
+    a constant in it (as ``bias_activation``)."""
+
+    @kernel
+    def round_for_code(lo, hi, x):
+        for i in range(lo, hi):
+            x[i] = round_code(code, x[i])
+
+    return round_for_code

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.precision import FP32
 from ..kernels.scalar import CODES, loss_kernel
 from ..plan import SparseIndex
 from . import cuda_device, cuda_launch
@@ -296,6 +297,18 @@ def bias_grad(delta: Any, db: Any) -> None:
     """dE/db_k = sum over the batch of delta_k."""
     _launch("reduce", "row_sum", _dtype(db),
             cuda_launch.row_reduction(delta.shape[0], delta.shape[1], _simulated()), delta, db)
+
+
+# --- mixed precision ------------------------------------------------------------------------
+
+def round_to_precision(x: Any, code: int) -> None:
+    """Round every element of the C-contiguous float32 device array ``x`` in place to the
+    precision of ``code`` (``gpuback.kernels.precision``; FP32: unchanged): one kernel."""
+    if code == FP32:
+        return
+    flat = _flat(x)
+    _launch("rounding", "round_elements", "float32",
+            cuda_launch.elementwise(flat.size, _simulated()), np.int64(code), flat)
 
 
 # --- optimiser updates ----------------------------------------------------------------------

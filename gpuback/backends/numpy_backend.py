@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import precision
+from ..kernels.precision import CODES as PRECISION_CODES
+from ..kernels.precision import FP32
 from ..plan import SparseIndex
 from . import cuda_device
 from .host import (  # noqa: F401  (op set: the same for every host backend)
@@ -47,6 +50,8 @@ from .host import (  # noqa: F401  (op set: the same for every host backend)
     wait_for,
 )
 from .status import BackendStatus
+
+PRECISION_NAMES = {code: name for name, code in PRECISION_CODES.items()}
 
 name = "numpy"
 LEAKY_SLOPE = 0.01
@@ -350,6 +355,14 @@ def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
 # --- optimiser updates (one fused op over the flat parameter buffer) ----------------------
 # ``status`` is the int64 pair of ``check_finite``: while ``status[0] != 0`` (a step went
 # non-finite) the update is skipped, so the parameters keep their last good values.
+
+def round_to_precision(x: np.ndarray, code: int) -> None:
+    """Round every element of the float32 ``x`` in place to the precision of ``code``
+    (``gpuback.kernels.precision.CODES``; FP32: unchanged): nearest, ties to even, through
+    ``gpuback.precision.round_to`` (ml_dtypes and NumPy's float16: the reference)."""
+    if code != FP32:
+        x[...] = precision.round_to(x, PRECISION_NAMES[code])
+
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
                momentum: float, nesterov: bool, weight_decay: float,

@@ -197,3 +197,10 @@ class Backend(Protocol):
                     decoupled: bool, step: int, status: Array) -> None:
         """Adam (or AdamW, ``decoupled``) at ``step`` (from 1) on flat (P,) buffers in
         place; skipped entirely while ``status[0] != 0``."""
+
+    # --- mixed precision ------------------------------------------------------------------
+
+    def round_to_precision(self, x: Array, code: int) -> None:
+        """Every element of the C-contiguous float32 ``x`` (any shape) rounded in place to
+        the precision of ``code`` (``gpuback.kernels.precision.CODES``: nearest, ties to
+        even, bit for bit as ``gpuback.precision.round_to``); FP32 leaves it unchanged."""
