@@ -17,7 +17,9 @@ gpuback's own parameters: ``backend`` ("auto": cuda on a usable GPU, else cpu, e
 float64 for anything else; or "float32" / "float64" to force one) and ``density`` (None:
 dense hidden blocks; a number in (0, 1]: every block into a hidden layer is sparse, keeping
 that fraction of its connections, drawn from ``random_state``, ``gpuback.sparse_mlp_spec``;
-``coefs_`` then holds zeros where there is no connection).
+``coefs_`` then holds zeros where there is no connection) and ``precision`` ("fp32", or
+"tf32", "bf16", "fp16": mixed precision over a float32 master copy, ``gpuback.precision``;
+``dtype`` None then means float32).
 
 What is scikit-learn's, exactly as its ``_multilayer_perceptron.py`` does it (1.9):
 
@@ -79,6 +81,7 @@ from .backends import AUTO
 from .lbfgs import fit_lbfgs
 from .network import Network
 from .optim import SGD, Adam, Optimizer, from_config
+from .precision import check_precision
 from .spec import mlp_spec, sparse_mlp_spec
 
 SKLEARN = sklearn  # the scikit-learn this module imported (tests check it is not itself)
@@ -158,7 +161,7 @@ class _BaseMLP(BaseEstimator):
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  backend: str = AUTO, dtype: str | None = None,
-                 density: float | None = None) -> None:
+                 density: float | None = None, precision: str = "fp32") -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -185,6 +188,7 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.density = density
+        self.precision = precision
 
     # --- what the subclasses say ------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class _BaseMLP(BaseEstimator):
                           else self.dtype, DTYPES)
         if self.density is not None:
             _check_real("density", self.density, 0.0, 1.0, low_open=True, high_open=False)
+        check_precision(self.precision, "float32" if self.dtype is None else self.dtype)
         return hidden
 
     # --- fit -------------------------------------------------------------------------------
@@ -294,7 +299,9 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(units)
         self._layer_units = list(units)
         loss, self.out_activation_ = self._output(Y)
-        dtype = np.dtype(x_dtype).name if self.dtype is None else np.dtype(self.dtype).name
+        # mixed precision keeps a float32 master copy, whatever X's dtype
+        default = x_dtype if self.precision == "fp32" else np.float32
+        dtype = np.dtype(default).name if self.dtype is None else np.dtype(self.dtype).name
         activation = ACTIVATIONS[self.activation]
         seed = int(rs.randint(np.iinfo(np.int32).max))
         if self.density is None:
@@ -305,7 +312,7 @@ class _BaseMLP(BaseEstimator):
                                    activation=activation, loss=loss)
         # deterministic: the sparse backward gathers (bitwise reproducible from random_state)
         self.network_ = Network(spec, backend=self.backend, dtype=dtype, seed=seed,
-                                deterministic=True)
+                                deterministic=True, precision=self.precision)
         self._optimizer: Optimizer | None = None
         self._best_parameters = self.network_.parameters()
         if self.solver in STOCHASTIC:
@@ -538,6 +545,7 @@ class _BaseMLP(BaseEstimator):
         net = state.pop("network_", None)
         if net is not None:
             state["_network_state"] = {"spec": net.spec, "dtype": net.dtype,
+                                       "precision": net.precision,
                                        "parameters": net.parameters(),
                                        "epochs_trained": net.epochs_trained}
         optimizer = state.pop("_optimizer", None)
@@ -552,7 +560,7 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if saved is not None:
             net = Network(saved["spec"], backend=self.backend, dtype=saved["dtype"],
-                          deterministic=True)
+                          deterministic=True, precision=saved.get("precision", "fp32"))
             net.set_parameters(saved["parameters"])
             net.epochs_trained = saved["epochs_trained"]
             self.network_ = net
@@ -699,7 +707,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  early_stopping: bool = False, validation_fraction: float = 0.1,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
                  n_iter_no_change: Any = 10, max_fun: int = 15000, backend: str = AUTO,
-                 dtype: str | None = None, density: float | None = None) -> None:
+                 dtype: str | None = None, density: float | None = None,
+                 precision: str = "fp32") -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -708,7 +717,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype, density=density)
+            max_fun=max_fun, backend=backend, dtype=dtype, density=density,
+            precision=precision)
         self.loss = loss
 
     def _check_hyperparameters(self) -> list[int]:

@@ -23,7 +23,7 @@ pytest.importorskip("sklearn", reason="gpuback.sklearn needs scikit-learn (the s
 import sklearn
 import sklearn.neural_network as sk
 from sklearn.base import clone
-from sklearn.datasets import make_blobs
+from sklearn.datasets import load_iris, make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -428,3 +428,19 @@ def test_regression_losses_other_than_squared_error_are_refused() -> None:
         MLPRegressor(loss="poisson").fit(X, Y)
     with pytest.raises(ValueError, match="loss"):
         MLPRegressor(loss="huber").fit(X, Y)
+
+
+def test_precision_trains_in_mixed_precision_over_a_float32_master() -> None:
+    X, y = load_iris(return_X_y=True)
+    fitted = {p: MLPClassifier((8,), max_iter=20, random_state=0, backend="numpy",
+                               precision=p, dtype="float32").fit(X, y)
+              for p in ("fp32", "bf16")}
+    bf16 = fitted["bf16"]
+    assert bf16.network_.precision == "bf16" and bf16.network_.dtype == "float32"
+    assert all(c.dtype == np.float32 for c in bf16.coefs_)
+    a, b = (fitted[p].predict_proba(X) for p in ("fp32", "bf16"))
+    assert not np.array_equal(a, b)  # the rounding changed the training
+    assert np.abs(a - b).max() < 0.05  # and by a rounding's worth, not more
+    assert MLPClassifier(precision="bf16").fit(X, y).network_.dtype == "float32"  # dtype None
+    with pytest.raises(ValueError, match="needs dtype='float32'"):
+        MLPClassifier(precision="bf16", dtype="float64").fit(X, y)
