@@ -160,8 +160,9 @@ def gemm_gflops(devices: Sequence[str], seconds: float, quick: bool = False) -> 
     return {d: round(rates[d], 1) for d in devices if d in rates}
 
 
-def gpuback_steps(spec: dict, batch: int, backend: str) -> dict[str, Callable[[], Any]]:
-    net = Network(spec, backend=backend, dtype="float32", seed=0)
+def gpuback_steps(spec: dict, batch: int, backend: str,
+                  precision: str = "fp32") -> dict[str, Callable[[], Any]]:
+    net = Network(spec, backend=backend, dtype="float32", seed=0, precision=precision)
     rng = np.random.default_rng(0)
     ops = get_backend(backend)  # the data lives where the backend works, as torch's does
     X = ops.from_host(rng.normal(size=(batch, spec["groups"][0]["size"])), np.float32)
@@ -200,26 +201,33 @@ def step_flops(spec: dict, batch: int) -> int:
                for c, n in _block_weights(spec))
 
 
+def gpuback_label(backend: str, precision: str) -> str:
+    """A gpuback contender's name: ``gpuback cpu``, or ``gpuback cpu bf16`` below fp32."""
+    return f"gpuback {backend}" + ("" if precision == "fp32" else f" {precision}")
+
+
 def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
-                    gflops: dict[str, float], seconds: float,
-                    quick: bool = False) -> dict[str, Any]:
+                    gflops: dict[str, float], seconds: float, quick: bool = False,
+                    precisions: Sequence[str] = ("fp32",)) -> dict[str, Any]:
     """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor
-    (``quick``: on the case's ``QUICK_SHAPES``, timed as ``time_call`` says)."""
+    (``quick``: on the case's ``QUICK_SHAPES``, timed as ``time_call`` says); a gpuback
+    contender per backend and precision (the peers compute in float32)."""
     case = (QUICK_SHAPES if quick else STEP_CASE_SHAPES)[name]
     spec = case.spec()
     params = parameter_count(spec)
     flops = step_flops(spec, case.batch)
-    contenders = {f"gpuback {b}": (_device_of(b), gpuback_steps(spec, case.batch, b))
-                  for b in backends}
+    contenders = {gpuback_label(b, p): (_device_of(b), p,
+                                        gpuback_steps(spec, case.batch, b, p))
+                  for b in backends for p in precisions}
     for device in torch_devices:
         for label, steps in bench_torch.contenders(spec, case.batch, device).items():
-            contenders[f"{label} ({device})"] = (device, steps)
+            contenders[f"{label} ({device})"] = (device, "fp32", steps)
     if torch_devices:  # SparseProp runs on PyTorch's CPU tensors
         for label, steps in bench_sparseprop.contenders(spec, case.batch).items():
-            contenders[f"{label} (cpu)"] = ("cpu", steps)
+            contenders[f"{label} (cpu)"] = ("cpu", "fp32", steps)
     runs = []
-    for label, (device, steps) in contenders.items():
-        run: dict[str, Any] = {"name": label, "device": device}
+    for label, (device, precision, steps) in contenders.items():
+        run: dict[str, Any] = {"name": label, "device": device, "precision": precision}
         for mode, fn in steps.items():
             run[f"{mode}_ms"] = round(time_call(fn, seconds, quick=quick), 4)
         run["samples_per_s"] = round(case.batch / (run["fwd_bwd_ms"] * 1e-3), 1)
@@ -425,10 +433,12 @@ def _cpu_name() -> str:
 
 def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
         seconds: float = 1.0, use_torch: bool = True,
-        report: Callable[[str], None] = print, quick: bool = False) -> dict[str, Any]:
+        report: Callable[[str], None] = print, quick: bool = False,
+        precisions: Sequence[str] = ("fp32",)) -> dict[str, Any]:
     """Run the benchmark; ``report`` receives each table line as it is measured.
     ``quick``: a smoke check in seconds (``QUICK_SHAPES``, ``time_call``'s quick mode), whose
-    numbers say that every contender runs, not how fast."""
+    numbers say that every contender runs, not how fast. ``precisions``: the step cases
+    time each gpuback backend in each of them (``Network(precision=...)``)."""
     backends = (available_backends(include_simulated=False) if backends is None
                 else list(backends))
     torch_devices = bench_torch.devices() if use_torch and bench_torch.version() else []
@@ -455,7 +465,8 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
         elif name == "scaling":
             result = bench_scaling(seconds, quick)
         else:
-            result = bench_step_case(name, backends, torch_devices, gflops, seconds, quick)
+            result = bench_step_case(name, backends, torch_devices, gflops, seconds, quick,
+                                     precisions)
         results.append(result)
         for line in format_result(result):
             report(line)
@@ -489,12 +500,12 @@ def format_result(result: dict[str, Any]) -> list[str]:
     density = "" if result["density"] is None else f", density {result['density']}"
     lines = [f"\n{result['case']}: {'-'.join(map(str, result['sizes']))}{density}, batch "
              f"{result['batch']}, {result['parameters']:,} parameters",
-             f"  {'contender':<28} {'fwd+bwd ms':>11} {'+SGD ms':>9} {'samples/s':>10} "
-             f"{'x floor':>8}  time ratio (fwd+bwd, step) to each contender"]
+             f"  {'contender':<28} {'precision':>9} {'fwd+bwd ms':>11} {'+SGD ms':>9} "
+             f"{'samples/s':>10} {'x floor':>8}  time ratio (fwd+bwd, step) to each contender"]
     for r in result["runs"]:
         floor = "" if r["x_floor"] is None else f"{r['x_floor']:.2f}"
         steps = r.get("step_ratio_to", {})
         ratios = ", ".join(f"{v:.3g}/{steps[k]:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
-        lines.append(f"  {r['name']:<28} {r['fwd_bwd_ms']:>11.3f} {r['step_ms']:>9.3f} "
-                     f"{r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
+        lines.append(f"  {r['name']:<28} {r['precision']:>9} {r['fwd_bwd_ms']:>11.3f} "
+                     f"{r['step_ms']:>9.3f} {r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
     return lines

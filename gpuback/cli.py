@@ -60,6 +60,7 @@ from .cli_common import (
 )
 from .gradcheck import gradcheck
 from .network import Network
+from .precision import PRECISIONS
 from .predict_command import add_evaluate_parser, add_predict_parser
 from .spec_command import add_spec_parser
 from .train_command import add_train_parser
@@ -220,6 +221,9 @@ def _bench_parser(bench_cmd: argparse.ArgumentParser) -> None:
                            "fast (default: off)")
     bench_cmd.add_argument("--no-torch", action="store_true",
                            help="leave PyTorch out (default: off)")
+    add_option(bench_cmd, "--precision", "precisions to time each gpuback backend in on the "
+               "step cases (the peers compute in float32)", ["fp32"], nargs="+",
+               metavar="P", choices=list(PRECISIONS), shown="fp32")
     add_option(bench_cmd, "--json", "without PATH: stdout is one JSON document, the "
                "results, and the table goes to stderr; with PATH: also write the results to "
                "PATH", metavar="PATH", nargs="?", const=STDOUT, shown="off")
@@ -310,7 +314,8 @@ def _bench(args: argparse.Namespace) -> int:
     if to_file:
         check_writable_file("--json", Path(args.json))
     results = bench.run(cases, backends, seconds=args.seconds, quick=args.quick,
-                        use_torch=not args.no_torch)
+                        use_torch=not args.no_torch,
+                        precisions=list(dict.fromkeys(args.precision)))
     if to_file:
         write_json(Path(args.json), results)
         print(f"results written to {args.json}")

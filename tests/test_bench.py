@@ -138,3 +138,15 @@ def test_time_call_warms_up_then_takes_the_median() -> None:
     calls = []
     ms = bench.time_call(lambda: calls.append(1), seconds=0.0, warm_up=0.0)
     assert len(calls) == 2 + 3 and math.isfinite(ms) and ms >= 0
+
+
+def test_the_precision_column_times_each_backend_in_each_precision(tmp_path, capsys) -> None:
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--cases", "small", "--backends", "numpy", "--no-torch",
+                 "--precision", "fp32", "bf16", "bf16", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    runs = json.loads(path.read_text())["results"][0]["runs"]
+    assert [(r["name"], r["precision"]) for r in runs] == [("gpuback numpy", "fp32"),
+                                                           ("gpuback numpy bf16", "bf16")]
+    assert "precision" in out and "gpuback numpy bf16" in out
+    assert main(["bench", "--quick", "--cases", "small", "--precision", "fp8"]) == EXIT_USAGE
