@@ -117,7 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = {"loss": result["loss"], "accuracy": result["accuracy"],
               "samples": len(inputs.X), "loss_function": net.plan.loss,
               "epochs_trained": net.epochs_trained, "model": str(args.model),
-              "data": inputs.source, "backend": net.backend, "dtype": net.dtype}
+              "data": inputs.source, "backend": net.backend, "dtype": net.dtype,
+              "precision": net.precision}
     if args.json:
         args.emit(report)
         return 0
