@@ -4,7 +4,8 @@
       latest.json                   which version is current, and every file's SHA-256
       v00000007/                    the current version:
         weights.safetensors         every parameter, by its name in ``Network.parameters()``
-        network.json                the spec, dtype, precision and the epochs trained
+        network.json                the spec, dtype, precision, the epochs trained and
+                                    the fp16 loss scale (gpuback.loss_scale)
         optimizer.safetensors       the optimiser's state buffers (when one is saved)
         optimizer.json              its class, hyperparameters, schedule and step count
       .lock                         the advisory lock writers and readers take
@@ -29,6 +30,7 @@ from what ``read`` returns), so it does not depend on ``gpuback.network``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +75,9 @@ class Saved:
     epochs_trained: int
     metadata: dict[str, Any]
     precision: str = "fp32"  # the product precision (gpuback.precision); fp32 before it
+    # fp16 dynamic loss scaling (gpuback.loss_scale.LossScaler.state_dict): the scale, its
+    # count of clean steps and the growth interval; None when the network had no scaler
+    loss_scale: dict[str, Any] | None = None
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -105,6 +110,9 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
             meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
                     "precision": net.precision, "epochs_trained": net.epochs_trained,
                     "metadata": metadata}
+            scaler = getattr(net, "loss_scaler", None)
+            if scaler is not None:
+                meta["loss_scale"] = scaler.state_dict()
             write_file(staging / NETWORK, _json_bytes(meta))
             if optimizer is not None and state is not None:
                 flat = {f"{name}/{buf}": np.ascontiguousarray(v)
@@ -252,6 +260,7 @@ def _read_network(folder: _Folder) -> Saved:
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{where}: 'metadata' must be a JSON object, got "
                               f"{type(metadata).__name__}")
+    loss_scale = _check_loss_scale(meta.get("loss_scale"), where)
     shapes = compile_plan(spec).parameter_shapes()
     weights = _load_safetensors(load_file, folder, WEIGHTS)
     where = folder / WEIGHTS
@@ -264,7 +273,28 @@ def _read_network(folder: _Folder) -> Saved:
                                   f"expected {dtype} {tuple(shapes[name])}")
         if not np.isfinite(value).all():
             raise CheckpointError(f"{where}: {name!r} holds NaN or infinite values")
-    return Saved(spec, dtype, weights, epochs, metadata, precision)
+    return Saved(spec, dtype, weights, epochs, metadata, precision, loss_scale)
+
+
+def _check_loss_scale(saved: Any, where: Path) -> dict[str, Any] | None:
+    """The saved loss-scaler state, checked: a positive finite scale, a count of clean steps
+    and a growth interval of at least 1 (None when none was saved)."""
+    if saved is None:
+        return None
+    fields = {"scale", "clean_steps", "growth_interval"}
+    if not isinstance(saved, dict) or set(saved) != fields:
+        raise CheckpointError(f"{where}: 'loss_scale' must be an object with the fields "
+                              f"{sorted(fields)}, got {saved!r}")
+    scale, count, interval = saved["scale"], saved["clean_steps"], saved["growth_interval"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or \
+            not math.isfinite(scale) or scale <= 0:
+        raise CheckpointError(f"{where}: 'loss_scale.scale' must be a positive finite number, "
+                              f"got {scale!r}")
+    if not _is_count(count) or not _is_count(interval) or interval < 1:
+        raise CheckpointError(f"{where}: 'loss_scale' needs a non-negative integer "
+                              f"'clean_steps' and a positive integer 'growth_interval', got "
+                              f"{count!r} and {interval!r}")
+    return {"scale": float(scale), "clean_steps": count, "growth_interval": interval}
 
 
 def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Path] | None:

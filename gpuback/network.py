@@ -18,6 +18,7 @@ from .flat import FlatLayout
 from .init import weight_chunks
 from .kernels.precision import CODES as PRECISION_CODES
 from .kernels.precision import FP32
+from .loss_scale import LossScaler
 from .plan import Plan, compile_plan
 from .precision import check_precision
 from .spec import validate_spec
@@ -101,6 +102,9 @@ class Network:
             self._ops.zeros((self._layout.size,), self._dtype)
         self._rounded = self._layout.views(self._flat_rounded)
         self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
+        # fp16 dynamic loss scaling: set by the first fit that scales, kept between fits
+        # and saved in checkpoints (gpuback.loss_scale)
+        self.loss_scaler: LossScaler | None = None
         self._arena = Arena(self._plan, self._ops, self._dtype)
 
     # --- description ----------------------------------------------------------------------
@@ -266,7 +270,7 @@ class Network:
             optimizer: Any = None, validation: tuple[Any, Any] | None = None,
             shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
             checkpoint: str | None = None, progress: bool = True, tol: float = 1e-4,
-            n_iter_no_change: int | None = None) -> dict[str, list]:
+            n_iter_no_change: int | None = None, loss_scale: Any = None) -> dict[str, list]:
         """Train by mini-batch gradient descent; return the per-epoch history.
 
         ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``), bound to this
@@ -294,12 +298,15 @@ class Network:
         mean loss of this call. The error's ``epoch`` (counted as ``epochs_trained``
         counts), ``step``, ``loss`` and ``reference`` say which. The diverged epoch is
         neither counted nor checkpointed, so ``checkpoint`` holds the last good epoch.
+        ``loss_scale``: dynamic loss scaling (``gpuback.loss_scale``): None (the default)
+        scales for ``precision="fp16"`` only, False never, True or an initial scale (a
+        number, or a ``LossScale``) always; see ``gpuback.training.fit``.
         Raises ``gpuback.memory.InsufficientMemoryError`` before the first step when the
         optimiser's state and the workspace cannot fit in the backend's free memory.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
                             seed, early_stopping, checkpoint, progress, tol=tol,
-                            n_iter_no_change=n_iter_no_change)
+                            n_iter_no_change=n_iter_no_change, loss_scale=loss_scale)
 
     def save(self, path: str | os.PathLike, optimizer: Any = None,
              metadata: dict[str, Any] | None = None) -> None:
@@ -320,6 +327,8 @@ class Network:
                   precision=saved.precision)
         net.set_parameters(saved.weights)
         net.epochs_trained = saved.epochs_trained
+        if saved.loss_scale is not None:
+            net.loss_scaler = LossScaler.from_state(net.ops, saved.loss_scale, net.dtype)
         return net
 
     def predict(self, X: Any, batch_size: int = 1024) -> np.ndarray:
@@ -388,11 +397,13 @@ class Network:
         into the workspace."""
         propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
 
-    def run_backward(self, ws: Workspace, targets: Any) -> None:
+    def run_backward(self, ws: Workspace, targets: Any, loss_scale: Any = None) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
-        into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``."""
+        into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``.
+        ``loss_scale``: a ``gpuback.loss_scale.LossScaler``'s ``state`` (the gradients come
+        out multiplied by its scale) or None."""
         propagation.backward(self._ops, self._plan, self._rounded, self._indices, ws, targets,
-                             self._grads, self._precision_code)
+                             self._grads, self._precision_code, loss_scale)
 
     @property
     def reserved_batch(self) -> int:

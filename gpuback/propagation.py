@@ -65,7 +65,7 @@ def mean_loss(ops: Backend, ws: Workspace) -> float:
 
 def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
              ws: Workspace, targets: Any, grads: dict[str, Any],
-             precision: int = FP32) -> None:
+             precision: int = FP32, loss_scale: Any = None) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
@@ -80,9 +80,16 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     ``precision`` below FP32: each group's delta is stored rounded to it once computed
     in float32 (after its bias gradient, which keeps the float32 sums), so the products
     of step 3 read rounded operands.
+
+    ``loss_scale``: a backend scaler pair (``gpuback.loss_scale``) or None. Given, the output
+    deltas are multiplied by its scale S right after the loss op, before anything reads or
+    rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
+    the per-sample losses stay unscaled.
     """
     out = plan.output
     loss_and_output_delta(ops, plan, ws, targets)
+    if loss_scale is not None:
+        ops.scale_by_loss_scale(ws.delta[out], loss_scale)
     for g in reversed(plan.computed):
         group = plan.groups[g]
         if g == out:

@@ -16,6 +16,14 @@ whose loss explodes while staying finite (an epoch's mean training loss more tha
 ``DIVERGENCE_FACTOR`` times the run's reference, see ``fit``) stops the same way, before
 that epoch's checkpoint.
 
+fp16 networks train with dynamic loss scaling by default (``gpuback.loss_scale``): the
+output deltas are multiplied by a scale S kept on the backend, the gradients unscaled after
+backward (``unscale_gradients``), and a step whose unscaled gradients are not finite is
+skipped, on the backend, by the optimiser op reading that step's status (S halves; after
+2,000 clean steps in a row it doubles). Such a step is not a divergence; a non-finite loss
+or float32 master value still is, and so is a scale below ``loss_scale.MIN_SCALE``
+(2^-14), read back once per epoch. Nothing of it waits for the host within an epoch.
+
 Data sets larger than the backend's memory budget (``ops.memory_budget()``: half of
 the free device memory on a GPU) stay on the host and are streamed batch by batch
 through pinned buffers (``StreamedDataset``), the next batch gathered on the host
@@ -32,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import loss_scale as scaling
 from . import memory
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
@@ -40,6 +49,9 @@ CLASSIFICATION = ("cross_entropy", "binary_cross_entropy")
 REDRAW_SECONDS = 0.1  # least time between progress-bar redraws (each reads the loss back)
 progress_clock = time.perf_counter  # the progress bar's clock (a test replaces it)
 STATUS_WHAT = {1: "loss", 2: "a gradient"}  # the codes of the status flag (kernels/scalar.py)
+# with loss scaling a gradient's overflow skips its step; code 2 then comes from the check
+# of the float32 master values after the update
+SCALED_GRADIENT_WHAT = "a float32 master value (parameter)"
 # An epoch whose mean training loss is more than this many times the run's reference loss
 # (see ``fit``) has diverged.
 DIVERGENCE_FACTOR = 10
@@ -252,7 +264,8 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         checkpoint: str | None = None, progress: bool = True,
         on_epoch_end: Callable[[int], None] | None = None, tol: float = 1e-4,
         n_iter_no_change: int | None = None,
-        history: dict[str, list] | None = None) -> dict[str, list[float]]:
+        history: dict[str, list] | None = None,
+        loss_scale: Any = None) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``).
 
     Plateau stop (off unless ``n_iter_no_change`` is given), scikit-learn's MLP rule: an
@@ -275,6 +288,18 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     that the per-epoch figures are written into as each epoch ends (and that is returned),
     so a caller keeps the figures of the epochs a run completed when it is interrupted
     (``gpuback train``'s ``history.jsonl``); a new dict by default.
+
+    ``loss_scale`` (``gpuback.loss_scale``): None, the default, scales an fp16 network's
+    loss dynamically (going on with the scale it has from an earlier ``fit`` or its
+    checkpoint, else from 2^16) and no other; False turns scaling off, True on (from
+    2^16), a positive number on from that initial scale, a ``LossScale`` sets the growth
+    interval too; an explicit setting restarts the scale. With scaling, a step whose
+    unscaled gradients overflow is skipped (its optimiser op changes nothing; the
+    optimiser's host step count, and so Adam's bias correction and the schedule, still
+    advances: unlike PyTorch's GradScaler, which does not call ``step``) and is not a
+    divergence; the float32 master values are checked after every update instead, and an
+    epoch that ends with the scale below ``MIN_SCALE`` (2^-14) raises
+    ``TrainingDivergedError``.
     """
     _check_fit_arguments(epochs, optimizer, validation, early_stopping)
     if history is None:
@@ -284,6 +309,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     if history:
         raise ValueError(f"history: expected an empty dict to record into, got {history!r}")
     plateau = _Plateau(tol, n_iter_no_change)
+    scaling.resolve(loss_scale, net.precision)  # a bad setting is refused before anything
     batch_size = check_int("batch_size", batch_size, 1)
     optimizer = Adam() if optimizer is None else optimizer
     optimizer.check(net)  # its lr_multipliers and freeze name parameters of net
@@ -296,12 +322,13 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     # run, allocated before the first step
     memory.check_training(net, largest, optimizer)
     net.reserve(largest)
+    scaler = scaling.for_fit(net, loss_scale)
     metrics = Metrics(net.ops)
     val_metrics = None if val is None else Metrics(net.ops)
     history.update(loss=[], accuracy=[], samples_per_second=[])
     if val is not None:
         history.update(val_loss=[], val_accuracy=[])
-    watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0)
+    watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0, scaler=scaler)
     best, waited = np.inf, 0
     best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
     bar = ProgressBar.on_terminal(epochs * -(-data.n // batch_size), progress)
@@ -310,7 +337,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             start_time = time.perf_counter()
             rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
             loss_sum, correct = _train_epoch(net, data, batch_size, optimizer, metrics, rng,
-                                             bar, watch)
+                                             bar, watch, scaler)
             watch.check(net.epochs_trained + 1, loss_sum / data.n, metrics)
             net.epochs_trained += 1
             _record(history, net, data.n, loss_sum, correct, time.perf_counter() - start_time)
@@ -386,8 +413,9 @@ class _DivergenceWatch:
     """The references of the divergence rule (see ``fit``): the mean loss of the run's
     first batch, before any update, and the mean training loss of its first epoch."""
 
-    def __init__(self, optimizer: Optimizer, untrained: bool) -> None:
-        self.optimizer = optimizer
+    def __init__(self, optimizer: Optimizer, untrained: bool,
+                 scaler: scaling.LossScaler | None = None) -> None:
+        self.optimizer, self.scaler = optimizer, scaler
         # only an untrained network's first batch is a reference: a trained one's batches
         # can differ tenfold in loss without anything going wrong
         self.wants_first_batch = untrained
@@ -401,9 +429,20 @@ class _DivergenceWatch:
         bad = metrics.first_bad_step()
         if bad is not None:
             step, what = bad
+            if self.scaler is not None and what == STATUS_WHAT[2]:
+                raise TrainingDivergedError(
+                    f"training diverged: {SCALED_GRADIENT_WHAT} is NaN or infinite after "
+                    f"the update of epoch {epoch}, step {step}; {lr}", epoch, step)
             raise TrainingDivergedError(
                 f"training diverged: {what} is NaN or infinite at epoch {epoch}, step "
                 f"{step}; the parameters are those before that step; {lr}", epoch, step)
+        if self.scaler is not None:
+            scale, _ = self.scaler.read()
+            if not scale >= scaling.MIN_SCALE:
+                raise TrainingDivergedError(
+                    f"training diverged: the loss scale fell to {scale:g} by the end of "
+                    f"epoch {epoch}, below {scaling.MIN_SCALE:g} (2^-14): the gradients "
+                    f"overflow at every scale; the epoch was not saved; {lr}", epoch)
         if self.first_epoch is None:
             reference, against = self.first_batch, "the loss of its first batch"
         else:
@@ -424,24 +463,33 @@ class _DivergenceWatch:
 
 def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
                  optimizer: Optimizer, metrics: Metrics, rng: np.random.Generator | None,
-                 bar: Any, watch: _DivergenceWatch) -> tuple[float, float]:
+                 bar: Any, watch: _DivergenceWatch,
+                 scaler: scaling.LossScaler | None = None) -> tuple[float, float]:
     """One pass of mini-batch steps over ``data``, in the order ``rng`` shuffles (one
     generator per (seed, epoch number): a resumed run shuffles as an unbroken one); the
     epoch's loss sum and correct count. The first step of a run also reads its loss back
-    (``watch.first_batch``)."""
+    (``watch.first_batch``). With ``scaler`` the backward pass runs on the scaled loss, the
+    gradients are unscaled and checked into the step's own status pair, which the optimiser
+    reads (an overflow skips only that step), and the master values are checked after."""
     ops = net.ops
     data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
     metrics.reset()
     for step, start in enumerate(range(0, data.n, batch_size), start=1):
         ws, targets = data.load(start, min(batch_size, data.n - start))
         net.run_forward(ws)
-        net.run_backward(ws, targets)
+        net.run_backward(ws, targets, None if scaler is None else scaler.state)
         ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
-        ops.check_finite(net.flat_gradients, metrics.status, step)
+        if scaler is None:
+            ops.check_finite(net.flat_gradients, metrics.status, step)
+            step_status = metrics.status
+        else:
+            step_status = scaler.unscale(net.flat_gradients, metrics.status, step)
         if watch.wants_first_batch:  # an untrained network's first step, before its update
             watch.first_batch = metrics.read()[0] / ws.batch
             watch.wants_first_batch = False
-        optimizer.step(net, metrics.status)
+        optimizer.step(net, step_status)
+        if scaler is not None:  # overflow skipped the step; a non-finite master value is not
+            ops.check_finite(net.flat_parameters, metrics.status, step)
         if bar is not None:
             bar.advance(lambda step=step: (net.epochs_trained + 1,
                                            metrics.read()[0] / min(step * batch_size, data.n)))

@@ -199,6 +199,38 @@ def cases(dtype: str) -> list[Case]:
                 real(n_src, batch), accumulate)
         add(f"{size}-inputs", "sparse_block_backward", real(index.n_edges), Sparse(index),
             real(n_dst, batch), real(n_src, batch), real(index.n_edges), None, False)
+    # mixed precision, from a generator of their own (the cases above keep their values)
+    rng = np.random.default_rng(4 if dtype == "float64" else 5)
+    if dtype == "float32":  # rounding reads float32 values (a float32 master copy)
+        edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 6e-8,
+                          1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.4e38, 1e-40], dtype)
+        for code, name in ((1, "tf32"), (2, "bf16"), (3, "fp16")):
+            for shape in ((3, 7), (300,)):
+                x = (rng.normal(size=shape) * 10.0 ** rng.uniform(-8, 5, size=shape))
+                x = x.astype(dtype)
+                x.reshape(-1)[:edges.size] = edges[: x.size]
+                add(f"{name}-{'x'.join(map(str, shape))}", "round_to_precision", x, code,
+                    exact=(0,))
+        add("fp32-unchanged", "round_to_precision", real(4, 5), 0, exact=(0,))
+    # dynamic loss scaling: the scaler pair (S, clean steps) in the gradients' dtype
+    add("3x5", "scale_by_loss_scale", real(3, 5), np.array([2.0**16, 3.0], dtype))
+    add("odd-scale", "scale_by_loss_scale", real(17), np.array([3.0, 0.0], dtype))
+    clean = real(17)
+    add("finite", "unscale_gradients", clean, np.array([1024.0, 0.0], dtype),
+        _status(STATUS_CLEAR), 4, exact=(2,))
+    for bad_value in (np.inf, np.nan):
+        bad = real(17)
+        bad[5] = bad_value
+        add(f"{bad_value}", "unscale_gradients", bad, np.array([1024.0, 0.0], dtype),
+            _status(STATUS_CLEAR), 4, exact=(2,))
+    overflow = (3, 3)  # step 3, SCALE_OVERFLOW
+    for tag, scaler, step_status, status in [
+            ("clean", (1024.0, 5.0), STATUS_CLEAR, STATUS_CLEAR),
+            ("overflow", (1024.0, 5.0), overflow, STATUS_CLEAR),
+            ("merged", (1024.0, 5.0), STATUS_CLEAR, STATUS_SET),
+            ("growth", (1024.0, 6.0), STATUS_CLEAR, STATUS_CLEAR)]:
+        add(tag, "update_loss_scale", np.array(scaler, dtype), _status(step_status),
+            _status(status), 7, exact=(0, 1, 2))
     return out
 
 

@@ -72,6 +72,9 @@ WORK = {
     "optimizer.sgd": ("1d", lambda a: (a[0].size,)),
     "optimizer.adam": ("1d", lambda a: (a[0].size,)),
     "rounding.round_elements": ("1d", lambda a: (a[1].size,)),
+    "loss_scale.scale_elements": ("1d", lambda a: (a[0].size,)),
+    "loss_scale.unscale_check": ("1d", lambda a: (a[0].size,)),
+    "loss_scale.update_scale": ("one", lambda a: ()),
 }
 REDUCING = {"rows", "sample", "one"}
 
@@ -144,6 +147,10 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     call("adam_update", dense, dense, dense, dense, 1e-3, 0.9, 0.999, 1e-8, 0.0, True, 7, status)
     call("round_to_precision", dense, 2)  # bf16 (gpuback.kernels.precision.CODES)
     call("round_to_precision", z, 3)  # fp16
+    scaler = f((2,), "float32")
+    call("scale_by_loss_scale", a, scaler)
+    call("unscale_gradients", dense, scaler, status, 3)
+    call("update_loss_scale", scaler, status, status, 2000)
     return ran
 
 

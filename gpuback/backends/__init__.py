@@ -38,6 +38,8 @@ OP_SET = (
     "sgd_update", "adam_update",
     # mixed precision: values rounded in place to tf32, bf16 or fp16 (gpuback.precision)
     "round_to_precision",
+    # dynamic loss scaling for fp16, the scale kept on the backend (gpuback.loss_scale)
+    "scale_by_loss_scale", "unscale_gradients", "update_loss_scale",
 )
 
 # name -> module path, in the order "auto" prefers them (fastest first).

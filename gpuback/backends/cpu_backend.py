@@ -43,7 +43,10 @@ from .numpy_backend import (  # noqa: F401  (re-exported: these ops are the refe
     fill_zero,
     from_host,
     memory_budget,
+    scale_by_loss_scale,
     to_host,
+    unscale_gradients,
+    update_loss_scale,
     zeros,
 )
 from .status import BackendStatus

@@ -311,6 +311,34 @@ def round_to_precision(x: Any, code: int) -> None:
             cuda_launch.elementwise(flat.size, _simulated()), np.int64(code), flat)
 
 
+# --- dynamic loss scaling (fp16: gpuback.loss_scale) ------------------------------------------
+# ``scaler`` (the pair S, clean steps, in the gradients' float type) and ``step_status`` stay
+# on the device: S is read
+# and updated by the kernels, and the optimiser kernels read ``step_status``; no host wait.
+
+def scale_by_loss_scale(x: Any, scaler: Any) -> None:
+    """``x *= S`` in place (S = ``scaler[0]``), one elementwise kernel."""
+    flat = _flat(x)
+    _launch("loss_scale", "scale_elements", _dtype(x),
+            cuda_launch.elementwise(flat.size, _simulated()), flat, scaler)
+
+
+def unscale_gradients(grad: Any, scaler: Any, step_status: Any, step: int) -> None:
+    """``grad *= 1/S`` and ``step_status = (step, SCALE_OVERFLOW)`` if any result is not
+    finite, one elementwise kernel."""
+    flat = _flat(grad)
+    _launch("loss_scale", "unscale_check", _dtype(grad),
+            cuda_launch.elementwise(flat.size, _simulated()), flat, scaler, step_status,
+            np.int64(step))
+
+
+def update_loss_scale(scaler: Any, step_status: Any, status: Any, growth_interval: int) -> None:
+    """S halved or its count advanced (doubled at ``growth_interval``), then ``status``
+    merged into ``step_status``: one thread."""
+    _launch("loss_scale", "update_scale", _dtype(scaler), ((1,), (1,)), scaler, step_status,
+            status, np.int64(growth_interval))
+
+
 # --- optimiser updates ----------------------------------------------------------------------
 # ``status`` (int64 pair, see ``check_finite``) is read by the kernels themselves: while
 # status[0] != 0 they change nothing; the host never waits for it.

@@ -395,3 +395,47 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
     m_hat = m / (1 - beta1**step)
     v_hat = v / (1 - beta2**step)
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+# --- dynamic loss scaling (fp16: gpuback.loss_scale) ---------------------------------------
+# ``scaler`` is the pair (S, clean steps in a row) in the gradients' float type; ``step_status``
+# an int64 pair like ``status``, cleared before each step's ``unscale_gradients``.
+
+from ..loss_scale import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW  # noqa: E402
+
+
+def scale_by_loss_scale(x: np.ndarray, scaler: np.ndarray) -> None:
+    """``x *= S`` in place, S = ``scaler[0]`` cast to ``x``'s dtype (the output deltas of the
+    loss, before they are stored rounded to fp16)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is what is checked for
+        x *= x.dtype.type(scaler[0])
+
+
+def unscale_gradients(grad: np.ndarray, scaler: np.ndarray, step_status: np.ndarray,
+                      step: int) -> None:
+    """``grad *= 1/S`` in place (1/S rounded once to ``grad``'s dtype); if any result is NaN
+    or infinite, ``step_status = (step, SCALE_OVERFLOW)``."""
+    real = grad.dtype.type
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad *= real(1.0) / real(scaler[0])
+    if not np.isfinite(grad).all():
+        step_status[0], step_status[1] = step, SCALE_OVERFLOW
+
+
+def update_loss_scale(scaler: np.ndarray, step_status: np.ndarray, status: np.ndarray,
+                      growth_interval: int) -> None:
+    """After ``unscale_gradients``: an overflow (``step_status[0] != 0``) multiplies S by
+    ``BACKOFF_FACTOR`` and zeroes the count; a clean step adds one to it, and at
+    ``growth_interval`` multiplies S by ``GROWTH_FACTOR`` and zeroes it. Then, if ``status``
+    records a non-finite step and ``step_status`` is clear, ``step_status = status`` (so an
+    optimiser op given ``step_status`` skips either way)."""
+    real = scaler.dtype.type  # every value in the pair's float type, as the kernels compute
+    if step_status[0] != 0:
+        scaler[0], scaler[1] = scaler[0] * real(BACKOFF_FACTOR), 0.0
+    else:
+        count = scaler[1] + real(1.0)
+        if count >= real(growth_interval):
+            scaler[0], count = scaler[0] * real(GROWTH_FACTOR), real(0.0)
+        scaler[1] = count
+    if status[0] != 0 and step_status[0] == 0:
+        step_status[:] = status

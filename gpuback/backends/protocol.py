@@ -204,3 +204,22 @@ class Backend(Protocol):
         """Every element of the C-contiguous float32 ``x`` (any shape) rounded in place to
         the precision of ``code`` (``gpuback.kernels.precision.CODES``: nearest, ties to
         even, bit for bit as ``gpuback.precision.round_to``); FP32 leaves it unchanged."""
+
+    # --- dynamic loss scaling (fp16, gpuback.loss_scale) ----------------------------------
+
+    def scale_by_loss_scale(self, x: Array, scaler: Array) -> None:
+        """``x *= S`` in place, S = ``scaler[0]`` of the pair ``scaler`` (S, clean steps, in
+        ``x``'s float dtype); ``x`` C-contiguous, any shape."""
+
+    def unscale_gradients(self, grad: Array, scaler: Array, step_status: Array,
+                          step: int) -> None:
+        """``grad`` (P,) ``*= 1/S`` in place (1/S rounded once in ``grad``'s dtype, the
+        scaler's too); a NaN or infinity among the results sets the int64 pair ``step_status`` to
+        ``(step, SCALE_OVERFLOW)`` (it is never cleared here)."""
+
+    def update_loss_scale(self, scaler: Array, step_status: Array, status: Array,
+                          growth_interval: int) -> None:
+        """S and its count from ``step_status``: set, S *= ``BACKOFF_FACTOR`` and the count
+        is 0; clear, the count + 1, and at ``growth_interval`` S *= ``GROWTH_FACTOR`` and the
+        count is 0 (all in the scaler's float type). Then a set ``status`` is copied into a
+        clear ``step_status``."""
