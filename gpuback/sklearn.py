@@ -76,7 +76,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
     raise ImportError("gpuback.sklearn needs scikit-learn (>= 1.6): "
                       "pip install 'gpuback[sklearn]'") from error
 
-from . import memory, training
+from . import loss_scale, memory, training
 from .backends import AUTO
 from .lbfgs import fit_lbfgs
 from .network import Network
@@ -418,7 +418,8 @@ class _BaseMLP(BaseEstimator):
         """One pass of mini-batch steps in ``order``; the losses summed into ``metrics``.
         Returns the sum over the batches of |W|^2 at each batch's step (0 without alpha),
         for the penalty term of the loss."""
-        net, ops = self.network_, self.network_.ops
+        net = self.network_
+        scaler = loss_scale.for_fit(net, None)  # fp16: the dynamically scaled loss, as fit
         data.set_order(order)
         metrics.reset()
         penalty: Any = 0.0
@@ -428,13 +429,10 @@ class _BaseMLP(BaseEstimator):
             if alpha > 0.0:
                 for w in weights:
                     penalty = penalty + xp.vdot(w, w)  # stays on the device (no wait)
-            net.run_forward(ws)
-            net.run_backward(ws, targets)
-            ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
-            ops.check_finite(net.flat_gradients, metrics.status, step)
+            status = training.forward_backward(net, ws, targets, metrics, step, scaler)
             # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay
             optimizer.weight_decay = alpha / batch
-            optimizer.step(net, metrics.status)
+            optimizer.step(net, status)
         return float(penalty)
 
     def _trigger_stopping(self, optimizer: Optimizer, msg: str) -> bool:

@@ -461,6 +461,24 @@ class _DivergenceWatch:
             self.first_epoch = loss
 
 
+def forward_backward(net: Any, ws: Any, targets: Any, metrics: Metrics, step: int,
+                     scaler: scaling.LossScaler | None = None) -> Any:
+    """One training step's passes on a loaded workspace, left on the backend: forward,
+    backward (on the loss scaled by ``scaler``, if given), the step's loss and correct
+    count added into ``metrics``, and the gradients checked (unscaled first, with
+    ``scaler``). Returns the status pair the optimiser's step is to read: ``metrics.status``
+    (set from a non-finite loss or gradient on, skipping every later update), or with
+    ``scaler`` the step's own pair (an overflow skips that step alone)."""
+    ops = net.ops
+    net.run_forward(ws)
+    net.run_backward(ws, targets, None if scaler is None else scaler.state)
+    ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+    if scaler is None:
+        ops.check_finite(net.flat_gradients, metrics.status, step)
+        return metrics.status
+    return scaler.unscale(net.flat_gradients, metrics.status, step)
+
+
 def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
                  optimizer: Optimizer, metrics: Metrics, rng: np.random.Generator | None,
                  bar: Any, watch: _DivergenceWatch,
@@ -476,14 +494,7 @@ def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
     metrics.reset()
     for step, start in enumerate(range(0, data.n, batch_size), start=1):
         ws, targets = data.load(start, min(batch_size, data.n - start))
-        net.run_forward(ws)
-        net.run_backward(ws, targets, None if scaler is None else scaler.state)
-        ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
-        if scaler is None:
-            ops.check_finite(net.flat_gradients, metrics.status, step)
-            step_status = metrics.status
-        else:
-            step_status = scaler.unscale(net.flat_gradients, metrics.status, step)
+        step_status = forward_backward(net, ws, targets, metrics, step, scaler)
         if watch.wants_first_batch:  # an untrained network's first step, before its update
             watch.first_batch = metrics.read()[0] / ws.batch
             watch.wants_first_batch = False

@@ -444,3 +444,24 @@ def test_precision_trains_in_mixed_precision_over_a_float32_master() -> None:
     assert MLPClassifier(precision="bf16").fit(X, y).network_.dtype == "float32"  # dtype None
     with pytest.raises(ValueError, match="needs dtype='float32'"):
         MLPClassifier(precision="bf16", dtype="float64").fit(X, y)
+
+
+def test_fp16_estimators_train_on_the_scaled_loss() -> None:
+    """fp16 trains with dynamic loss scaling (gpuback.loss_scale), as fit does: the scaler
+    counts every clean step; bf16 (float32's exponent range) does not scale."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4)).astype(np.float32)
+    y = np.tanh(X[:, 0] - X[:, 1]).astype(np.float32)
+
+    def fit(precision: str) -> MLPRegressor:
+        return MLPRegressor(hidden_layer_sizes=(8,), max_iter=3, batch_size=16,
+                            random_state=0, backend="numpy", dtype="float32",
+                            precision=precision).fit(X, y)
+
+    with pytest.warns(ConvergenceWarning):
+        half, single, bfloat = fit("fp16"), fit("fp32"), fit("bf16")
+    assert half.network_.loss_scaler is not None
+    assert half.network_.loss_scaler.read() == (2.0**16, 3 * 4)  # 3 epochs of 4 clean steps
+    assert bfloat.network_.loss_scaler is None and single.network_.loss_scaler is None
+    # scaled and unscaled by 2^16, the update is the same up to fp16's rounding
+    assert np.abs(half.coefs_[0] - single.coefs_[0]).max() < 0.05
