@@ -30,7 +30,6 @@ from what ``read`` returns), so it does not depend on ``gpuback.network``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .checks import FLOAT_DTYPES
+from .loss_scale import check_state as check_loss_scale_state
 from .plan import compile_plan
 from .precision import check_precision
 from .spec import validate_spec
@@ -277,24 +277,14 @@ def _read_network(folder: _Folder) -> Saved:
 
 
 def _check_loss_scale(saved: Any, where: Path) -> dict[str, Any] | None:
-    """The saved loss-scaler state, checked: a positive finite scale, a count of clean steps
-    and a growth interval of at least 1 (None when none was saved)."""
+    """The saved loss-scaler state, checked as ``gpuback.loss_scale.check_state`` does (None
+    when none was saved)."""
     if saved is None:
         return None
-    fields = {"scale", "clean_steps", "growth_interval"}
-    if not isinstance(saved, dict) or set(saved) != fields:
-        raise CheckpointError(f"{where}: 'loss_scale' must be an object with the fields "
-                              f"{sorted(fields)}, got {saved!r}")
-    scale, count, interval = saved["scale"], saved["clean_steps"], saved["growth_interval"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or \
-            not math.isfinite(scale) or scale <= 0:
-        raise CheckpointError(f"{where}: 'loss_scale.scale' must be a positive finite number, "
-                              f"got {scale!r}")
-    if not _is_count(count) or not _is_count(interval) or interval < 1:
-        raise CheckpointError(f"{where}: 'loss_scale' needs a non-negative integer "
-                              f"'clean_steps' and a positive integer 'growth_interval', got "
-                              f"{count!r} and {interval!r}")
-    return {"scale": float(scale), "clean_steps": count, "growth_interval": interval}
+    try:
+        return check_loss_scale_state(saved)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
 
 
 def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Path] | None:

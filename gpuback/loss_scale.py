@@ -104,13 +104,29 @@ class LossScaler:
 
     @classmethod
     def from_state(cls, ops: Any, state: dict[str, Any], dtype: Any = np.float32) -> LossScaler:
-        """A scaler on ``ops`` from ``state_dict()`` output (ValueError naming a bad field)."""
-        count = state.get("clean_steps")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"loss_scale: 'clean_steps' must be a non-negative integer, got "
-                             f"{count!r}")
-        options = LossScale(state.get("scale"), state.get("growth_interval"))  # type: ignore
-        return cls(ops, options, dtype, count)
+        """A scaler on ``ops`` from ``state_dict()`` output (``check_state``)."""
+        state = check_state(state)
+        options = LossScale(state["scale"], state["growth_interval"])
+        return cls(ops, options, dtype, state["clean_steps"])
+
+
+STATE_FIELDS = ("scale", "clean_steps", "growth_interval")
+
+
+def check_state(state: Any) -> dict[str, Any]:
+    """``LossScaler.state_dict()`` output (as a checkpoint holds it), checked: exactly the
+    fields ``STATE_FIELDS``, the scale and growth interval as ``LossScale`` takes them and a
+    non-negative integer count below the interval's bound; ValueError naming a bad field."""
+    if not isinstance(state, dict) or set(state) != set(STATE_FIELDS):
+        raise ValueError(f"loss_scale: expected an object with the fields "
+                         f"{list(STATE_FIELDS)}, got {state!r}")
+    count = state["clean_steps"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"loss_scale: 'clean_steps' must be a non-negative integer, got "
+                         f"{count!r}")
+    options = LossScale(state["scale"], state["growth_interval"])  # checks both
+    return {"scale": float(options.init_scale), "clean_steps": count,
+            "growth_interval": int(options.growth_interval)}
 
 
 def for_fit(net: Any, loss_scale: Any) -> LossScaler | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checkpoint_files import edit_json
 
 import gpuback
 from gpuback import checkpoint, loss_scale
@@ -220,19 +221,22 @@ def test_resume_with_scaling_is_bitwise(backend: str, simulated: bool, tmp_path)
     assert straight.loss_scaler.read()[0] < 2.0**24  # it did skip
 
 
-def test_a_bad_saved_loss_scale_is_a_checkpoint_error(tmp_path) -> None:
-    import json
-
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("scale", -1.0, "positive finite initial scale"),
+    ("clean_steps", 1.5, "'clean_steps' must be a non-negative integer"),
+    ("growth_interval", 2**25, "growth_interval: expected an integer in"),
+    ("extra", 1, "expected an object with the fields")])
+def test_a_bad_saved_loss_scale_is_a_checkpoint_error(tmp_path, field: str, value,
+                                                      match: str) -> None:
     net = _net("numpy")
     net.fit(*_problem(4), epochs=1, batch_size=4, progress=False)
-    net.save(tmp_path / "ckpt")
-    version = next(p for p in (tmp_path / "ckpt").iterdir() if p.name.startswith("v"))
-    meta = json.loads((version / "network.json").read_text())
-    assert meta["loss_scale"] == {"scale": 2.0**16, "clean_steps": 1, "growth_interval": 2000}
-    meta["loss_scale"]["scale"] = -1.0
-    (version / "network.json").write_text(json.dumps(meta))
-    with pytest.raises(checkpoint.CheckpointError):
-        gpuback.Network.load(tmp_path / "ckpt", backend="numpy")
+    target = tmp_path / "ckpt"
+    net.save(target)
+    assert checkpoint.read(target).loss_scale == {"scale": 2.0**16, "clean_steps": 1,
+                                                  "growth_interval": 2000}
+    edit_json(target, "network.json", lambda meta: meta["loss_scale"].update({field: value}))
+    with pytest.raises(checkpoint.CheckpointError, match=r"network\.json: .*" + match):
+        gpuback.Network.load(target, backend="numpy")
 
 
 # --- what still diverges ---------------------------------------------------------------------
