@@ -131,3 +131,17 @@ def test_mixing_cuda_major_versions_does_not_resolve() -> None:
     """Two CUDA major versions in one environment break CuPy: pip must refuse them."""
     done = _pip_resolves("test,sim13,cuda12")
     assert done.returncode != 0 and "conflict" in done.stderr.lower(), done.stderr[-2000:]
+
+
+# The optional packages whose tests skip without them (tests/test_interop.py, test_lbfgs.py,
+# test_sklearn.py: pytest.importorskip) and whose checks skip inside scikit-learn's suite
+# (pandas); CI installs them all (.ci/run), so there none of those skips may happen.
+CI_OPTIONAL = ("torch", "scipy", "sklearn", "pandas")
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true",
+                    reason="the check of CI's environment (CI=true); elsewhere these "
+                           "packages are optional")
+@pytest.mark.parametrize("package", CI_OPTIONAL)
+def test_ci_has_every_optional_package_the_tests_use(package: str) -> None:
+    assert importlib.util.find_spec(package) is not None, f"CI must install {package}"
