@@ -24,6 +24,12 @@ Every failure is one line on stderr, never a traceback, and an exit code:
 
 With the environment variable ``GPUBACK_TRACEBACK=1`` the traceback is printed too.
 
+Under ``mpiexec -n N`` (``gpuback.distributed``) every rank runs the command and rank 0
+alone prints (the others' stdout goes nowhere); ``train`` trains data-parallel. A failure
+raised alike on every rank is printed once, by rank 0, and every rank exits with its
+code; one raised on some ranks only is printed by each of them with its rank and ends
+the whole job (``MPI_Abort``), so that no rank waits for ever in a collective.
+
 ``train`` lives in ``gpuback.train_command``, ``predict`` and ``evaluate`` in
 ``gpuback.predict_command``, ``spec`` in ``gpuback.spec_command``; what the commands share
 (option types, help lines with defaults, output-path checks) in ``gpuback.cli_common``.
@@ -32,16 +38,17 @@ With the environment variable ``GPUBACK_TRACEBACK=1`` the traceback is printed t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bench, checkpoint
+from . import __version__, bench, checkpoint, distributed
 from .backends import AUTO, backend_names, get_backend, resolve_backend_name
 from .cli_common import (
     NON_NEGATIVE_INT,
@@ -89,16 +96,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit code. Only
     ``--help`` raises ``SystemExit`` (0); every failure is returned as its code."""
     command = "gpuback"
+    world = distributed.world()
     try:
-        with signals_stop_the_run():
+        with signals_stop_the_run(), _quiet_unless_root(world):
             args = build_parser().parse_args(argv)
             command = f"gpuback {args.command}"
-            with stdout_for_json(wants_json(args)) as args.emit:
+            with stdout_for_json(wants_json(args) and world.is_root) as args.emit:
                 return args.run(args)
     except SystemExit:  # --help
         raise
     except BaseException as exc:  # every failure becomes one line
-        return _report(command, exc)
+        if isinstance(exc, _ParseError):  # every rank parsed the same command line
+            distributed.mark_on_every_rank(exc)
+        return _report(command, exc, world)
+
+
+@contextlib.contextmanager
+def _quiet_unless_root(world: distributed.SingleProcess) -> Iterator[None]:
+    """On a rank other than 0 of an MPI job, stdout goes nowhere while the block runs."""
+    if world.is_root:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def wants_json(args: argparse.Namespace) -> bool:
@@ -107,12 +127,24 @@ def wants_json(args: argparse.Namespace) -> bool:
     return getattr(args, "json", None) in (True, STDOUT)
 
 
-def _report(command: str, exc: BaseException) -> int:
+def _report(command: str, exc: BaseException,
+            world: distributed.SingleProcess | None = None) -> int:
     """Print ``exc`` as one line on stderr (and its traceback with GPUBACK_TRACEBACK=1);
-    the exit code for it."""
+    the exit code for it. In an MPI job (``world`` of several ranks) a failure raised alike
+    on every rank is printed by rank 0 alone; any other is printed with the rank and aborts
+    the job with its code (the function then does not return)."""
+    several = world is not None and world.size > 1
+    alike = several and distributed.on_every_rank(exc)
+    if alike and world is not None and not world.is_root:
+        return _describe(command, exc)[0]
     if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") and not isinstance(exc, _ParseError):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     code, line = _describe(command, exc)
+    if several and not alike and world is not None:
+        print(f"[rank {world.rank}] " + " ".join(line.split()), file=sys.stderr)
+        if isinstance(world, distributed.MPIWorld):
+            world.abort(code)
+        return code
     print(" ".join(line.split()), file=sys.stderr)  # one line, whatever the message holds
     return code
 

@@ -261,8 +261,8 @@ class _Probe:
 def _check_entries(probe: _Probe, name: str, w: np.ndarray, g: np.ndarray, eps: float,
                    floor: float) -> ParameterCheck:
     ref = probe.ref
-    # one entry at a time, written straight into the flat parameter buffer
-    flat = ref.flat_parameters
+    # one entry at a time, written straight into the flat parameter buffer, taken afresh for
+    # every write (Network.flat_parameters: so the next pass rounds the new value below fp32)
     start = ref.layout.offsets[name]
     numeric = np.zeros_like(w)
     crossed = np.zeros(w.shape, dtype=bool)
@@ -272,7 +272,7 @@ def _check_entries(probe: _Probe, name: str, w: np.ndarray, g: np.ndarray, eps: 
 
         def move(t: float, at: int = at, value: float = value) -> None:
             # (t = 0 restores the entry; of a -0.0 it writes 0.0, the same to every sum)
-            ref.ops.copy_into(flat[at:at + 1], np.array([value + t]))
+            ref.ops.copy_into(ref.flat_parameters[at:at + 1], np.array([value + t]))
 
         numeric[idx], crossed[idx] = probe.derivative(move, eps)
     judged = ~crossed

@@ -102,6 +102,14 @@ class LossScaler:
         scale, count = self.read()
         return {"scale": scale, "clean_steps": count, "growth_interval": self.growth_interval}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Set S, its count and the growth interval from ``state_dict()`` output
+        (``check_state``), in place: the buffers the steps read stay the same."""
+        state = check_state(state)
+        self.growth_interval = state["growth_interval"]
+        self.ops.copy_into(self.state, np.array([state["scale"], state["clean_steps"]],
+                                                self.state.dtype))
+
     @classmethod
     def from_state(cls, ops: Any, state: dict[str, Any], dtype: Any = np.float32) -> LossScaler:
         """A scaler on ``ops`` from ``state_dict()`` output (``check_state``)."""

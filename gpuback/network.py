@@ -60,10 +60,14 @@ class Network:
     ``precision``: "fp32" (the default: everything in ``dtype``), or mixed precision with a
     float32 master copy (``dtype="float32"``): "tf32", "bf16" or "fp16". Every dense and
     sparse product then reads its operands rounded to that precision (nearest, ties to
-    even: the weights from a rounded copy of the master, made at each forward pass) and
-    accumulates in float32; the activations z of the hidden groups and every delta are
-    stored rounded to it; the output group's pre-activations and outputs, the loss, the
-    bias and weight gradients and the optimiser update stay float32 (``gpuback.precision``).
+    even: the weights from a rounded copy of the master) and accumulates in float32; the
+    activations z of the hidden groups and every delta are stored rounded to it; the output
+    group's pre-activations and outputs, the loss, the bias and weight gradients and the
+    optimiser update stay float32 (``gpuback.precision``). The rounded copy is cast from the
+    master once per step, not per pass: the fused optimiser update (``gpuback.optim``) writes
+    the master and its rounded copy in one launch, and a forward pass remakes the copy only
+    after the master may have been written from outside (``set_parameters``, ``load``, or
+    the buffer handed out by ``flat_parameters``).
     """
 
     def __init__(self, spec: Mapping[str, Any], backend: str = AUTO, dtype: str = "float64",
@@ -97,10 +101,13 @@ class Network:
         self._params = self._layout.views(self._flat_params)
         self._grads = self._layout.views(self._flat_grads)
         # below fp32: the products read a copy of the parameters rounded to the precision,
-        # made from the master copy at every forward pass (the parameters change between)
+        # kept in step with the master by the optimiser's fused update (fused_parameters)
+        # and remade from the master by the next forward pass whenever the master may have
+        # been written from outside (_rounded_stale: flat_parameters, set_parameters)
         self._flat_rounded = self._flat_params if self._precision_code == FP32 else \
             self._ops.zeros((self._layout.size,), self._dtype)
         self._rounded = self._layout.views(self._flat_rounded)
+        self._rounded_stale = self._precision_code != FP32
         self.epochs_trained = 0  # counted by fit, saved in checkpoints (resumes shuffling)
         # fp16 dynamic loss scaling: set by the first fit that scales, kept between fits
         # and saved in checkpoints (gpuback.loss_scale)
@@ -146,6 +153,7 @@ class Network:
         checked = check_parameters(self._ops, params, self._shapes, self._dtype)
         for key, value in checked.items():
             self._ops.copy_into(self._params[key], value)
+        self._master_written()
 
     # --- computation ----------------------------------------------------------------------
 
@@ -270,7 +278,8 @@ class Network:
             optimizer: Any = None, validation: tuple[Any, Any] | None = None,
             shuffle: bool = True, seed: int = 0, early_stopping: int | None = None,
             checkpoint: str | None = None, progress: bool = True, tol: float = 1e-4,
-            n_iter_no_change: int | None = None, loss_scale: Any = None) -> dict[str, list]:
+            n_iter_no_change: int | None = None, loss_scale: Any = None,
+            comm: Any = None) -> dict[str, list]:
         """Train by mini-batch gradient descent; return the per-epoch history.
 
         ``optimizer``: a ``gpuback.optim`` optimiser (default ``Adam()``), bound to this
@@ -301,12 +310,16 @@ class Network:
         ``loss_scale``: dynamic loss scaling (``gpuback.loss_scale``): None (the default)
         scales for ``precision="fp16"`` only, False never, True or an initial scale (a
         number, or a ``LossScale``) always; see ``gpuback.training.fit``.
+        ``comm``: the world of a data-parallel run (``gpuback.distributed``); None, the
+        default, is ``distributed.world()``: under ``mpiexec -n N`` the N ranks train
+        data-parallel, ``batch_size`` the global batch (see ``gpuback.training.fit``).
         Raises ``gpuback.memory.InsufficientMemoryError`` before the first step when the
         optimiser's state and the workspace cannot fit in the backend's free memory.
         """
         return training.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle,
                             seed, early_stopping, checkpoint, progress, tol=tol,
-                            n_iter_no_change=n_iter_no_change, loss_scale=loss_scale)
+                            n_iter_no_change=n_iter_no_change, loss_scale=loss_scale,
+                            comm=comm)
 
     def save(self, path: str | os.PathLike, optimizer: Any = None,
              metadata: dict[str, Any] | None = None) -> None:
@@ -361,8 +374,39 @@ class Network:
 
     @property
     def flat_parameters(self) -> Any:
-        """The one backend buffer holding every parameter (in ``layout``); updated in place."""
+        """The one backend buffer holding every parameter (in ``layout``); updated in place.
+
+        Below fp32 the products read a rounded copy of it, which the next forward pass
+        remakes from this buffer because it was handed out (it may be written): take the
+        property again for every write, not a buffer kept from before a pass (a write
+        through a kept buffer after a pass goes unseen by the passes until the property is
+        taken again or ``set_parameters`` is called). Code that only reads the master every
+        step reads it otherwise (``check_parameters_finite``), so that training does not
+        remake the copy at every pass."""
+        self._master_written()
         return self._flat_params
+
+    @property
+    def fused_parameters(self) -> tuple[Any, Any, int]:
+        """``(master, rounded, code)``: the buffers the optimiser's fused update writes (in
+        ``layout``): the master (``flat_parameters``' buffer), the copy the products read and
+        its precision code (``gpuback.kernels.precision.CODES``). Below fp32 the copy is the
+        master rounded to the precision; at fp32 it is the master itself, code FP32. A
+        writer of the master through these must write the copy in the same op, as
+        ``sgd_update`` / ``adam_update`` do (``gpuback.optim``): taking them does not mark
+        the copy stale."""
+        return self._flat_params, self._flat_rounded, self._precision_code
+
+    def check_parameters_finite(self, status: Any, step: int) -> None:
+        """``ops.check_finite`` on the master parameters (a read: the rounded copy stays
+        as it is): a NaN or infinity sets ``status`` to ``(step, GRADIENT_NOT_FINITE)``."""
+        self._ops.check_finite(self._flat_params, status, step)
+
+    def _master_written(self) -> None:
+        """The master may have been written outside the optimiser: below fp32 the next
+        forward pass remakes the rounded copy from it."""
+        if self._precision_code != FP32:
+            self._rounded_stale = True
 
     @property
     def flat_gradients(self) -> Any:
@@ -384,11 +428,13 @@ class Network:
 
     def run_forward(self, ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
         """Forward propagation (5.48, 5.49) on a loaded workspace; nothing is read back.
-        Below fp32 the products read the parameters rounded to the precision, rounded
-        from the master copy here."""
-        if self._precision_code != FP32:
+        Below fp32 the products read the parameters rounded to the precision: the copy that
+        the optimiser's fused update keeps in step, remade here from the master only when
+        the master may have been written from outside since (``flat_parameters``)."""
+        if self._rounded_stale:
             self._ops.copy_into(self._flat_rounded, self._flat_params)
             self._ops.round_to_precision(self._flat_rounded, self._precision_code)
+            self._rounded_stale = False
         propagation.forward(self._ops, self._plan, self._rounded, self._indices, ws, nudge,
                             self._precision_code)
 

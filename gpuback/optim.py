@@ -8,6 +8,9 @@ for the cuda backend), once per run of parameters sharing the same options
 weights decay, the biases by default do not). Its state (velocities, moment estimates:
 flat buffers in the parameters' layout; the step count) lives on the same backend and can
 be saved and restored, per parameter name, with ``state_dict`` / ``load_state_dict``.
+Below fp32 (``Network(..., precision=...)``) the same launch writes the network's copy of
+the parameters rounded to the precision (``Network.fused_parameters``), which the next
+forward pass reads as it is: the weights are cast from the master once per step.
 
 Options every optimiser takes besides its hyperparameters:
 
@@ -126,9 +129,10 @@ class Optimizer:
         self._no_status: Any = None
         self._frozen: set[str] = set()  # the frozen parameters of the bound network
         # per segment of equal options: views of the parameters, gradients and each state
-        # buffer, the learning-rate factor and whether it decays (set by _cut), and the
-        # options they were cut for
-        self._segments: list[tuple[Any, Any, dict[str, Any], float, bool]] = []
+        # buffer, the learning-rate factor and whether it decays, and the view of the
+        # network's rounded copy (set by _cut), and the options they were cut for
+        self._segments: list[tuple[Any, Any, dict[str, Any], float, bool, Any]] = []
+        self._code = 0  # the bound network's precision code (FP32: no rounded copy)
         self._cut_for: Any = None
 
     def config(self) -> dict[str, Any]:
@@ -177,9 +181,9 @@ class Optimizer:
         lr = self.current_lr()
         self.steps += 1
         status = self._no_status if status is None else status
-        for param, grad, state, factor, decayed in self._segments:
+        for param, grad, state, factor, decayed, rounded in self._segments:
             self._update(net.ops, param, grad, state, lr * factor,
-                         self.weight_decay if decayed else 0.0, status)
+                         self.weight_decay if decayed else 0.0, status, rounded, self._code)
 
     def check(self, net: Any) -> None:
         """Raise ValueError if ``lr_multipliers`` or ``freeze`` names a group or parameter
@@ -201,20 +205,22 @@ class Optimizer:
     def _cut(self, net: Any) -> None:
         """The bound network's parameters, gradients and state buffers cut into the segments
         of the current options: the buffers themselves when one segment spans them all (one
-        launch, as before the options existed), else views ``flat[lo:hi]``."""
+        launch, as before the options existed), else views ``flat[lo:hi]``. The network's
+        rounded copy is cut alike (frozen parameters: neither copy is written)."""
         segments, self._frozen = self._plan_segments(net)
-        buffers = (net.flat_parameters, net.flat_gradients)
+        master, rounded, self._code = net.fused_parameters  # (no remake: kept in step)
+        buffers = (master, net.flat_gradients, rounded)
         size = buffers[0].shape[0]
         whole = len(segments) == 1 and (segments[0].lo, segments[0].hi) == (0, size)
         self._segments = []
         for seg in segments:
             if whole:
-                param, grad = buffers
+                param, grad, copy = buffers
                 state = dict(self._state)
             else:
-                param, grad = (b[seg.lo:seg.hi] for b in buffers)
+                param, grad, copy = (b[seg.lo:seg.hi] for b in buffers)
                 state = {s: b[seg.lo:seg.hi] for s, b in self._state.items()}
-            self._segments.append((param, grad, state, seg.lr_factor, seg.decayed))
+            self._segments.append((param, grad, state, seg.lr_factor, seg.decayed, copy))
         self._cut_for = self._options()
 
     def _bind(self, net: Any) -> None:
@@ -229,7 +235,7 @@ class Optimizer:
                 f"({self.steps} steps); its moments would mix with this one's: give each "
                 "network its own optimiser (load_state_dict moves a saved state onto one)")
         self.check(net)  # first: a bad name binds nothing
-        ops, flat = net.ops, net.flat_parameters
+        ops, flat = net.ops, net.fused_parameters[0]
         self._network = weakref.ref(net)
         self._ops, self._layout = ops, net.layout
         self._state = {s: ops.zeros(flat.shape, flat.dtype) for s in self.state_names}
@@ -237,7 +243,7 @@ class Optimizer:
         self._cut(net)
 
     def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float,
-                weight_decay: float, status: Any) -> None:
+                weight_decay: float, status: Any, rounded: Any, code: int) -> None:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -304,9 +310,9 @@ class SGD(Optimizer):
         return {**super()._hyperparameters(), "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
-    def _update(self, ops, param, grad, state, lr, weight_decay, status):
+    def _update(self, ops, param, grad, state, lr, weight_decay, status, rounded, code):
         ops.sgd_update(param, grad, state["velocity"], lr, self.momentum, self.nesterov,
-                       weight_decay, status)
+                       weight_decay, status, rounded, code)
 
 
 class Adam(Optimizer):
@@ -333,9 +339,10 @@ class Adam(Optimizer):
     def _hyperparameters(self) -> dict[str, Any]:
         return {**super()._hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
-    def _update(self, ops, param, grad, state, lr, weight_decay, status):
+    def _update(self, ops, param, grad, state, lr, weight_decay, status, rounded, code):
         ops.adam_update(param, grad, state["m"], state["v"], lr, self.betas[0], self.betas[1],
-                        self.eps, weight_decay, self.decoupled, self.steps, status)
+                        self.eps, weight_decay, self.decoupled, self.steps, status, rounded,
+                        code)
 
 
 class AdamW(Adam):

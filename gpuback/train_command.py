@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, datasets, memory, optim, run_history
+from . import checkpoint, datasets, distributed, memory, optim, run_history
 from .backends import AUTO, backend_names, get_backend
 from .checks import FLOAT_DTYPES
 from .cli_common import (
@@ -152,6 +152,19 @@ def add_train_parser(train: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # under mpiexec every rank prepares the run; a failure on any is raised on every rank
+    prepared = distributed.world().agree(lambda: _prepare(args))
+    if prepared is None:
+        return 0
+    model, replacing, (net, optimizer, data, opts) = prepared
+    run = _TrainRun(model, opts, net, optimizer, resumed=args.resume, replacing=replacing)
+    return run.train(data, progress=not args.no_progress,
+                     summary=args.emit if args.json else None)
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Path, bool, Setup] | None:
+    """The model directory, whether it replaces a checkpoint, and the run's setup; None
+    when there is nothing to do."""
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: --resume continues the "
@@ -166,12 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
     model = out / "model"
     replacing = _check_model_dir(model, args.resume, args.overwrite)
     setup = _resume_setup(given, out) if args.resume else _new_setup(given)
-    if setup is None:
-        return 0
-    net, optimizer, data, opts = setup
-    run = _TrainRun(model, opts, net, optimizer, resumed=args.resume, replacing=replacing)
-    return run.train(data, progress=not args.no_progress,
-                     summary=args.emit if args.json else None)
+    return None if setup is None else (model, replacing, setup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +328,12 @@ def _load_checkpoint(model: Path, backend: str) -> tuple[Network, optim.Optimize
         raise UsageError(f"--resume: {model} holds no optimiser state, so it cannot be "
                          f"resumed; start a new run with --overwrite")
     return net, optimizer
+
+
+def _loss_scale(net: Network) -> float | None:
+    """The fp16 dynamic loss scale the network ended with (``gpuback.loss_scale``), or
+    None when it has none (every other precision)."""
+    return None if net.loss_scaler is None else net.loss_scaler.read()[0]
 
 
 def _precision(net: Network) -> str:
@@ -476,6 +490,7 @@ class _TrainRun:
         self.saved: int | None = net.epochs_trained if resumed else None
         self.saving = self.training = False
         self.history: dict[str, list] = {}  # fit records each epoch into it as it ends
+        self.world = distributed.world()
 
     def train(self, data: RunData, progress: bool,
               summary: Callable[[Any], None] | None) -> int:
@@ -497,7 +512,8 @@ class _TrainRun:
                           seed=opts["seed"], early_stopping=opts["early_stopping"],
                           progress=progress, on_epoch_end=self.save, history=self.history)
             self.training = False
-            self._summary(data, history, first_epoch, _clock() - start, summary)
+            if self.world.is_root:  # under MPI rank 0 alone evaluates, prints and writes
+                self._summary(data, history, first_epoch, _clock() - start, summary)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli_common.Terminated)
             how, code = stop_reason(exc)
             message = self._interrupted(how)
@@ -505,10 +521,10 @@ class _TrainRun:
             raise InterruptedRunError(message, code) from None
         except TrainingDivergedError as exc:
             self._history_after_failure(first_epoch, len(split.y_train))
-            raise TrainingDivergedError(f"{exc}; {self._kept()}") from None
+            raise _alike(TrainingDivergedError(f"{exc}; {self._kept()}"), exc) from None
         except (RuntimeError, OSError) as exc:  # the backend or the system failed the run
             self._history_after_failure(first_epoch, len(split.y_train))
-            raise RunFailedError(f"{exc}; {self._kept()}") from None
+            raise _alike(RunFailedError(f"{exc}; {self._kept()}"), exc) from None
         return 0
 
     def _network(self) -> str:
@@ -535,7 +551,7 @@ class _TrainRun:
         this run has not written the checkpoint on disk (a new run's earlier one stays,
         with its history). Best effort: the failure being reported is the one that
         matters."""
-        if self.saved is None:
+        if self.saved is None or not self.world.is_root:
             return
         done = [r for r in run_history.records(self.history, first_epoch, samples)
                 if r["epoch"] <= self.saved] if self.history.get("loss") else []
@@ -544,6 +560,9 @@ class _TrainRun:
 
     def save(self, epochs_trained: int) -> None:
         """After each epoch: its checkpoint, with the run's options."""
+        if not self.world.is_root:  # under MPI rank 0 alone writes
+            self.saved = epochs_trained
+            return
         self.saving = True
         options = {k: self.opts[k] for k in (*RUN_OPTIONS, *MODEL_OPTIONS)}
         if self.opts.get("spec"):
@@ -590,7 +609,8 @@ class _TrainRun:
                      "seconds": round(seconds, 3),
                      "samples_per_second": round(samples / max(seconds, 1e-9), 1),
                      "backend": net.backend, "dtype": net.dtype,
-                     "precision": net.precision, "loss": net.plan.loss,
+                     "precision": net.precision, "loss_scale": _loss_scale(net),
+                     "loss": net.plan.loss,
                      "model": str(self.model), "history": str(history_file),
                      "curve": None if curve is None else str(curve)})
 
@@ -623,6 +643,12 @@ class _TrainRun:
         ours = self.net.parameters()
         return saved.epochs_trained == self.net.epochs_trained and all(
             np.array_equal(v, ours[k]) for k, v in saved.parameters().items())
+
+
+def _alike(new: BaseException, old: BaseException) -> BaseException:
+    """``new``, raised for ``old``, marked as raised on every rank when ``old`` was
+    (``gpuback.distributed``)."""
+    return distributed.mark_on_every_rank(new) if distributed.on_every_rank(old) else new
 
 
 def _plot(history: dict[str, list], path: Path, title: str, first_epoch: int,

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed, memory
 from . import loss_scale as scaling
-from . import memory
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
 
@@ -215,22 +215,31 @@ class Metrics:
         return (step, STATUS_WHAT.get(what, "a value")) if step else None
 
 
-def _sweep(net: Any, data: Dataset | StreamedDataset, batch_size: int, metrics: Metrics) -> None:
-    """Forward and loss over every batch of ``data`` in order, into ``metrics``."""
+def _sweep(net: Any, data: Dataset | StreamedDataset, batch_size: int, metrics: Metrics,
+           rows: tuple[int, int] | None = None) -> None:
+    """Forward and loss over every batch of ``data`` in order (of its ``rows`` [lo, hi)
+    alone, if given), into ``metrics``."""
     ops = net.ops
+    lo, hi = (0, data.n) if rows is None else rows
     data.set_order(np.arange(data.n))
     metrics.reset()
-    for step, start in enumerate(range(0, data.n, batch_size), start=1):
-        ws, targets = data.load(start, min(batch_size, data.n - start))
+    for step, start in enumerate(range(lo, hi, batch_size), start=1):
+        ws, targets = data.load(start, min(batch_size, hi - start))
         net.run_forward(ws)
         net.run_loss(ws, targets)
         ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
 
 
 def _evaluate_data(net: Any, data: Dataset | StreamedDataset, batch_size: int,
-                   metrics: Metrics) -> tuple[float, float | None]:
-    """The mean loss and the accuracy (None for sum of squares) over ``data``."""
-    _sweep(net, data, batch_size, metrics)
+                   metrics: Metrics, comm: Any = None) -> tuple[float, float | None]:
+    """The mean loss and the accuracy (None for sum of squares) over ``data``; with a
+    ``comm`` of several ranks (``gpuback.distributed``), each sweeps its share of the rows
+    and the sums are reduced, so every rank gets the same figures."""
+    if comm is None or comm.size == 1:
+        _sweep(net, data, batch_size, metrics)
+    else:
+        _sweep(net, data, batch_size, metrics, comm.share(data.n, 0, data.n))
+        comm.allreduce_sum(net.ops, metrics.totals)
     loss, correct = metrics.read()
     return loss / data.n, accuracy_from_count(net.plan.loss, correct, data.n, net.plan.n_out)
 
@@ -265,7 +274,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         on_epoch_end: Callable[[int], None] | None = None, tol: float = 1e-4,
         n_iter_no_change: int | None = None,
         history: dict[str, list] | None = None,
-        loss_scale: Any = None) -> dict[str, list[float]]:
+        loss_scale: Any = None, comm: Any = None) -> dict[str, list[float]]:
     """Train ``net`` in place; return the per-epoch history (see ``Network.fit``).
 
     Plateau stop (off unless ``n_iter_no_change`` is given), scikit-learn's MLP rule: an
@@ -300,29 +309,57 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     divergence; the float32 master values are checked after every update instead, and an
     epoch that ends with the scale below ``MIN_SCALE`` (2^-14) raises
     ``TrainingDivergedError``.
+
+    ``comm`` (``gpuback.distributed``): the world of a data-parallel run; None, the
+    default, is ``distributed.world()``, so a script started by ``mpiexec -n N`` trains
+    data-parallel as it is, and a plain run as it always has. With N ranks every rank
+    passes the same arguments and data (checked at the start: a difference raises
+    ``ValueError`` on every rank, as does a bad argument or bad data on any one of them),
+    ``batch_size`` is the global batch, each rank steps on its contiguous share of it
+    (``training.DataParallel``), the parameters start as rank 0's, every figure of the
+    history and every decision (early stopping, plateau, divergence) is the job's, and
+    rank 0 alone writes ``checkpoint`` and shows a progress bar; ``on_epoch_end`` is called
+    on every rank.
     """
-    _check_fit_arguments(epochs, optimizer, validation, early_stopping)
-    if history is None:
-        history = {}
-    if not isinstance(history, dict):
-        raise TypeError(f"history: expected an empty dict to record into, got {history!r}")
-    if history:
-        raise ValueError(f"history: expected an empty dict to record into, got {history!r}")
-    plateau = _Plateau(tol, n_iter_no_change)
-    scaling.resolve(loss_scale, net.precision)  # a bad setting is refused before anything
-    batch_size = check_int("batch_size", batch_size, 1)
-    optimizer = Adam() if optimizer is None else optimizer
-    optimizer.check(net)  # its lr_multipliers and freeze name parameters of net
-    data = dataset(net, X, T, batch_size)
-    val_batch = max(batch_size, 256)
-    val = None if validation is None else dataset(net, *validation, val_batch,
-                                                  names=("X_val", "T_val"))
-    largest = max(min(batch_size, data.n), 0 if val is None else min(val_batch, val.n))
-    # refused in a line if the run cannot fit (gpuback.memory); then every buffer of the
-    # run, allocated before the first step
-    memory.check_training(net, largest, optimizer)
-    net.reserve(largest)
+    comm = distributed.world() if comm is None else comm
+    if comm.size > 1:
+        comm.check_same(_run_fields(net, X, T, epochs, batch_size, optimizer, validation,
+                                    shuffle, seed, early_stopping, tol, n_iter_no_change,
+                                    loss_scale))
+    history = {} if history is None else history
+
+    def prepare() -> tuple[_Plateau, int, Optimizer, Dataset | StreamedDataset, int,
+                           Dataset | StreamedDataset | None]:
+        _check_fit_arguments(epochs, optimizer, validation, early_stopping)
+        if not isinstance(history, dict):
+            raise TypeError(f"history: expected an empty dict to record into, got "
+                            f"{history!r}")
+        if history:
+            raise ValueError(f"history: expected an empty dict to record into, got "
+                             f"{history!r}")
+        plateau = _Plateau(tol, n_iter_no_change)
+        scaling.resolve(loss_scale, net.precision)  # a bad setting is refused before anything
+        batch = check_int("batch_size", batch_size, 1)
+        chosen = Adam() if optimizer is None else optimizer
+        chosen.check(net)  # its lr_multipliers and freeze name parameters of net
+        data = dataset(net, X, T, batch)
+        val_batch = max(batch, 256)
+        val = None if validation is None else dataset(net, *validation, val_batch,
+                                                      names=("X_val", "T_val"))
+        largest = max(min(batch, data.n), 0 if val is None else min(val_batch, val.n))
+        # refused in a line if the run cannot fit (gpuback.memory); then every buffer of
+        # the run, allocated before the first step
+        memory.check_training(net, largest, chosen)
+        net.reserve(largest)
+        return plateau, batch, chosen, data, val_batch, val
+
+    # under MPI, a bad argument or bad data on any rank is raised on every rank
+    plateau, batch_size, optimizer, data, val_batch, val = comm.agree(prepare)
     scaler = scaling.for_fit(net, loss_scale)
+    parallel = None
+    if comm.size > 1:
+        comm.broadcast(net.ops, net.flat_parameters)  # every rank starts from rank 0's
+        parallel = DataParallel(net, comm, scaler)
     metrics = Metrics(net.ops)
     val_metrics = None if val is None else Metrics(net.ops)
     history.update(loss=[], accuracy=[], samples_per_second=[])
@@ -330,44 +367,76 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         history.update(val_loss=[], val_accuracy=[])
     watch = _DivergenceWatch(optimizer, untrained=net.epochs_trained == 0, scaler=scaler)
     best, waited = np.inf, 0
-    best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any]] | None = None
-    bar = ProgressBar.on_terminal(epochs * -(-data.n // batch_size), progress)
+    best_epoch: tuple[dict[str, np.ndarray], int, dict[str, Any], Any] | None = None
+    bar = ProgressBar.on_terminal(epochs * -(-data.n // batch_size), progress and comm.is_root)
+    checkpoint = checkpoint if comm.is_root else None  # rank 0 alone writes it
     try:
         for _ in range(epochs):
             start_time = time.perf_counter()
             rng = np.random.default_rng([seed, net.epochs_trained]) if shuffle else None
             loss_sum, correct = _train_epoch(net, data, batch_size, optimizer, metrics, rng,
-                                             bar, watch, scaler)
+                                             bar, watch, scaler, parallel)
             watch.check(net.epochs_trained + 1, loss_sum / data.n, metrics)
             net.epochs_trained += 1
             _record(history, net, data.n, loss_sum, correct, time.perf_counter() - start_time)
             val_loss = np.inf
             if val is not None and val_metrics is not None:
-                val_loss, val_accuracy = _evaluate_data(net, val, val_batch, val_metrics)
+                val_loss, val_accuracy = _evaluate_data(net, val, val_batch, val_metrics,
+                                                        comm)
                 history["val_loss"].append(val_loss)
                 history["val_accuracy"].append(val_accuracy)
             if early_stopping is not None:  # (validation is required with it)
                 if best_epoch is None or val_loss < best:
                     best, waited = val_loss, 0
-                    best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict())
+                    best_epoch = (net.parameters(), net.epochs_trained, optimizer.state_dict(),
+                                  None if scaler is None else scaler.state_dict())
                 else:
                     waited += 1
                 if waited >= early_stopping:
-                    # back to the best epoch, whole: weights, epoch count and optimiser
-                    # state, and the checkpoint rewritten from them, so disk and memory agree
+                    # back to the best epoch, whole: weights, epoch count, optimiser state
+                    # and loss scale, and the checkpoint rewritten from them, so disk and
+                    # memory agree
                     assert best_epoch is not None  # set by the first epoch
-                    params, net.epochs_trained, state = best_epoch
+                    params, net.epochs_trained, state, scale_state = best_epoch
                     net.set_parameters(params)
                     optimizer.load_state_dict(state, net)
+                    if scaler is not None and scale_state is not None:
+                        scaler.load_state_dict(scale_state)
                     _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
                     break
             _end_of_epoch(net, optimizer, checkpoint, on_epoch_end)
             if plateau.stalled(history["loss"][-1]):
                 break
+    except TrainingDivergedError as exc:
+        if parallel is not None:  # decided from reduced figures: alike on every rank
+            distributed.mark_on_every_rank(exc)
+        raise
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+def _run_fields(net: Any, X: Any, T: Any, epochs: Any, batch_size: Any, optimizer: Any,
+                validation: Any, shuffle: Any, seed: Any, early_stopping: Any, tol: Any,
+                n_iter_no_change: Any, loss_scale: Any) -> dict[str, Any]:
+    """What every rank of a data-parallel ``fit`` must pass alike (``check_same``)."""
+    fields = {"spec": net.spec, "dtype": net.dtype, "precision": net.precision,
+              "epochs_trained": net.epochs_trained, "X shape": np.shape(X),
+              "T shape": np.shape(T), "batch_size": batch_size, "epochs": epochs,
+              "seed": seed, "shuffle": shuffle, "early_stopping": early_stopping,
+              "tol": tol, "n_iter_no_change": n_iter_no_change, "loss_scale": repr(loss_scale)}
+    if validation is not None and isinstance(validation, (tuple, list)) and len(validation) == 2:
+        fields.update({"X_val shape": np.shape(validation[0]),
+                       "T_val shape": np.shape(validation[1])})
+    if isinstance(optimizer, Optimizer):
+        try:
+            config: Any = optimizer.config()
+        except TypeError:  # a schedule that cannot be saved: compared by its repr
+            config = repr(optimizer.schedule)
+        fields.update(optimizer=type(optimizer).__name__, optimizer_config=config,
+                      optimizer_steps=optimizer.steps)
+    return fields
 
 
 def _check_fit_arguments(epochs: int, optimizer: Any, validation: Any,
@@ -469,42 +538,121 @@ def forward_backward(net: Any, ws: Any, targets: Any, metrics: Metrics, step: in
     ``scaler``). Returns the status pair the optimiser's step is to read: ``metrics.status``
     (set from a non-finite loss or gradient on, skipping every later update), or with
     ``scaler`` the step's own pair (an overflow skips that step alone)."""
-    ops = net.ops
     net.run_forward(ws)
     net.run_backward(ws, targets, None if scaler is None else scaler.state)
-    ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+    net.ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+    return _checked_gradients(net, metrics, step, scaler)
+
+
+def _checked_gradients(net: Any, metrics: Metrics, step: int,
+                       scaler: scaling.LossScaler | None) -> Any:
+    """The step's gradients checked (unscaled first, with ``scaler``); the status pair the
+    optimiser's step is to read (see ``forward_backward``)."""
     if scaler is None:
-        ops.check_finite(net.flat_gradients, metrics.status, step)
+        net.ops.check_finite(net.flat_gradients, metrics.status, step)
         return metrics.status
     return scaler.unscale(net.flat_gradients, metrics.status, step)
+
+
+class DataParallel:
+    """One rank's part of a data-parallel step (``gpuback.distributed``): its ``share`` of
+    the global batch through forward and backward, its gradients weighted by its share of
+    the batch, then summed over the ranks in one all-reduce of the flat gradient buffer.
+
+    The loss op divides the output deltas (5.54) by the batch it sees, n_r rows here, so
+    rank r's gradient is the mean over its rows; multiplied by n_r / B (B the global
+    batch: the output deltas scaled by it, through the loss-scale op, before backward)
+    the sum over the ranks is the gradient of the mean loss over the global batch, the
+    single-process one (5.53 summed over the batch, whichever rank holds each sample).
+    The status pair (a non-finite loss on any rank) is reduced with MAX before the
+    gradients are checked, so every rank takes the same skip and divergence decisions.
+    A rank whose share is empty (a global batch smaller than the ranks) adds zeros."""
+
+    def __init__(self, net: Any, comm: Any, scaler: scaling.LossScaler | None) -> None:
+        self.net, self.comm, self.scaler = net, comm, scaler
+        self.weight = net.ops.zeros((2,), net.dtype)  # (n_r / B, 0): a loss-scale pair
+        self.scaled = None if scaler is None else net.ops.zeros((2,), net.dtype)
+        self.current: float | None = None
+        self.seen = 0  # this rank's rows of the epoch so far
+
+    def _scale(self, rows: int, batch: int) -> Any:
+        """The pair whose first value the output deltas are multiplied by: n_r / B, times
+        the loss scale S with ``scaler`` (its state copied, then scaled by n_r / B)."""
+        ops, weight = self.net.ops, rows / batch
+        if weight != self.current:
+            ops.copy_into(self.weight, np.array([weight, 0.0], self.net.dtype))
+            self.current = weight
+        if self.scaler is None:
+            return self.weight
+        ops.copy_into(self.scaled, self.scaler.state)
+        ops.scale_by_loss_scale(self.scaled, self.weight)
+        return self.scaled
+
+    def step(self, data: Dataset | StreamedDataset, start: int, batch_size: int,
+             metrics: Metrics, step: int) -> tuple[Any, int]:
+        """The global batch at ``start``: this rank's passes, the all-reduce and the check;
+        the status pair for the optimiser and the global batch's size."""
+        net, ops, comm = self.net, self.net.ops, self.comm
+        batch = min(batch_size, data.n - start)
+        lo, hi = comm.share(data.n, start, batch_size)
+        if hi > lo:
+            ws, targets = data.load(lo, hi - lo)
+            net.run_forward(ws)
+            net.run_backward(ws, targets, self._scale(hi - lo, batch))
+            ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
+        else:
+            ops.fill_zero(net.flat_gradients)
+        self.seen += hi - lo
+        comm.allreduce_sum(ops, net.flat_gradients)
+        comm.allreduce_max(ops, metrics.status)
+        return _checked_gradients(net, metrics, step, self.scaler), batch
 
 
 def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,
                  optimizer: Optimizer, metrics: Metrics, rng: np.random.Generator | None,
                  bar: Any, watch: _DivergenceWatch,
-                 scaler: scaling.LossScaler | None = None) -> tuple[float, float]:
+                 scaler: scaling.LossScaler | None = None,
+                 parallel: DataParallel | None = None) -> tuple[float, float]:
     """One pass of mini-batch steps over ``data``, in the order ``rng`` shuffles (one
     generator per (seed, epoch number): a resumed run shuffles as an unbroken one); the
     epoch's loss sum and correct count. The first step of a run also reads its loss back
     (``watch.first_batch``). With ``scaler`` the backward pass runs on the scaled loss, the
     gradients are unscaled and checked into the step's own status pair, which the optimiser
-    reads (an overflow skips only that step), and the master values are checked after."""
-    ops = net.ops
+    reads (an overflow skips only that step), and the master values are checked after.
+    With ``parallel`` every rank walks the same order and steps on its share of each global
+    batch (``DataParallel``); the loss sum and correct count returned are the job's."""
     data.set_order(rng.permutation(data.n) if rng is not None else np.arange(data.n))
     metrics.reset()
+    if parallel is not None:
+        parallel.seen = 0
     for step, start in enumerate(range(0, data.n, batch_size), start=1):
-        ws, targets = data.load(start, min(batch_size, data.n - start))
-        step_status = forward_backward(net, ws, targets, metrics, step, scaler)
+        if parallel is None:
+            ws, targets = data.load(start, min(batch_size, data.n - start))
+            step_status = forward_backward(net, ws, targets, metrics, step, scaler)
+            batch = ws.batch
+        else:
+            step_status, batch = parallel.step(data, start, batch_size, metrics, step)
         if watch.wants_first_batch:  # an untrained network's first step, before its update
-            watch.first_batch = metrics.read()[0] / ws.batch
+            first = metrics.read()[0]
+            if parallel is not None:
+                first = parallel.comm.sum_floats([first])[0]
+            watch.first_batch = first / batch
             watch.wants_first_batch = False
         optimizer.step(net, step_status)
         if scaler is not None:  # overflow skipped the step; a non-finite master value is not
-            ops.check_finite(net.flat_parameters, metrics.status, step)
+            net.check_parameters_finite(metrics.status, step)
         if bar is not None:
             bar.advance(lambda step=step: (net.epochs_trained + 1,
-                                           metrics.read()[0] / min(step * batch_size, data.n)))
+                                           metrics.read()[0] / _seen(parallel, step,
+                                                                     batch_size, data.n)))
+    if parallel is not None:
+        parallel.comm.allreduce_sum(net.ops, metrics.totals)
     return metrics.read()
+
+
+def _seen(parallel: DataParallel | None, step: int, batch_size: int, n: int) -> int:
+    """The rows of the epoch this rank has stepped on after ``step`` steps (at least 1)."""
+    return min(step * batch_size, n) if parallel is None else max(parallel.seen, 1)
 
 
 def _record(history: dict[str, list], net: Any, n: int, loss_sum: float, correct: float,

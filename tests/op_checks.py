@@ -6,7 +6,10 @@ batch 1 and non-powers of two). ``check_case`` runs the reference op on host cop
 backend op on backend copies of the same arguments, then compares every array argument
 afterwards (outputs and inputs alike): floats within ``TOLERANCES[dtype]["backend"]``
 (normwise), integer arrays, correct counts, status pairs and arrays holding non-finite values
-exactly.
+exactly. An optimiser update's rounded copy (mixed precision, ``Case.rounding``) must be, bit
+for bit, ``gpuback.precision.round_to`` of the parameters that same backend computed (those
+within tolerance of the reference's): the rounding of a value 1 ulp off the reference's may
+legitimately land one step of the precision away.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gpuback.kernels.precision import CODES as PRECISION_CODES
 from random_specs import ELEMENTWISE, random_edges
 from tolerances import TOLERANCES, rel_error
 
 from gpuback.backends import numpy_backend
 from gpuback.plan import SparseIndex
+from gpuback.precision import round_to
 
 # The ops that compute nothing on the network's numbers (buffers, values, staging,
 # description): tests/test_backends.py checks those; the cases below cover all the others.
@@ -49,6 +54,9 @@ class Case:
     args: tuple
     dtype: str
     exact: tuple[int, ...] = ()  # argument positions compared exactly
+    # (param, rounded, code) positions of an update that writes a rounded copy (below fp32,
+    # status clear): rounded must be round_to(param, code) exactly, on each side
+    rounding: tuple[int, int, int] | None = None
 
 
 def _status(value: tuple[int, int]) -> np.ndarray:
@@ -66,10 +74,14 @@ def cases(dtype: str) -> list[Case]:
     def real(*shape: int) -> np.ndarray:
         return rng.normal(size=shape).astype(dtype)
 
+    def spread(n: int) -> np.ndarray:  # magnitudes from 1e-7 to 1e5
+        return (rng.normal(size=n) * 10.0 ** rng.uniform(-7, 5, size=n)).astype(dtype)
+
     out: list[Case] = []
 
-    def add(id_: str, op: str, *args: Any, exact: tuple[int, ...] = ()) -> None:
-        out.append(Case(f"{op}-{id_}-{dtype}", op, args, dtype, exact))
+    def add(id_: str, op: str, *args: Any, exact: tuple[int, ...] = (),
+            rounding: tuple[int, int, int] | None = None) -> None:
+        out.append(Case(f"{op}-{id_}-{dtype}", op, args, dtype, exact, rounding))
 
     # mini-batches: a permutation of the samples and a start offset
     for samples, features, b, start in [(11, 5, 4, 3), (7, 1, 1, 6), (20, 17, 13, 0)]:
@@ -175,16 +187,19 @@ def cases(dtype: str) -> list[Case]:
                 exact=(0, 1))
             add(f"{tag}-{value}-kept", "check_finite", x, _status(STATUS_SET), 4, exact=(0, 1))
 
-    # optimiser updates over flat buffers; skipped while the status is set
+    # optimiser updates over flat buffers; skipped while the status is set. At fp32 (code 0)
+    # the rounded copy is not written: a zero buffer must stay zero
     for n, status in itertools.product([1, 17, 300], [STATUS_CLEAR, STATUS_SET]):
         tag = f"{n}-status{status[0]}"
         for nesterov, momentum in [(False, 0.0), (False, 0.9), (True, 0.9)]:
             add(f"{tag}-nesterov{int(nesterov)}-mu{momentum}", "sgd_update", real(n), real(n),
-                real(n), 0.1, momentum, nesterov, 0.01, _status(status), exact=(7,))
+                real(n), 0.1, momentum, nesterov, 0.01, _status(status), np.zeros(n, dtype), 0,
+                exact=(7, 8))
         for decoupled, step in [(False, 1), (True, 5)]:
             add(f"{tag}-decoupled{int(decoupled)}-step{step}", "adam_update", real(n),
                 real(n), np.abs(real(n)) * 0.1, np.abs(real(n)) * 0.01, 0.01, 0.9, 0.999,
-                1e-8, 0.01, decoupled, step, _status(status), exact=(11,))
+                1e-8, 0.01, decoupled, step, _status(status), np.zeros(n, dtype), 0,
+                exact=(11, 12))
     # the fused sparse backward, from a generator of its own (the cases above keep their
     # values); (40, 30): rows of ~20 edges, so the kernels' groups of 8 and 4 edges and their
     # remainders all run
@@ -212,6 +227,26 @@ def cases(dtype: str) -> list[Case]:
                 add(f"{name}-{'x'.join(map(str, shape))}", "round_to_precision", x, code,
                     exact=(0,))
         add("fp32-unchanged", "round_to_precision", real(4, 5), 0, exact=(0,))
+        # the optimisers' fused rounded copy (a master written once per step into its copy);
+        # parameters spread over magnitudes so every rounding branch is met, fp16's
+        # subnormals and overflow included (no L2 decay: its gradient would be the spread
+        # parameters, a float32 sum of squares beyond the backend tolerance); while the
+        # status is set neither buffer changes
+        for name, n, status in itertools.product(("tf32", "bf16", "fp16"), (17, 300),
+                                                 (STATUS_CLEAR, STATUS_SET)):
+            code = PRECISION_CODES[name]
+            tag = f"{name}-{n}-status{status[0]}"
+            clear = status == STATUS_CLEAR
+            add(f"{tag}-nesterov1-mu0.9", "sgd_update", spread(n), real(n), real(n), 0.1, 0.9,
+                True, 0.0, _status(status), real(n), code,
+                exact=(7,) if clear else (7, 8), rounding=(0, 8, 9) if clear else None)
+            for decoupled, step in [(False, 1), (True, 5)]:
+                add(f"{tag}-decoupled{int(decoupled)}-step{step}", "adam_update", spread(n),
+                    real(n), np.abs(real(n)) * 0.1, np.abs(real(n)) * 0.01, 0.01, 0.9, 0.999,
+                    1e-8, 0.01 if decoupled else 0.0, decoupled, step, _status(status),
+                    real(n), code,
+                    exact=(11,) if clear else (11, 12),
+                    rounding=(0, 12, 13) if clear else None)
     # dynamic loss scaling: the scaler pair (S, clean steps) in the gradients' dtype
     add("3x5", "scale_by_loss_scale", real(3, 5), np.array([2.0**16, 3.0], dtype))
     add("odd-scale", "scale_by_loss_scale", real(17), np.array([3.0, 0.0], dtype))
@@ -257,11 +292,21 @@ def check_case(backend: Any, case: Case) -> None:
     getattr(numpy_backend, case.op)(*reference)
     getattr(backend, case.op)(*on_backend)
     tol = TOLERANCES[case.dtype]["backend"]
+    if case.rounding is not None:
+        param, rounded, code = case.rounding
+        name = {c: n for n, c in PRECISION_CODES.items()}[case.args[code]]
+        for side, args, host in (("reference", reference, np.asarray),
+                                 ("backend", on_backend, backend.to_host)):
+            master, copy = host(args[param]), host(args[rounded])
+            np.testing.assert_array_equal(copy, round_to(master, name),
+                                          err_msg=f"{case.id}: {side}'s rounded copy")
     for position, (ref, got) in enumerate(zip(reference, on_backend, strict=True)):
         if not isinstance(ref, np.ndarray):
             continue
         got = backend.to_host(got)
         assert got.dtype == ref.dtype and got.shape == ref.shape, (position, got.dtype)
+        if case.rounding is not None and position == case.rounding[1]:
+            continue  # checked above, against this side's own parameters
         exact = (position in case.exact or ref.dtype.kind in "iu"
                  or not np.isfinite(ref).all())
         if exact:

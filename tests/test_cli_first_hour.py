@@ -80,7 +80,19 @@ def test_train_json_summary_and_what_goes_to_stderr(tmp_path: Path, capsys) -> N
     assert summary["stopped_early"] is False and summary["loss"] == "cross_entropy"
     again = gpuback.Network.load(tmp_path / "model", backend="numpy")
     assert again.evaluate(*_digits_test())["accuracy"] == summary["test_accuracy"]
+    assert summary["precision"] == "fp32" and summary["loss_scale"] is None
     assert "epochs 2: train loss" in captured.err
+
+
+def test_train_json_summary_reports_the_fp16_loss_scale(tmp_path: Path, capsys) -> None:
+    """fp16 scales its loss from 2^16; the summary gives the scale the run ended with, the
+    one its checkpoint holds."""
+    assert main(["train", "--json", *TINY, "--precision", "fp16", "--out", str(tmp_path)]) == 0
+    summary = _only_json(capsys.readouterr().out)
+    saved = gpuback.Network.load(tmp_path / "model", backend="numpy")
+    assert summary["precision"] == "fp16"
+    assert summary["loss_scale"] == saved.loss_scaler.read()[0]
+    assert 0 < summary["loss_scale"] <= 2.0**16
 
 
 def _digits_test() -> tuple[np.ndarray, np.ndarray]:

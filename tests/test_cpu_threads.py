@@ -71,6 +71,9 @@ def test_two_threads_train_two_networks_at_once(monkeypatch: pytest.MonkeyPatch)
     BLAS on one thread, on either thread; and BLAS's thread count is restored afterwards,
     however the two threads' single_threaded_blas contexts overlapped."""
     force_split(monkeypatch)
+    # Numba's first kernel dispatch in a process loads its registries, which import SciPy's
+    # own OpenBLAS where SciPy is installed: a second BLAS library, so load it first
+    train(SPECS[0], 0)
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
     seen: set[tuple[int, ...]] = set()  # BLAS's thread counts while products ran
     run_product = cpu_threads.run_product

@@ -47,14 +47,15 @@ def test_status_keeps_the_first_bad_step_and_updates_skip(mode: str) -> None:
     losses = be.from_host(np.ones(3), np.float32)
     correct = be.from_host(np.ones(3), np.float32)
     be.check_finite(good, status, 1)
-    be.sgd_update(param, grad, velocity, 0.1, 0.9, False, 0.0, status)  # applied
+    be.sgd_update(param, grad, velocity, 0.1, 0.9, False, 0.0, status, param, 0)  # applied
     stepped = be.to_host(param)
     assert not np.array_equal(stepped, param_host)
     be.check_finite(bad, status, 2)
     assert be.to_host(status).tolist() == [2, GRADIENT_NOT_FINITE]
-    be.sgd_update(param, grad, velocity, 0.1, 0.9, False, 0.0, status)  # skipped
+    be.sgd_update(param, grad, velocity, 0.1, 0.9, False, 0.0, status, param, 0)  # skipped
     m, v = be.from_host(np.zeros(17), np.float32), be.from_host(np.zeros(17), np.float32)
-    be.adam_update(param, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, True, 3, status)  # skipped
+    be.adam_update(param, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, True, 3, status, param,
+                   0)  # skipped
     np.testing.assert_array_equal(be.to_host(param), stepped)
     assert not be.to_host(m).any()
     nan_losses = be.from_host(np.array([1.0, np.nan, 1.0]), np.float32)

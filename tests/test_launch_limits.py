@@ -143,8 +143,9 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     call("accumulate_metrics", per_sample, per_sample, totals, status, 3)
     call("check_finite", w, status, 3)
     call("check_finite", dense, status, 3)
-    call("sgd_update", w, w, w, 0.1, 0.9, True, 0.0, status)
-    call("adam_update", dense, dense, dense, dense, 1e-3, 0.9, 0.999, 1e-8, 0.0, True, 7, status)
+    call("sgd_update", w, w, w, 0.1, 0.9, True, 0.0, status, w, 2)  # rounded to bf16
+    call("adam_update", dense, dense, dense, dense, 1e-3, 0.9, 0.999, 1e-8, 0.0, True, 7, status,
+         dense, 3)  # rounded to fp16
     call("round_to_precision", dense, 2)  # bf16 (gpuback.kernels.precision.CODES)
     call("round_to_precision", z, 3)  # fp16
     scaler = f((2,), "float32")

@@ -140,6 +140,21 @@ def test_a_huge_initial_scale_recovers_by_skipping_steps(backend: str) -> None:
     assert net.epochs_trained == 16  # a skipped step is no divergence
 
 
+def test_early_stopping_rolls_the_scale_back_to_the_best_epoch(backend: str) -> None:
+    """From 2^40 every step overflows (deltas of order 0.1), so no parameter moves, the
+    validation loss never improves, epoch 1 stays the best and S halves at each of an
+    epoch's 3 steps: early stopping after epochs 2 and 3 goes back to epoch 1, S too."""
+    X, T = _problem(9)
+    net = _net(backend)
+    net.fit(X, T, epochs=5, batch_size=3, progress=False, loss_scale=2.0**40,
+            validation=_problem(4, seed=1), early_stopping=2, shuffle=False)
+    assert net.epochs_trained == 1
+    assert net.loss_scaler.read() == (2.0**(40 - 3), 0)
+    # and training goes on from there: the next step halves epoch 1's scale
+    net.fit(X[:3], T[:3], epochs=1, batch_size=3, progress=False)
+    assert net.loss_scaler.read() == (2.0**(40 - 4), 0)
+
+
 def test_the_scale_doubles_after_the_growth_interval(backend: str) -> None:
     X, T = _problem(7)
     net = _net(backend)

@@ -135,10 +135,11 @@ def test_updates_are_skipped_while_a_step_is_recorded(update: str) -> None:
     for status, moves in ((np.array([2, 0]), False), (np.array([0, 0]), True)):
         before = param.copy()
         if update == "sgd":
-            numpy_backend.sgd_update(param, grad, state[0], 0.1, 0.0, False, 0.0, status)
+            numpy_backend.sgd_update(param, grad, state[0], 0.1, 0.0, False, 0.0, status,
+                                     param, 0)
         else:
             numpy_backend.adam_update(param, grad, state[0], state[1], 0.1, 0.9, 0.999, 1e-8,
-                                      0.0, False, 1, status)
+                                      0.0, False, 1, status, param, 0)
         assert (not np.array_equal(param, before)) == moves, status
 
 

@@ -136,7 +136,7 @@ def test_mixing_cuda_major_versions_does_not_resolve() -> None:
 # The optional packages whose tests skip without them (tests/test_interop.py, test_lbfgs.py,
 # test_sklearn.py: pytest.importorskip) and whose checks skip inside scikit-learn's suite
 # (pandas); CI installs them all (.ci/run), so there none of those skips may happen.
-CI_OPTIONAL = ("torch", "scipy", "sklearn", "pandas")
+CI_OPTIONAL = ("torch", "scipy", "sklearn", "pandas", "mpi4py")
 
 
 @pytest.mark.skipif(os.environ.get("CI") != "true",

@@ -289,22 +289,32 @@ def round_to_precision(x: np.ndarray, code: int) -> None:
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
                momentum: float, nesterov: bool, weight_decay: float,
-               status: np.ndarray) -> None:
-    """SGD with momentum / Nesterov and L2 decay, over the flat buffer."""
+               status: np.ndarray, rounded: np.ndarray, code: int) -> None:
+    """SGD with momentum / Nesterov and L2 decay, over the flat buffer; below fp32 the same
+    pass writes ``rounded`` (each element rounded to ``code`` once updated)."""
     if status[0] != 0:
         return
     flat = [x.reshape(-1) for x in (param, grad, velocity)]
-    cpu_threads.run_split(_kernels().sgd, param.size, 1, *flat, float(lr), float(momentum),
-                          bool(nesterov), float(weight_decay))
+    scalars = (float(lr), float(momentum), bool(nesterov), float(weight_decay))
+    if code == FP32:
+        cpu_threads.run_split(_kernels().sgd, param.size, 1, *flat, *scalars)
+    else:
+        cpu_threads.run_split(_kernels().sgd_rounding(int(code)), param.size, 5, *flat,
+                              *scalars, rounded.reshape(-1))
 
 
 def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
-                step: int, status: np.ndarray) -> None:
-    """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once."""
+                step: int, status: np.ndarray, rounded: np.ndarray, code: int) -> None:
+    """Adam / AdamW over the flat buffer; bias corrections 1 - beta^t computed once;
+    ``rounded`` as in ``sgd_update``."""
     if status[0] != 0:
         return
     flat = [x.reshape(-1) for x in (param, grad, m, v)]
-    cpu_threads.run_split(_kernels().adam, param.size, 4, *flat, float(lr), float(beta1),
-                          float(beta2), float(eps), float(weight_decay), bool(decoupled),
-                          1.0 - beta1**step, 1.0 - beta2**step)
+    scalars = (float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+               bool(decoupled), 1.0 - beta1**step, 1.0 - beta2**step)
+    if code == FP32:
+        cpu_threads.run_split(_kernels().adam, param.size, 4, *flat, *scalars)
+    else:
+        cpu_threads.run_split(_kernels().adam_rounding(int(code)), param.size, 8, *flat,
+                              *scalars, rounded.reshape(-1))

@@ -307,6 +307,43 @@ def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupl
                      correction1, correction2, i)
 
 
+# Mixed precision: the update and the rounded copy of each updated element in one pass. One
+# kernel per precision, the code a constant in it (as ``round_to_precision``); FP32 takes
+# the kernels above, which write no copy.
+
+@functools.cache
+def sgd_rounding(code):
+    """``sgd`` that also writes ``rounded[i] = round_code(code, param[i])`` after each
+    element's update (``gpuback.kernels.precision``, bit for bit ``precision.round_to``)."""
+
+    @kernel
+    def sgd_and_round(lo, hi, param, grad, velocity, lr, momentum, nesterov, weight_decay,
+                      rounded):
+        p, g, v, r = param[lo:hi], grad[lo:hi], velocity[lo:hi], rounded[lo:hi]
+        for i in range(hi - lo):
+            sgd_element(p, g, v, lr, momentum, nesterov, weight_decay, i)
+            r[i] = round_code(code, p[i])
+
+    return sgd_and_round
+
+
+@functools.cache
+def adam_rounding(code):
+    """``adam`` that also writes the rounded copy, as ``sgd_rounding``."""
+
+    @kernel
+    def adam_and_round(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
+                       decoupled, correction1, correction2, rounded):
+        p, g, first, second = param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]
+        r = rounded[lo:hi]
+        for i in range(hi - lo):
+            adam_element(p, g, first, second, lr, beta1, beta2, eps, weight_decay, decoupled,
+                         correction1, correction2, i)
+            r[i] = round_code(code, p[i])
+
+    return adam_and_round
+
+
 
 # --- mixed precision ------------------------------------------------------------------------
 

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed
+
 # Handing ranges to the pool costs about 30 us (measured), so work is shared only when it
 # is well above that: SPLIT_MIN_WORK elementwise operations (the cheapest kind: an add, a
 # max), SPLIT_MIN_PRODUCT multiply-adds of a BLAS product. A smaller product still runs
@@ -64,10 +66,16 @@ BLAS_THREADED_MIN = 1 << 18
 
 @functools.cache
 def core_count() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """The cores this process may run on. Under MPI (``gpuback.distributed``) the ranks on
+    one node share its cores: each takes ``cores // ranks_per_node`` (at least one), unless
+    the launcher (or the user, ``taskset``) has bound it to fewer cores than the machine
+    has, which are then its own."""
+    machine = max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine
+    ranks = distributed.ranks_per_node()
+    if ranks > 1 and cores >= machine:
+        cores //= ranks
+    return max(1, cores)
 
 
 # --- the pool -------------------------------------------------------------------------------

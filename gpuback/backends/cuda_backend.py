@@ -341,25 +341,38 @@ def update_loss_scale(scaler: Any, step_status: Any, status: Any, growth_interva
 
 # --- optimiser updates ----------------------------------------------------------------------
 # ``status`` (int64 pair, see ``check_finite``) is read by the kernels themselves: while
-# status[0] != 0 they change nothing; the host never waits for it.
+# status[0] != 0 they change nothing; the host never waits for it. Below fp32 the same
+# launch writes the rounded copy ``rounded`` of each updated element (kernels/optimizer.py).
 
 def sgd_update(param: Any, grad: Any, velocity: Any, lr: float, momentum: float,
-               nesterov: bool, weight_decay: float, status: Any) -> None:
-    """SGD with momentum / Nesterov and L2 decay, one fused kernel over the flat buffer."""
+               nesterov: bool, weight_decay: float, status: Any, rounded: Any,
+               code: int) -> None:
+    """SGD with momentum / Nesterov and L2 decay, one fused kernel over the flat buffer,
+    writing ``rounded`` too unless ``code`` is FP32."""
     flat = [_flat(x) for x in (param, grad, velocity)]
     _launch("optimizer", "sgd", _dtype(param), cuda_launch.elementwise(param.size, _simulated()),
             *flat, _real(param, lr), _real(param, momentum), bool(nesterov),
-            _real(param, weight_decay), status)
+            _real(param, weight_decay), status, _rounded_argument(param, rounded, code),
+            np.int64(code))
 
 
 def adam_update(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float,
                 eps: float, weight_decay: float, decoupled: bool, step: int,
-                status: Any) -> None:
-    """Adam / AdamW, one fused kernel over the flat buffer; bias corrections 1 - beta^t from
-    the host (in float64, then cast)."""
+                status: Any, rounded: Any, code: int) -> None:
+    """Adam / AdamW, one fused kernel over the flat buffer (``rounded`` as ``sgd_update``);
+    bias corrections 1 - beta^t from the host (in float64, then cast)."""
     flat = [_flat(x) for x in (param, grad, m, v)]
     _launch("optimizer", "adam", _dtype(param), cuda_launch.elementwise(param.size,
                                                                        _simulated()),
             *flat, _real(param, lr), _real(param, beta1), _real(param, beta2),
             _real(param, eps), _real(param, weight_decay), bool(decoupled),
-            _real(param, 1.0 - beta1**step), _real(param, 1.0 - beta2**step), status)
+            _real(param, 1.0 - beta1**step), _real(param, 1.0 - beta2**step), status,
+            _rounded_argument(param, rounded, code), np.int64(code))
+
+
+def _rounded_argument(param: Any, rounded: Any, code: int) -> Any:
+    """The kernel's ``rounded`` argument: the flat copy, or with ``code`` FP32 (the kernel
+    writes none) an empty view of ``param`` instead, whatever was passed. The simulator
+    copies each array argument in and out of the kernel in turn, so a ``param`` passed
+    twice would have its update overwritten by the second argument's stale copy."""
+    return _flat(param)[:0] if code == FP32 else _flat(rounded)

@@ -354,7 +354,9 @@ def bias_grad(delta: np.ndarray, db: np.ndarray) -> None:
 
 # --- optimiser updates (one fused op over the flat parameter buffer) ----------------------
 # ``status`` is the int64 pair of ``check_finite``: while ``status[0] != 0`` (a step went
-# non-finite) the update is skipped, so the parameters keep their last good values.
+# non-finite) the update is skipped, so the parameters keep their last good values (and
+# their rounded copy: neither buffer is written). ``rounded``, ``code``: below fp32 each
+# update also writes the network's copy of the parameters rounded to the precision ``code``.
 
 def round_to_precision(x: np.ndarray, code: int) -> None:
     """Round every element of the float32 ``x`` in place to the precision of ``code``
@@ -366,21 +368,24 @@ def round_to_precision(x: np.ndarray, code: int) -> None:
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float,
                momentum: float, nesterov: bool, weight_decay: float,
-               status: np.ndarray) -> None:
-    """g = grad + wd w;  v = mu v + g;  w -= lr (g + mu v if nesterov else v)."""
+               status: np.ndarray, rounded: np.ndarray, code: int) -> None:
+    """g = grad + wd w;  v = mu v + g;  w -= lr (g + mu v if nesterov else v); then
+    ``rounded`` = w rounded to ``code`` (``_write_rounded``)."""
     if status[0] != 0:
         return
     g = grad + weight_decay * param
     velocity *= momentum
     velocity += g
     param -= lr * (g + momentum * velocity if nesterov else velocity)
+    _write_rounded(param, rounded, code)
 
 
 def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
-                step: int, status: np.ndarray) -> None:
+                step: int, status: np.ndarray, rounded: np.ndarray, code: int) -> None:
     """Adam at step t (from 1): L2 decay (g = grad + wd w), or AdamW's decoupled decay
-    (w -= lr wd w); m, v moving averages of g and g^2; w -= lr m_hat / (sqrt(v_hat) + eps)."""
+    (w -= lr wd w); m, v moving averages of g and g^2; w -= lr m_hat / (sqrt(v_hat) + eps);
+    then ``rounded`` = w rounded to ``code`` (``_write_rounded``)."""
     if status[0] != 0:
         return
     if decoupled:
@@ -395,6 +400,19 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
     m_hat = m / (1 - beta1**step)
     v_hat = v / (1 - beta2**step)
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    _write_rounded(param, rounded, code)
+
+
+def _write_rounded(param: np.ndarray, rounded: np.ndarray, code: int) -> None:
+    """Mixed precision: the network's rounded copy of the updated master, ``rounded =
+    round_to(param, code)`` (what the products read), in the update itself; FP32: nothing
+    is written (``rounded`` is then the master itself)."""
+    if code == FP32:
+        return
+    if code not in PRECISION_NAMES:
+        raise ValueError(f"code: expected one of {sorted(PRECISION_NAMES)} "
+                         f"(gpuback.kernels.precision.CODES), got {code!r}")
+    rounded[...] = precision.round_to(param, PRECISION_NAMES[code])
 
 
 # --- dynamic loss scaling (fp16: gpuback.loss_scale) ---------------------------------------

@@ -188,15 +188,22 @@ class Backend(Protocol):
 
     def sgd_update(self, param: Array, grad: Array, velocity: Array, lr: float,
                    momentum: float, nesterov: bool, weight_decay: float,
-                   status: Array) -> None:
+                   status: Array, rounded: Array, code: int) -> None:
         """SGD with momentum on flat ``param``, ``grad``, ``velocity`` (P,) in place;
-        skipped entirely while ``status[0] != 0``."""
+        skipped entirely while ``status[0] != 0`` (neither ``param`` nor ``rounded``
+        written). ``rounded``, ``code``: mixed precision's copy of the parameters (P,),
+        written in the same pass: ``rounded[i] = round_to_precision(param[i], code)`` once
+        element i is updated (bit for bit ``gpuback.precision.round_to``; ``param`` float32);
+        with ``code`` FP32 it is not written (pass ``param`` itself); else it must not
+        overlap ``param``."""
 
     def adam_update(self, param: Array, grad: Array, m: Array, v: Array, lr: float,
                     beta1: float, beta2: float, eps: float, weight_decay: float,
-                    decoupled: bool, step: int, status: Array) -> None:
+                    decoupled: bool, step: int, status: Array, rounded: Array,
+                    code: int) -> None:
         """Adam (or AdamW, ``decoupled``) at ``step`` (from 1) on flat (P,) buffers in
-        place; skipped entirely while ``status[0] != 0``."""
+        place; skipped entirely while ``status[0] != 0``; ``rounded`` and ``code`` as in
+        ``sgd_update``."""
 
     # --- mixed precision ------------------------------------------------------------------
 

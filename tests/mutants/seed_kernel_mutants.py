@@ -137,8 +137,10 @@ MUTANTS = [
            (CUDA_OPS, *k("accumulate_metrics")),
            "accumulate_metrics overwrites the running loss total instead of adding to it"),
     Mutant("cuda-adam-grid-stride-step", "wrong grid-stride step", "kernels/optimizer.py",
-           "                         correction1, correction2, i)\n            i += stride",
-           "                         correction1, correction2, i)\n            i += 2 * stride",
+           "                         correction1, correction2, i)\n"
+           "            write_rounded(param, rounded, code, i)\n            i += stride",
+           "                         correction1, correction2, i)\n"
+           "            write_rounded(param, rounded, code, i)\n            i += 2 * stride",
            (CUDA_OPS, GAPS, *k("adam_update")),
            "the Adam kernel strides twice the grid: every other grid-sized chunk is skipped"),
     Mutant("cuda-loss-sample-stride", "wrong grid-stride step", "kernels/loss.py",

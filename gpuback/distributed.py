@@ -1,0 +1,289 @@
+"""The MPI world of a data-parallel run and its collectives (mpi4py; nothing home-made).
+
+``mpiexec -n N python script.py`` (or ``mpiexec -n N gpuback train ...``) starts N copies
+of one program; ``world()`` finds that out from the launcher's environment variables
+(MPICH/Hydra ``PMI_RANK``/``PMI_SIZE``, Open MPI ``OMPI_COMM_WORLD_SIZE``, PMIx
+``PMIX_RANK``) and only then imports mpi4py: a plain ``python`` run never imports it and
+gets ``SingleProcess``, whose collectives do nothing.
+
+Synchronous data parallelism (as PyTorch DDP, Horovod): every rank holds the same
+parameters (``broadcast`` from rank 0 at the start), computes the gradient of its
+``share`` of each global batch, weighted by its share of the batch, and the weighted
+gradients are summed over the ranks (``allreduce_sum``: one all-reduce over the flat
+gradient buffer per step), so every rank applies the same update: the gradient of the
+mean loss over the global batch, as one process would compute it (Bishop 5.53 summed over
+the batch's samples, whichever rank holds them).
+
+Failure: an exception that escapes on one rank would leave the others waiting in a
+collective for ever, so ``world()`` installs a ``sys.excepthook`` that prints the
+traceback prefixed with the rank and calls ``MPI.COMM_WORLD.Abort(1)`` (mpiexec then ends
+every rank). An error raised on every rank alike (``raise_on_every_rank``, ``check_same``,
+``agree``) is marked as such (``on_every_rank``): it is printed once, by rank 0, and each
+rank exits with it, without an abort.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+# The environment variables that say a process was started by an MPI launcher, each with the
+# variable holding the number of ranks where there is one.
+LAUNCHER_SIZE = {"PMI_SIZE": "PMI_SIZE", "OMPI_COMM_WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+                 "PMIX_RANK": None, "PMI_RANK": None}
+# The variables some launchers set with the number of ranks on this node (MPICH/Hydra,
+# Open MPI, PMIx); world() measures it with a shared-memory split instead.
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE")
+INSTALL_HINT = "pip install 'gpuback[mpi]'"
+_ON_EVERY_RANK = "_gpuback_on_every_rank"  # the attribute that marks a collective error
+_MAX_SHOWN = 120  # characters of a differing value a mismatch message shows
+
+T = TypeVar("T")
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, mpirun, srun with
+    PMI/PMIx), judged from its environment alone."""
+    return any(name in os.environ for name in LAUNCHER_SIZE)
+
+
+def _launcher_size() -> int | None:
+    """The number of ranks the launcher's environment gives, or None."""
+    for variable in LAUNCHER_SIZE.values():
+        if variable is not None and variable in os.environ:
+            try:
+                return int(os.environ[variable])
+            except ValueError:
+                return None
+    return None
+
+
+def share_bounds(batch: int, size: int, rank: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous part ``[lo, hi)`` of ``batch`` rows split over ``size``
+    ranks: the first ``batch % size`` ranks get one row more, so shares differ by at most
+    one row; a rank gets none when ``batch < size`` and ``rank >= batch``."""
+    base, extra = divmod(batch, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def on_every_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised alike on every rank (see ``mark_on_every_rank``)."""
+    return bool(getattr(exc, _ON_EVERY_RANK, False))
+
+
+def mark_on_every_rank(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised alike on every rank (returned, to ``raise``): it is reported
+    once, by rank 0, and ends each rank without an abort."""
+    setattr(exc, _ON_EVERY_RANK, True)
+    return exc
+
+
+class SingleProcess:
+    """The world of a run without MPI: one rank; every collective leaves its data as it is."""
+
+    rank, size, local_rank, ranks_per_node = 0, 1, 0, 1
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this rank is rank 0, the one that writes files and prints."""
+        return self.rank == 0
+
+    def share(self, n_global: int, start: int, batch: int) -> tuple[int, int]:
+        """This rank's rows ``[lo, hi)`` (positions in the epoch's sample order) of the
+        global batch of up to ``batch`` rows starting at ``start`` of ``n_global``."""
+        rows = max(0, min(batch, n_global - start))
+        lo, hi = share_bounds(rows, self.size, self.rank)
+        return start + lo, start + hi
+
+    def allreduce_sum(self, ops: Any, buffer: Any) -> None:
+        """``buffer`` (a backend array) replaced by its sum over the ranks, in place."""
+
+    def allreduce_max(self, ops: Any, buffer: Any) -> None:
+        """``buffer`` replaced by its element-wise maximum over the ranks, in place."""
+
+    def broadcast(self, ops: Any, buffer: Any, root: int = 0) -> None:
+        """``buffer`` set to rank ``root``'s, in place, on every rank."""
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        """Each of ``values`` summed over the ranks (float64, on the host)."""
+        return [float(v) for v in values]
+
+    def check_same(self, fields: dict[str, Any]) -> None:
+        """Raise ``ValueError`` on every rank, naming the field and the ranks, unless every
+        rank passed the same ``fields`` (JSON-able values; compared as JSON)."""
+
+    def agree(self, action: Callable[[], T]) -> T:
+        """``action()``; under MPI an exception on any rank is raised on every rank alike."""
+        return action()
+
+
+class MPIWorld(SingleProcess):
+    """The world of an MPI job (``mpi4py.MPI.COMM_WORLD``). ``local_rank``: this rank's
+    place among the ranks of its node (``COMM_TYPE_SHARED`` split: which GPU it takes),
+    ``ranks_per_node``: how many share the node (and so its cores)."""
+
+    def __init__(self, comm: Any = None) -> None:
+        from mpi4py import MPI  # only under a launcher: see world()
+
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank, self.ranks_per_node = node.Get_rank(), node.Get_size()
+        node.Free()
+
+    def _reduce(self, ops: Any, buffer: Any, op: Any) -> None:
+        if isinstance(buffer, np.ndarray):  # a host backend's buffer: reduced where it is
+            self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=op)
+            return
+        host = np.ascontiguousarray(ops.to_host(buffer))  # staged (no CUDA-aware MPI)
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=op)
+        ops.copy_into(buffer, host)
+
+    def allreduce_sum(self, ops: Any, buffer: Any) -> None:
+        self._reduce(ops, buffer, self.MPI.SUM)
+
+    def allreduce_max(self, ops: Any, buffer: Any) -> None:
+        self._reduce(ops, buffer, self.MPI.MAX)
+
+    def broadcast(self, ops: Any, buffer: Any, root: int = 0) -> None:
+        if isinstance(buffer, np.ndarray):
+            self.comm.Bcast(buffer, root=root)
+            return
+        host = np.ascontiguousarray(ops.to_host(buffer))
+        self.comm.Bcast(host, root=root)
+        ops.copy_into(buffer, host)
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        array = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        return [float(v) for v in array]
+
+    def check_same(self, fields: dict[str, Any]) -> None:
+        mine = {name: json.dumps(value, sort_keys=True, default=repr)
+                for name, value in fields.items()}
+        everyone = self.comm.allgather(mine)
+        for name in fields:
+            values = [each.get(name) for each in everyone]
+            if len(set(values)) == 1:
+                continue
+            differ = [r for r, v in enumerate(values) if v != values[0]]
+            shown = ", ".join(f"rank {r} has {_shorten(values[r])}" for r in differ[:3])
+            raise mark_on_every_rank(ValueError(
+                f"{name}: differs between the ranks of the MPI job: rank 0 has "
+                f"{_shorten(values[0])}, {shown} (rank{'s' if len(differ) > 1 else ''} "
+                f"{', '.join(map(str, differ))} differ{'' if len(differ) > 1 else 's'}); "
+                f"every rank must pass the same"))
+
+    def agree(self, action: Callable[[], T]) -> T:
+        try:
+            result, failure = action(), None
+        except Exception as exc:  # re-raised below, on every rank
+            result, failure = None, exc
+        report = None if failure is None else (type(failure).__name__, str(failure))
+        reports = self.comm.allgather(report)
+        failed = [(r, rep) for r, rep in enumerate(reports) if rep is not None]
+        if not failed:
+            return result  # type: ignore[return-value]
+        if failure is not None and len(failed) == self.size and \
+                len({rep for _, rep in failed}) == 1:
+            raise mark_on_every_rank(failure)  # alike everywhere: as it is, on every rank
+        rank, (kind, message) = failed[0]
+        others = f" (and on rank {', '.join(str(r) for r, _ in failed[1:])})" \
+            if len(failed) > 1 else ""
+        text = f"rank {rank}: {message}{others}"
+        error: Exception
+        if failure is not None and failed[0][0] == self.rank:
+            error = _same_kind(failure, text)
+        else:
+            error = _KINDS.get(kind, RuntimeError)(text)
+        raise mark_on_every_rank(error) from failure
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now (``MPI_Abort``)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+_KINDS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError}
+
+
+def _same_kind(failure: Exception, text: str) -> Exception:
+    """An exception of ``failure``'s base kind (ValueError, TypeError, else RuntimeError)
+    with ``text``: what every rank raises for it, the failing one included."""
+    for base in (ValueError, TypeError):
+        if isinstance(failure, base):
+            return base(text)
+    return RuntimeError(text)
+
+
+def _shorten(text: str | None) -> str:
+    text = "nothing" if text is None else text
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN - 3] + "..."
+
+
+@functools.cache
+def world() -> SingleProcess:
+    """The world of this process: an ``MPIWorld`` when started by an MPI launcher (mpi4py
+    is then imported, and an uncaught exception aborts the job), else ``SingleProcess``.
+    The same object on every call. Under a launcher of more than one rank without mpi4py,
+    ``ImportError`` (N copies training alone, each writing the same files, is never what
+    was meant)."""
+    if not launched_by_mpi():
+        return SingleProcess()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        size = _launcher_size()
+        if size is not None and size <= 1:
+            return SingleProcess()
+        raise ImportError(f"this process was started by an MPI launcher (mpiexec) but mpi4py "
+                          f"is not installed: {INSTALL_HINT}") from None
+    mpi = MPIWorld()
+    if mpi.size > 1:
+        _install_excepthook(mpi)
+    return mpi
+
+
+def ranks_per_node() -> int:
+    """How many ranks of this job share this node (1 without MPI): the launcher's own count
+    when it sets one, else the world's (imports mpi4py, only under a launcher)."""
+    if not launched_by_mpi():
+        return 1
+    if world.cache_info().currsize:
+        return world().ranks_per_node
+    for variable in LOCAL_SIZE_VARIABLES:
+        value = os.environ.get(variable, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return world().ranks_per_node
+
+
+def _install_excepthook(mpi: MPIWorld) -> None:
+    """An uncaught exception on a rank prints its traceback prefixed with the rank and
+    aborts the job (no rank left waiting in a collective); one raised alike on every rank
+    is printed by rank 0 only and each rank exits with it."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if on_every_rank(exc):
+            if mpi.rank == 0:
+                previous(kind, exc, tb)
+            return
+        lines = traceback.format_exception(kind, exc, tb)
+        text = "".join(lines).rstrip("\n").splitlines()
+        print("\n".join(f"[rank {mpi.rank}] {line}" for line in text), file=sys.stderr)
+        print(f"[rank {mpi.rank}] gpuback: an uncaught exception on rank {mpi.rank}; aborting "
+              f"the MPI job", file=sys.stderr)
+        mpi.abort(1)
+
+    sys.excepthook = hook
