@@ -42,6 +42,7 @@ import numpy as np
 
 from . import param_options
 from .checks import check_int
+from .kernels.precision import FP32
 
 Schedule = Callable[[int], float]
 
@@ -132,7 +133,7 @@ class Optimizer:
         # buffer, the learning-rate factor and whether it decays, and the view of the
         # network's rounded copy (set by _cut), and the options they were cut for
         self._segments: list[tuple[Any, Any, dict[str, Any], float, bool, Any]] = []
-        self._code = 0  # the bound network's precision code (FP32: no rounded copy)
+        self._code = FP32  # the bound network's precision code (FP32: no rounded copy)
         self._cut_for: Any = None
 
     def config(self) -> dict[str, Any]:
