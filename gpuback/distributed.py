@@ -9,10 +9,15 @@ gets ``SingleProcess``, whose collectives do nothing.
 Synchronous data parallelism (as PyTorch DDP, Horovod): every rank holds the same
 parameters (``broadcast`` from rank 0 at the start), computes the gradient of its
 ``share`` of each global batch, weighted by its share of the batch, and the weighted
-gradients are summed over the ranks (``allreduce_sum``: one all-reduce over the flat
-gradient buffer per step), so every rank applies the same update: the gradient of the
-mean loss over the global batch, as one process would compute it (Bishop 5.53 summed over
-the batch's samples, whichever rank holds them).
+gradients are summed over the ranks (``start_allreduce_sum``: the flat gradient buffer
+in buckets, each started while backward goes on, ``gpuback.buckets``), so every rank
+applies the same update: the gradient of the mean loss over the global batch, as one
+process would compute it (Bishop 5.53 summed over the batch's samples, whichever rank
+holds them).
+
+Transports: MPI sums host arrays where they are (the numpy and cpu backends, the cuda
+backend under the simulator); on a GPU the cuda backend's own collectives do
+(``device_collectives``: NCCL, started up over MPI), else MPI sums host copies.
 
 Failure: an exception that escapes on one rank would leave the others waiting in a
 collective for ever, so ``world()`` installs a ``sys.excepthook`` that prints the
@@ -33,6 +38,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+
+from .buckets import BUCKET_BYTES
 
 # The environment variables that say a process was started by an MPI launcher, each with the
 # variable holding the number of ranks where there is one.
@@ -86,10 +93,26 @@ def mark_on_every_rank(exc: BaseException) -> BaseException:
     return exc
 
 
+class Done:
+    """A collective that has nothing left to do (every collective of one process)."""
+
+    def test(self) -> bool:
+        """Whether it has finished (driving it on where the transport needs that)."""
+        return True
+
+    def wait(self) -> None:
+        """Return once it has finished (on a GPU: once the step's stream is ordered after
+        it); only then may its buffer be read."""
+
+
 class SingleProcess:
-    """The world of a run without MPI: one rank; every collective leaves its data as it is."""
+    """The world of a run without MPI: one rank; every collective leaves its data as it is.
+    ``bucket_bytes``: the size at which a data-parallel step starts a bucket's all-reduce
+    during backward (``gpuback.buckets``; PyTorch DDP's ``bucket_cap_mb``), set on the
+    world before ``fit``."""
 
     rank, size, local_rank, ranks_per_node = 0, 1, 0, 1
+    bucket_bytes = BUCKET_BYTES
 
     @property
     def is_root(self) -> bool:
@@ -105,6 +128,12 @@ class SingleProcess:
 
     def allreduce_sum(self, ops: Any, buffer: Any) -> None:
         """``buffer`` (a backend array) replaced by its sum over the ranks, in place."""
+
+    def start_allreduce_sum(self, ops: Any, buffer: Any) -> Done:
+        """The sum of ``buffer`` over the ranks, in place, started and not waited for: call
+        ``wait()`` on the result before reading ``buffer``; ``test()`` drives it on meanwhile
+        (MPI moves a non-blocking collective on only inside MPI calls)."""
+        return Done()
 
     def allreduce_max(self, ops: Any, buffer: Any) -> None:
         """``buffer`` replaced by its element-wise maximum over the ranks, in place."""
@@ -139,10 +168,22 @@ class MPIWorld(SingleProcess):
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.ranks_per_node = node.Get_rank(), node.Get_size()
         node.Free()
+        self._device: dict[str, Any] = {}  # backend name -> its collectives, or None
+
+    def _device_collectives(self, ops: Any) -> Any:
+        """The backend's own collectives for a device buffer (made once per backend, on
+        every rank alike: NCCL starts up collectively), or None: MPI on a host copy."""
+        if ops.name not in self._device:
+            self._device[ops.name] = ops.device_collectives(self.comm)
+        return self._device[ops.name]
 
     def _reduce(self, ops: Any, buffer: Any, op: Any) -> None:
-        if isinstance(buffer, np.ndarray):  # a host backend's buffer: reduced where it is
+        if _on_host(ops, buffer):  # reduced where it is
             self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=op)
+            return
+        device = self._device_collectives(ops)
+        if device is not None:
+            (device.sum if op == self.MPI.SUM else device.max)(buffer)
             return
         host = np.ascontiguousarray(ops.to_host(buffer))  # staged (no CUDA-aware MPI)
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=op)
@@ -151,12 +192,26 @@ class MPIWorld(SingleProcess):
     def allreduce_sum(self, ops: Any, buffer: Any) -> None:
         self._reduce(ops, buffer, self.MPI.SUM)
 
+    def start_allreduce_sum(self, ops: Any, buffer: Any) -> Any:
+        if _on_host(ops, buffer):
+            return MPIPending(self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM))
+        device = self._device_collectives(ops)
+        if device is not None:
+            return device.start_sum(buffer)
+        host = np.ascontiguousarray(ops.to_host(buffer))
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        return MPIPending(request, lambda: ops.copy_into(buffer, host))
+
     def allreduce_max(self, ops: Any, buffer: Any) -> None:
         self._reduce(ops, buffer, self.MPI.MAX)
 
     def broadcast(self, ops: Any, buffer: Any, root: int = 0) -> None:
-        if isinstance(buffer, np.ndarray):
+        if _on_host(ops, buffer):
             self.comm.Bcast(buffer, root=root)
+            return
+        device = self._device_collectives(ops)
+        if device is not None:
+            device.broadcast(buffer, root)
             return
         host = np.ascontiguousarray(ops.to_host(buffer))
         self.comm.Bcast(host, root=root)
@@ -214,6 +269,36 @@ class MPIWorld(SingleProcess):
         self.comm.Abort(code)
 
 
+def _on_host(ops: Any, buffer: Any) -> bool:
+    """Whether MPI can read and write ``buffer`` where it is: a host array. A device array
+    (the simulator's stand-ins included, as strict as a GPU's) goes through the backend's
+    own collectives or a host copy."""
+    return isinstance(buffer, np.ndarray) and not ops.is_device_array(buffer)
+
+
+class MPIPending(Done):
+    """A non-blocking MPI all-reduce (``Iallreduce``) under way; ``then``, if given, runs
+    once it has finished (a staged buffer copied back to the device)."""
+
+    def __init__(self, request: Any, then: Callable[[], None] | None = None) -> None:
+        self.request, self.then, self.done = request, then, False
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.then is not None:
+            self.then()
+
+    def test(self) -> bool:
+        if not self.done and self.request.Test():
+            self._finish()
+        return self.done
+
+    def wait(self) -> None:
+        if not self.done:
+            self.request.Wait()
+            self._finish()
+
+
 _KINDS: dict[str, type[Exception]] = {"ValueError": ValueError, "TypeError": TypeError}
 
 
@@ -251,7 +336,27 @@ def world() -> SingleProcess:
     mpi = MPIWorld()
     if mpi.size > 1:
         _install_excepthook(mpi)
+    if mpi.ranks_per_node > 1:
+        _share_blas_threads()
     return mpi
+
+
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "BLIS_NUM_THREADS")
+
+
+def _share_blas_threads() -> None:
+    """BLAS (NumPy's, which the numpy backend's products run on) held to this rank's share
+    of the node's cores (``cpu_threads.core_count``), as the cpu backend's own threads are:
+    N ranks each running a BLAS of every core oversubscribe the node several times over.
+    Unless told otherwise: a thread count set in the environment is left as it is."""
+    if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
+        return
+    from threadpoolctl import threadpool_limits
+
+    from .backends import cpu_threads
+
+    threadpool_limits(limits=cpu_threads.core_count(), user_api="blas")
 
 
 def ranks_per_node() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -443,13 +443,15 @@ class Network:
         into the workspace."""
         propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
 
-    def run_backward(self, ws: Workspace, targets: Any, loss_scale: Any = None) -> None:
+    def run_backward(self, ws: Workspace, targets: Any, loss_scale: Any = None,
+                     on_group_done: Callable[[str], None] | None = None) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
         into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``.
         ``loss_scale``: a ``gpuback.loss_scale.LossScaler``'s ``state`` (the gradients come
-        out multiplied by its scale) or None."""
+        out multiplied by its scale) or None. ``on_group_done(group)``: called as each
+        group's gradients become final (``gpuback.propagation.backward``)."""
         propagation.backward(self._ops, self._plan, self._rounded, self._indices, ws, targets,
-                             self._grads, self._precision_code, loss_scale)
+                             self._grads, self._precision_code, loss_scale, on_group_done)
 
     @property
     def reserved_batch(self) -> int:

@@ -102,8 +102,15 @@ class Plan:
         return self.order[1:]
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Parameter names and shapes: every block's weight, then every non-input bias."""
-        shapes = {b.name: b.shape for b in self.blocks}
+        """Parameter names and shapes: every block's weight, ordered by its destination
+        group's place in the topological order (spec order among the blocks into one
+        group), then every non-input bias in topological order. The order of the flat
+        buffers (``gpuback.flat``): backward visits the groups in reverse, so once it has
+        finished a group, the gradients of that group and of every later one fill a suffix
+        of the weights and a suffix of the biases (``gpuback.buckets``)."""
+        position = {g: i for i, g in enumerate(self.order)}
+        blocks = sorted(self.blocks, key=lambda b: position[b.dst])
+        shapes = {b.name: b.shape for b in blocks}
         shapes.update({g: (self.groups[g].size,) for g in self.order if g != self.input})
         return shapes
 

@@ -6,6 +6,7 @@ in a ``Workspace``, parameters and gradients in dicts keyed by parameter name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,7 +66,8 @@ def mean_loss(ops: Backend, ws: Workspace) -> float:
 
 def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
              ws: Workspace, targets: Any, grads: dict[str, Any],
-             precision: int = FP32, loss_scale: Any = None) -> None:
+             precision: int = FP32, loss_scale: Any = None,
+             on_group_done: Callable[[str], None] | None = None) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
@@ -85,6 +87,10 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     deltas are multiplied by its scale S right after the loss op, before anything reads or
     rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
     the per-sample losses stay unscaled.
+
+    ``on_group_done(g)``, given, is called once group g's step 3 is done: the gradients of
+    g's bias and of every block into g are then final (``gpuback.buckets`` starts a
+    data-parallel all-reduce on them while backward goes on).
     """
     out = plan.output
     loss_and_output_delta(ops, plan, ws, targets)
@@ -110,3 +116,5 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
             ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
             if not inputs:
                 ops.dense_backward(w, ws.delta[g], ws.delta[block.src], accumulate)
+        if on_group_done is not None:
+            on_group_done(g)

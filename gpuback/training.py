@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from . import distributed, memory
+from . import buckets, distributed, memory
 from . import loss_scale as scaling
 from .checks import check_inputs, check_int, check_targets
 from .optim import Adam, Optimizer
@@ -557,7 +557,9 @@ def _checked_gradients(net: Any, metrics: Metrics, step: int,
 class DataParallel:
     """One rank's part of a data-parallel step (``gpuback.distributed``): its ``share`` of
     the global batch through forward and backward, its gradients weighted by its share of
-    the batch, then summed over the ranks in one all-reduce of the flat gradient buffer.
+    the batch, then summed over the ranks: the flat gradient buffer in buckets, each
+    all-reduce started as soon as backward has finished its gradients
+    (``gpuback.buckets``), all waited for before the gradients are checked.
 
     The loss op divides the output deltas (5.54) by the batch it sees, n_r rows here, so
     rank r's gradient is the mean over its rows; multiplied by n_r / B (B the global
@@ -566,10 +568,16 @@ class DataParallel:
     single-process one (5.53 summed over the batch, whichever rank holds each sample).
     The status pair (a non-finite loss on any rank) is reduced with MAX before the
     gradients are checked, so every rank takes the same skip and divergence decisions.
-    A rank whose share is empty (a global batch smaller than the ranks) adds zeros."""
+    A rank whose share is empty (a global batch smaller than the ranks) adds zeros, in the
+    same buckets (the collectives match on every rank)."""
 
     def __init__(self, net: Any, comm: Any, scaler: scaling.LossScaler | None) -> None:
         self.net, self.comm, self.scaler = net, comm, scaler
+        cut = buckets.cut_buckets(net.plan, net.layout, np.dtype(net.dtype).itemsize,
+                                  comm.bucket_bytes)
+        grads = net.flat_gradients
+        self.buckets = {g: [grads[lo:hi] for lo, hi in ranges] for g, ranges in cut.items()}
+        self.pending: list[Any] = []  # the buckets' all-reduces under way
         self.weight = net.ops.zeros((2,), net.dtype)  # (n_r / B, 0): a loss-scale pair
         self.scaled = None if scaler is None else net.ops.zeros((2,), net.dtype)
         self.current: float | None = None
@@ -598,14 +606,26 @@ class DataParallel:
         if hi > lo:
             ws, targets = data.load(lo, hi - lo)
             net.run_forward(ws)
-            net.run_backward(ws, targets, self._scale(hi - lo, batch))
+            net.run_backward(ws, targets, self._scale(hi - lo, batch), self._group_done)
             ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
         else:
             ops.fill_zero(net.flat_gradients)
+            for group in reversed(net.plan.computed):
+                self._group_done(group)
         self.seen += hi - lo
-        comm.allreduce_sum(ops, net.flat_gradients)
+        for pending in self.pending:
+            pending.wait()
+        self.pending.clear()
         comm.allreduce_max(ops, metrics.status)
         return _checked_gradients(net, metrics, step, self.scaler), batch
+
+    def _group_done(self, group: str) -> None:
+        """Backward has finished ``group``: the buckets under way driven on, and the one
+        that is now complete, if any, started."""
+        for pending in self.pending:
+            pending.test()
+        self.pending.extend(self.comm.start_allreduce_sum(self.net.ops, view)
+                            for view in self.buckets[group])
 
 
 def _train_epoch(net: Any, data: Dataset | StreamedDataset, batch_size: int,

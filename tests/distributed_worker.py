@@ -1,15 +1,19 @@
 """The program tests/test_distributed.py runs under ``mpiexec -n N`` (and imports, for the
 single-process runs it compares with): ``python distributed_worker.py MODE OUT [JSON]``.
 
-Modes: ``train`` (two runs: SGD with Nesterov momentum, then Adam with validation; rank 0
-writes ``OUT/train.npz``), ``resume`` (``start``: one epoch with a checkpoint; ``finish``:
-from it to epoch 3; rank 0 writes ``OUT/resume.npz``), ``die`` (rank 1 kills itself, or
-raises, in its second epoch), ``bad`` (rank 1's data bad in two ways; every rank writes
-the message it raised into ``OUT/bad-RANK.json``, with its world and CPU thread count).
+Options (JSON): ``backend``, ``runs``, ``step``, ``how``, and ``bucket_bytes`` (the world's:
+0 starts an all-reduce per group during backward). Modes: ``train`` (two runs: SGD with
+Nesterov momentum, then Adam with validation; rank 0 writes ``OUT/train.npz``, with
+whether every rank ended with the same bits), ``resume``
+(``start``: one epoch with a checkpoint; ``finish``: from it to epoch 3; rank 0 writes
+``OUT/resume.npz``), ``die`` (rank 1 kills itself, or raises, in its second epoch), ``bad``
+(rank 1's data bad in two ways; every rank writes the message it raised into
+``OUT/bad-RANK.json``, with its world and CPU thread count).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -117,6 +121,8 @@ def bad(out: Path) -> None:
     """Rank 1's inputs hold a NaN, then rank 1's data has other rows: what each rank
     raised, written into OUT/bad-RANK.json; then a sample that overflows, on one rank's
     share (``overflow``)."""
+    import threadpoolctl
+
     from gpuback.backends import cpu_threads
 
     world = distributed.world()
@@ -124,6 +130,9 @@ def bad(out: Path) -> None:
                               "local_rank": world.local_rank,
                               "ranks_per_node": world.ranks_per_node,
                               "cpu_threads": cpu_threads.core_count(),
+                              "blas_threads": [lib["num_threads"] for lib in
+                                               threadpoolctl.threadpool_info()
+                                               if lib["user_api"] == "blas"],
                               "affinity": len(os.sched_getaffinity(0))}
     X, y = data(20)
     for case in ("nan", "rows"):
@@ -161,11 +170,16 @@ def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     world = distributed.world()
+    world.bucket_bytes = options.get("bucket_bytes", world.bucket_bytes)
     if mode == "train":
         result = train_runs(options["backend"], runs=tuple(options.get("runs",
                                                                        ("sgd", "adam"))))
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(result[k]).tobytes()
+                                         for k in sorted(result))).hexdigest()
+        digests = world.comm.allgather(digest)  # every rank's parameters, bit for bit
         if world.is_root:
-            np.savez(out / "train.npz", **result, size=world.size)
+            np.savez(out / "train.npz", **result, size=world.size,
+                     same_on_every_rank=len(set(digests)) == 1)
     elif mode == "resume":
         model = str(out / "model")
         if options["step"] == "start":

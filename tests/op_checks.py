@@ -32,7 +32,8 @@ from gpuback.precision import round_to
 NON_COMPUTING_OPS = frozenset({
     "name", "device", "status", "describe", "allocation_hook", "is_device_array", "as_array",
     "array_namespace", "zeros", "from_host", "asarray", "to_host", "copy_into",
-    "prepare_index", "memory_budget", "free_memory", "pinned_empty", "record_event", "wait_for"})
+    "prepare_index", "memory_budget", "free_memory", "pinned_empty", "record_event", "wait_for",
+    "device_collectives"})
 
 DTYPES = ["float64", "float32"]
 STATUS_CLEAR = (0, 0)

@@ -172,6 +172,15 @@ def test_staging_buffers_and_events(backend: str) -> None:
     np.testing.assert_array_equal(ops.to_host(staged), np.full((3, 4), 2.0, np.float32))
 
 
+def test_device_collectives_are_the_backends_own_only_on_a_gpu(backend: str) -> None:
+    """Host arrays (the host backends, the simulator's stand-ins) are summed by MPI where
+    it reads them: no collectives of the backend's own, asked of no communicator."""
+    ops = get_backend(backend)
+    if ops.device == "cuda" and not ops.status().simulated:
+        pytest.skip("on a GPU the NCCL collectives need an MPI job: tests/test_distributed.py")
+    assert ops.device_collectives(None) is None
+
+
 @pytest.mark.parametrize("name", backend_names())
 def test_describe_is_plain_data(name: str) -> None:
     details = backend_module(name).describe()

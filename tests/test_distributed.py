@@ -107,6 +107,7 @@ def test_ranks_train_as_one_process_on_the_same_global_batches(tmp_path: Path, r
     run_worker(ranks, "train", tmp_path, backend=backend)
     got = np.load(tmp_path / "train.npz")
     assert int(got["size"]) == ranks
+    assert bool(got["same_on_every_rank"])
     want = worker.train_runs(backend, comm=distributed.SingleProcess())
     start = worker.network(backend).parameters()
     for key, value in want.items():
@@ -118,18 +119,38 @@ def test_ranks_train_as_one_process_on_the_same_global_batches(tmp_path: Path, r
 
 @needs_mpi
 @pytest.mark.slow
+@pytest.mark.parametrize(("ranks", "backend"), [(3, "cpu"), (2, "numpy")])
+def test_buckets_started_during_backward_train_as_one_process(tmp_path: Path, ranks: int,
+                                                              backend: str) -> None:
+    """``bucket_bytes`` 0: a non-blocking all-reduce per group, started while backward runs
+    on (``gpuback.buckets``): two per group, its weights and its bias."""
+    run_worker(ranks, "train", tmp_path, backend=backend, bucket_bytes=0)
+    got = np.load(tmp_path / "train.npz")
+    assert bool(got["same_on_every_rank"])
+    want = worker.train_runs(backend, comm=distributed.SingleProcess())
+    for key, value in want.items():
+        assert_close(got[key], value, key)
+
+
+@needs_mpi
+@pytest.mark.slow
 @pytest.mark.sim
-def test_the_cuda_backend_under_the_simulator_trains_as_one_process(tmp_path: Path) -> None:
-    """Its buffers are not NumPy arrays: the all-reduce goes through host copies."""
+@pytest.mark.parametrize("bucket_bytes", [0, 1 << 30])
+def test_the_cuda_backend_under_the_simulator_trains_as_one_process(tmp_path: Path,
+                                                                     bucket_bytes: int) -> None:
+    """Its buffers are device arrays, as strict as a GPU's, and the simulator has no NCCL:
+    every collective goes through host copies, the buckets' copied back when waited for."""
     status = backend_status("cuda")
     if not (status.usable and status.simulated) and not IN_CI:
         pytest.skip(f"the cuda backend does not run under the simulator here: {status.reason}")
     env = {**_env(), "NUMBA_ENABLE_CUDASIM": "1"}
     result = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(WORKER), "train",
-                             str(tmp_path), json.dumps({"backend": "cuda", "runs": ["adam"]})],
+                             str(tmp_path), json.dumps({"backend": "cuda", "runs": ["adam"],
+                                                        "bucket_bytes": bucket_bytes})],
                             capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=HERE)
     assert result.returncode == 0, result.stdout + result.stderr
     got = np.load(tmp_path / "train.npz")
+    assert bool(got["same_on_every_rank"])
     want = worker.train_runs("numpy", comm=distributed.SingleProcess(), runs=("adam",))
     for key, value in want.items():
         assert_close(got[key], value, key)
@@ -178,8 +199,9 @@ def test_one_ranks_bad_data_stops_every_rank_with_the_same_message(tmp_path: Pat
     # the world, and each rank's share of the cores (2 ranks on this node)
     assert [(r["rank"], r["local_rank"], r["size"], r["ranks_per_node"]) for r in records] == \
         [(0, 0, 2, 2), (1, 1, 2, 2)]
-    for r in records:
+    for r in records:  # the cpu backend's threads, and NumPy's BLAS (the numpy backend's)
         assert r["cpu_threads"] == max(1, r["affinity"] // 2)
+        assert r["blas_threads"] and set(r["blas_threads"]) == {r["cpu_threads"]}
 
 
 def _cli_json(result: subprocess.CompletedProcess) -> dict:

@@ -40,6 +40,8 @@ OP_SET = (
     "round_to_precision",
     # dynamic loss scaling for fp16, the scale kept on the backend (gpuback.loss_scale)
     "scale_by_loss_scale", "unscale_gradients", "update_loss_scale",
+    # data-parallel runs: the backend's own collectives over an MPI job (gpuback.distributed)
+    "device_collectives",
 )
 
 # name -> module path, in the order "auto" prefers them (fastest first).

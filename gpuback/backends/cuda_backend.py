@@ -38,6 +38,7 @@ from .cuda_device import (  # noqa: F401
     array_namespace,
     as_array,
     describe,
+    device_collectives,
     free_memory,
     is_device_array,
     pinned_empty,

@@ -6,6 +6,8 @@ is imported) the same kernels run on the CPU: buffers are ``SimDeviceArray`` (Nu
 arrays that count their allocations and read-backs like device memory) and dense
 products are ``numpy.matmul``. Everything that differs between the two lives here.
 
+The NCCL collectives of data-parallel runs are ``gpuback.backends.nccl``'s.
+
 Every launch, product, copy, wait and allocation passes through this module and is
 counted for ``gpuback.profile.counters()``. Everything runs on one stream: CuPy's
 current stream, which Numba launches use too (``current_stream``).
@@ -53,7 +55,35 @@ def status() -> BackendStatus:
     if not usable:
         return BackendStatus(False, False, "no usable NVIDIA GPU was found (CuPy and Numba "
                                           "see no device); use backend='numpy'")
+    _use_local_gpu()
     return BackendStatus(True, False, "an NVIDIA GPU through CuPy")
+
+
+def _use_local_gpu() -> None:
+    """Under an MPI launcher, one rank per GPU: the GPU of this rank's local rank (modulo
+    the GPUs it sees; one when the launcher sets ``CUDA_VISIBLE_DEVICES`` per rank) made
+    current for CuPy and Numba, before anything is allocated on a device."""
+    from .. import distributed
+
+    if not distributed.launched_by_mpi():
+        return
+    import cupy
+    from numba import cuda
+
+    index = distributed.world().local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(index).use()
+    cuda.select_device(index)
+
+
+def device_collectives(comm: Any) -> Any:
+    """NCCL collectives over the MPI communicator ``comm`` (``gpuback.backends.nccl``) on a
+    GPU whose CuPy has NCCL; None under the simulator (host arrays: MPI sums them) or
+    without NCCL (then MPI sums copies on the host: correct, slower)."""
+    from . import nccl
+
+    if status().simulated or not nccl.available():
+        return None
+    return nccl.NcclCollectives(comm)
 
 
 def xp() -> ModuleType:

@@ -19,6 +19,12 @@ from .cuda_device import array_namespace, as_array, is_device_array  # noqa: F40
 device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
 
 
+def device_collectives(comm: Any) -> None:
+    """None: a host backend's arrays are summed over the ranks by MPI where they are
+    (``gpuback.distributed``)."""
+    return None
+
+
 def allocation_hook() -> None:
     """A context that counts device allocations for ``gpuback.profile``: none, a host
     backend allocates no device memory."""

@@ -43,6 +43,7 @@ from .host import (  # noqa: F401  (op set: the same for every host backend)
     array_namespace,
     as_array,
     device,
+    device_collectives,
     free_memory,
     is_device_array,
     pinned_empty,

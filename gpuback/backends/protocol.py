@@ -107,6 +107,14 @@ class Backend(Protocol):
         feature-major ``(features, B)`` ``out``, cast to its dtype (``out[i] = ...`` for
         labels)."""
 
+    def device_collectives(self, comm: Any) -> Any:
+        """The backend's own collectives for its arrays over the ranks of the MPI
+        communicator ``comm`` (mpi4py), or None where MPI on host buffers serves (the host
+        backends; the simulator). Else an object with ``sum(buffer)``, ``max(buffer)``,
+        ``broadcast(buffer, root)``, in place and enqueued in the step's order, and
+        ``start_sum(buffer)``, whose result's ``wait()`` orders what follows after it (the
+        cuda backend's NCCL: ``gpuback.backends.nccl``)."""
+
     # --- the streaming of data sets too large for the backend --------------------------
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
