@@ -359,7 +359,7 @@ def fit(net: Any, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     parallel = None
     if comm.size > 1:
         comm.broadcast(net.ops, net.flat_parameters)  # every rank starts from rank 0's
-        parallel = DataParallel(net, comm, scaler)
+        parallel = comm.agree(lambda: DataParallel(net, comm, scaler))  # bucket_bytes checked
     metrics = Metrics(net.ops)
     val_metrics = None if val is None else Metrics(net.ops)
     history.update(loss=[], accuracy=[], samples_per_second=[])

@@ -134,6 +134,17 @@ def test_buckets_started_during_backward_train_as_one_process(tmp_path: Path, ra
 
 @needs_mpi
 @pytest.mark.slow
+def test_a_bad_bucket_size_stops_every_rank_with_one_message(tmp_path: Path) -> None:
+    result = launch(2, str(WORKER), "train", str(tmp_path),
+                    json.dumps({"backend": "numpy", "runs": ["sgd"], "bucket_bytes": -1}))
+    assert result.returncode != 0
+    assert result.stderr.count("ValueError: bucket_bytes: expected a whole number") == 1, \
+        result.stderr
+    assert "[rank" not in result.stderr  # raised alike on every rank: no abort
+
+
+@needs_mpi
+@pytest.mark.slow
 @pytest.mark.sim
 @pytest.mark.parametrize("bucket_bytes", [0, 1 << 30])
 def test_the_cuda_backend_under_the_simulator_trains_as_one_process(tmp_path: Path,

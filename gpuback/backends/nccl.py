@@ -71,26 +71,28 @@ class NcclCollectives:
     def start_sum(self, buffer: Any) -> PendingOnSide:
         """The sum of ``buffer`` over the ranks started on the buckets' stream once the
         step's stream has reached this point; ``wait()`` orders the step's stream after it."""
-        ready = self.cupy.cuda.Event(block=False, disable_timing=True)
-        ready.record(self.cupy.cuda.get_current_stream())
+        cuda = self.cupy.cuda
+        ready = cuda.Event(block=False, disable_timing=True)
+        ready.record(cuda.get_current_stream())
         self.side.wait_event(ready)
         self._reduce(buffer, self.nccl.NCCL_SUM, self.side)
-        return PendingOnSide(self)
+        done = cuda.Event(block=False, disable_timing=True)
+        done.record(self.side)
+        return PendingOnSide(done)
 
 
 class PendingOnSide:
-    """A bucket's all-reduce enqueued on the buckets' stream."""
+    """A bucket's all-reduce enqueued on the buckets' stream, and the event after it."""
 
-    def __init__(self, owner: NcclCollectives) -> None:
-        self.owner = owner
+    def __init__(self, done: Any) -> None:
+        self.done = done
 
     def test(self) -> bool:
-        """Nothing to drive: the GPU runs it (True: no host progress is needed)."""
-        return True
+        """Whether the GPU has finished it (a query, no wait; the GPU needs no driving)."""
+        return bool(self.done.done)
 
     def wait(self) -> None:
         """The step's stream waits (on the device, not the host) for the all-reduce."""
-        cupy = self.owner.cupy
-        done = cupy.cuda.Event(block=False, disable_timing=True)
-        done.record(self.owner.side)
-        cupy.cuda.get_current_stream().wait_event(done)
+        import cupy
+
+        cupy.cuda.get_current_stream().wait_event(self.done)
