@@ -347,16 +347,27 @@ BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THR
 
 def _share_blas_threads() -> None:
     """BLAS (NumPy's, which the numpy backend's products run on) held to this rank's share
-    of the node's cores (``cpu_threads.core_count``), as the cpu backend's own threads are:
+    of the node's cores (``cores_per_rank``), as the cpu backend's own threads are:
     N ranks each running a BLAS of every core oversubscribe the node several times over.
     Unless told otherwise: a thread count set in the environment is left as it is."""
     if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
         return
     from threadpoolctl import threadpool_limits
 
-    from .backends import cpu_threads
+    threadpool_limits(limits=cores_per_rank(), user_api="blas")
 
-    threadpool_limits(limits=cpu_threads.core_count(), user_api="blas")
+
+def cores_per_rank() -> int:
+    """The cores this process may run on: under MPI the ranks on one node share its
+    cores, each taking ``cores // ranks_per_node`` (at least one), unless the launcher (or
+    the user, ``taskset``) has bound it to fewer cores than the machine has, which are
+    then its own. Without MPI: the cores it may run on."""
+    machine = max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine
+    ranks = ranks_per_node()
+    if ranks > 1 and cores >= machine:
+        cores //= ranks
+    return max(1, cores)
 
 
 def ranks_per_node() -> int:

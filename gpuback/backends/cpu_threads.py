@@ -66,16 +66,9 @@ BLAS_THREADED_MIN = 1 << 18
 
 @functools.cache
 def core_count() -> int:
-    """The cores this process may run on. Under MPI (``gpuback.distributed``) the ranks on
-    one node share its cores: each takes ``cores // ranks_per_node`` (at least one), unless
-    the launcher (or the user, ``taskset``) has bound it to fewer cores than the machine
-    has, which are then its own."""
-    machine = max(1, os.cpu_count() or 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine
-    ranks = distributed.ranks_per_node()
-    if ranks > 1 and cores >= machine:
-        cores //= ranks
-    return max(1, cores)
+    """The threads the cpu backend runs: the cores this process may run on, its share of
+    them under MPI (``gpuback.distributed.cores_per_rank``, cached here)."""
+    return distributed.cores_per_rank()
 
 
 # --- the pool -------------------------------------------------------------------------------
