@@ -2,14 +2,14 @@
 
 One NCCL communicator per MPI job: rank 0 makes the unique id, MPI broadcasts it (MPI only
 starts NCCL up; CUDA-aware MPI is not assumed), every rank joins with its rank on the GPU
-it uses (``cuda_device.use_local_gpu``: its local rank's). Every collective is enqueued,
-never waited for on the host: a blocking one (``sum``, ``max``, ``broadcast``) on the
-step's stream, in its order; a bucket's (``start_sum``, ``gpuback.buckets``) on a stream
-of its own, after an event recorded on the step's stream where the bucket's gradients are
-final, so it runs while the rest of backward does; its ``wait`` makes the step's stream
-wait for it (an event again), before anything reads the summed gradients. Under the
-simulator there is no NCCL: the buffers are host arrays and MPI sums them
-(``gpuback.distributed``).
+it uses (its local rank's, made current when the cuda backend is first asked for:
+``cuda_device``). Every collective is enqueued, never waited for on the host: a blocking
+one (``sum``, ``max``, ``broadcast``) on the step's stream, in its order; a bucket's
+(``start_sum``, ``gpuback.buckets``) on a stream of its own, after an event recorded on
+the step's stream where the bucket's gradients are final, so it runs while the rest of
+backward does; its ``wait`` makes the step's stream wait for it (an event again), before
+anything reads the summed gradients. Under the simulator there is no NCCL: the buffers are
+host arrays and MPI sums them (``gpuback.distributed``).
 """
 
 from __future__ import annotations
@@ -71,14 +71,16 @@ class NcclCollectives:
     def start_sum(self, buffer: Any) -> PendingOnSide:
         """The sum of ``buffer`` over the ranks started on the buckets' stream once the
         step's stream has reached this point; ``wait()`` orders the step's stream after it."""
-        cuda = self.cupy.cuda
-        ready = cuda.Event(block=False, disable_timing=True)
-        ready.record(cuda.get_current_stream())
-        self.side.wait_event(ready)
+        self.side.wait_event(self._event(self.cupy.cuda.get_current_stream()))
         self._reduce(buffer, self.nccl.NCCL_SUM, self.side)
-        done = cuda.Event(block=False, disable_timing=True)
-        done.record(self.side)
-        return PendingOnSide(done)
+        return PendingOnSide(self._event(self.side))
+
+    def _event(self, stream: Any) -> Any:
+        """An event recorded on ``stream`` now (``cuda_device.record_event``'s kind, on a
+        stream of choice)."""
+        event = self.cupy.cuda.Event(block=False, disable_timing=True)
+        event.record(stream)
+        return event
 
 
 class PendingOnSide:
