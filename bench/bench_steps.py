@@ -15,8 +15,9 @@ import functools
 
 import pytest
 
-from gpuback import bench, bench_torch
 from gpuback.backends import available_backends
+from gpuback.benchmark import suite as bench
+from gpuback.benchmark import torch_peers as bench_torch
 
 
 @functools.cache

@@ -8,10 +8,10 @@ Run it alone and under mpiexec, and compare the lines it prints::
 
 Each run trains ``--epochs`` epochs of random data (the first a warm-up: kernel compilation
 and first-touch allocation) and reports the last epoch: samples per second over the job,
-the all-reduces per step (the gradient buckets, ``--bucket-mb``: ``gpuback.buckets``), the
-seconds rank 0's steps spent waiting on them (starting, driving and waiting for them: the
-part not hidden behind backward) and their share of the epoch, beside the threads each
-rank's cpu backend runs.
+the all-reduces per step (the gradient buckets, ``--bucket-mb``:
+``gpuback.distributed.buckets``), the seconds rank 0's steps spent waiting on them
+(starting, driving and waiting for them: the part not hidden behind backward) and their
+share of the epoch, beside the threads each rank's cpu backend runs.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 import gpuback
-from gpuback import distributed, optim, training
-from gpuback.backends import cpu_threads
+from gpuback.backends.cpu import threads as cpu_threads
+from gpuback.distributed import mpi as distributed
+from gpuback.optim import optimizers as optim
+from gpuback.training import loop as training
 
 
 class TimedWorld:

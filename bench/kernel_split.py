@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from gpuback import bench, optim
-from gpuback.backends import cpu_backend
+from gpuback.backends.cpu import backend as cpu_backend
+from gpuback.benchmark import suite as bench
 from gpuback.network import Network
+from gpuback.optim import optimizers as optim
 
 DENSE_OPS = ("dense_forward", "dense_backward", "dense_weight_grad")
 OPS = ("sparse_forward", "sparse_block_backward", "sparse_backward", "sparse_weight_grad",

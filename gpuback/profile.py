@@ -1,82 +1,21 @@
-"""What the cuda backend asks of the device: counters users can read.
+"""What the cuda backend asks of the device, counted: ``gpuback.profile.counters()``.
 
-    with gpuback.profile.counters() as c:
-        net.fit(X, y, epochs=1)
-    print(c.launches, c.gemms, c.host_to_device, c.device_to_host, c.host_waits,
-          c.allocations)
-
-Counted on the cuda backend, on a GPU or under the Numba CUDA simulator, at the one
-module that touches the device (``gpuback.backends.cuda_device``; allocations through the
-hooks the backend registry hands out):
-
-* ``launches``: kernels launched (gpuback's Numba kernels, and CuPy's element-wise
-  copies and fills when gpuback asks for one);
-* ``gemms``: cuBLAS calls (dense products);
-* ``host_to_device`` / ``device_to_host``: copies between host and device memory;
-* ``host_waits``: every time the host blocks until the device has finished (a
-  device-to-host copy is one, as is an explicit synchronisation);
-* ``allocations``: device buffers gpuback allocates. On a GPU a CuPy memory hook
-  counts every request to CuPy's memory pool while the counters are open, so an
-  allocation CuPy makes on gpuback's behalf (a temporary) counts too; under the
-  simulator, device arrays are a NumPy subclass that counts every new array created
-  from them, temporaries included.
-
-The numpy and cpu backends never touch a device: their counts stay zero.
-Counters nest; each open one counts everything that happens while it is open.
-"""
+The public path of ``gpuback.diagnostics.profiling``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from .diagnostics.profiling import (
+    FIELDS,
+    Counts,
+    active,
+    count,
+    counters,
+)
 
-FIELDS = ("launches", "gemms", "host_to_device", "device_to_host", "host_waits", "allocations")
-
-
-@dataclass
-class Counts:
-    """Integer counts of device work, one attribute per kind (see the module docstring)."""
-
-    launches: int = 0
-    gemms: int = 0
-    host_to_device: int = 0
-    device_to_host: int = 0
-    host_waits: int = 0
-    allocations: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def __sub__(self, other: Counts) -> Counts:
-        return Counts(*(getattr(self, f) - getattr(other, f) for f in FIELDS))
-
-
-_open: list[Counts] = []
-
-
-def count(field: str, n: int = 1) -> None:
-    """Add ``n`` to ``field`` of every open counter (called by ``cuda_device``)."""
-    for counts in _open:
-        setattr(counts, field, getattr(counts, field) + n)
-
-
-def active() -> bool:
-    """Whether any counter is open."""
-    return bool(_open)
-
-
-@contextmanager
-def counters() -> Iterator[Counts]:
-    """A ``Counts`` that counts the device work done while the ``with`` block runs."""
-    from .backends import allocation_hooks
-
-    counts = Counts()
-    _open.append(counts)
-    try:
-        with ExitStack() as stack:
-            for hook in allocation_hooks():
-                stack.enter_context(hook)
-            yield counts
-    finally:
-        _open.remove(counts)
+__all__ = [
+    "FIELDS",
+    "Counts",
+    "active",
+    "count",
+    "counters",
+]

@@ -24,8 +24,8 @@ import math
 
 from numba import cuda, int64
 
-from ..loss_scale import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW
 from .device import grid_1d
+from .scalar import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW
 from .signatures import INDEX, kernel_table
 
 

@@ -33,22 +33,12 @@ GELU_K = 0.044715
 # Codes written to ``status[1]`` when a step first goes non-finite (``status[0]`` = the step).
 LOSS_NOT_FINITE = 1
 GRADIENT_NOT_FINITE = 2
-
-
-def loss_kernel(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
-                losses: Any, correct: Any) -> tuple[str, tuple]:
-    """Which loss kernel a backend runs, and its arguments after the sample index or range:
-    ``sum_of_squares`` needs the output activation's code, class labels (``t`` of shape
-    (batch,)) take ``cross_entropy_labels``; the deltas carry 1/N (``inv_batch``, a Python
-    float: a backend casts it to its kernels' float type)."""
-    inv_batch = 1.0 / a.shape[1]
-    if loss == "sum_of_squares":
-        return loss, (a, y, t, delta, losses, correct, CODES[activation], inv_batch)
-    if loss == "cross_entropy" and t.ndim == 1:
-        return "cross_entropy_labels", (a, y, t, delta, losses, correct, inv_batch)
-    if loss not in ("cross_entropy", "binary_cross_entropy"):
-        raise ValueError(f"loss: unknown {loss!r}")
-    return loss, (a, y, t, delta, losses, correct, inv_batch)
+# fp16 dynamic loss scaling (``gpuback.loss_scale``): the code of a step whose unscaled
+# gradients are not finite (``step_status[1]``), and what an overflow and
+# ``growth_interval`` clean steps in a row multiply the scale by (PyTorch GradScaler's rule)
+SCALE_OVERFLOW = 3
+BACKOFF_FACTOR = 0.5
+GROWTH_FACTOR = 2.0
 
 
 def better(value, index, best, best_index):

@@ -232,7 +232,7 @@ def _skip_unsupported(item: pytest.Item) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from gpuback.backends import cuda_device
+    from gpuback.backends.cuda import device as cuda_device
 
     state = cuda_device.status()
     for item in items:

@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 import gpuback
-from gpuback import checkpoint, distributed, optim, training
+from gpuback.checkpoint import files as checkpoint
+from gpuback.distributed import mpi as distributed
+from gpuback.optim import optimizers as optim
+from gpuback.training import loop as training
 
 SPEC = gpuback.mlp_spec([5, 7, 6, 3], activation="tanh")
 
@@ -123,7 +126,7 @@ def bad(out: Path) -> None:
     share (``overflow``)."""
     import threadpoolctl
 
-    from gpuback.backends import cpu_threads
+    from gpuback.backends.cpu import threads as cpu_threads
 
     world = distributed.world()
     record: dict[str, Any] = {"rank": world.rank, "size": world.size,

@@ -24,8 +24,8 @@ from random_specs import ELEMENTWISE, random_edges
 from tolerances import TOLERANCES, rel_error
 
 from gpuback.backends import numpy_backend
-from gpuback.plan import SparseIndex
-from gpuback.precision import round_to
+from gpuback.backends.precision import round_to
+from gpuback.core.plan import SparseIndex
 
 # The ops that compute nothing on the network's numbers (buffers, values, staging,
 # description): tests/test_backends.py checks those; the cases below cover all the others.

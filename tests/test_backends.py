@@ -12,18 +12,17 @@ import pathlib
 import numpy as np
 import pytest
 
-from gpuback.backends import (
-    OP_SET,
-    backend_module,
-    backend_names,
-    get_backend,
-)
+from gpuback.backends import OP_SET, backend_module, backend_names, get_backend
 from gpuback.backends.protocol import Backend
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gpuback"
 BACKEND_MODULES = {p.stem for p in (PACKAGE / "backends").glob("*.py")} - {"__init__"}
-# what orchestration may take from gpuback/backends: the registry, and the protocol's types
-ALLOWED = {"gpuback.backends", "gpuback.backends.protocol", "gpuback.backends.status"}
+# what the rest of gpuback may take from gpuback/backends: the registry, the protocol's
+# types, and the facts every backend shares: the precisions, the device counters, and where
+# an MPI launcher placed the process
+ALLOWED = {"gpuback.backends", "gpuback.backends.protocol", "gpuback.backends.status",
+           "gpuback.backends.precision", "gpuback.backends.counters",
+           "gpuback.backends.launcher"}
 
 
 def _protocol_members() -> dict[str, inspect.Signature | None]:
@@ -84,11 +83,14 @@ def _imports(path: pathlib.Path) -> list[tuple[str, int]]:
 
 
 def _orchestration() -> list[pathlib.Path]:
-    return sorted(p for p in PACKAGE.glob("*.py"))
+    """Every module of gpuback outside its backends."""
+    return sorted(p for p in PACKAGE.rglob("*.py")
+                  if "backends" not in p.relative_to(PACKAGE).parts)
 
 
 def test_only_the_registry_imports_backend_modules() -> None:
-    offenders = [f"{path.name}:{line} imports {module}" for path in _orchestration()
+    offenders = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+                 for path in _orchestration()
                  for module, line in _imports(path)
                  if module.startswith("gpuback.backends.") and module not in ALLOWED]
     assert not offenders, offenders

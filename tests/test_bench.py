@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import bench
-from gpuback.cli import EXIT_USAGE, main
-from gpuback.spec import mlp_spec, sparse_mlp_spec
+from gpuback.benchmark import suite as bench
+from gpuback.cli.app import EXIT_USAGE, main
+from gpuback.core.spec import mlp_spec, sparse_mlp_spec
 
 
 def test_quick_bench_runs_every_kind_of_case_and_writes_json(tmp_path, capsys) -> None:

@@ -8,10 +8,10 @@ import pytest
 from random_specs import chain_spec, random_dag_spec
 
 import gpuback
-from gpuback.buckets import cut_buckets
-from gpuback.param_options import owners
-from gpuback.plan import compile_plan
-from gpuback.spec import validate_spec
+from gpuback.core.plan import compile_plan
+from gpuback.core.spec import validate_spec
+from gpuback.distributed.buckets import cut_buckets
+from gpuback.optim.param_options import owners
 
 SPECS = [("chain", chain_spec([5, 7, 6, 3], "tanh", "cross_entropy")),
          ("sparse-chain", chain_spec([5, 5, 3, 3], "softplus", "cross_entropy", kind="sparse",
@@ -22,7 +22,7 @@ SPECS += [(f"dag-{seed}", random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)))
 
 def _plan_and_layout(spec: dict):
     plan = compile_plan(validate_spec(spec))
-    return plan, gpuback.flat.FlatLayout.of(plan.parameter_shapes())
+    return plan, gpuback.core.layout.FlatLayout.of(plan.parameter_shapes())
 
 
 @pytest.mark.parametrize(("name", "spec"), SPECS, ids=[n for n, _ in SPECS])

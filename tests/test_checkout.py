@@ -2,10 +2,10 @@
 
 ``kernels/`` sits at the top of the repository and ships as ``gpuback.kernels``
 (pyproject's ``package-dir``). Run uninstalled from a checkout, ``gpuback/`` has no
-``kernels`` inside, and ``gpuback/_checkout.py`` registers the top-level ``kernels/`` under
-that name. Each case here runs in a subprocess on a copy of the checkout in ``tmp_path``
-(the repository is left alone, and the copy is what gets imported, not the installed
-package this test session runs on):
+``kernels`` inside, and ``gpuback/__init__.py`` (``_alias_checkout_kernels``) registers the
+top-level ``kernels/`` under that name. Each case here runs in a subprocess on a copy of
+the checkout in ``tmp_path`` (the repository is left alone, and the copy is what gets
+imported, not the installed package this test session runs on):
 
 * a script in the checkout's root, ``python script.py``: README.md's first Python example;
 * ``python -m pytest`` in the checkout's root, on a small test file written into the copy;
@@ -36,7 +36,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache")
-NO_ALIAS = '"""Switched off by tests/test_checkout.py: nothing registers kernels/."""\n'
+ALIAS_CALL = "_alias_checkout_kernels()  # before anything imports gpuback.kernels"
 MISSING_KERNELS = "ModuleNotFoundError: No module named 'gpuback.kernels'"
 
 # Appended to README.md's first example: the float32 network on backend="auto" computes what
@@ -108,7 +108,10 @@ def copy_checkout(dest: Path, *, tests: bool = False) -> Path:
 
 
 def switch_off_the_alias(checkout: Path) -> None:
-    (checkout / "gpuback" / "_checkout.py").write_text(NO_ALIAS)
+    init = checkout / "gpuback" / "__init__.py"
+    source = init.read_text()
+    assert source.count(ALIAS_CALL) == 1
+    init.write_text(source.replace(ALIAS_CALL, "pass  # switched off by tests/test_checkout.py"))
 
 
 def readme_first_example() -> str:

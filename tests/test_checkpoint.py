@@ -10,8 +10,9 @@ from checkpoint_files import current, rewrite
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback import checkpoint, optim
-from gpuback.checkpoint import CheckpointError
+from gpuback.checkpoint import files as checkpoint
+from gpuback.checkpoint.files import CheckpointError
+from gpuback.optim import optimizers as optim
 
 N = {False: 120, True: 16}  # training samples at full speed, and on a simulated backend
 

@@ -36,8 +36,10 @@ import pytest
 from checkpoint_files import current, entries, only_one_version, version_folder
 
 import gpuback
-from gpuback import checkpoint, optim, versioned_dir
-from gpuback.checkpoint import CheckpointError
+from gpuback.checkpoint import files as checkpoint
+from gpuback.checkpoint import versioned_dir
+from gpuback.checkpoint.files import CheckpointError
+from gpuback.optim import optimizers as optim
 
 SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh")
 EVENTS = {"open", "os.rename", "os.mkdir", "os.rmdir", "os.remove", "shutil.rmtree",

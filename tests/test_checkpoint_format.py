@@ -21,8 +21,10 @@ import safetensors.numpy
 from checkpoint_files import current, edit_json, entries, only_one_version, rewrite, version_folder
 
 import gpuback
-from gpuback import checkpoint, optim, versioned_dir
-from gpuback.checkpoint import CheckpointError
+from gpuback.checkpoint import files as checkpoint
+from gpuback.checkpoint import versioned_dir
+from gpuback.checkpoint.files import CheckpointError
+from gpuback.optim import optimizers as optim
 
 # A group name with a slash: the optimiser state file keys its tensors "<parameter>/<buffer>".
 SPEC = {"groups": [{"name": "x", "size": 3}, {"name": "a/b", "size": 4, "activation": "tanh"},

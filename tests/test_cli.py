@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import checkpoint, cli, optim, train_command
-from gpuback.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.checkpoint import files as checkpoint
+from gpuback.cli import app as cli
+from gpuback.cli import train as train_command
+from gpuback.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.optim import optimizers as optim
 
 
 def test_train_on_the_embedded_digits(tmp_path, capsys) -> None:
@@ -108,7 +111,7 @@ def test_explain_prints_the_terms_and_the_check(capsys) -> None:
 
 
 def test_explain_a_saved_model(tmp_path, capsys) -> None:
-    from gpuback.explain import DEMO_SPEC
+    from gpuback.diagnostics.explanation import DEMO_SPEC
 
     gpuback.Network(DEMO_SPEC, dtype="float32", seed=4).save(tmp_path / "m")
     assert main(["explain", "--model", str(tmp_path / "m"), "--group", "g2"]) == 0

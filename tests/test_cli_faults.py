@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import bench, checkpoint, cli, train_command
-from gpuback.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.benchmark import suite as bench
+from gpuback.checkpoint import files as checkpoint
+from gpuback.cli import app as cli
+from gpuback.cli import train as train_command
+from gpuback.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
 
 SMALL = ["--hidden", "8", "--backend", "numpy", "--no-progress", "--epochs", "2"]
 
@@ -233,7 +236,7 @@ def test_ctrl_c_in_other_commands(command, capsys, monkeypatch) -> None:
     monkeypatch.setattr(bench, "run", _raising(KeyboardInterrupt()))
     monkeypatch.setattr(cli, "gradcheck", _raising(KeyboardInterrupt()))
     # (the module: gpuback.info is the function)
-    monkeypatch.setattr(importlib.import_module("gpuback.info"), "info",
+    monkeypatch.setattr(importlib.import_module("gpuback.diagnostics.report"), "info",
                         _raising(KeyboardInterrupt()))
     assert main(command) == EXIT_INTERRUPTED
     assert _one_line(capsys) == f"gpuback {command[0]}: interrupted"

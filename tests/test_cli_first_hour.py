@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import training
-from gpuback.cli import EXIT_USAGE, main
+from gpuback.cli.app import EXIT_USAGE, main
+from gpuback.training import loop as training
 
 TINY = ["--hidden", "8", "--epochs", "2", "--backend", "numpy", "--no-progress"]
 
@@ -239,7 +239,7 @@ def test_explain_a_model_trained_by_the_cli(trained: Path, capsys) -> None:
 
 
 def test_explain_picks_the_group_that_feeds_the_most_groups() -> None:
-    from gpuback.explain import DEMO_SPEC, default_group
+    from gpuback.diagnostics.explanation import DEMO_SPEC, default_group
 
     assert default_group(gpuback.Network(DEMO_SPEC, backend="numpy")) == "h"
     two = gpuback.Network(gpuback.mlp_spec([3, 4, 5, 2]), backend="numpy")

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import checkpoint, datasets, training
-from gpuback.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
-from gpuback.spec import validate_spec
+from gpuback.checkpoint import files as checkpoint
+from gpuback.cli.app import EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.core.spec import validate_spec
+from gpuback.datasets import loaders as datasets
+from gpuback.training import loop as training
 
 FAST = ["--backend", "numpy", "--no-progress"]
 SKIP_SIZES = ["64", "32", "32", "10"]

@@ -12,7 +12,9 @@ from random_specs import ELEMENTWISE, SPEC_CASES, chain_spec, random_dag_spec, r
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback.backends import OP_SET, cpu_backend, cpu_threads, resolve_backend_name
+from gpuback.backends import OP_SET, resolve_backend_name
+from gpuback.backends.cpu import backend as cpu_backend
+from gpuback.backends.cpu import threads as cpu_threads
 
 OP_CASES = [c for dtype in DTYPES for c in cases(dtype)]
 

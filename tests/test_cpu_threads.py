@@ -15,7 +15,7 @@ from random_specs import chain_spec, random_dag_spec, random_data
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 import gpuback
-from gpuback.backends import cpu_threads
+from gpuback.backends.cpu import threads as cpu_threads
 
 TIMEOUT_S = 30  # a deadlock fails the test after this long instead of hanging the run
 
@@ -206,7 +206,7 @@ def test_error_leaves_no_range_writing_after_return() -> None:
 NESTED = """
 import os
 import numpy as np
-from gpuback.backends import cpu_threads
+from gpuback.backends.cpu import threads as cpu_threads
 
 cpu_threads.core_count = lambda: 4
 cpu_threads.SPLIT_MIN_WORK = cpu_threads.SPLIT_MIN_PRODUCT = cpu_threads.BLAS_THREADED_MIN = 0

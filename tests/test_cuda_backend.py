@@ -11,8 +11,9 @@ from tolerances import TOLERANCES, rel_error
 
 import gpuback
 from gpuback import profile
-from gpuback.backends import cuda_backend, cuda_device
-from gpuback.checks import check_inputs, check_targets
+from gpuback.backends.cuda import backend as cuda_backend
+from gpuback.backends.cuda import device as cuda_device
+from gpuback.core.checks import check_inputs, check_targets
 
 MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
 DTYPES = ["float64", "float32"]
@@ -146,7 +147,7 @@ def test_auto_never_picks_the_simulator() -> None:
 
 
 def _best_cpu_backend() -> str:
-    from gpuback.backends import cpu_backend
+    from gpuback.backends.cpu import backend as cpu_backend
 
     return "cpu" if cpu_backend.status().usable else "numpy"
 

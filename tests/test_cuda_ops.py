@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from op_checks import DTYPES, NON_COMPUTING_OPS, STATUS_CLEAR, cases, check_case
 
-from gpuback.backends import OP_SET, cuda_backend, numpy_backend
+from gpuback.backends import OP_SET, numpy_backend
+from gpuback.backends.cuda import backend as cuda_backend
 from gpuback.backends.numpy_backend import GRADIENT_NOT_FINITE, LOSS_NOT_FINITE
 
 MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]

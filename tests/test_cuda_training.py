@@ -13,8 +13,10 @@ import pytest
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback import optim, profile
-from gpuback.backends import cuda_backend, cuda_device
+from gpuback import profile
+from gpuback.backends.cuda import backend as cuda_backend
+from gpuback.backends.cuda import device as cuda_device
+from gpuback.optim import optimizers as optim
 
 MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
 # Per steady-state step of a 3-layer MLP with Adam (issue budget): at most this many

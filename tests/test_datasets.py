@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuback import datasets
-from gpuback.datasets import DataError, load_digits, load_file, load_idx, split
+from gpuback.datasets import loaders as datasets
+from gpuback.datasets.loaders import DataError, load_digits, load_file, load_idx, split
 
 # ---------------------------------------------------------------------------- digits
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpuback import distributed
 from gpuback.backends import backend_status
+from gpuback.distributed import mpi as distributed
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "distributed_worker.py"

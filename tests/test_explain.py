@@ -9,7 +9,7 @@ import pytest
 from tolerances import DISTINCT, TOLERANCES, rel_error
 
 import gpuback
-from gpuback.explain import DEMO_SPEC, explain
+from gpuback.diagnostics.explanation import DEMO_SPEC, explain
 
 TOL = TOLERANCES["float64"]
 

@@ -25,14 +25,14 @@ from tolerances import TOLERANCES
 
 import gpuback
 from gpuback.backends import backend_module
-from gpuback.gradcheck import (
+from gpuback.core.spec import ACTIVATIONS
+from gpuback.diagnostics.gradient_check import (
     KINKED_ACTIVATIONS,
     GradcheckReport,
     ParameterCheck,
     derivative_along,
     gradcheck,
 )
-from gpuback.spec import ACTIVATIONS
 
 TOL = TOLERANCES["float64"]["gradcheck"]
 EPS = 2e-3  # gradcheck's default step
@@ -234,7 +234,8 @@ def test_the_finite_differences_run_on_the_network_s_own_backend(backend: str,
             made.append((self.backend, self.dtype))
 
     # the module (the package's attribute gradcheck is the function)
-    monkeypatch.setattr(importlib.import_module("gpuback.gradcheck"), "Network", Recorded)
+    module = importlib.import_module("gpuback.diagnostics.gradient_check")
+    monkeypatch.setattr(module, "Network", Recorded)
     net = gpuback.Network(gpuback.mlp_spec([2, 3, 2], activation="tanh"), backend=backend,
                           dtype="float32")
     gradcheck(net, np.array([[0.3, -0.2]]), np.array([1]), mode="direction", n_directions=1)

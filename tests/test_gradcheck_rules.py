@@ -9,7 +9,7 @@ import pytest
 
 import gpuback
 from gpuback.backends import numpy_backend
-from gpuback.gradcheck import GradcheckReport, ParameterCheck, gradcheck
+from gpuback.diagnostics.gradient_check import GradcheckReport, ParameterCheck, gradcheck
 
 SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh")
 

@@ -20,8 +20,8 @@ from random_specs import ELEMENTWISE, chain_spec, random_dag_spec, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
+from gpuback.core.spec import weight_name
 from gpuback.interop import INSTALL_HINT, from_torch, to_torch
-from gpuback.spec import weight_name
 
 torch = pytest.importorskip("torch", reason="gpuback.interop needs PyTorch "
                                             "(pip install 'gpuback[torch]')")

@@ -10,7 +10,7 @@ from random_specs import SIM_CASES, SPEC_CASES, random_data
 from tolerances import DISTINCT, TOLERANCES, rel_error
 
 import gpuback
-from gpuback.explain import DEMO_SPEC
+from gpuback.diagnostics.explanation import DEMO_SPEC
 
 DTYPES = ["float64", "float32"]
 DAGS = [c for c in SPEC_CASES if c[0].startswith("dag")]

@@ -27,7 +27,8 @@ EDITED_RELU_LINE = "return a + a if a > zero else zero"
 PROBE = """
 import json
 import numpy as np
-from gpuback.backends import cpu_kernels, kernel_cache
+from gpuback.backends.cpu import kernel_cache
+from gpuback.backends.cpu import kernels as cpu_kernels
 from gpuback.kernels.scalar import CODES
 a = np.array([[-1.0, 0.5, 2.0]], dtype=np.float32)
 b = np.zeros(1, dtype=np.float32)

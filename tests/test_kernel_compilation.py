@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 
+import kernel_report
 import pytest
 
-from gpuback import kernel_report
+REPORT = kernel_report.__file__
 
 ARCHS = ("sm_80", "sm_90")
 FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers")
@@ -38,9 +39,8 @@ def run_report(*args: str, simulator: bool = False) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     if simulator:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
-    # Run outside the source tree: ``python -m`` puts the working directory first on sys.path,
-    # and the checkout's gpuback/ has no kernels/ inside it (only the installed package does).
-    return subprocess.run([sys.executable, "-m", "gpuback.kernel_report", *args], env=env,
+    # Run outside the source tree: the report of the gpuback that is installed.
+    return subprocess.run([sys.executable, str(REPORT), *args], env=env,
                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
                           timeout=600, check=False)
 

@@ -21,8 +21,10 @@ import pytest
 from op_checks import STATUS_CLEAR, Case, Sparse, cases, check_case
 from random_specs import random_edges
 
-from gpuback.backends import cuda_backend, cuda_device, cuda_launch
-from gpuback.plan import SparseIndex
+from gpuback.backends.cuda import backend as cuda_backend
+from gpuback.backends.cuda import device as cuda_device
+from gpuback.backends.cuda import launch as cuda_launch
+from gpuback.core.plan import SparseIndex
 
 MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
 # batches beyond the lanes of a row (8 simulated, 32 at the GPU block shape), not multiples

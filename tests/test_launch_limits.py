@@ -22,8 +22,11 @@ import numpy as np
 import pytest
 from op_checks import NON_COMPUTING_OPS, cases, check_case
 
-from gpuback.backends import OP_SET, cuda_backend, cuda_device, cuda_launch
-from gpuback.backends.cuda_launch import REDUCE_CAPACITY
+from gpuback.backends import OP_SET
+from gpuback.backends.cuda import backend as cuda_backend
+from gpuback.backends.cuda import device as cuda_device
+from gpuback.backends.cuda import launch as cuda_launch
+from gpuback.backends.cuda.launch import REDUCE_CAPACITY
 
 MAX_X, MAX_YZ, MAX_THREADS = 2**31 - 1, 65_535, 1024
 SPARSE95_EDGES = round(0.05 * 4096 * 4096)  # 838,861: gridDim.y 104,858 with the old launch
@@ -230,7 +233,7 @@ def test_cuda_backend_launches_only_through_cuda_device() -> None:
 
 
 def test_every_kernel_has_a_work_entry() -> None:
-    from gpuback import kernel_report
+    import kernel_report
 
     assert set(kernel_report.kernel_tables()) == set(WORK)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.lbfgs import fit_lbfgs
+from gpuback.training.lbfgs import fit_lbfgs
 
 pytest.importorskip("scipy", reason="gpuback.lbfgs needs SciPy (the lbfgs extra)")
 from scipy.optimize import minimize

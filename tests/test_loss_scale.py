@@ -10,11 +10,12 @@ import pytest
 from checkpoint_files import edit_json
 
 import gpuback
-from gpuback import checkpoint, loss_scale
 from gpuback.backends import get_backend
-from gpuback.loss_scale import LossScale
-from gpuback.optim import SGD, Adam
-from gpuback.training import TrainingDivergedError
+from gpuback.checkpoint import files as checkpoint
+from gpuback.core import loss_scale
+from gpuback.core.loss_scale import LossScale
+from gpuback.optim.optimizers import SGD, Adam
+from gpuback.training.loop import TrainingDivergedError
 
 SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh", loss="sum_of_squares")
 

@@ -11,7 +11,7 @@ from random_specs import SPEC_CASES, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback.explain import DEMO_SPEC
+from gpuback.diagnostics.explanation import DEMO_SPEC
 
 SMOOTH = {"tanh": lambda a, z: 1 - z * z, "sigmoid": lambda a, z: z * (1 - z),
           "softplus": lambda a, z: 1 / (1 + np.exp(-a)), "identity": lambda a, z: 1 + 0 * a}

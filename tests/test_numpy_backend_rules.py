@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.backends import cuda_device, numpy_backend
+from gpuback.backends import numpy_backend
+from gpuback.backends.cuda import device as cuda_device
 from gpuback.backends.status import BackendStatus
-from gpuback.training import STATUS_WHAT
+from gpuback.training.loop import STATUS_WHAT
 
 
 def test_describe_reports_numpy_and_the_blas_numpy_was_built_with() -> None:

@@ -10,7 +10,7 @@ from random_specs import SIM_CASES, random_data
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback import optim
+from gpuback.optim import optimizers as optim
 
 SPEC = dict(SIM_CASES)["dag-2"]  # dense and sparse blocks, several groups
 STEPS = 5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import optim
+from gpuback.optim import optimizers as optim
 
 SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.plan import SparseIndex, compile_plan
+from gpuback.core.plan import SparseIndex, compile_plan
 
 
 def _random_edges(rng: np.random.Generator, n_src: int, n_dst: int, n_edges: int,

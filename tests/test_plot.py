@@ -1,4 +1,4 @@
-"""gpuback.plot: the training-curve figure (labels, epoch numbers, values, panels), the
+"""gpuback.diagnostics.plots: the training-curve figure (labels, epoch numbers, values, panels), the
 atomic write, the error without matplotlib, and describe_network's titles.
 
 The figure tests need matplotlib, which the `test` extra brings (as the `plot` extra does),
@@ -14,9 +14,9 @@ import textwrap
 import pytest
 
 import gpuback
-from gpuback.explain import DEMO_SPEC
-from gpuback.optim import SGD, Adam, AdamW, Cosine
-from gpuback.plot import TRAIN_LABEL, describe_network, history_figure, plot_history
+from gpuback.diagnostics.explanation import DEMO_SPEC
+from gpuback.diagnostics.plots import TRAIN_LABEL, describe_network, history_figure, plot_history
+from gpuback.optim.optimizers import SGD, Adam, AdamW, Cosine
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MATPLOTLIB = ("matplotlib", "matplotlib.figure", "matplotlib.backends",
@@ -131,7 +131,7 @@ def test_pyplot_and_the_global_backend_are_left_alone(tmp_path):
         import sys
         import matplotlib
         matplotlib.use("svg")
-        from gpuback.plot import plot_history
+        from gpuback import plot_history
         plot_history({{"loss": [2.0, 1.0]}}, {str(tmp_path / "c.png")!r})
         assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
         assert matplotlib.get_backend() == "svg", matplotlib.get_backend()

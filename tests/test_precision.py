@@ -17,7 +17,9 @@ from random_specs import SIM_CASES, SPEC_CASES, random_data
 from tolerances import rel_error
 
 import gpuback
-from gpuback import checkpoint, datasets, optim
+from gpuback.checkpoint import files as checkpoint
+from gpuback.datasets import loaders as datasets
+from gpuback.optim import optimizers as optim
 
 # The unit roundoff of each precision, 2^-(significand bits): tf32 and fp16 keep 10 mantissa
 # bits (11 with the implicit one), bf16 keeps 7 (8).

@@ -19,9 +19,11 @@ from conftest import backend_cases
 from gpuback.kernels.precision import CODES
 
 import gpuback
-from gpuback import Network, optim, param_options, profile
-from gpuback.backends import cuda_backend
-from gpuback.precision import round_to
+from gpuback import Network, profile
+from gpuback.backends.cuda import backend as cuda_backend
+from gpuback.backends.precision import round_to
+from gpuback.optim import optimizers as optim
+from gpuback.optim import param_options
 
 MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
 

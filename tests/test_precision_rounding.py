@@ -17,15 +17,16 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
+import kernel_report
 import ml_dtypes
 import numpy as np
 import pytest
 from gpuback.kernels import precision as kp
 from numba import njit
 
-from gpuback import kernel_report
-from gpuback.precision import (
+from gpuback.backends.precision import (
     PRECISIONS,
     check_precision,
     machine_epsilon,
@@ -375,7 +376,7 @@ def test_cuda_kernel_equals_the_reference_in_the_simulator(values, precision: st
 PTX_PROBE = """
 import json
 from numba import cuda
-from gpuback import kernel_report
+import kernel_report
 from gpuback.kernels import precision
 function, signature = precision.cuda_round_kernel()
 ptx, _ = cuda.compile_ptx(function, signature, cc=(8, 0))
@@ -394,6 +395,7 @@ def test_cuda_kernel_compiles_for_sm80_in_float32() -> None:
     """Compiled by NVVM (a subprocess without the simulator): no ``.f64`` instruction, and
     with ptxas present, no spills."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = str(Path(kernel_report.__file__).parent)  # bench/
     done = subprocess.run([sys.executable, "-c", PTX_PROBE], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=300, check=False)
     if done.returncode and ("NVVM" in done.stderr or "libnvvm" in done.stderr.lower()):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from gpuback import propagation
+from gpuback.core import propagation
 
 
 def test_mean_loss_sums_float32_losses_in_float64() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 import gpuback
 from gpuback.backends import numpy_backend
-from gpuback.plan import SparseIndex
+from gpuback.core.plan import SparseIndex
 
 LONG = 1 << 16
 # Rounding once is within 0.5 ulp; float64's own rounding over 2^16 terms, and the host's

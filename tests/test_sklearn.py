@@ -31,8 +31,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import gpuback
-import gpuback.sklearn as gsk
-from gpuback.sklearn import MLPClassifier, MLPRegressor
+import gpuback.sklearn.estimators as gsk
+from gpuback.sklearn.estimators import MLPClassifier, MLPRegressor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.spec import topological_order
+from gpuback.core.spec import topological_order
 
 
 def test_topological_order_breaks_ties_in_listed_order_not_by_name() -> None:

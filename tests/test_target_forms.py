@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import optim
-from gpuback.checks import check_targets
+from gpuback.core.checks import check_targets
+from gpuback.optim import optimizers as optim
 
 BATCH = 6
 N_IN, N_OUT = 4, 3

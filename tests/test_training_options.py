@@ -16,7 +16,9 @@ import pytest
 from tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback import checkpoint, optim, training
+from gpuback.checkpoint import files as checkpoint
+from gpuback.optim import optimizers as optim
+from gpuback.training import loop as training
 
 EXACT = TOLERANCES["float64"]["invariance"]  # one computation reached two ways
 
@@ -98,7 +100,7 @@ def test_weight_decay_moves_biases_only_when_asked(backend: str, kind: str,
 def test_without_weight_decay_a_plain_network_is_one_update(backend: str) -> None:
     """No decay, factors or frozen parameters: one run over the whole flat buffer, as before
     the options existed; decay on the weights alone: two runs (weights, then biases)."""
-    from gpuback import param_options
+    from gpuback.optim import param_options
 
     net = _dag_net(backend)
     plain = optim.Adam()

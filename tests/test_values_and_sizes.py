@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback import init, memory
+from gpuback import memory
 from gpuback.backends import backend_module, get_backend, host_memory
-from gpuback.datasets import DataError, load_file, load_idx, split
-from gpuback.optim import SGD, Adam, AdamW
+from gpuback.core import init
+from gpuback.datasets.loaders import DataError, load_file, load_idx, split
+from gpuback.optim.optimizers import SGD, Adam, AdamW
 
 F32_MAX = float(np.finfo(np.float32).max)
 TOO_BIG = 1e39  # finite in float64, inf in float32
@@ -266,7 +267,7 @@ def test_split_names_test_fraction_when_it_is_not_a_usable_fraction(fraction, ex
 
 
 def test_the_cli_refuses_an_outlier_label_in_one_line(tmp_path: Path, capsys) -> None:
-    from gpuback.cli import main
+    from gpuback.cli.app import main
 
     code = main(["train", "--data", str(_write(tmp_path, "csv", OUTLIER)), "--epochs", "1",
                  "--backend", "numpy", "--no-progress", "--out", str(tmp_path / "run")])
@@ -376,7 +377,7 @@ def test_a_million_by_million_block_is_refused_with_its_tib_figure(backend: str)
 
 
 def test_the_cli_refuses_a_network_too_large_in_one_line(tmp_path: Path, capsys) -> None:
-    from gpuback.cli import main
+    from gpuback.cli.app import main
 
     code = main(["train", "--hidden", "1000000", "1000000", "--epochs", "1", "--backend",
                  "numpy", "--no-progress", "--out", str(tmp_path / "run")])
@@ -389,8 +390,8 @@ def test_the_cli_counts_the_optimiser_before_drawing_a_weight(tmp_path: Path, ca
                                                                monkeypatch) -> None:
     """A network that fits, whose Adam state does not: refused before the network exists
     (no weight drawn), with the figure of the whole run."""
-    from gpuback import network as network_module
-    from gpuback.cli import main
+    from gpuback.cli.app import main
+    from gpuback.core import engine as network_module
 
     spec = gpuback.mlp_spec([64, 300, 10])
     flat = gpuback.Network(spec).layout.size * 4  # float32 parameter bytes
@@ -488,7 +489,8 @@ def test_the_workspace_figure_is_what_reserve_allocates(backend: str,
     net = gpuback.Network(gpuback.mlp_spec([7, 5, 3]), backend=backend, dtype="float32")
     allocations = Allocations(monkeypatch, backend)
     net.reserve(13)
-    assert sum(allocations.nbytes) == gpuback.workspace.workspace_bytes(net.plan, "float32", 13)
+    assert sum(allocations.nbytes) == \
+        gpuback.core.workspace.workspace_bytes(net.plan, "float32", 13)
     assert net.reserved_batch == 13
 
 
@@ -496,7 +498,7 @@ def test_a_training_run_larger_than_the_free_memory_is_refused(
         backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     net = gpuback.Network(gpuback.mlp_spec([30, 20, 5]), backend=backend, dtype="float32")
     flat = net.layout.size * 4
-    workspace = gpuback.workspace.workspace_bytes(net.plan, "float32", 32)
+    workspace = gpuback.core.workspace.workspace_bytes(net.plan, "float32", 32)
     data = 1000
     need = 2 * flat + workspace + data  # Adam's m and v, the workspace, the data
     _stub_free(monkeypatch, backend, need)

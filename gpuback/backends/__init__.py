@@ -46,8 +46,8 @@ OP_SET = (
 
 # name -> module path, in the order "auto" prefers them (fastest first).
 _BACKENDS = {
-    "cuda": "gpuback.backends.cuda_backend",
-    "cpu": "gpuback.backends.cpu_backend",
+    "cuda": "gpuback.backends.cuda.backend",
+    "cpu": "gpuback.backends.cpu.backend",
     "numpy": "gpuback.backends.numpy_backend",
 }
 AUTO = "auto"
@@ -114,7 +114,9 @@ def get_backend(name: str) -> Backend:
 
 
 if TYPE_CHECKING:  # mypy checks every backend module against the protocol
-    from . import cpu_backend, cuda_backend, numpy_backend
+    from . import numpy_backend
+    from .cpu import backend as cpu_backend
+    from .cuda import backend as cuda_backend
 
     _numpy: Backend = numpy_backend
     _cpu: Backend = cpu_backend

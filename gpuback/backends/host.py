@@ -3,7 +3,7 @@
 overlap on the host.
 
 Which values are device arrays is a property of the value, not of the backend, so the
-identification ops are ``cuda_device``'s own: a host backend handed a CuPy array still
+identification ops are ``gpuback.backends.arrays``': a host backend handed a CuPy array still
 recognises it (and its ``copy_into`` copies it to the host).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import host_memory
-from .cuda_device import array_namespace, as_array, is_device_array  # noqa: F401 (op set)
+from .arrays import array_namespace, as_array, is_device_array  # noqa: F401 (op set)
 
 device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
 

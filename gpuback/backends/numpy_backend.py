@@ -33,11 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import precision
 from ..kernels.precision import CODES as PRECISION_CODES
 from ..kernels.precision import FP32
-from ..plan import SparseIndex
-from . import cuda_device
+from . import arrays, precision
 from .host import (  # noqa: F401  (op set: the same for every host backend)
     allocation_hook,
     array_namespace,
@@ -50,6 +48,7 @@ from .host import (  # noqa: F401  (op set: the same for every host backend)
     record_event,
     wait_for,
 )
+from .protocol import SparseIndex
 from .status import BackendStatus
 
 PRECISION_NAMES = {code: name for name, code in PRECISION_CODES.items()}
@@ -109,7 +108,7 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
 
 def _host(array: Any) -> Any:
     """A device array (CuPy's, say) copied to the host; anything else as it is."""
-    return cuda_device.to_numpy(array) if cuda_device.is_device_array(array) else array
+    return arrays.to_numpy(array) if arrays.is_device_array(array) else array
 
 
 def take_batch(source: np.ndarray, order: np.ndarray, start: int, out: np.ndarray) -> None:
@@ -420,7 +419,7 @@ def _write_rounded(param: np.ndarray, rounded: np.ndarray, code: int) -> None:
 # ``scaler`` is the pair (S, clean steps in a row) in the gradients' float type; ``step_status``
 # an int64 pair like ``status``, cleared before each step's ``unscale_gradients``.
 
-from ..loss_scale import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW  # noqa: E402
+from ..kernels.scalar import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW  # noqa: E402
 
 
 def scale_by_loss_scale(x: np.ndarray, scaler: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 A backend is a module; ``mypy`` checks each one against this protocol (see the bottom
 of ``gpuback/backends/__init__.py``), and ``tests/test_backends.py`` checks that each
-exports exactly these names. Orchestration (``gpuback.propagation``, ``gpuback.training``,
+exports exactly these names. Orchestration (``gpuback.core.propagation``, ``gpuback.training``,
 ``gpuback.optim``) is written against the protocol alone.
 
 Conventions. ``Array`` is the backend's own array type (``numpy.ndarray`` on the host
@@ -20,16 +20,49 @@ host except ``to_host``, none waits for the device except ``to_host`` and ``wait
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..plan import SparseIndex
     from .status import BackendStatus
 
 Array = Any  # numpy.ndarray, cupy.ndarray or a simulator device array: see the docstring
+
+
+@dataclass(frozen=True)
+class SparseIndex:
+    """The index arrays of one sparse block, built by the plan (``gpuback.core.plan``) and
+    handed to ``prepare_index``: int64 COO ``src``, ``dst`` (edge e joins unit ``src[e]`` to
+    unit ``dst[e]``, its weight ``w[e]``); CSR by destination (``dst_ptr``, ``dst_edges``:
+    the edges into each destination unit, in order) and CSC by source (``src_ptr``,
+    ``src_edges``)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    dst_ptr: np.ndarray
+    dst_edges: np.ndarray
+    src_ptr: np.ndarray
+    src_edges: np.ndarray
+
+    @classmethod
+    def from_edges(cls, edges: Sequence[Any], n_src: int, n_dst: int) -> SparseIndex:
+        """From ``[src, dst]``: two equal-length sequences (lists or arrays) of unit numbers."""
+        src = np.asarray(edges[0], dtype=np.int64).reshape(-1)
+        dst = np.asarray(edges[1], dtype=np.int64).reshape(-1)
+        dst_edges = np.argsort(dst, kind="stable")
+        src_edges = np.argsort(src, kind="stable")
+        dst_ptr = np.concatenate([[0], np.cumsum(np.bincount(dst, minlength=n_dst))])
+        src_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n_src))])
+        return cls(src, dst, dst_ptr.astype(np.int64), dst_edges.astype(np.int64),
+                   src_ptr.astype(np.int64), src_edges.astype(np.int64))
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.src.size)
 
 
 class Backend(Protocol):
@@ -87,7 +120,7 @@ class Backend(Protocol):
         """Every entry of a C-contiguous backend array set to zero, in place."""
 
     def prepare_index(self, index: SparseIndex, deterministic: bool) -> Any:
-        """A sparse block's index (``gpuback.plan.SparseIndex``: int64 COO ``src``,
+        """A sparse block's index (``gpuback.core.plan.SparseIndex``: int64 COO ``src``,
         ``dst`` of ``E`` edges and their CSR/CSC orders) in the form this backend's sparse
         ops take; ``deterministic`` asks for a bitwise reproducible ``sparse_backward``."""
 
@@ -113,7 +146,7 @@ class Backend(Protocol):
         backends; the simulator). Else an object with ``sum(buffer)``, ``max(buffer)``,
         ``broadcast(buffer, root)``, in place and enqueued in the step's order, and
         ``start_sum(buffer)``, whose result's ``wait()`` orders what follows after it (the
-        cuda backend's NCCL: ``gpuback.backends.nccl``)."""
+        cuda backend's NCCL: ``gpuback.backends.cuda.nccl``)."""
 
     # --- the streaming of data sets too large for the backend --------------------------
 
@@ -137,7 +170,7 @@ class Backend(Protocol):
 
     def bias_activation(self, activation: str, b: Array, a: Array, z: Array) -> None:
         """``a += b[:, None]`` in place (5.48), then ``z = h(a)`` (5.49); ``a``, ``z``
-        (U, B), ``b`` (U,); ``activation`` a name from ``gpuback.spec.ACTIVATIONS``."""
+        (U, B), ``b`` (U,); ``activation`` a name from ``gpuback.core.spec.ACTIVATIONS``."""
 
     # --- the loss and the output deltas (5.54) -----------------------------------------
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.plan import Plan
+from ..core.spec import LOSS_OUTPUT_ACTIVATION, LOSSES, weight_name
 from ..network import Network
-from ..plan import Plan
-from ..spec import LOSS_OUTPUT_ACTIVATION, LOSSES, weight_name
 from .modules import GroupNetwork, activation_module, activation_name
 
 # The loss paired with an output activation when neither ``loss`` nor the module names one.
@@ -65,7 +65,7 @@ def _torch_parameters(net: Network) -> dict[str, torch.Tensor]:
 
 def _shared_device_tensors(net: Network) -> dict[str, torch.Tensor]:
     """The cuda backend on a GPU: each parameter (a CuPy view of the one flat buffer,
-    ``gpuback.flat``) as a torch CUDA tensor on the same memory, by DLPack, no copy."""
+    ``gpuback.core.layout``) as a torch CUDA tensor on the same memory, by DLPack, no copy."""
     return {name: torch.from_dlpack(view)
             for name, view in net.layout.views(net.flat_parameters).items()}
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..plan import compile_plan
-from ..spec import ACTIVATIONS, validate_spec
+from ..core.plan import compile_plan
+from ..core.spec import ACTIVATIONS, validate_spec
 
 LEAKY_SLOPE = 0.01  # gpuback's leaky_relu slope (numpy backend's LEAKY_SLOPE; kernels/scalar.py)
 

@@ -183,32 +183,32 @@ MUTANTS = [
            "first",
            (CUDA_OPS, *k("adam_update", "status0")),
            "Adam uses m instead of m_hat = m / (1 - beta1^t)"),
-    # --- CPU kernels (gpuback/backends/cpu_kernels.py) ----------------------------------------
-    Mutant("cpu-gather-assigns", "missing accumulate", "gpuback/backends/cpu_kernels.py",
+    # --- CPU kernels (gpuback/backends/cpu/kernels.py) ----------------------------------------
+    Mutant("cpu-gather-assigns", "missing accumulate", "gpuback/backends/cpu/kernels.py",
            "                row[s] += we * src[s]",
            "                row[s] = we * src[s]",
            (CPU_OPS, *k("sparse_forward")),
            "the CPU gather keeps only a row's last edge (= for +=)"),
     Mutant("cpu-gather-ignores-accumulate-flag", "missing accumulate",
-           "gpuback/backends/cpu_kernels.py",
+           "gpuback/backends/cpu/kernels.py",
            "        if not accumulate:\n            row[:] = 0.0",
            "        if False:\n            row[:] = 0.0",
            (CPU_OPS, *k("sparse_backward", "acc0")),
            "the CPU gather always adds to its output, also when told to overwrite it"),
-    Mutant("cpu-row-sum-range-off-by-one", "off-by-one range", "gpuback/backends/cpu_kernels.py",
+    Mutant("cpu-row-sum-range-off-by-one", "off-by-one range", "gpuback/backends/cpu/kernels.py",
            "    for r in range(lo, hi):\n        total = 0.0\n        for n in range(x.shape[1]):",
            "    for r in range(lo, hi - 1):\n        total = 0.0\n"
            "        for n in range(x.shape[1]):",
            (CPU_OPS, *k("bias_grad")),
            "row_sum stops one row short of its range"),
-    Mutant("cpu-take-batch-ignores-start", "wrong index", "gpuback/backends/cpu_kernels.py",
+    Mutant("cpu-take-batch-ignores-start", "wrong index", "gpuback/backends/cpu/kernels.py",
            "        row = source[order[start + i]]",
            "        row = source[order[i]]",
            (CPU_OPS, *k("take_batch")),
            "the CPU mini-batch gather reads the epoch order from 0, not from start"),
-    # --- CPU range splits (gpuback/backends/cpu_threads.py) --------------------------------
+    # --- CPU range splits (gpuback/backends/cpu/threads.py) --------------------------------
     Mutant("cpu-split-drops-last-range", "off-by-one range split",
-           "gpuback/backends/cpu_threads.py",
+           "gpuback/backends/cpu/threads.py",
            "run_ranges(lambda lo, hi: kernel(lo, hi, *args), "
            "[n * i // parts for i in range(parts + 1)])",
            "run_ranges(lambda lo, hi: kernel(lo, hi, *args), "
@@ -216,25 +216,25 @@ MUTANTS = [
            (CPU_SPLIT, *k("bias_grad")),
            "run_split's last range ends at n - 1"),
     Mutant("cpu-balanced-bounds-off-by-one", "off-by-one range split",
-           "gpuback/backends/cpu_threads.py",
+           "gpuback/backends/cpu/threads.py",
            "    return [0, *np.searchsorted(ptr, targets).tolist(), n_rows]",
            "    return [0, *np.searchsorted(ptr, targets).tolist(), n_rows - 1]",
            (CPU_SPLIT, *k("sparse_forward")),
            "the edge-balanced split of a sparse gather drops the last row"),
     Mutant("cpu-product-split-drops-last-range", "off-by-one range split",
-           "gpuback/backends/cpu_threads.py",
+           "gpuback/backends/cpu/threads.py",
            "    bounds = [n * i // parts for i in range(parts + 1)]",
            "    bounds = [n * i // parts for i in range(parts)]",
            (CPU_SPLIT, *k("dense")),
            "the split of a BLAS product leaves out its last block of rows or columns"),
-    # --- CUDA launch grids (gpuback/backends/cuda_launch.py) ----------------------------------
-    Mutant("launch-floor-not-ceil", "floor instead of ceil", "gpuback/backends/cuda_launch.py",
+    # --- CUDA launch grids (gpuback/backends/cuda/launch.py) ----------------------------------
+    Mutant("launch-floor-not-ceil", "floor instead of ceil", "gpuback/backends/cuda/launch.py",
            "return max(1, min(-(-int(items) // per_block), limit))",
            "return max(1, min(int(items) // per_block, limit))",
            (f"{LAUNCH}::test_the_sparse95_block_needed_more_than_65535_rows_of_blocks",),
            "blocks = items // per_block: the grid no longer gives every item its own thread"),
     Mutant("launch-grid-y-over-limit", "grid over a hardware limit",
-           "gpuback/backends/cuda_launch.py",
+           "gpuback/backends/cuda/launch.py",
            "_blocks(samples, bx, MAX_GRID_YZ)",
            "_blocks(samples, bx, MAX_GRID_X)",
            (f"{LAUNCH}::test_launch_functions_at_any_size",),
@@ -312,7 +312,7 @@ def run_mutant(mutant: Mutant, source: Path, keep: bool) -> Result:
 IMPORT_CHECK = """
 import importlib
 for name in ("gpuback", "gpuback.kernels", "gpuback.kernels.sparse",
-             "gpuback.backends.cpu_kernels"):
+             "gpuback.backends.cpu.kernels"):
     print(importlib.import_module(name).__file__)
 """
 

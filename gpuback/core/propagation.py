@@ -1,0 +1,120 @@
+"""Forward and backward propagation, written once against the backend op set.
+
+Nothing here knows which backend runs it: ``ops`` is a backend module, buffers live
+in a ``Workspace``, parameters and gradients in dicts keyed by parameter name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..kernels.precision import FP32
+from .plan import Plan
+from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..backends.protocol import Backend
+
+
+def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+            ws: Workspace, nudge: tuple[str, int, float] | None = None,
+            precision: int = FP32) -> None:
+    """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
+
+    Groups are visited in topological order; a group's pre-activations are the sum
+    over all its incoming blocks, whichever earlier groups they come from.
+    ``nudge = (group, unit, amount)`` adds ``amount`` to that unit's pre-activation
+    a_j in every sample, before its activation: how ``gpuback explain`` measures
+    dE/da_j by perturbing a_j itself.
+    ``precision`` (``gpuback.kernels.precision.CODES``): below FP32 the inputs and every
+    hidden group's z are stored rounded to it, so each product reads rounded operands
+    (``params`` are then the rounded copy); the output group's z stays as computed.
+    """
+    if precision != FP32:
+        ops.round_to_precision(ws.z[plan.input], precision)
+    for g in plan.computed:
+        group = plan.groups[g]
+        for i, block in enumerate(group.incoming):
+            if block.kind == "dense":
+                ops.dense_forward(params[block.name], ws.z[block.src], ws.a[g], i > 0)
+            else:
+                ops.sparse_forward(params[block.name], indices[block.name], ws.z[block.src],
+                                   ws.a[g], i > 0)
+        if nudge is not None and nudge[0] == g:
+            ws.a[g][nudge[1]] += nudge[2]
+        ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+        if precision != FP32 and g != plan.output:
+            ops.round_to_precision(ws.z[g], precision)
+
+
+def loss_and_output_delta(ops: Backend, plan: Plan, ws: Workspace, targets: Any) -> None:
+    """After ``forward``: the per-sample losses and correct predictions into ``ws.losses``
+    and ``ws.correct``, the output deltas (5.54) into ``ws.delta``. Nothing is read back."""
+    out = plan.output
+    ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out], ws.z[out],
+                              targets, ws.delta[out], ws.losses, ws.correct)
+
+
+def mean_loss(ops: Backend, ws: Workspace) -> float:
+    """The mean of the per-sample losses of the last loss op, summed in float64 on the host
+    (one device-to-host copy, and so one wait, on the cuda backend)."""
+    return float(np.sum(ops.to_host(ws.losses), dtype=np.float64)) / ws.batch
+
+
+def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+             ws: Workspace, targets: Any, grads: dict[str, Any],
+             precision: int = FP32, loss_scale: Any = None,
+             on_group_done: Callable[[str], None] | None = None) -> None:
+    """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
+
+    1. Output deltas from the loss (5.54).
+    2. Groups in reverse topological order: by the time group j is reached, every
+       group it feeds has added w_kj delta_k into j's accumulator, so
+       delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56); the
+       same op writes the bias gradient dE/db_j = sum over the batch of delta_j.
+    3. Each incoming block of a group then gets its weight gradient delta_k z_j
+       (5.53) and adds its share into its source's accumulator (a sparse block both in
+       one op, which a backend may run as one pass over the edges).
+
+    ``precision`` below FP32: each group's delta is stored rounded to it once computed
+    in float32 (after its bias gradient, which keeps the float32 sums), so the products
+    of step 3 read rounded operands.
+
+    ``loss_scale``: a backend scaler pair (``gpuback.loss_scale``) or None. Given, the output
+    deltas are multiplied by its scale S right after the loss op, before anything reads or
+    rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
+    the per-sample losses stay unscaled.
+
+    ``on_group_done(g)``, given, is called once group g's step 3 is done: the gradients of
+    g's bias and of every block into g are then final (``gpuback.distributed.buckets`` starts a
+    data-parallel all-reduce on them while backward goes on).
+    """
+    out = plan.output
+    loss_and_output_delta(ops, plan, ws, targets)
+    if loss_scale is not None:
+        ops.scale_by_loss_scale(ws.delta[out], loss_scale)
+    for g in reversed(plan.computed):
+        group = plan.groups[g]
+        if g == out:
+            ops.bias_grad(ws.delta[g], grads[g])
+        else:
+            ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g], grads[g])
+        if precision != FP32:
+            ops.round_to_precision(ws.delta[g], precision)
+        for block in group.incoming:
+            w = params[block.name]
+            inputs = block.src == plan.input  # inputs need no delta
+            accumulate = not block.first_into_src_accumulator
+            if block.kind == "sparse":
+                ops.sparse_block_backward(w, indices[block.name], ws.delta[g], ws.z[block.src],
+                                          grads[block.name],
+                                          None if inputs else ws.delta[block.src], accumulate)
+                continue
+            ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
+            if not inputs:
+                ops.dense_backward(w, ws.delta[g], ws.delta[block.src], accumulate)
+        if on_group_done is not None:
+            on_group_done(g)

@@ -1,0 +1,21 @@
+"""scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` trained by gpuback.
+
+Drop-in replacements for ``sklearn.neural_network``'s (see ``estimators``). scikit-learn is
+an optional dependency: ``pip install 'gpuback[sklearn]'``; ``import gpuback`` never imports
+it, ``import gpuback.sklearn`` does."""
+
+from __future__ import annotations
+
+from .estimators import (
+    INSTALL_HINT,
+    SKLEARN,
+    MLPClassifier,
+    MLPRegressor,
+)
+
+__all__ = [
+    "INSTALL_HINT",
+    "SKLEARN",
+    "MLPClassifier",
+    "MLPRegressor",
+]
