@@ -27,22 +27,19 @@ and then). Nothing else skips a test for its backend.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 # Before SciPy loads (Numba imports it when it is installed): scikit-learn's estimator checks
-# of array-API input run only with SciPy's array API support on (tests/test_sklearn.py).
+# of array-API input run only with SciPy's array API support on (tests/sklearn/test_estimators.py).
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np
 import pytest
-from random_specs import random_data
+from helpers.backend_params import IN_CI, backend_param
+from helpers.backend_params import state as _status
 
-import gpuback
-from gpuback.backends import backend_names, backend_status, get_backend
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from gpuback.backends import backend_names
 
 # What a test may rely on that not every backend gives: behaviour -> what it means.
 BEHAVIOURS = {
@@ -58,42 +55,6 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
         "gathers instead and is bitwise reproducible",
 }
 BACKEND_FIXTURES = ("backend", "other_backend")
-
-
-def randomise_biases(net: gpuback.Network, rng: np.random.Generator) -> None:
-    """Give every bias a random value, so that bias paths carry real numbers in the checks
-    (initial biases are zero) and no unit sits exactly on relu's kink."""
-    params = net.parameters()
-    net.set_parameters({g["name"]: rng.normal(scale=0.5, size=g["size"])
-                        for g in net.spec["groups"] if g["name"] in params})
-
-
-KINKED = ("relu", "leaky_relu")
-
-
-def kink_margin(net: gpuback.Network, X: np.ndarray) -> float:
-    """The smallest |a| over every relu-family unit and sample (inf if there are none).
-
-    Reads every pre-activation through ``Network.trace``.
-    """
-    pre_activations = net.trace(X).a
-    margins = [np.abs(pre_activations[g["name"]]).min() for g in net.spec["groups"]
-               if g.get("activation") in KINKED]
-    return float(min(margins, default=np.inf))
-
-
-def data_away_from_kinks(net: gpuback.Network, spec: dict, batch: int,
-                         rng: np.random.Generator, labels: bool = False, margin: float = 2e-2):
-    """``random_data``, redrawn until no relu-family pre-activation lies within ``margin`` of 0.
-
-    A central difference whose step moves a pre-activation across relu's kink measures an
-    average of the two slopes, not the derivative; gradcheck's default step is 2e-3.
-    """
-    for _ in range(200):
-        X, T = random_data(spec, batch, rng, labels=labels)
-        if kink_margin(net, X) > margin:
-            return X, T
-    raise AssertionError("could not draw data away from relu kinks")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,37 +97,6 @@ def _make_simulator_shared_arrays_thread_safe() -> None:
         return self._allocations.setdefault(key, np.empty(shape, dtype))
 
     kernelapi.FakeCUDAShared.array = array
-
-
-@functools.cache
-def _status(name: str):
-    return backend_status(name)
-
-
-def backend_param(name: str, *values, param_id: str | None = None):
-    """``pytest.param(name, *values)`` with the marks backend ``name`` needs here: ``sim`` when
-    simulated, ``gpu`` on a real device, and a skip giving the reason when it cannot run
-    (outside CI; in CI the ``backend`` fixture fails instead)."""
-    status = _status(name)
-    marks = []
-    if status.simulated:
-        marks.append(pytest.mark.sim)
-    elif status.usable and get_backend(name).device != "cpu":
-        marks.append(pytest.mark.gpu)
-    if not status.usable and not IN_CI:
-        marks.append(pytest.mark.skip(reason=f"backend {name!r} cannot run here: "
-                                             f"{status.reason}"))
-    return pytest.param(name, *values, marks=marks, id=param_id or name)
-
-
-def backend_cases(cases: list[tuple[str, dict]],
-                  small_cases: list[tuple[str, dict]]) -> list:
-    """Parameters ``(backend, case, spec)`` for ``@pytest.mark.parametrize(..., indirect=
-    ["backend"])``: every case of ``cases`` on each backend that runs at full speed, and of
-    ``small_cases`` on a simulated one."""
-    return [backend_param(name, case, spec, param_id=f"{name}-{case}")
-            for name in backend_names()
-            for case, spec in (small_cases if _status(name).simulated else cases)]
 
 
 def _parametrized_names(metafunc: pytest.Metafunc) -> set[str]:

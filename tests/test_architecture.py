@@ -19,8 +19,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 # Lowest first. A module may import from its own layer's package and from the layers below;
 # the packages of one layer do not import each other. "gpuback" is the package's __init__

@@ -25,17 +25,16 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT as ROOT
+from helpers.checkout import copy_checkout
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
-COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache")
 ALIAS_CALL = "_alias_checkout_kernels()  # before anything imports gpuback.kernels"
 MISSING_KERNELS = "ModuleNotFoundError: No module named 'gpuback.kernels'"
 
@@ -95,16 +94,6 @@ print("IMPORTED " + json.dumps({
     "direct_url": json.loads(importlib.metadata.distribution("gpuback")
                              .read_text("direct_url.json"))}))
 """
-
-
-def copy_checkout(dest: Path, *, tests: bool = False) -> Path:
-    """The parts of this checkout that gpuback needs (and its tests/ with ``tests``)."""
-    dest.mkdir()
-    for name in ("gpuback", "kernels", *(("tests",) if tests else ())):
-        shutil.copytree(ROOT / name, dest / name, ignore=COPY_IGNORE)
-    for name in ("pyproject.toml", "README.md"):  # README.md: pyproject's readme
-        shutil.copy2(ROOT / name, dest / name)
-    return dest.resolve()
 
 
 def switch_off_the_alias(checkout: Path) -> None:

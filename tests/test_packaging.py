@@ -7,16 +7,16 @@ import importlib
 import importlib.util
 import inspect
 import os
-import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
+from helpers import REPO_ROOT
 
 import gpuback
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def test_kernels_ship_inside_the_package() -> None:
@@ -133,7 +133,7 @@ def test_mixing_cuda_major_versions_does_not_resolve() -> None:
     assert done.returncode != 0 and "conflict" in done.stderr.lower(), done.stderr[-2000:]
 
 
-# The optional packages whose tests skip without them (tests/test_interop.py, test_lbfgs.py,
+# The optional packages whose tests skip without them (tests/interop/test_convert.py, test_lbfgs.py,
 # test_sklearn.py: pytest.importorskip) and whose checks skip inside scikit-learn's suite
 # (pandas); CI installs them all (.ci/run), so there none of those skips may happen.
 CI_OPTIONAL = ("torch", "scipy", "sklearn", "pandas", "mpi4py")

@@ -1,7 +1,7 @@
 """The op set, written down: the ``Backend`` protocol every backend module satisfies.
 
 A backend is a module; ``mypy`` checks each one against this protocol (see the bottom
-of ``gpuback/backends/__init__.py``), and ``tests/test_backends.py`` checks that each
+of ``gpuback/backends/__init__.py``), and ``tests/backends/test_registry.py`` checks that each
 exports exactly these names. Orchestration (``gpuback.core.propagation``, ``gpuback.training``,
 ``gpuback.optim``) is written against the protocol alone.
 

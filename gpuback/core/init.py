@@ -14,7 +14,7 @@ The draws come in chunks of at most ``CHUNK`` float64 values (``weight_chunks``)
 block's weights in C order, so that no float64 copy of a whole network is ever made:
 ``Network`` casts each chunk straight into its parameter buffer. ``Generator.normal``
 drawn in consecutive chunks gives the values of one call of the total size (each value
-takes the next draws of the bit generator; ``tests/test_values_and_sizes.py`` holds it to
+takes the next draws of the bit generator; ``tests/core/test_memory.py`` holds it to
 that), so the chunk size changes no weight.
 """
 

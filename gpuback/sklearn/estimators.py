@@ -7,7 +7,7 @@ as ``(n_in, n_out)`` arrays, ``intercepts_``, ``loss_``, ``loss_curve_``, ``best
 ``n_features_in_``, ``feature_names_in_``, ``n_layers_``, ``n_outputs_``,
 ``out_activation_``), ``fit``, ``partial_fit``, ``predict``, ``predict_proba``,
 ``predict_log_proba`` and ``score``; they pass scikit-learn's estimator checks
-(``tests/test_sklearn.py``) and work in ``Pipeline``, ``GridSearchCV`` and ``clone``.
+(``tests/sklearn/test_estimators.py``) and work in ``Pipeline``, ``GridSearchCV`` and ``clone``.
 The forward and backward passes (Bishop 5.48-5.56) and the optimiser steps run on a
 gpuback backend; ``network_`` is the trained ``gpuback.Network`` (``network_.save(path)``
 writes a checkpoint).

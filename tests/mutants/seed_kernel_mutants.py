@@ -46,11 +46,11 @@ IGNORED = shutil.ignore_patterns(".git", "__pycache__", "mutants", "build", "dis
                                  ".pytest_cache", ".ruff_cache", ".mypy_cache", ".benchmarks",
                                  ".venv", ".numba_cache", "gpuback-run")
 TIMEOUT_S = 600
-CUDA_OPS = "tests/test_cuda_ops.py::test_op_matches_reference"
-CPU_OPS = "tests/test_cpu_backend.py::test_cpu_op_matches_reference"
-CPU_SPLIT = "tests/test_cpu_backend.py::test_cpu_op_split_over_cores_matches_reference"
-LAUNCH = "tests/test_launch_limits.py"
-GAPS = "tests/test_kernel_mutant_gaps.py"
+CUDA_OPS = "tests/backends/test_cuda_ops.py::test_op_matches_reference"
+CPU_OPS = "tests/backends/test_cpu_backend.py::test_cpu_op_matches_reference"
+CPU_SPLIT = "tests/backends/test_cpu_backend.py::test_cpu_op_split_over_cores_matches_reference"
+LAUNCH = "tests/backends/test_cuda_launch_limits.py"
+GAPS = "tests/kernels/test_mutant_gaps.py"
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ MUTANTS = [
            "kernels/scalar.py",
            "math.sqrt(second / correction2)",
            "math.sqrt(second)",
-           ("tests/test_optim.py::test_optimizer_kernels_match_numpy", *k("cpu", "adam")),
+           ("tests/optim/test_optimizers.py::test_optimizer_kernels_match_numpy",
+            *k("cpu", "adam")),
            "Adam uses v instead of v_hat = v / (1 - beta2^t)"),
     Mutant("adam-drops-first-moment-correction", "Adam bias correction",
            "kernels/scalar.py",

@@ -1,0 +1,71 @@
+"""``explain``: Bishop 5.56's full sum matches dE/da_j measured on a_j; single paths do not.
+On every backend (the ``backend`` fixture, tests/conftest.py): explain runs on a float64
+copy of the network on its own backend, through ``Network.trace`` and ``Network.loss``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers.tolerances import DISTINCT, TOLERANCES, rel_error
+
+import gpuback
+from gpuback.diagnostics.explanation import DEMO_SPEC, explain
+
+TOL = TOLERANCES["float64"]
+
+
+@pytest.mark.parametrize("unit", range(4))
+def test_full_sum_matches_and_single_paths_do_not(backend: str, unit: int) -> None:
+    result = explain(unit=unit, seed=unit, backend=backend)
+    assert len(result.per_group) >= 2  # the unit really feeds several later groups
+    full = result.h_prime * result.total
+    assert result.relative_error(full) <= TOL["explain"]
+    assert result.relative_error(result.backprop_delta) <= TOL["explain"]
+    assert full == pytest.approx(result.backprop_delta, rel=TOL["invariance"])
+    for name, partial in result.per_group.items():
+        assert result.relative_error(result.h_prime * partial) > DISTINCT, name
+    text = str(result)
+    assert "sum over every k" in text and "One path alone is not enough" in text
+    # every number of the explanation is the reference backend's
+    reference = explain(unit=unit, seed=unit, backend="numpy")
+    assert [(t.group, t.unit) for t in result.terms] == \
+        [(t.group, t.unit) for t in reference.terms]
+    for what in ("a", "h_prime", "backprop_delta", "total"):
+        assert rel_error(getattr(result, what), getattr(reference, what)) <= TOL["backend"], what
+    assert rel_error([t.delta for t in result.terms],
+                     [t.delta for t in reference.terms]) <= TOL["backend"]
+
+
+def test_explain_a_given_network_and_sample(backend: str) -> None:
+    net = gpuback.Network(DEMO_SPEC, backend=backend, seed=3)
+    result = explain(net, group="g1", unit=1, x=[0.5, -1.0, 2.0], t=[[0.1, -0.3]])
+    assert [t.group for t in result.terms] == ["y", "y"]
+    assert result.relative_error(result.h_prime * result.total) <= TOL["explain"]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"group": "x"}, "expected a hidden group"),
+    ({"group": "y"}, "expected a hidden group"),
+    ({"group": "nope"}, "expected a hidden group"),
+    ({"unit": 4}, r"unit: expected an integer in \[0, 4\)"),
+    ({"unit": -1}, "unit"),
+])
+def test_explain_rejects_bad_arguments(backend: str, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        explain(backend=backend, **kwargs)
+
+
+def test_explain_a_float32_network_on_a_float64_copy(backend: str) -> None:
+    rng = np.random.default_rng(5)
+    net = gpuback.Network(DEMO_SPEC, backend=backend, dtype="float32", seed=5)
+    net.set_parameters({g["name"]: rng.normal(scale=0.5, size=g["size"])
+                        for g in DEMO_SPEC["groups"][1:]})
+    result = explain(net, unit=2, seed=5)
+    # float32 finite differences with eps 1e-5 would be off by about 1e-2
+    assert result.relative_error(result.h_prime * result.total) <= TOL["explain"]
+    assert net.dtype == "float32"  # the copy was explained, not the network changed
+
+
+def test_explain_rejects_what_is_not_a_network() -> None:
+    with pytest.raises(TypeError, match=r"net: expected a gpuback\.Network"):
+        explain("h")
