@@ -3,6 +3,6 @@
 Only device code lives here, one module per op family (activation, sparse, loss, reduce,
 optimizer, metrics, buffers), each with a ``KERNELS`` table ``{name: {dtype: (python
 function, signature)}}``; ``scalar.py`` holds the math the CUDA and the CPU kernels share.
-Launch configuration lives in ``gpuback/backends/cuda_launch.py``, buffer handling in the
+Launch configuration lives in ``gpuback/backends/cuda/launch.py``, buffer handling in the
 cuda backend.
 """

@@ -44,6 +44,25 @@ def build(real):
         block_sum(partial, 0, lane, lanes)
         return shift + math.log(partial[0])
 
+    @inline
+    def first_max(values, k, n, best, best_index):
+        """(best, best_index) with unit k of sample n taken in: the first arg-max of
+        ``values[:, n]`` over the units a thread has seen (``better``'s tie rule)."""
+        if better(values[k, n], k, best, best_index):
+            return values[k, n], k
+        return best, best_index
+
+    @inline
+    def reduce_top_and_best(top, best, best_index, local_top, local_best, local_index, lane,
+                            lanes):
+        """Each thread's running maximum of a and first arg-max of y reduced over the block:
+        the maximum into ``top[0]``, the arg-max into ``best[0]``, ``best_index[0]``."""
+        top[lane] = local_top
+        best[lane] = local_best
+        best_index[lane] = local_index
+        block_max(top, lane, lanes)
+        block_argmax(best, best_index, lane, lanes)
+
     def sum_of_squares(a, y, t, delta, losses, correct, code, inv_batch):
         """E_n = 1/2 sum_k (y_k - t_k)^2; delta_k = h'(a_k) (y_k - t_k) (y - t for identity)."""
         lane = cuda.threadIdx.x
@@ -114,21 +133,15 @@ def build(real):
             k = lane
             while k < units:
                 local_top = max(local_top, a[k, n])
-                if better(y[k, n], k, local_best, local_index):
-                    local_best = y[k, n]
-                    local_index = k
-                if better(t[k, n], k, local_target, local_target_index):
-                    local_target = t[k, n]
-                    local_target_index = k
+                local_best, local_index = first_max(y, k, n, local_best, local_index)
+                local_target, local_target_index = first_max(t, k, n, local_target,
+                                                             local_target_index)
                 delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
                 k += lanes
-            top[lane] = local_top
-            best[lane] = local_best
-            best_index[lane] = local_index
+            reduce_top_and_best(top, best, best_index, local_top, local_best, local_index,
+                                lane, lanes)
             target[lane] = local_target
             target_index[lane] = local_target_index
-            block_max(top, lane, lanes)
-            block_argmax(best, best_index, lane, lanes)
             block_argmax(target, target_index, lane, lanes)
             lse = log_sum_exp(a, n, top[0], total, lane, lanes)
             local = zero
@@ -163,16 +176,11 @@ def build(real):
             k = lane
             while k < units:
                 local_top = max(local_top, a[k, n])
-                if better(y[k, n], k, local_best, local_index):
-                    local_best = y[k, n]
-                    local_index = k
+                local_best, local_index = first_max(y, k, n, local_best, local_index)
                 delta[k, n] = (y[k, n] - (one if k == label else zero)) * inv_batch
                 k += lanes
-            top[lane] = local_top
-            best[lane] = local_best
-            best_index[lane] = local_index
-            block_max(top, lane, lanes)
-            block_argmax(best, best_index, lane, lanes)
+            reduce_top_and_best(top, best, best_index, local_top, local_best, local_index,
+                                lane, lanes)
             lse = log_sum_exp(a, n, top[0], total, lane, lanes)
             if lane == 0:
                 losses[n] = lse - a[label, n]

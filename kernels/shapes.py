@@ -1,6 +1,6 @@
 """The block shapes the kernels are written for, in plain Python (no Numba import).
 
-The launch configuration (``gpuback/backends/cuda_launch.py``) reads these so that it never
+The launch configuration (``gpuback/backends/cuda/launch.py``) reads these so that it never
 launches a block larger than the shared arrays of a reduction kernel hold.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .protocol import Backend
 from .status import BackendStatus
@@ -64,8 +64,10 @@ def backend_module(name: str) -> ModuleType:
     return importlib.import_module(_BACKENDS[resolve_backend_name(name)])
 
 
-def _module(name: str) -> ModuleType:
-    return importlib.import_module(_BACKENDS[name])
+def _module(name: str) -> Backend:
+    """The module of backend ``name`` as the op set it exports (mypy checks each module
+    against ``Backend``: the end of this file)."""
+    return cast(Backend, importlib.import_module(_BACKENDS[name]))
 
 
 def backend_status(name: str) -> BackendStatus:
@@ -73,12 +75,12 @@ def backend_status(name: str) -> BackendStatus:
     return _module(resolve_backend_name(name)).status()
 
 
-def describe(name: str) -> dict:
+def describe(name: str) -> dict[str, Any]:
     """Plain data about what backend ``name`` runs on, or would (versions found)."""
     return _module(resolve_backend_name(name)).describe()
 
 
-def allocation_hooks() -> list:
+def allocation_hooks() -> list[Any]:
     """The allocation-counting contexts of every usable backend that has one
     (``gpuback.profile.counters`` enters them)."""
     hooks = (_module(n).allocation_hook() for n in _BACKENDS if _module(n).status().usable)
@@ -110,7 +112,7 @@ def get_backend(name: str) -> Backend:
     state = module.status()
     if not state.usable:
         raise RuntimeError(f"backend: {module.name!r} cannot run here: {state.reason}")
-    return cast(Backend, module)
+    return module
 
 
 if TYPE_CHECKING:  # mypy checks every backend module against the protocol

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import operator
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import counters
 
+T = TypeVar("T")
+
 
 def _cupy() -> ModuleType:
     import cupy
 
-    return cupy
+    module: ModuleType = cupy  # (CuPy ships no type information)
+    return module
 
 
 class SimDeviceArray(np.ndarray):
@@ -47,7 +50,7 @@ class SimDeviceArray(np.ndarray):
             _sim_memory[id(root)] = root
             counters.count("allocations")
 
-    def _read_back(self, convert: Any) -> Any:
+    def _read_back(self, convert: Callable[[np.ndarray], T]) -> T:
         counters.count("device_to_host")
         counters.count("host_waits")
         return convert(self.view(np.ndarray))
@@ -71,7 +74,7 @@ class SimDeviceArray(np.ndarray):
         return self._read_back(lambda a: a.tolist())
 
 
-_sim_memory: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_sim_memory: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 _sim_quiet = [False]  # the simulator's own copies of kernel arguments are not allocations
 
 
@@ -122,4 +125,5 @@ def to_numpy(array: Any) -> np.ndarray:
     counters.count("host_waits")
     if isinstance(array, SimDeviceArray):
         return np.array(array.view(np.ndarray), copy=True)
-    return array.get()
+    host: np.ndarray = array.get()  # a CuPy array's host copy
+    return host

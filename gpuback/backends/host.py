@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import host_memory
-from .arrays import array_namespace, as_array, is_device_array  # noqa: F401 (op set)
+from .arrays import array_namespace as array_namespace  # (the op set's: re-exported)
+from .arrays import as_array as as_array
+from .arrays import is_device_array as is_device_array
 
 device = "cpu"  # where this backend's arrays live (PyTorch's device name for it)
 

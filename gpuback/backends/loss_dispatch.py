@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..kernels.scalar import CODES
+from .protocol import Array
 
 
-def loss_kernel(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
-                losses: Any, correct: Any) -> tuple[str, tuple]:
+def loss_kernel(loss: str, activation: str, a: Array, y: Array, t: Array, delta: Array,
+                losses: Array, correct: Array) -> tuple[str, tuple[Any, ...]]:
     """Which loss kernel a backend runs, and its arguments after the sample index or range:
     ``sum_of_squares`` needs the output activation's code, class labels (``t`` of shape
     (batch,)) take ``cross_entropy_labels``; the deltas carry 1/N (``inv_batch``, a Python

@@ -36,18 +36,16 @@ import numpy as np
 from ..kernels.precision import CODES as PRECISION_CODES
 from ..kernels.precision import FP32
 from . import arrays, precision
-from .host import (  # noqa: F401  (op set: the same for every host backend)
-    allocation_hook,
-    array_namespace,
-    as_array,
-    device,
-    device_collectives,
-    free_memory,
-    is_device_array,
-    pinned_empty,
-    record_event,
-    wait_for,
-)
+from .host import allocation_hook as allocation_hook  # the op set's ops of every host backend
+from .host import array_namespace as array_namespace
+from .host import as_array as as_array
+from .host import device as device
+from .host import device_collectives as device_collectives
+from .host import free_memory as free_memory
+from .host import is_device_array as is_device_array
+from .host import pinned_empty as pinned_empty
+from .host import record_event as record_event
+from .host import wait_for as wait_for
 from .protocol import SparseIndex
 from .status import BackendStatus
 
@@ -175,7 +173,8 @@ def prepare_index(index: SparseIndex, deterministic: bool) -> SparseIndex:
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
     e = np.exp(-np.abs(a))  # never overflows
-    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    z: np.ndarray = np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return z
 
 
 def _gelu_tanh(a: np.ndarray) -> np.ndarray:
@@ -206,22 +205,25 @@ def _activate(activation: str, a: np.ndarray, out: np.ndarray) -> None:
 
 def _derivative(activation: str, a: np.ndarray, z: np.ndarray) -> np.ndarray:
     """h'(a) for an elementwise activation, given a and z = h(a)."""
+    h_prime: np.ndarray
     if activation == "identity":
-        return np.ones_like(a)
-    if activation == "tanh":
-        return 1.0 - z * z
-    if activation == "sigmoid":
-        return z * (1.0 - z)
-    if activation == "relu":
-        return (a > 0).astype(a.dtype)
-    if activation == "leaky_relu":
-        return np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype)
-    if activation == "softplus":
-        return _sigmoid(a)
-    if activation == "gelu":
+        h_prime = np.ones_like(a)
+    elif activation == "tanh":
+        h_prime = 1.0 - z * z
+    elif activation == "sigmoid":
+        h_prime = z * (1.0 - z)
+    elif activation == "relu":
+        h_prime = (a > 0).astype(a.dtype)
+    elif activation == "leaky_relu":
+        h_prime = np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype)
+    elif activation == "softplus":
+        h_prime = _sigmoid(a)
+    elif activation == "gelu":
         t = _gelu_tanh(a)
-        return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * _GELU_K * a * a)
-    raise ValueError(f"activation: no elementwise derivative for {activation!r}")
+        h_prime = 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * _GELU_K * a * a)
+    else:
+        raise ValueError(f"activation: no elementwise derivative for {activation!r}")
+    return h_prime
 
 
 # --- forward (5.48, 5.49) -----------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # Significand bits p, the implicit leading bit included.
@@ -40,7 +41,7 @@ _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
 
 
-def check_precision(value: Any, dtype: Any = "float32") -> str:
+def check_precision(value: Any, dtype: DTypeLike = "float32") -> str:
     """``value`` as a precision name, after checking it is one of ``PRECISIONS`` and that
     the master dtype ``dtype`` of parameters and gradients allows it (every precision but
     fp32 needs float32 masters)."""
@@ -56,7 +57,7 @@ def check_precision(value: Any, dtype: Any = "float32") -> str:
     return value
 
 
-def storage_dtype(precision: str, dtype: Any = "float32") -> np.dtype:
+def storage_dtype(precision: str, dtype: DTypeLike = "float32") -> np.dtype[Any]:
     """The dtype a device stores values of ``precision`` in: ``ml_dtypes.bfloat16`` (bf16),
     ``float16`` (fp16), ``float32`` (tf32: TF32 is a product mode, stored in float32), and
     the master ``dtype`` itself for fp32."""
@@ -74,11 +75,6 @@ def unit_roundoff(precision: str) -> float:
     """u = 2^-p for ``precision``'s p significand bits: the largest relative error of one
     round-to-nearest (2^-24 fp32, 2^-11 tf32 and fp16, 2^-8 bf16)."""
     return 2.0 ** -SIGNIFICAND_BITS[check_precision(precision)]
-
-
-def machine_epsilon(precision: str) -> float:
-    """The gap from 1 to the next value of ``precision``: 2u (``numpy.finfo(...).eps``)."""
-    return 2.0 * unit_roundoff(precision)
 
 
 def round_to(x: np.ndarray, precision: str) -> np.ndarray:
@@ -113,10 +109,11 @@ def _round_off(bits: np.ndarray, drop: int) -> np.ndarray:
     return np.where((bits & _MAGNITUDE) >= _INF, bits, rounded)
 
 
-def _bfloat16() -> Any:
+def _bfloat16() -> type[np.generic]:
     try:
         import ml_dtypes
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise ImportError("precision 'bf16' needs the ml_dtypes package: "
                           "pip install ml_dtypes") from exc
-    return ml_dtypes.bfloat16
+    bfloat16: type[np.generic] = ml_dtypes.bfloat16  # (ml_dtypes ships no type information)
+    return bfloat16

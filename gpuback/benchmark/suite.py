@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import available_backends, describe, get_backend
-from ..core.plan import SparseIndex
+from ..backends.protocol import Backend, SparseIndex
 from ..core.spec import mlp_spec, sparse_mlp_spec
 from ..datasets import loaders as datasets
 from ..network import Network
@@ -347,7 +347,7 @@ def random_block(n_src: int, n_dst: int, density: float, seed: int = 0) -> Spars
     return SparseIndex.from_edges([flat % n_src, flat // n_src], n_src, n_dst)
 
 
-def _block_step(ops: Any, w: np.ndarray, index: Any, x: np.ndarray, delta: np.ndarray,
+def _block_step(ops: Backend, w: np.ndarray, index: Any, x: np.ndarray, delta: np.ndarray,
                 dw: np.ndarray, out: np.ndarray) -> None:
     """One sparse block's share of a step: the forward gather, then the fused backward (into
     the same ``out`` buffer: only the time is wanted)."""

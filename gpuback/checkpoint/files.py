@@ -39,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from ..backends.precision import check_precision
-from ..core.checks import FLOAT_DTYPES
+from ..core.checks import FLOAT_DTYPES, is_integer
+from ..core.engine import Engine
 from ..core.loss_scale import check_state as check_loss_scale_state
 from ..core.plan import compile_plan
 from ..core.spec import validate_spec
+from ..optim.optimizers import Optimizer, from_config
 from .versioned_dir import POINTER, StoreError, Version, VersionedDir, read_json_object, write_file
 
 WEIGHTS, NETWORK, OPT_STATE, OPT_CONFIG = ("weights.safetensors", "network.json",
@@ -73,13 +75,13 @@ class Saved:
     loss_scale: dict[str, Any] | None = None
 
 
-def exists(path: str | os.PathLike) -> bool:
+def exists(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` holds a gpuback checkpoint (it may still fail to load)."""
     folder = Path(path)
     return (folder / POINTER).is_file() or (folder / NETWORK).is_file()
 
 
-def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
+def save(net: Engine, path: str | os.PathLike[str], optimizer: Optimizer | None = None,
          metadata: dict[str, Any] | None = None) -> Path:
     """Write ``net`` (and ``optimizer``'s state) to the checkpoint directory ``path`` as a
     new version, atomically (see the module doc). ``metadata``: a JSON object of the
@@ -103,9 +105,8 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
             meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
                     "precision": net.precision, "epochs_trained": net.epochs_trained,
                     "metadata": metadata}
-            scaler = getattr(net, "loss_scaler", None)
-            if scaler is not None:
-                meta["loss_scale"] = scaler.state_dict()
+            if net.loss_scaler is not None:
+                meta["loss_scale"] = net.loss_scaler.state_dict()
             write_file(staging / NETWORK, _json_bytes(meta))
             if optimizer is not None and state is not None:
                 flat = {f"{name}/{buf}": np.ascontiguousarray(v)
@@ -126,7 +127,7 @@ def save(net: Any, path: str | os.PathLike, optimizer: Any = None,
     return target
 
 
-def check_target(path: str | os.PathLike) -> None:
+def check_target(path: str | os.PathLike[str]) -> None:
     """``CheckpointError`` if ``save`` would refuse ``path``: it is not a directory, or a
     directory holding files but no checkpoint (what a crashed save left does not count)."""
     target = Path(path)
@@ -140,21 +141,19 @@ def check_target(path: str | os.PathLike) -> None:
                                   f"refusing to save into it (choose an empty or new directory)")
 
 
-def read(path: str | os.PathLike) -> Saved:
+def read(path: str | os.PathLike[str]) -> Saved:
     """The network part of the checkpoint at ``path``, checked: every file's checksum,
     the format, the spec (as ``validate_spec`` would), the dtype, the epoch count, and
     every weight's name, shape and dtype."""
     return _reading(path, _read_network)
 
 
-def load_optimizer(path: str | os.PathLike, net: Any) -> Any:
+def load_optimizer(path: str | os.PathLike[str], net: Engine) -> Optimizer | None:
     """The optimiser saved with the checkpoint at ``path``, its state on ``net``'s backend
     (and bound to ``net``); None if the checkpoint holds no optimiser.
 
     It reads the current version; ``Network.load`` is a read of its own, so with another
     process saving to ``path`` meanwhile the two may come from consecutive saves."""
-    from ..optim.optimizers import from_config
-
     saved = _reading(path, _read_optimizer)
     if saved is None:
         return None
@@ -191,7 +190,7 @@ class _Folder:
         return self.path / name
 
 
-def _reading(path: str | os.PathLike, parse: Callable[[_Folder], Any]) -> Any:
+def _reading(path: str | os.PathLike[str], parse: Callable[[_Folder], Any]) -> Any:
     """``parse`` applied to the current version of the checkpoint at ``path``, read under
     the store's shared lock; every failure a ``CheckpointError``."""
     folder = Path(path)
@@ -227,7 +226,7 @@ def _read_network(folder: _Folder) -> Saved:
     where = folder / NETWORK
     meta = _read_json(folder.file(NETWORK))
     fmt = meta.get("format")
-    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
+    if is_integer(fmt, FORMAT + 1):
         raise CheckpointError(f"{where}: format {fmt} was written by a newer gpuback (this "
                               f"one reads formats 1 to {FORMAT}); upgrade gpuback to read it")
     if fmt not in (1, FORMAT) or "spec" not in meta or "dtype" not in meta:
@@ -246,7 +245,7 @@ def _read_network(folder: _Folder) -> Saved:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: {exc}") from None
     epochs = meta.get("epochs_trained", 0)
-    if not _is_count(epochs):
+    if not is_integer(epochs, 0):
         raise CheckpointError(f"{where}: 'epochs_trained' must be a non-negative integer, got "
                               f"{epochs!r}")
     metadata = meta.get("metadata", {})
@@ -266,7 +265,7 @@ def _read_network(folder: _Folder) -> Saved:
                                   f"expected {dtype} {tuple(shapes[name])}")
         if not np.isfinite(value).all():
             raise CheckpointError(f"{where}: {name!r} holds NaN or infinite values")
-    return Saved(spec, dtype, weights, epochs, metadata, precision, loss_scale)
+    return Saved(spec, dtype, weights, int(epochs), metadata, precision, loss_scale)
 
 
 def _check_loss_scale(saved: Any, where: Path) -> dict[str, Any] | None:
@@ -295,7 +294,7 @@ def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Pa
     if not isinstance(saved["config"], dict):
         raise CheckpointError(f"{where}: 'config' must be a JSON object, got "
                               f"{type(saved['config']).__name__}")
-    if not _is_count(saved["steps"]):
+    if not is_integer(saved["steps"], 0):
         raise CheckpointError(f"{where}: 'steps' must be a non-negative integer, got "
                               f"{saved['steps']!r}")
     buffers: dict[str, dict[str, np.ndarray]] = {}
@@ -310,7 +309,7 @@ def _read_optimizer(folder: _Folder) -> tuple[dict[str, Any], dict[str, Any], Pa
     return saved["config"], {"steps": saved["steps"], "buffers": buffers}, folder.path
 
 
-def _check_round_trip(params: dict[str, np.ndarray], optimizer: Any,
+def _check_round_trip(params: dict[str, np.ndarray], optimizer: Optimizer | None,
                       state: dict[str, Any] | None, staging: Path) -> None:
     """Read back what was just written and compare it with what was meant (validate on
     save): every weight bitwise, the optimiser's config, step count and state."""
@@ -379,10 +378,6 @@ def _load_safetensors(load_file: Any, folder: _Folder, name: str) -> dict[str, n
         return load_file(str(file))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _describe(exc: BaseException) -> str:

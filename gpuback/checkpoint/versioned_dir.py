@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.checks import is_integer
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock
@@ -90,7 +92,7 @@ class Version:
 class VersionedDir:
     """The directory ``path`` holding versions of a set of files (see the module doc)."""
 
-    def __init__(self, path: str | os.PathLike, owned: tuple[str, ...]) -> None:
+    def __init__(self, path: str | os.PathLike[str], owned: tuple[str, ...]) -> None:
         """``owned``: the file names a version holds; only those are ever deleted from an
         old version (a foreign file inside one keeps that folder)."""
         self.path = Path(path)
@@ -117,7 +119,7 @@ class VersionedDir:
         pointer = self.path / POINTER
         data = read_json_object(pointer, "missing; no checkpoint was completed there")
         fmt = data.get("format")
-        if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        if not is_integer(fmt, 1):
             raise StoreError(f"{pointer}: 'format' must be a positive integer, got {fmt!r}")
         if fmt > POINTER_FORMAT:
             raise NewerFormatError(f"{pointer}: format {fmt} was written by a newer gpuback "
@@ -129,7 +131,7 @@ class VersionedDir:
                              f"{version!r}")
         files = data.get("files")
         if not isinstance(files, dict) or not all(
-                isinstance(v, dict) and _is_size(v.get("bytes")) and
+                isinstance(v, dict) and is_integer(v.get("bytes"), 0) and
                 isinstance(v.get("sha256"), str) for v in files.values()):
             raise StoreError(f"{pointer}: 'files' must map each file name to its 'bytes' and "
                              f"'sha256'")
@@ -317,6 +319,3 @@ def _fsync_dir(folder: Path) -> None:
     finally:
         os.close(fd)
 
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -25,13 +25,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import write_text
+from .files import write_text
+from .options import Numbers
 
 FILE_NAME = "history.jsonl"
+EPOCHS = Numbers(int, low=1)  # the epoch a line is about: 1 for the first
 FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_second", "seconds")
 
 
-def read(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The lines of the history file at ``path`` that are JSON objects with an integer
     ``epoch`` >= 1, in file order (none when there is no file)."""
     try:
@@ -45,7 +47,7 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # not ours: dropped at the next write
         epoch = record.get("epoch") if isinstance(record, dict) else None
-        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1:
+        if epoch in EPOCHS:
             lines.append(record)
     return lines
 
@@ -68,7 +70,7 @@ def records(history: Mapping[str, Sequence[Any]], first_epoch: int,
     return out
 
 
-def update(path: str | os.PathLike, first_epoch: int, new: Sequence[Mapping[str, Any]],
+def update(path: str | os.PathLike[str], first_epoch: int, new: Sequence[Mapping[str, Any]],
            through: int = 0) -> Path:
     """Rewrite the history at ``path``: its lines of epochs before ``first_epoch``, then
     ``new`` (epochs ``first_epoch`` on), every missing epoch up to the last of them or

@@ -36,23 +36,15 @@ from typing import Any
 import numpy as np
 
 from ..backends import AUTO, backend_names
-from ..checkpoint import files as checkpoint
 from ..datasets import loaders as datasets
 from ..network import Network
-from .common import (
-    POSITIVE_INT,
-    SCALE,
-    UsageError,
-    add_option,
-    add_out_file,
-    check_new_file,
-    reading,
-    write_text,
-)
-from .train import RUN_METADATA, run_test_part
+from .failures import UsageError
+from .files import check_new_file, reading, write_text
+from .options import POSITIVE_INT, SCALE, add_json_flag, add_option, add_out_file
+from .run_data import run_test_part
+from .run_settings import saved_settings
 
 DIGITS = {"float32": 9, "float64": 17}  # significant digits that read back the same value
-JSON_HELP = "stdout is one JSON document, the report; every other line goes to stderr"
 
 
 def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
@@ -79,7 +71,7 @@ def add_predict_parser(predict: argparse.ArgumentParser) -> None:
 
 def add_evaluate_parser(evaluate: argparse.ArgumentParser) -> None:
     _add_common(evaluate, "evaluate on (with their targets)")
-    evaluate.add_argument("--json", action="store_true", help=f"{JSON_HELP} (default: off)")
+    add_json_flag(evaluate)
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -134,7 +126,7 @@ def load_model(model: str, backend: str) -> tuple[Network, dict[str, Any]]:
     run that wrote it (empty for one the Python API saved)."""
     with reading(model, "gpuback checkpoint"):
         net = Network.load(model, backend=backend)
-        settings = checkpoint.read(model).metadata.get(RUN_METADATA, {})
+        settings = saved_settings(model)
     return net, settings if isinstance(settings, dict) else {}
 
 

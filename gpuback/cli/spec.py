@@ -25,16 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.spec import ELEMENTWISE_ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
-from .common import (
-    DENSITY,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    UsageError,
-    add_option,
-    add_out_file,
-    check_new_file,
-    write_text,
-)
+from .failures import UsageError
+from .files import check_new_file, write_text
+from .options import DENSITY, NON_NEGATIVE_INT, POSITIVE_INT, add_option, add_out_file
 
 SHAPES = {
     "mlp": "a fully connected MLP: x -> h1 -> ... -> y, dense blocks",

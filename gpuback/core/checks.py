@@ -1,4 +1,10 @@
-"""Validation of user data (inputs, targets, parameters) before it reaches a backend.
+"""Validation of what users hand in (arguments, inputs, targets, parameters) before it
+reaches a backend.
+
+Arguments: integer, real-number and flag arguments are checked with ``is_integer``,
+``is_real``, ``check_int``, ``check_real`` and ``check_bool``, the package's one helper for
+them: a bool is never taken for a count or a rate, a NumPy scalar is taken for the number
+it is, and every message reads alike.
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind,
 wrong shape or content) with a message naming the argument, what was expected and
@@ -13,8 +19,9 @@ also lie within ``numpy.finfo(dtype).max`` in magnitude (``check_finite``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -25,13 +32,72 @@ FLOAT_DTYPES = ("float32", "float64")  # the dtypes a network computes in
 PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
 
 
-def check_int(where: str, value: Any, minimum: int) -> int:
+# --- numbers and flags handed in as arguments ----------------------------------------------
+# A bool is an int to Python (True == 1), but never a count, a size or a rate to gpuback.
+
+Integer = int | np.integer[Any]  # what ``is_integer`` accepts
+Real = int | float | np.integer[Any] | np.floating[Any]  # what ``is_real`` accepts
+
+
+def is_integer(value: object, minimum: int | None = None,
+               maximum: int | None = None) -> TypeGuard[Integer]:
+    """Whether ``value`` is an integer (Python's or NumPy's, not a bool) in
+    ``[minimum, maximum]`` (a bound of None: unbounded on that side)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return False
+    return bool((minimum is None or value >= minimum) and (maximum is None or value <= maximum))
+
+
+def is_real(value: object) -> TypeGuard[Real]:
+    """Whether ``value`` is a finite real number: a Python or NumPy integer or float (not a
+    bool), neither NaN nor infinite."""
+    return _is_real_kind(value) and math.isfinite(value)
+
+
+def _is_real_kind(value: object) -> TypeGuard[Real]:
+    return isinstance(value, (int, float, np.integer, np.floating)) and \
+        not isinstance(value, bool)
+
+
+def check_int(where: str, value: object, minimum: int) -> int:
     """``value`` as an int >= ``minimum``: TypeError if it is not an integer, else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise ValueError(f"{where}: expected an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_real(where: str, value: object, low: float, high: float = math.inf,
+               low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high``, each end open or closed:
+    TypeError if it is not a real number (a bool is not one), ValueError if it is NaN,
+    infinite or outside the interval."""
+    if not _is_real_kind(value):
+        raise TypeError(f"{where}: expected a real number, got {value!r} "
+                        f"({type(value).__name__})")
+    number = float(value)
+    inside = (number > low if low_open else number >= low) and \
+        (number < high if high_open else number <= high)
+    if not (inside and math.isfinite(number)):
+        raise ValueError(f"{where}: expected {_interval(low, high, low_open, high_open)}, "
+                         f"got {value!r}")
+    return number
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    """The numbers ``check_real`` accepts, in words: "a finite number > 0", "a number in
+    [0, 1)"."""
+    if high == math.inf:
+        return f"a finite number {'>' if low_open else '>='} {low}"
+    return f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def check_bool(where: str, value: object) -> bool:
+    """``value`` as a bool: True or False (Python's or NumPy's), else TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def as_numeric_array(ops: Backend, name: str, value: Any, accepted: str = "",

@@ -12,19 +12,26 @@ import numpy as np
 
 from ..backends import AUTO, get_backend
 from ..backends.precision import check_precision
-from ..backends.protocol import Backend
+from ..backends.protocol import Array, Backend
 from ..kernels.precision import CODES as PRECISION_CODES
 from ..kernels.precision import FP32
 from . import memory, propagation
-from .checks import FLOAT_DTYPES, check_inputs, check_parameters, check_targets
+from .checks import (
+    FLOAT_DTYPES,
+    check_bool,
+    check_inputs,
+    check_int,
+    check_parameters,
+    check_targets,
+    is_integer,
+    is_real,
+)
 from .init import weight_chunks
 from .layout import FlatLayout
 from .loss_scale import LossScaler
 from .plan import Plan, compile_plan
 from .spec import validate_spec
 from .workspace import Arena, Workspace
-
-DTYPES = FLOAT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -59,18 +66,14 @@ class Engine:
 
     def __init__(self, spec: Mapping[str, Any], backend: str = AUTO, dtype: str = "float64",
                  seed: int = 0, deterministic: bool = False, precision: str = "fp32") -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
-        if seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+        seed = check_int("seed", seed, 0)
         self._ops = get_backend(backend)
         self._plan = compile_plan(validate_spec(spec))
         self._dtype = _float_dtype(dtype)
         self._precision = check_precision(precision, self._dtype)
         self._precision_code = PRECISION_CODES[self._precision]
         self._shapes = self._plan.parameter_shapes()
-        if not isinstance(deterministic, bool):
-            raise TypeError(f"deterministic: expected True or False, got {deterministic!r}")
+        deterministic = check_bool("deterministic", deterministic)
         self._indices = {b.name: self._ops.prepare_index(b.index, deterministic)
                          for b in self._plan.blocks if b.index is not None}
         # one flat buffer each for parameters and gradients; the dicts hold views
@@ -82,7 +85,7 @@ class Engine:
         self._flat_params = self._ops.zeros((self._layout.size,), self._dtype)
         # the initial weights, chunk by chunk cast into the buffer: no float64 copy of the
         # whole network (gpuback.core.init); biases and padding stay zero
-        for name, start, values in weight_chunks(self._plan, int(seed)):
+        for name, start, values in weight_chunks(self._plan, seed):
             at = self._layout.offsets[name] + start
             self._ops.copy_into(self._flat_params[at:at + values.size], values)
         self._flat_grads = self._ops.zeros((self._layout.size,), self._dtype)
@@ -115,7 +118,7 @@ class Engine:
 
     @property
     def dtype(self) -> str:
-        return self._dtype.name
+        return str(self._dtype.name)
 
     @property
     def precision(self) -> str:
@@ -163,8 +166,8 @@ class Engine:
         ws = self._load_inputs(X)
         self.run_forward(ws)
         if groups is None:
-            return self._ops.to_host(ws.z[self._plan.output]).T.copy()
-        return {g: self._ops.to_host(ws.z[g]).T.copy() for g in groups}
+            return _batch_major(self._ops, ws.z[self._plan.output])
+        return {g: _batch_major(self._ops, ws.z[g]) for g in groups}
 
     def _check_outputs(self, outputs: Any) -> list[str]:
         order = list(self._plan.order)
@@ -229,7 +232,7 @@ class Engine:
         if targets is not None:
             self.run_backward(ws, targets)
             loss = propagation.mean_loss(ops, ws)
-            delta = {g: ops.to_host(ws.delta[g]).T.copy() for g in plan.computed}
+            delta = {g: _batch_major(ops, ws.delta[g]) for g in plan.computed}
         h_prime = {}
         for g in plan.computed:
             if g == plan.output:
@@ -239,9 +242,9 @@ class Engine:
             ones = ops.from_host(np.ones(ws.a[g].shape), self._dtype)
             ops.activation_delta(plan.groups[g].activation, ws.a[g], ws.z[g], ones,
                                  ops.zeros((plan.groups[g].size,), self._dtype))
-            h_prime[g] = ops.to_host(ones).T.copy()
-        return Trace(a={g: ops.to_host(ws.a[g]).T.copy() for g in plan.computed},
-                     z={g: ops.to_host(ws.z[g]).T.copy() for g in plan.order},
+            h_prime[g] = _batch_major(ops, ones)
+        return Trace(a={g: _batch_major(ops, ws.a[g]) for g in plan.computed},
+                     z={g: _batch_major(ops, ws.z[g]) for g in plan.order},
                      h_prime=h_prime, delta=delta, loss=loss)
 
     def _check_nudge(self, nudge: Any) -> None:
@@ -253,11 +256,10 @@ class Engine:
             raise ValueError(f"nudge: expected a computed group, one of {list(plan.computed)}, "
                              f"got {group!r}")
         size = plan.groups[group].size
-        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) \
-                or not 0 <= unit < size:
+        if not is_integer(unit, 0, size - 1):
             raise ValueError(f"nudge: unit must be an integer in [0, {size}) for group "
                              f"{group!r}, got {unit!r}")
-        if not isinstance(amount, (int, float, np.floating)) or not np.isfinite(amount):
+        if not is_real(amount):
             raise ValueError(f"nudge: amount must be a finite number, got {amount!r}")
 
     # --- the engine underneath, for training loops -----------------------------------------
@@ -281,7 +283,7 @@ class Engine:
         return self._layout
 
     @property
-    def flat_parameters(self) -> Any:
+    def flat_parameters(self) -> Array:
         """The one backend buffer holding every parameter (in ``layout``); updated in place.
 
         Below fp32 the products read a rounded copy of it, which the next forward pass
@@ -295,7 +297,7 @@ class Engine:
         return self._flat_params
 
     @property
-    def fused_parameters(self) -> tuple[Any, Any, int]:
+    def fused_parameters(self) -> tuple[Array, Array, int]:
         """``(master, rounded, code)``: the buffers the optimiser's fused update writes (in
         ``layout``): the master (``flat_parameters``' buffer), the copy the products read and
         its precision code (``gpuback.kernels.precision.CODES``). Below fp32 the copy is the
@@ -305,7 +307,7 @@ class Engine:
         the copy stale."""
         return self._flat_params, self._flat_rounded, self._precision_code
 
-    def check_parameters_finite(self, status: Any, step: int) -> None:
+    def check_parameters_finite(self, status: Array, step: int) -> None:
         """``ops.check_finite`` on the master parameters (a read: the rounded copy stays
         as it is): a NaN or infinity sets ``status`` to ``(step, GRADIENT_NOT_FINITE)``."""
         self._ops.check_finite(self._flat_params, status, step)
@@ -317,7 +319,7 @@ class Engine:
             self._rounded_stale = True
 
     @property
-    def flat_gradients(self) -> Any:
+    def flat_gradients(self) -> Array:
         """The one backend buffer that every backward pass fills with the gradients (in
         ``layout``), overwritten by the next one."""
         return self._flat_grads
@@ -346,12 +348,12 @@ class Engine:
         propagation.forward(self._ops, self._plan, self._rounded, self._indices, ws, nudge,
                             self._precision_code)
 
-    def run_loss(self, ws: Workspace, targets: Any) -> None:
+    def run_loss(self, ws: Workspace, targets: Array) -> None:
         """After ``run_forward``: per-sample losses, correct counts and output deltas (5.54)
         into the workspace."""
         propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
 
-    def run_backward(self, ws: Workspace, targets: Any, loss_scale: Any = None,
+    def run_backward(self, ws: Workspace, targets: Array, loss_scale: Array | None = None,
                      on_group_done: Callable[[str], None] | None = None) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
         into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``.
@@ -367,7 +369,7 @@ class Engine:
         a larger one allocates (``reserve``)."""
         return self._arena.capacity
 
-    def load_batch(self, X: Any, T: Any = None) -> tuple[Workspace, Any]:
+    def load_batch(self, X: Any, T: Any = None) -> tuple[Workspace, Array | None]:
         """Check ``X`` (and ``T``) and load them into the workspace of their batch size, for
         callers that run the passes themselves (``run_forward``, ``run_loss``,
         ``run_backward``): the workspace, and the targets' buffer in it (None without T)."""
@@ -380,7 +382,7 @@ class Engine:
         self._ops.copy_into(ws.z[self._plan.input], X.T)
         return ws
 
-    def _load_targets(self, T: Any, ws: Workspace) -> Any:
+    def _load_targets(self, T: Any, ws: Workspace) -> Array:
         T = check_targets(self._ops, T, self._plan.loss, self._plan.n_out, ws.batch,
                           self._dtype)
         if T.ndim == 1:
@@ -390,12 +392,20 @@ class Engine:
         return ws.targets
 
 
-def _float_dtype(dtype: Any) -> np.dtype:
+def _batch_major(ops: Backend, array: Array) -> np.ndarray:
+    """A host copy of the feature-major backend ``array`` (units, batch), as users get
+    arrays: batch-major (batch, units), C-contiguous."""
+    host: np.ndarray = ops.to_host(array).T.copy()
+    return host
+
+
+def _float_dtype(dtype: Any) -> np.dtype[Any]:
     """``dtype`` ("float32", "float64", or a NumPy spelling of them) as a NumPy dtype."""
+    resolved: np.dtype[Any] | None
     try:
         resolved = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if dtype is None or resolved is None or resolved.name not in DTYPES:
-        raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if dtype is None or resolved is None or resolved.name not in FLOAT_DTYPES:
+        raise ValueError(f"dtype: expected one of {list(FLOAT_DTYPES)}, got {dtype!r}")
     return resolved

@@ -34,7 +34,7 @@ CHUNK = 1 << 20  # float64 values drawn at once (8 MiB)
 def staging_bytes(dtype: Any, weights: int) -> int:
     """Host bytes the initialisation of ``weights`` weights holds at once: one float64 chunk
     and its cast to ``dtype``."""
-    return min(weights, CHUNK) * (8 + np.dtype(dtype).itemsize)
+    return min(weights, CHUNK) * (8 + int(np.dtype(dtype).itemsize))
 
 
 def weight_scales(plan: Plan) -> dict[str, float]:
@@ -70,14 +70,3 @@ def weight_chunks(plan: Plan, seed: int,
         for start in range(0, total, chunk):
             yield b.name, start, rng.normal(0.0, std, size=min(chunk, total - start))
 
-
-def initial_parameters(plan: Plan, seed: int) -> dict[str, np.ndarray]:
-    """Float64 parameters for ``plan``: weights per block in spec order, then zero biases
-    (the whole network in float64 at once: for inspection; ``Network`` uses
-    ``weight_chunks``)."""
-    params = {b.name: np.empty(b.shape) for b in plan.blocks}
-    for name, start, values in weight_chunks(plan, seed):
-        params[name].reshape(-1)[start:start + values.size] = values
-    for g in plan.computed:
-        params[g] = np.zeros(plan.groups[g].size)
-    return params

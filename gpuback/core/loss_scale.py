@@ -21,13 +21,15 @@ run is bitwise the unbroken one.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..kernels.scalar import BACKOFF_FACTOR, GROWTH_FACTOR, SCALE_OVERFLOW  # noqa: F401
+from .checks import check_real, is_integer
+
+if TYPE_CHECKING:
+    from ..backends.protocol import Array, Backend
 
 INIT_SCALE = 2.0**16
 GROWTH_INTERVAL = 2000  # clean steps in a row before S doubles
@@ -42,12 +44,9 @@ class LossScale:
     growth_interval: int = GROWTH_INTERVAL
 
     def __post_init__(self) -> None:
-        s = self.init_scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) \
-                or s <= 0:
-            raise ValueError(f"loss_scale: expected a positive finite initial scale, got {s!r}")
+        check_real("loss_scale", self.init_scale, 0, low_open=True)
         g = self.growth_interval
-        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 1 <= g <= 2**24:
+        if not is_integer(g, 1, 2**24):
             raise ValueError(f"growth_interval: expected an integer in [1, 2^24] (counted in "
                              f"float32), got {g!r}")
 
@@ -75,13 +74,13 @@ class LossScaler:
     float type), the per-step verdict (``step_status``: int64 (2,)), and the ops of one
     step."""
 
-    def __init__(self, ops: Any, options: LossScale, dtype: Any = np.float32,
+    def __init__(self, ops: Backend, options: LossScale, dtype: Any = np.float32,
                  clean_steps: int = 0) -> None:
         self.ops, self.growth_interval = ops, int(options.growth_interval)
         self.state = ops.from_host(np.array([options.init_scale, clean_steps], dtype), dtype)
         self.step_status = ops.zeros((2,), np.int64)
 
-    def unscale(self, grads: Any, status: Any, step: int) -> Any:
+    def unscale(self, grads: Array, status: Array, step: int) -> Array:
         """After a backward pass run with ``state``: the gradients unscaled and checked, S
         and its count updated, and the pair the optimiser should read returned (set when
         this step overflowed or ``status`` records a non-finite step)."""
@@ -110,7 +109,8 @@ class LossScaler:
                                                 self.state.dtype))
 
     @classmethod
-    def from_state(cls, ops: Any, state: dict[str, Any], dtype: Any = np.float32) -> LossScaler:
+    def from_state(cls, ops: Backend, state: dict[str, Any],
+                   dtype: Any = np.float32) -> LossScaler:
         """A scaler on ``ops`` from ``state_dict()`` output (``check_state``)."""
         state = check_state(state)
         options = LossScale(state["scale"], state["growth_interval"])
@@ -128,15 +128,31 @@ def check_state(state: Any) -> dict[str, Any]:
         raise ValueError(f"loss_scale: expected an object with the fields "
                          f"{list(STATE_FIELDS)}, got {state!r}")
     count = state["clean_steps"]
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+    if not is_integer(count, 0):
         raise ValueError(f"loss_scale: 'clean_steps' must be a non-negative integer, got "
                          f"{count!r}")
     options = LossScale(state["scale"], state["growth_interval"])  # checks both
-    return {"scale": float(options.init_scale), "clean_steps": count,
+    return {"scale": float(options.init_scale), "clean_steps": int(count),
             "growth_interval": int(options.growth_interval)}
 
 
-def for_fit(net: Any, loss_scale: Any) -> LossScaler | None:
+class Scaled(Protocol):
+    """What ``for_fit`` reads and sets of a network (``gpuback.core.engine.Engine``, which
+    imports this module: a Protocol instead of the class)."""
+
+    loss_scaler: LossScaler | None
+
+    @property
+    def ops(self) -> Backend: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+
+def for_fit(net: Scaled, loss_scale: Any) -> LossScaler | None:
     """The scaler a ``fit`` call on ``net`` uses, or None: with the default (``loss_scale``
     None) an fp16 network goes on with the scaler it has (from an earlier ``fit`` or its
     checkpoint), else gets a new one; an explicit setting starts a new one (or none)."""

@@ -87,11 +87,13 @@ def check_network(ops: Backend, plan: Plan, layout: FlatLayout, dtype: Any,
     count = parameter_count(plan)
     smaller = ", dtype='float32'" if dtype.itemsize > 4 else ""
     check_needs(ops, f"Network: {count:,} {dtype.name} parameters need",
-           network_needs(plan, layout, dtype, precision),
-           f"use fewer or smaller groups{smaller}, or a backend with more memory")
+                network_needs(plan, layout, dtype, precision),
+                f"use fewer or smaller groups{smaller}, or a backend with more memory")
 
 
 def check_needs(ops: Backend, what: str, needs: list[Need], advice: str) -> None:
+    """Refuse (``InsufficientMemoryError``, its message ``what``, the figure, its parts and
+    ``advice``) ``needs`` whose bytes still to allocate exceed what ``ops`` has free."""
     new = sum(n.nbytes for n in needs if not n.allocated)
     if new == 0:
         return

@@ -18,12 +18,12 @@ expected and what was given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_real, is_integer
 
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "softmax")
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
@@ -115,7 +115,8 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def topological_order(group_names: Sequence[str], connections: Sequence[Mapping]) -> list[str]:
+def topological_order(group_names: Sequence[str],
+                      connections: Sequence[Mapping[str, Any]]) -> list[str]:
     """Groups ordered so that every connection goes from an earlier to a later group.
 
     Kahn's algorithm; ties keep the order in which groups are listed, so the order
@@ -151,7 +152,8 @@ def topological_order(group_names: Sequence[str], connections: Sequence[Mapping]
     return order
 
 
-def _check_keys(where: str, obj: Mapping, required: set[str], allowed: set[str]) -> None:
+def _check_keys(where: str, obj: Mapping[str, Any], required: set[str],
+                allowed: set[str]) -> None:
     missing = sorted(required - obj.keys())
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing}")
@@ -257,10 +259,11 @@ def _validate_edges(where: str, edges: Any, n_src: int, n_dst: int) -> list[list
         dup = int(np.flatnonzero(counts > 1)[0])
         e = int(first[dup])
         raise ValueError(f"{where}: duplicate edge ({int(arr[0, e])} -> {int(arr[1, e])})")
-    return arr.tolist()
+    edge_list: list[list[int]] = arr.tolist()
+    return edge_list
 
 
-def _check_graph(names: list[str], connections: list[dict], input_name: str,
+def _check_graph(names: list[str], connections: list[dict[str, Any]], input_name: str,
                  output_name: str) -> None:
     if any(c["dst"] == input_name for c in connections):
         src = next(c["src"] for c in connections if c["dst"] == input_name)
@@ -307,8 +310,7 @@ def sparse_mlp_spec(sizes: Sequence[int], density: float = 0.05, seed: int = 0,
     (at least one), drawn without replacement from ``numpy.random.default_rng(seed)``.
     The block into the output group is dense unless ``sparse_output`` is set.
     """
-    if not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
-        raise ValueError(f"density: expected a number in (0, 1], got {density!r}")
+    check_real("density", density, 0, 1, low_open=True, high_open=False)
     rng = np.random.default_rng(seed)
     n_blocks = len(sizes) - 1
 
@@ -323,13 +325,14 @@ def sparse_mlp_spec(sizes: Sequence[int], density: float = 0.05, seed: int = 0,
 
 
 def _chain_spec(sizes: Sequence[int], activation: str, loss: str,
-                output_activation: str | None, block) -> dict[str, Any]:
+                output_activation: str | None,
+                block: Callable[[int, int, int], dict[str, Any]]) -> dict[str, Any]:
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes: expected at least 2 layer sizes (input, output), got {sizes}")
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {list(LOSSES)}, got {loss!r}")
-    if any(_is_bad_size(s) for s in sizes):
+    if not all(is_integer(s, 1) for s in sizes):
         raise ValueError(f"sizes: expected positive integers, got {sizes}")
     if output_activation is None:
         output_activation = LOSS_OUTPUT_ACTIVATION[loss] or "identity"
@@ -343,10 +346,6 @@ def _chain_spec(sizes: Sequence[int], activation: str, loss: str,
     spec = {"groups": groups, "connections": connections, "input": "x", "output": "y",
             "loss": loss}
     return validate_spec(spec)
-
-
-def _is_bad_size(s: Any) -> bool:
-    return isinstance(s, bool) or not isinstance(s, (int, np.integer)) or bool(s < 1)
 
 
 __all__ = ["ACTIVATIONS", "LOSSES", "mlp_spec", "sparse_mlp_spec",

@@ -94,7 +94,7 @@ class Arena:
 def workspace_bytes(plan: Plan, dtype: Any, batch: int) -> int:
     """Bytes ``Arena.reserve(batch)`` allocates for ``plan`` in ``dtype``, computed from the
     plan alone (nothing is allocated): its float buffer and its int64 labels."""
-    return _float_count(_rows(plan), batch) * np.dtype(dtype).itemsize + \
+    return _float_count(_rows(plan), batch) * int(np.dtype(dtype).itemsize) + \
         batch * np.dtype(np.int64).itemsize
 
 

@@ -108,11 +108,11 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Split:
     ``test_fraction`` and ``seed``: stratified by class, the same arrays for the same
     arguments on every machine (the defaults give 1438 training and 359 test samples).
     """
-    images, labels = digits_arrays()
+    images, labels = _digits_arrays()
     return split(images / 16.0, labels.astype(np.int64), test_fraction=test_fraction, seed=seed)
 
 
-def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The embedded digits as stored: (1797, 64) uint8 images (pixel values 0 to 16) and
     (1797,) uint8 labels 0 to 9, unscaled and unsplit (``load_digits`` scales and splits)."""
     source = resources.files("gpuback.datasets") / "data" / "digits.npz"

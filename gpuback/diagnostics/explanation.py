@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.checks import is_integer
 from ..network import Network
 
 # x feeds h; h feeds g1 (dense), g2 (sparse) and, skipping a layer, the output y.
@@ -137,9 +138,10 @@ def explain(net: Network | None = None, group: str | None = None, unit: int = 0,
         hidden = [g for g in plan.computed if g != plan.output]
         raise ValueError(f"group: expected a hidden group, one of {hidden}, got {group!r}")
     size = plan.groups[group].size
-    if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < size:
+    if not is_integer(unit, 0, size - 1):
         raise ValueError(f"unit: expected an integer in [0, {size}) for group {group!r}, "
                          f"got {unit!r}")
+    unit = int(unit)  # (a NumPy integer too: the explanation is plain data)
     if net.dtype != "float64":
         exact = Network(net.spec, backend=net.backend, dtype="float64")
         exact.set_parameters(net.parameters())

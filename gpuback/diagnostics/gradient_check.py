@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..core import propagation
+from ..core.checks import check_int, check_real
 from ..network import Network
 
 MODES = ("full", "direction")
@@ -182,10 +183,8 @@ def gradcheck(net: Network, X: Any, T: Any, eps: float = 2e-3, mode: str = "full
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
     for arg, value in (("eps", eps), ("tol", tol), ("floor", floor)):
-        if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{arg}: expected a positive finite number, got {value!r}")
-    if isinstance(n_directions, bool) or not isinstance(n_directions, int) or n_directions < 1:
-        raise ValueError(f"n_directions: expected a positive integer, got {n_directions!r}")
+        check_real(arg, value, 0, low_open=True)
+    check_int("n_directions", n_directions, 1)
 
     _, grads = net.loss_and_grads(X, T)
     grads = {k: v.astype(np.float64) for k, v in grads.items()}

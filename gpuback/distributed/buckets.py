@@ -15,19 +15,22 @@ the same plan, so the collectives agree in number, order and size on every rank.
 
 from __future__ import annotations
 
-from typing import Any
+from ..core.checks import is_integer
+from ..core.layout import FlatLayout
+from ..core.plan import Plan
 
 BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's default bucket_cap_mb (25)
 
 Ranges = tuple[tuple[int, int], ...]
 
 
-def cut_buckets(plan: Any, layout: Any, itemsize: int, bucket_bytes: int) -> dict[str, Ranges]:
+def cut_buckets(plan: Plan, layout: FlatLayout, itemsize: int,
+                bucket_bytes: int) -> dict[str, Ranges]:
     """For each computed group: the ranges ``[lo, hi)`` of the flat gradient buffer whose
     all-reduce starts once backward has finished that group (``()`` for none yet). Together
     they cover ``[0, layout.size)`` once, padding included; ``bucket_bytes`` of 0 starts one
     bucket per group, one larger than the network a single all-reduce at the end."""
-    if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 0:
+    if not is_integer(bucket_bytes, 0):
         raise ValueError(f"bucket_bytes: expected a whole number of bytes >= 0, got "
                          f"{bucket_bytes!r}")
     groups = list(reversed(plan.computed))

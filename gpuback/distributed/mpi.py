@@ -47,6 +47,7 @@ from ..backends.launcher import (  # noqa: F401  (public here: the world's own f
     node_placement_of,
     ranks_per_node,
 )
+from ..backends.protocol import Array, Backend
 from .buckets import BUCKET_BYTES
 
 INSTALL_HINT = "pip install 'gpuback[mpi]'"
@@ -110,19 +111,19 @@ class SingleProcess:
         lo, hi = share_bounds(rows, self.size, self.rank)
         return start + lo, start + hi
 
-    def allreduce_sum(self, ops: Any, buffer: Any) -> None:
+    def allreduce_sum(self, ops: Backend, buffer: Array) -> None:
         """``buffer`` (a backend array) replaced by its sum over the ranks, in place."""
 
-    def start_allreduce_sum(self, ops: Any, buffer: Any) -> Done:
+    def start_allreduce_sum(self, ops: Backend, buffer: Array) -> Done:
         """The sum of ``buffer`` over the ranks, in place, started and not waited for: call
         ``wait()`` on the result before reading ``buffer``; ``test()`` drives it on meanwhile
         (MPI moves a non-blocking collective on only inside MPI calls)."""
         return Done()
 
-    def allreduce_max(self, ops: Any, buffer: Any) -> None:
+    def allreduce_max(self, ops: Backend, buffer: Array) -> None:
         """``buffer`` replaced by its element-wise maximum over the ranks, in place."""
 
-    def broadcast(self, ops: Any, buffer: Any, root: int = 0) -> None:
+    def broadcast(self, ops: Backend, buffer: Array, root: int = 0) -> None:
         """``buffer`` set to rank ``root``'s, in place, on every rank."""
 
     def sum_floats(self, values: list[float]) -> list[float]:
@@ -155,14 +156,14 @@ class MPIWorld(SingleProcess):
             self.local_rank, self.ranks_per_node = node_placement_of(self.comm)
         self._device: dict[str, Any] = {}  # backend name -> its collectives, or None
 
-    def _device_collectives(self, ops: Any) -> Any:
+    def _device_collectives(self, ops: Backend) -> Any:
         """The backend's own collectives for a device buffer (made once per backend, on
         every rank alike: NCCL starts up collectively), or None: MPI on a host copy."""
         if ops.name not in self._device:
             self._device[ops.name] = ops.device_collectives(self.comm)
         return self._device[ops.name]
 
-    def _reduce(self, ops: Any, buffer: Any, op: Any) -> None:
+    def _reduce(self, ops: Backend, buffer: Array, op: Any) -> None:
         if _on_host(ops, buffer):  # reduced where it is
             self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=op)
             return
@@ -174,10 +175,10 @@ class MPIWorld(SingleProcess):
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=op)
         ops.copy_into(buffer, host)
 
-    def allreduce_sum(self, ops: Any, buffer: Any) -> None:
+    def allreduce_sum(self, ops: Backend, buffer: Array) -> None:
         self._reduce(ops, buffer, self.MPI.SUM)
 
-    def start_allreduce_sum(self, ops: Any, buffer: Any) -> Any:
+    def start_allreduce_sum(self, ops: Backend, buffer: Array) -> Any:
         if _on_host(ops, buffer):
             return MPIPending(self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM))
         device = self._device_collectives(ops)
@@ -187,10 +188,10 @@ class MPIWorld(SingleProcess):
         request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         return MPIPending(request, lambda: ops.copy_into(buffer, host))
 
-    def allreduce_max(self, ops: Any, buffer: Any) -> None:
+    def allreduce_max(self, ops: Backend, buffer: Array) -> None:
         self._reduce(ops, buffer, self.MPI.MAX)
 
-    def broadcast(self, ops: Any, buffer: Any, root: int = 0) -> None:
+    def broadcast(self, ops: Backend, buffer: Array, root: int = 0) -> None:
         if _on_host(ops, buffer):
             self.comm.Bcast(buffer, root=root)
             return
@@ -254,7 +255,7 @@ class MPIWorld(SingleProcess):
         self.comm.Abort(code)
 
 
-def _on_host(ops: Any, buffer: Any) -> bool:
+def _on_host(ops: Backend, buffer: Array) -> bool:
     """Whether MPI can read and write ``buffer`` where it is: a host array. A device array
     (the simulator's stand-ins included, as strict as a GPU's) goes through the backend's
     own collectives or a host copy."""

@@ -40,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_int
+from ..backends.protocol import Array, Backend
+from ..core.checks import check_bool, check_int, check_real, is_integer, is_real
+from ..core.engine import Engine
+from ..core.layout import FlatLayout
 from ..kernels.precision import FP32
 from . import param_options
 
@@ -64,7 +67,7 @@ class StepDecay:
 
     def __post_init__(self) -> None:
         check_int("step_size", self.step_size, 1)
-        _check_positive("gamma", self.gamma)
+        check_real("gamma", self.gamma, 0, low_open=True)
 
     def __call__(self, step: int) -> float:
         return self.gamma ** (step // self.step_size)
@@ -81,12 +84,10 @@ class Cosine:
 
     def __post_init__(self) -> None:
         check_int("total_steps", self.total_steps, 1)
-        w = self.warmup_steps
-        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.total_steps:
+        if not is_integer(self.warmup_steps, 0, self.total_steps - 1):
             raise ValueError(f"warmup_steps: expected an integer in [0, total_steps="
-                             f"{self.total_steps}), got {w!r}")
-        if not 0.0 <= self.min_factor <= 1.0:
-            raise ValueError(f"min_factor: expected a number in [0, 1], got {self.min_factor!r}")
+                             f"{self.total_steps}), got {self.warmup_steps!r}")
+        check_real("min_factor", self.min_factor, 0, 1, high_open=False)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -98,7 +99,6 @@ class Cosine:
 
 
 SCHEDULES = {"constant": Constant, "step_decay": StepDecay, "cosine": Cosine}
-constant, step_decay, cosine = Constant, StepDecay, Cosine  # the names the docs use
 
 
 class Optimizer:
@@ -110,29 +110,26 @@ class Optimizer:
                  schedule: Schedule | None = None, *, decay_biases: bool = False,
                  lr_multipliers: Mapping[str, float] | None = None,
                  freeze: Sequence[str] = ()) -> None:
-        _check_positive("lr", lr)
-        _check_non_negative("weight_decay", weight_decay)
+        self.lr = check_real("lr", lr, 0, low_open=True)
+        self.weight_decay = check_real("weight_decay", weight_decay, 0)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule: expected a callable step -> factor, got {schedule!r}")
-        if not isinstance(decay_biases, bool):
-            raise TypeError(f"decay_biases: expected True or False, got {decay_biases!r}")
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
         self.schedule = schedule or Constant()
-        self.decay_biases = decay_biases
+        self.decay_biases = check_bool("decay_biases", decay_biases)
         self.lr_multipliers = param_options.check_lr_multipliers(lr_multipliers)
         self.freeze = param_options.check_freeze(freeze)
         self.steps = 0
         self._state: dict[str, Any] = {}  # state name -> flat buffer in the parameters' layout
-        self._network: weakref.ref[Any] | None = None  # the one network this state belongs to
-        self._ops: Any = None  # the backend the state lives on, set by step / load_state_dict
-        self._layout: Any = None
-        self._no_status: Any = None
+        self._network: weakref.ref[Engine] | None = None  # the network this state belongs to
+        # the backend the state lives on and its layout, set by step / load_state_dict
+        self._ops: Backend | None = None
+        self._layout: FlatLayout | None = None
+        self._no_status: Array = None
         self._frozen: set[str] = set()  # the frozen parameters of the bound network
         # per segment of equal options: views of the parameters, gradients and each state
         # buffer, the learning-rate factor and whether it decays, and the view of the
         # network's rounded copy (set by _cut), and the options they were cut for
-        self._segments: list[tuple[Any, Any, dict[str, Any], float, bool, Any]] = []
+        self._segments: list[tuple[Array, Array, dict[str, Array], float, bool, Array]] = []
         self._code = FP32  # the bound network's precision code (FP32: no rounded copy)
         self._cut_for: Any = None
 
@@ -156,7 +153,7 @@ class Optimizer:
         Adam and AdamW 2 (m and v). For memory estimates (``gpuback.memory``)."""
         return len(self.state_names)
 
-    def bound_to(self, net: Any) -> bool:
+    def bound_to(self, net: Engine) -> bool:
         """Whether the optimiser's state belongs to ``net`` already (allocated by a step or
         ``load_state_dict`` on it), so that a further step allocates nothing."""
         return self._network is not None and self._network() is net
@@ -165,7 +162,7 @@ class Optimizer:
         """The learning rate the next ``step`` will use."""
         return self.lr * float(self.schedule(self.steps))
 
-    def step(self, net: Any, status: Any = None) -> None:
+    def step(self, net: Engine, status: Array | None = None) -> None:
         """Update ``net``'s parameters from the gradients of its last ``loss_and_grads``.
 
         ``status``: the backend's int64 status pair of a training run (``gpuback.training``);
@@ -186,7 +183,7 @@ class Optimizer:
             self._update(net.ops, param, grad, state, lr * factor,
                          self.weight_decay if decayed else 0.0, status, rounded, self._code)
 
-    def check(self, net: Any) -> None:
+    def check(self, net: Engine) -> None:
         """Raise ValueError if ``lr_multipliers`` or ``freeze`` names a group or parameter
         that ``net`` lacks (``fit`` checks this before its first step)."""
         self._plan_segments(net)
@@ -197,13 +194,13 @@ class Optimizer:
         return (self.weight_decay == 0.0, self.decay_biases,
                 tuple(sorted(self.lr_multipliers.items())), tuple(self.freeze))
 
-    def _plan_segments(self, net: Any) -> tuple[list[param_options.Segment], set[str]]:
+    def _plan_segments(self, net: Engine) -> tuple[list[param_options.Segment], set[str]]:
         """``net``'s runs of parameters with equal options, and its frozen parameters."""
         frozen = param_options.frozen_parameters(net.plan, self.freeze)
         return param_options.segments(net.plan, net.layout, self.weight_decay,
                                       self.decay_biases, self.lr_multipliers, frozen), frozen
 
-    def _cut(self, net: Any) -> None:
+    def _cut(self, net: Engine) -> None:
         """The bound network's parameters, gradients and state buffers cut into the segments
         of the current options: the buffers themselves when one segment spans them all (one
         launch, as before the options existed), else views ``flat[lo:hi]``. The network's
@@ -224,7 +221,7 @@ class Optimizer:
             self._segments.append((param, grad, state, seg.lr_factor, seg.decayed, copy))
         self._cut_for = self._options()
 
-    def _bind(self, net: Any) -> None:
+    def _bind(self, net: Engine) -> None:
         """Allocate the state buffers (zero) for ``net`` the first time it is stepped and
         cut them, with the parameters and gradients, into the segments of equal options;
         refuse any other network afterwards."""
@@ -243,26 +240,39 @@ class Optimizer:
         self._no_status = ops.zeros((2,), np.int64)  # never set: updates always apply
         self._cut(net)
 
-    def _update(self, ops: Any, param: Any, grad: Any, state: dict[str, Any], lr: float,
-                weight_decay: float, status: Any, rounded: Any, code: int) -> None:
+    def _bound_network(self) -> Engine:
+        """The network the optimiser is bound to (ValueError if none, or if it is gone)."""
+        net = None if self._network is None else self._network()
+        if net is None:
+            raise ValueError(f"net: this {type(self).__name__} is bound to no network yet; "
+                             f"pass the network to load its state onto")
+        return net
+
+    def _update(self, ops: Backend, param: Array, grad: Array, state: dict[str, Array],
+                lr: float, weight_decay: float, status: Array, rounded: Array,
+                code: int) -> None:
+        """One fused update of ``param`` (a segment of the flat buffer) on ``ops``."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         """Host (NumPy) copies of the state per parameter name (frozen parameters have
         none), with the step count: what a checkpoint stores."""
-        if not self._state:
+        if not self._state or self._ops is None or self._layout is None:
             return {"steps": self.steps, "buffers": {}}
-        per_buffer = {s: self._layout.unpack(self._ops.to_host(b))
-                      for s, b in self._state.items()}
+        layout, ops = self._layout, self._ops
+        per_buffer = {s: layout.unpack(ops.to_host(b)) for s, b in self._state.items()}
         return {"steps": self.steps,
                 "buffers": {name: {s: per_buffer[s][name] for s in self.state_names}
-                            for name in self._layout.offsets if name not in self._frozen}}
+                            for name in layout.offsets if name not in self._frozen}}
 
-    def load_state_dict(self, state: dict[str, Any], net: Any) -> None:
+    def load_state_dict(self, state: dict[str, Any], net: Engine | None = None) -> None:
         """Restore ``state_dict()`` output onto ``net``'s backend (names and shapes are
         checked; parameters without saved state start from zero; the saved state of a
         parameter this optimiser freezes is dropped: frozen ones keep none). The optimiser
-        is then bound to ``net`` (see ``step``)."""
+        is then bound to ``net`` (see ``step``). Without ``net``: onto the network it is
+        bound to, as ``LossScaler.load_state_dict(state)`` restores its network's scale."""
+        if net is None:
+            net = self._bound_network()
         ops, layout = net.ops, net.layout
         buffers = state.get("buffers", {})
         for name, named in buffers.items():
@@ -300,18 +310,18 @@ class SGD(Optimizer):
                  freeze: Sequence[str] = ()) -> None:
         super().__init__(lr, weight_decay, schedule, decay_biases=decay_biases,
                          lr_multipliers=lr_multipliers, freeze=freeze)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
+        self.momentum = check_real("momentum", momentum, 0, 1)
         if nesterov and momentum == 0.0:
             raise ValueError("nesterov: needs momentum > 0")
-        self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {**super()._hyperparameters(), "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
-    def _update(self, ops, param, grad, state, lr, weight_decay, status, rounded, code):
+    def _update(self, ops: Backend, param: Array, grad: Array, state: dict[str, Array],
+                lr: float, weight_decay: float, status: Array, rounded: Array,
+                code: int) -> None:
         ops.sgd_update(param, grad, state["velocity"], lr, self.momentum, self.nesterov,
                        weight_decay, status, rounded, code)
 
@@ -331,16 +341,17 @@ class Adam(Optimizer):
                  freeze: Sequence[str] = ()) -> None:
         super().__init__(lr, weight_decay, schedule, decay_biases=decay_biases,
                          lr_multipliers=lr_multipliers, freeze=freeze)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        if len(betas) != 2 or not all(is_real(b) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
-        _check_positive("eps", eps)
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
+        self.eps = check_real("eps", eps, 0, low_open=True)
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {**super()._hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
-    def _update(self, ops, param, grad, state, lr, weight_decay, status, rounded, code):
+    def _update(self, ops: Backend, param: Array, grad: Array, state: dict[str, Array],
+                lr: float, weight_decay: float, status: Array, rounded: Array,
+                code: int) -> None:
         ops.adam_update(param, grad, state["m"], state["v"], lr, self.betas[0], self.betas[1],
                         self.eps, weight_decay, self.decoupled, self.steps, status, rounded,
                         code)
@@ -360,18 +371,6 @@ class AdamW(Adam):
                  freeze: Sequence[str] = ()) -> None:
         super().__init__(lr, betas, eps, weight_decay, schedule, decay_biases=decay_biases,
                          lr_multipliers=lr_multipliers, freeze=freeze)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-
-
-def _check_non_negative(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
 
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

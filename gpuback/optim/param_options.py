@@ -18,10 +18,13 @@ one launch, as before; the default (decay on the weights alone) is two.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..core.checks import check_real
+from ..core.layout import FlatLayout
+from ..core.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,7 @@ def check_lr_multipliers(value: Any) -> dict[str, float]:
         if not isinstance(group, str):
             raise TypeError(f"lr_multipliers: expected group names (strings) as keys, got "
                             f"{group!r}")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or \
-                not math.isfinite(factor) or factor < 0:
-            raise ValueError(f"lr_multipliers[{group!r}]: expected a finite number >= 0, got "
-                             f"{factor!r}")
-        checked[group] = float(factor)
+        checked[group] = check_real(f"lr_multipliers[{group!r}]", factor, 0)
     return checked
 
 
@@ -67,20 +66,20 @@ def check_freeze(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def owners(plan: Any) -> dict[str, str]:
+def owners(plan: Plan) -> dict[str, str]:
     """Every parameter's group: a block's destination group, a bias's own group."""
     owned = {b.name: b.dst for b in plan.blocks}
     owned.update({g: g for g in plan.computed})
     return owned
 
 
-def _unknown(argument: str, name: str, plan: Any, what: str, known: list[str]) -> ValueError:
+def _unknown(argument: str, name: str, plan: Plan, what: str, known: list[str]) -> ValueError:
     if name == plan.input:
         return ValueError(f"{argument}: {name!r} is the input group, which has no parameters")
     return ValueError(f"{argument}: unknown {what} {name!r}; expected one of {known}")
 
 
-def frozen_parameters(plan: Any, freeze: Sequence[str]) -> set[str]:
+def frozen_parameters(plan: Plan, freeze: Sequence[str]) -> set[str]:
     """The parameters ``freeze`` names: a block ``"src->dst"``, or a group, meaning its bias
     and every block into it."""
     owned = owners(plan)
@@ -97,14 +96,14 @@ def frozen_parameters(plan: Any, freeze: Sequence[str]) -> set[str]:
     return frozen
 
 
-def check_groups(plan: Any, lr_multipliers: Mapping[str, float]) -> None:
+def check_groups(plan: Plan, lr_multipliers: Mapping[str, float]) -> None:
     """Every key of ``lr_multipliers`` is a group with parameters (not the input group)."""
     for group in lr_multipliers:
         if group not in plan.computed:
             raise _unknown("lr_multipliers", group, plan, "group", list(plan.computed))
 
 
-def segments(plan: Any, layout: Any, weight_decay: float, decay_biases: bool,
+def segments(plan: Plan, layout: FlatLayout, weight_decay: float, decay_biases: bool,
              lr_multipliers: Mapping[str, float], frozen: set[str]) -> list[Segment]:
     """The runs of the flat buffer (``layout``) to update, each with its options; frozen
     parameters belong to none. The padding after a parameter goes with it (it is zero and

@@ -1,8 +1,10 @@
 """scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` trained by gpuback.
 
-Drop-in replacements for ``sklearn.neural_network``'s (see ``estimators``). scikit-learn is
-an optional dependency: ``pip install 'gpuback[sklearn]'``; ``import gpuback`` never imports
-it, ``import gpuback.sklearn`` does."""
+Drop-in replacements for ``sklearn.neural_network``'s (see ``estimators``): ``params``
+checks their constructor parameters, ``base`` holds what they share (fitting, attributes,
+pickling) and ``stochastic`` scikit-learn's training rules as a callback of gpuback's one
+epoch loop. scikit-learn is an optional dependency: ``pip install 'gpuback[sklearn]'``;
+``import gpuback`` never imports it, ``import gpuback.sklearn`` does."""
 
 from __future__ import annotations
 

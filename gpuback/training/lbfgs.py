@@ -34,7 +34,8 @@ import numpy as np
 from ..core import propagation
 from ..core.checks import check_int
 from ..core.engine import Engine
-from . import loop as training
+from .arguments import check_real
+from .data import dataset
 
 INSTALL_HINT = "pip install 'gpuback[lbfgs]'"
 DEFAULT_CHUNK = 4096  # samples per forward/backward pass of one evaluation
@@ -50,17 +51,6 @@ def _scipy_minimize() -> Callable[..., Any]:
     return minimize
 
 
-def _check_number(name: str, value: Any) -> float:
-    """``value`` as a finite float >= 0 (TypeError if it is not a real number)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{name}: expected a non-negative number, got {value!r} "
-                        f"({type(value).__name__})")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
-    return float(value)
-
-
 class Objective:
     """E(w) and dE/dw (see the module docstring) of ``net`` over ``(X, T)``, as functions of
     the float64 vector of every parameter (the flat buffer without its padding).
@@ -68,10 +58,10 @@ class Objective:
     ``live``: the flat-buffer positions of the parameters, in layout order; ``weights``: a
     boolean mask over ``live`` of the weight entries (the penalised ones)."""
 
-    def __init__(self, net: Any, X: Any, T: Any, l2: float, chunk_size: int) -> None:
+    def __init__(self, net: Engine, X: Any, T: Any, l2: float, chunk_size: int) -> None:
         self.net, self.l2 = net, l2
         self.chunk = chunk_size
-        self.data = training.dataset(net, X, T, chunk_size)
+        self.data = dataset(net, X, T, chunk_size)
         self.n = self.data.n
         layout, plan = net.layout, net.plan
         weight_names = {b.name for b in plan.blocks}
@@ -126,7 +116,7 @@ class Objective:
         return self(theta)[0]
 
 
-def fit_lbfgs(net: Any, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-4,
+def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-4,
               l2: float = 0.0, max_fun: int = 15000, chunk_size: int = DEFAULT_CHUNK,
               ftol: float | None = None, verbose: bool = False) -> dict[str, Any]:
     """Train every parameter of ``net`` in place by full-batch L-BFGS (SciPy's L-BFGS-B).
@@ -152,10 +142,10 @@ def fit_lbfgs(net: Any, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-4,
     max_iter = check_int("max_iter", max_iter, 1)
     max_fun = check_int("max_fun", max_fun, 1)
     chunk_size = check_int("chunk_size", chunk_size, 1)
-    tol = _check_number("tol", tol)
-    l2 = _check_number("l2", l2)
+    tol = check_real("tol", tol, 0.0)
+    l2 = check_real("l2", l2, 0.0)
     if ftol is not None:
-        ftol = _check_number("ftol", ftol)
+        ftol = check_real("ftol", ftol, 0.0)
     if not isinstance(verbose, (bool, np.bool_)):
         raise TypeError(f"verbose: expected True or False, got {verbose!r}")
     minimize = _scipy_minimize()

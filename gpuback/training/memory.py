@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from ..backends.protocol import Backend
+from ..core.engine import Engine
 from ..core.layout import FlatLayout
 from ..core.memory import Need, check_needs, network_needs
 from ..core.plan import Plan
 from ..core.workspace import workspace_bytes
-from ..optim.optimizers import Adam
+from ..optim.optimizers import Adam, Optimizer
 
 
-def training_needs(net: Any, batch_size: int, optimizer: Any = None,
+def training_needs(net: Engine, batch_size: int, optimizer: Optimizer | None = None,
                    data_bytes: int = 0) -> list[Need]:
     """What a training run of ``net`` with batches of up to ``batch_size`` samples adds to
     the network (and what the network holds already): see ``check_training``."""
@@ -38,7 +39,7 @@ def training_needs(net: Any, batch_size: int, optimizer: Any = None,
         raise ValueError(f"data_bytes: expected a non-negative integer, got {data_bytes!r}")
     flat = net.layout.size * np.dtype(net.dtype).itemsize
     state, workspace = _run_needs(net.plan, net.dtype, flat, int(batch_size), optimizer)
-    precision = getattr(net, "precision", "fp32")
+    precision = net.precision
     rounded = [] if precision == "fp32" else \
         [Need(f"parameters rounded to {precision}", flat, allocated=True)]
     return [Need("parameters", flat, allocated=True),
@@ -50,7 +51,7 @@ def training_needs(net: Any, batch_size: int, optimizer: Any = None,
 
 
 def _run_needs(plan: Plan, dtype: Any, flat: int, batch: int,
-               optimizer: Any) -> tuple[Need, Need]:
+               optimizer: Optimizer | None) -> tuple[Need, Need]:
     """The optimiser's state (None: fit's default, Adam) and the workspace for batches of
     ``batch``, for a network of ``flat`` parameter bytes."""
     optimizer = _or_fit_default(optimizer)
@@ -60,7 +61,7 @@ def _run_needs(plan: Plan, dtype: Any, flat: int, batch: int,
 
 
 def check_run(ops: Backend, plan: Plan, dtype: Any, batch_size: int,
-              optimizer: Any = None) -> None:
+              optimizer: Optimizer | None = None) -> None:
     """Refuse (``InsufficientMemoryError``) a training run before its network is built:
     the network's buffers (``network_needs``), the optimiser's state and the workspace
     for batches of ``batch_size``, all still to allocate. What ``gpuback train`` checks
@@ -73,7 +74,7 @@ def check_run(ops: Backend, plan: Plan, dtype: Any, batch_size: int,
            _advice(dtype, optimizer))
 
 
-def check_training(net: Any, batch_size: int, optimizer: Any = None,
+def check_training(net: Engine, batch_size: int, optimizer: Optimizer | None = None,
                    data_bytes: int = 0) -> None:
     """Refuse (``InsufficientMemoryError``) a training run that would run out of memory on
     ``net``'s backend, before its first allocation.
@@ -91,7 +92,7 @@ def check_training(net: Any, batch_size: int, optimizer: Any = None,
            _advice(net.dtype, optimizer))
 
 
-def _advice(dtype: Any, optimizer: Any) -> str:
+def _advice(dtype: Any, optimizer: Optimizer | None) -> str:
     buffers = _or_fit_default(optimizer).state_buffers()
     advice = ["lower batch_size"]
     if buffers > 1:
@@ -101,6 +102,6 @@ def _advice(dtype: Any, optimizer: Any) -> str:
     return f"{', '.join(advice)} or a smaller network"
 
 
-def _or_fit_default(optimizer: Any) -> Any:
+def _or_fit_default(optimizer: Optimizer | None) -> Optimizer:
     """``optimizer``, or for None the one ``fit`` would make (``Adam()``)."""
     return Adam() if optimizer is None else optimizer

@@ -29,7 +29,6 @@ from numba import njit
 from gpuback.backends.precision import (
     PRECISIONS,
     check_precision,
-    machine_epsilon,
     round_to,
     storage_dtype,
     unit_roundoff,
@@ -236,11 +235,11 @@ def test_one_rounding_errs_by_at_most_the_unit_roundoff(values, reference, preci
     assert error.max() > unit_roundoff(precision) / 2  # the bound is attained near ties
 
 
-def test_unit_roundoff_and_epsilon() -> None:
-    assert machine_epsilon("fp32") == np.finfo(np.float32).eps
-    assert machine_epsilon("fp16") == np.finfo(np.float16).eps
-    assert machine_epsilon("bf16") == float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps)
-    assert machine_epsilon("tf32") == 2.0**-10
+def test_unit_roundoff_is_half_the_machine_epsilon() -> None:
+    assert 2 * unit_roundoff("fp32") == np.finfo(np.float32).eps
+    assert 2 * unit_roundoff("fp16") == np.finfo(np.float16).eps
+    assert 2 * unit_roundoff("bf16") == float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps)
+    assert 2 * unit_roundoff("tf32") == 2.0**-10
     for p in ROUNDED:  # 1 + u is the tie above 1: it rounds to the even 1; a hair more, up
         u = unit_roundoff(p)
         assert round_to(np.float32([1 + u]), p)[0] == 1.0

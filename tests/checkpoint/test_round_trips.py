@@ -28,7 +28,7 @@ def _spec() -> dict:
 
 
 def _optimizer() -> optim.Optimizer:
-    return optim.AdamW(lr=1e-2, schedule=optim.cosine(total_steps=40, warmup_steps=5))
+    return optim.AdamW(lr=1e-2, schedule=optim.Cosine(total_steps=40, warmup_steps=5))
 
 
 def _assert_same_parameters(a: gpuback.Network, b: gpuback.Network) -> None:
@@ -45,6 +45,29 @@ def _assert_same_optimizer(a: optim.Optimizer, b: optim.Optimizer) -> None:
     for name, buffers in sa["buffers"].items():
         for buf, value in buffers.items():
             np.testing.assert_array_equal(value, sb["buffers"][name][buf], err_msg=name)
+
+
+def test_the_package_presents_the_reading_side() -> None:
+    """``Network.save`` is the one public door to save (the writer is ``files.save``, what it
+    and ``fit`` call); ``gpuback.checkpoint`` presents what reads a checkpoint back."""
+    assert set(gpuback.checkpoint.__all__) == {"CheckpointError", "FORMAT", "Saved", "exists",
+                                               "load_optimizer", "read"}
+    assert not hasattr(gpuback.checkpoint, "save")
+    assert gpuback.checkpoint.CheckpointError is CheckpointError
+
+
+def test_a_saved_optimizer_comes_back_bound_to_its_network(tmp_path) -> None:
+    net = gpuback.Network(_spec(), seed=2)
+    X, y = _problem(20)
+    opt = _optimizer()
+    net.fit(X, y, epochs=1, batch_size=8, optimizer=opt, progress=False)
+    net.save(tmp_path / "model", opt)
+    assert gpuback.checkpoint.exists(tmp_path / "model")
+    again = gpuback.Network.load(tmp_path / "model")
+    loaded = gpuback.checkpoint.load_optimizer(tmp_path / "model", again)
+    assert loaded is not None and loaded.bound_to(again)
+    _assert_same_optimizer(opt, loaded)
+    assert gpuback.checkpoint.read(tmp_path / "model").epochs_trained == 1
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

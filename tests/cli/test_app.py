@@ -18,7 +18,9 @@ import gpuback
 from gpuback.checkpoint import files as checkpoint
 from gpuback.cli import app as cli
 from gpuback.cli import train as train_command
-from gpuback.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.cli.app import main
+from gpuback.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from gpuback.cli.run_settings import TRAIN_DEFAULTS
 from gpuback.optim import optimizers as optim
 
 
@@ -354,7 +356,7 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _default(command: str, action: argparse.Action):
     """An option's default (train's are in TRAIN_DEFAULTS: its parser's are None)."""
     if action.default is None and command == "train":
-        return train_command.TRAIN_DEFAULTS.get(action.dest)
+        return TRAIN_DEFAULTS.get(action.dest)
     return None if isinstance(action.default, bool) else action.default
 
 

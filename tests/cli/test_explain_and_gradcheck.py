@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""``gpuback explain`` and ``gpuback gradcheck`` on a model ``gpuback train`` saved: the
+default group, a checkpoint given as ``--model`` or as SPEC, and the two excluding each
+other."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.cli.app import EXIT_USAGE, main
+from gpuback.cli.app import main
+from gpuback.cli.exit_codes import EXIT_USAGE
 
 
 def _only_json(text: str) -> dict:

@@ -22,8 +22,9 @@ import gpuback
 from gpuback.benchmark import suite as bench
 from gpuback.checkpoint import files as checkpoint
 from gpuback.cli import app as cli
-from gpuback.cli import train as train_command
-from gpuback.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.cli import diagnose, train_setup
+from gpuback.cli.app import main
+from gpuback.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
 SMALL = ["--hidden", "8", "--backend", "numpy", "--no-progress", "--epochs", "2"]
 
@@ -188,6 +189,10 @@ def test_a_save_failing_later_keeps_the_last_checkpoint(tmp_path, capsys, monkey
     assert gpuback.Network.load(tmp_path / "run" / "model").epochs_trained == 1
 
 
+# the module of gpuback train that looks each name up: where a fault is injected
+TRAIN_MODULE_OF = {"Network": train_setup, "load_data": train_setup, "fit": gpuback.Network}
+
+
 @pytest.mark.parametrize(("where", "fault", "code", "names"), [
     ("Network", MemoryError("needs 12.0 GiB, 3.1 GiB free"), EXIT_FAILED,
      "out of memory: needs 12.0 GiB"),
@@ -198,17 +203,17 @@ def test_a_save_failing_later_keeps_the_last_checkpoint(tmp_path, capsys, monkey
     ("fit", ZeroDivisionError("division by zero"), EXIT_FAILED, "internal error"),
     ("fit", RuntimeError("line one\nline two"), EXIT_FAILED, "line one line two"),
     ("fit", KeyboardInterrupt(), EXIT_INTERRUPTED, "interrupted at epoch 1; no checkpoint"),
-    ("_load_data", KeyboardInterrupt(), EXIT_INTERRUPTED, "interrupted"),
+    ("load_data", KeyboardInterrupt(), EXIT_INTERRUPTED, "interrupted"),
 ])
 def test_faults_in_train_are_one_line(where: str, fault, code: int, names: str, tmp_path,
                                       capsys, monkeypatch) -> None:
-    monkeypatch.setattr(train_command, where, _raising(fault))
+    monkeypatch.setattr(TRAIN_MODULE_OF[where], where, _raising(fault))
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == code
     assert names in _one_line(capsys)
 
 
 def test_internal_errors_show_their_traceback_on_request(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(train_command, "fit", _raising(AttributeError("boom")))
+    monkeypatch.setattr(gpuback.Network, "fit", _raising(AttributeError("boom")))
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == EXIT_FAILED
     err = capsys.readouterr().err.strip().splitlines()
@@ -234,7 +239,7 @@ def test_bench_json_is_checked_before_running_and_leaves_no_temporary_file(
 @pytest.mark.parametrize("command", [["bench", "--quick"], ["gradcheck"], ["info"]])
 def test_ctrl_c_in_other_commands(command, capsys, monkeypatch) -> None:
     monkeypatch.setattr(bench, "run", _raising(KeyboardInterrupt()))
-    monkeypatch.setattr(cli, "gradcheck", _raising(KeyboardInterrupt()))
+    monkeypatch.setattr(diagnose, "gradcheck", _raising(KeyboardInterrupt()))
     # (the module: gpuback.info is the function)
     monkeypatch.setattr(importlib.import_module("gpuback.diagnostics.report"), "info",
                         _raising(KeyboardInterrupt()))

@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""``--json``: stdout is one JSON document (train's summary, every report), everything else
+goes to stderr, piped into ``python -m json.tool`` as a user would; without it the summary
+is not JSON."""
 
 from __future__ import annotations
 

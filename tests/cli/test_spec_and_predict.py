@@ -22,7 +22,8 @@ from helpers import REPO_ROOT
 
 import gpuback
 from gpuback.checkpoint import files as checkpoint
-from gpuback.cli.app import EXIT_INTERRUPTED, EXIT_USAGE, main
+from gpuback.cli.app import main
+from gpuback.cli.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from gpuback.core.spec import validate_spec
 from gpuback.datasets import loaders as datasets
 from gpuback.training import loop as training

@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""``gpuback train`` beyond the digits: every loss (regression, multi-label, several target
+columns), the options a loss cannot take, resuming with the loss kept, and early stopping
+on a validation part held out of the training data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpuback
-from gpuback.cli.app import EXIT_USAGE, main
+from gpuback.cli.app import main
+from gpuback.cli.exit_codes import EXIT_USAGE
 
 TINY = ["--hidden", "8", "--epochs", "2", "--backend", "numpy", "--no-progress"]
 

@@ -6,8 +6,45 @@ import numpy as np
 import pytest
 
 import gpuback
+from gpuback.core.checks import check_bool, check_int, check_real, is_integer, is_real
 
 NAN = float("nan")
+
+
+def test_a_bool_is_neither_a_count_nor_a_number() -> None:
+    """The argument checks of every module: Python and NumPy integers are integers and real
+    numbers, a bool (Python's or NumPy's) is neither, and NaN and infinities are not real
+    numbers a check accepts."""
+    for integer in (0, 7, np.int64(7), np.uint8(3)):
+        assert is_integer(integer) and is_real(integer)
+    for other in (True, np.bool_(False), 1.0, "1", None):
+        assert not is_integer(other)
+    assert is_integer(3, 3, 3) and not is_integer(2, 3) and not is_integer(4, None, 3)
+    for real in (0.5, np.float32(0.5), -2):
+        assert is_real(real)
+    for other in (True, np.bool_(True), NAN, np.inf, -np.inf, "0.5", None, 1j):
+        assert not is_real(other)
+    assert check_int("n", np.int64(4), 1) == 4 and type(check_int("n", np.int64(4), 1)) is int
+    assert check_bool("flag", np.bool_(True)) is True
+    assert check_real("rate", np.float32(0.5), 0, 1) == 0.5
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), [
+    (lambda: check_int("n", True, 1), TypeError, r"^n: expected an integer, got True \(bool\)$"),
+    (lambda: check_int("n", 0, 1), ValueError, r"^n: expected an integer >= 1, got 0$"),
+    (lambda: check_real("r", "1", 0), TypeError, r"^r: expected a real number, got '1' \(str\)$"),
+    (lambda: check_real("r", -1, 0), ValueError, r"^r: expected a finite number >= 0, got -1$"),
+    (lambda: check_real("r", 0, 0, low_open=True), ValueError,
+     r"^r: expected a finite number > 0, got 0$"),
+    (lambda: check_real("r", np.inf, 0), ValueError, r"^r: expected a finite number >= 0"),
+    (lambda: check_real("r", 1, 0, 1), ValueError, r"^r: expected a number in \[0, 1\), got 1$"),
+    (lambda: check_real("r", NAN, 0, 1, high_open=False), ValueError,
+     r"^r: expected a number in \[0, 1\], got nan$"),
+    (lambda: check_bool("flag", 1), TypeError, r"^flag: expected True or False, got 1$"),
+])
+def test_argument_checks_name_the_argument_and_what_was_expected(call, exc, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()
 
 
 def _ce_net() -> gpuback.Network:
@@ -147,8 +184,10 @@ def test_set_parameters_accepts_a_subset_and_copies() -> None:
     ({"backend": None}, TypeError, "backend: expected a backend name"),
     ({"dtype": None}, ValueError, "dtype: expected one of"),
     ({"dtype": "int32"}, ValueError, "dtype: expected one of"),
-    ({"seed": -1}, ValueError, "seed: expected a non-negative integer, got -1"),
-    ({"seed": 1.5}, TypeError, "seed: expected a non-negative integer"),
+    ({"seed": -1}, ValueError, "seed: expected an integer >= 0, got -1"),
+    ({"seed": 1.5}, TypeError, r"seed: expected an integer, got 1\.5 \(float\)"),
+    ({"seed": True}, TypeError, "seed: expected an integer, got True"),
+    ({"deterministic": 1}, TypeError, "deterministic: expected True or False, got 1"),
 ])
 def test_bad_constructor_arguments(kwargs: dict, exc, match: str) -> None:
     with pytest.raises(exc, match=match):

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import gzip
 import struct
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gpuback.datasets import loaders as datasets
 from gpuback.datasets.loaders import DataError, load_digits, load_file, load_idx, split
 
 # ---------------------------------------------------------------------------- digits
+
+
+def _stored_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits as the package data file holds them: images and labels."""
+    source = resources.files("gpuback.datasets") / "data" / "digits.npz"
+    with source.open("rb") as f, np.load(f, allow_pickle=False) as data:
+        return data["images"], data["labels"]
 
 
 def test_digits_shapes_range_and_classes() -> None:
@@ -31,7 +38,7 @@ def test_digits_shapes_range_and_classes() -> None:
 
 
 def test_digits_stored_arrays() -> None:
-    images, labels = datasets.digits_arrays()
+    images, labels = _stored_digits()
     assert images.shape == (1797, 64) and images.dtype == np.uint8
     assert labels.shape == (1797,) and labels.dtype == np.uint8
     assert images.max() == 16 and labels.max() == 9
@@ -51,7 +58,7 @@ def test_digits_split_is_reproducible_and_seeded() -> None:
 
 
 def test_digits_train_and_test_are_disjoint_and_cover_every_sample() -> None:
-    images, labels = datasets.digits_arrays()
+    images, labels = _stored_digits()
     s = load_digits()
     X = np.concatenate([s.X_train, s.X_test])
     y = np.concatenate([s.y_train, s.y_test])

@@ -96,18 +96,20 @@ def test_the_float64_copy_runs_on_the_networks_own_backend(monkeypatch) -> None:
     assert report.passed
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"eps": 0}, r"^eps: expected a positive finite number, got 0$"),
-    ({"tol": -1.0}, r"^tol: expected a positive finite number, got -1\.0$"),
-    ({"floor": float("nan")}, r"^floor: expected a positive finite number, got nan$"),
-    ({"mode": "direction", "n_directions": True},
-     r"^n_directions: expected a positive integer, got True$"),
-    ({"mode": "direction", "n_directions": 0}, r"^n_directions: "),
-    ({"mode": "both"}, r"^mode: expected one of \['full', 'direction'\], got 'both'$"),
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"eps": 0}, ValueError, r"^eps: expected a finite number > 0, got 0$"),
+    ({"eps": True}, TypeError, r"^eps: expected a real number, got True \(bool\)$"),
+    ({"tol": -1.0}, ValueError, r"^tol: expected a finite number > 0, got -1\.0$"),
+    ({"floor": float("nan")}, ValueError, r"^floor: expected a finite number > 0, got nan$"),
+    ({"mode": "direction", "n_directions": True}, TypeError,
+     r"^n_directions: expected an integer, got True \(bool\)$"),
+    ({"mode": "direction", "n_directions": 0}, ValueError,
+     r"^n_directions: expected an integer >= 1, got 0$"),
+    ({"mode": "both"}, ValueError, r"^mode: expected one of \['full', 'direction'\], got 'both'$"),
 ])
-def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+def test_bad_arguments_are_named(kwargs: dict, exc: type[Exception], match: str) -> None:
     X, y = _data()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(exc, match=match):
         gradcheck(gpuback.Network(SPEC), X, y, **kwargs)
 
 

@@ -76,7 +76,7 @@ def _make(kind: str, hp: dict, schedule=None) -> optim.Optimizer:
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_updates_follow_the_textbook_formulas(config: str) -> None:
     kind, hp = CONFIGS[config]
-    schedule = optim.cosine(total_steps=STEPS, warmup_steps=2, min_factor=0.1)
+    schedule = optim.Cosine(total_steps=STEPS, warmup_steps=2, min_factor=0.1)
     net = gpuback.Network(SPEC, seed=4)
     opt = _make(kind, hp, schedule)
     update = _textbook(kind, hp)
@@ -99,10 +99,10 @@ def test_updates_follow_the_textbook_formulas(config: str) -> None:
 
 
 def test_schedules() -> None:
-    assert [optim.constant()(t) for t in (0, 10)] == [1.0, 1.0]
-    decay = optim.step_decay(step_size=3, gamma=0.5)
+    assert [optim.Constant()(t) for t in (0, 10)] == [1.0, 1.0]
+    decay = optim.StepDecay(step_size=3, gamma=0.5)
     assert [decay(t) for t in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
-    cos = optim.cosine(total_steps=10, warmup_steps=4, min_factor=0.0)
+    cos = optim.Cosine(total_steps=10, warmup_steps=4, min_factor=0.0)
     assert [cos(t) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert cos(4) == 1.0 and cos(10) == pytest.approx(0.0, abs=1e-15)
     assert cos(7) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 6)))
@@ -164,9 +164,9 @@ def test_state_dict_round_trip_resumes_exactly() -> None:
     (lambda: optim.Adam(betas=(0.9, 1.0)), "betas"),
     (lambda: optim.Adam(eps=0), "eps"),
     (lambda: optim.AdamW(weight_decay=-1), "weight_decay"),
-    (lambda: optim.step_decay(0), "step_size"),
-    (lambda: optim.cosine(10, warmup_steps=10), "warmup_steps"),
-    (lambda: optim.cosine(10, min_factor=2.0), "min_factor"),
+    (lambda: optim.StepDecay(0), "step_size"),
+    (lambda: optim.Cosine(10, warmup_steps=10), "warmup_steps"),
+    (lambda: optim.Cosine(10, min_factor=2.0), "min_factor"),
 ])
 def test_bad_optimizer_arguments(factory, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -202,6 +202,29 @@ def test_an_optimiser_belongs_to_one_network(factory) -> None:
     moved.step(second)
     with pytest.raises(ValueError, match="another network"):
         moved.step(first)
+
+
+
+def test_a_bound_optimizer_restores_a_state_in_place() -> None:
+    """``load_state_dict(state)`` without a network restores onto the one the optimiser is
+    bound to, as ``LossScaler.load_state_dict(state)`` restores a scale; unbound, it says
+    which network is missing."""
+    net = gpuback.Network(gpuback.mlp_spec([3, 4, 2], activation="tanh"), seed=1)
+    X, y = np.random.default_rng(0).normal(size=(5, 3)), np.array([0, 1, 1, 0, 1])
+    opt = optim.Adam(lr=1e-2)
+    net.loss_and_grads(X, y)
+    opt.step(net)
+    saved = opt.state_dict()
+    net.loss_and_grads(X, y)
+    opt.step(net)
+    opt.load_state_dict(saved)
+    again = opt.state_dict()
+    assert again["steps"] == saved["steps"] == 1 and opt.bound_to(net)
+    for name, buffers in saved["buffers"].items():
+        for buffer, value in buffers.items():
+            np.testing.assert_array_equal(again["buffers"][name][buffer], value)
+    with pytest.raises(ValueError, match=r"^net: this Adam is bound to no network yet"):
+        optim.Adam().load_state_dict(saved)
 
 
 TANH_SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh")
@@ -247,7 +270,7 @@ def test_sgd_without_decay_leaves_weights_alone_at_zero_gradient() -> None:
 @pytest.mark.parametrize(("factory", "exc", "match"), [
     (lambda: optim.StepDecay(0), ValueError, r"^step_size: expected an integer >= 1, got 0$"),
     (lambda: optim.StepDecay(2, gamma=0.0), ValueError,
-     r"^gamma: expected a positive finite number, got 0\.0$"),
+     r"^gamma: expected a finite number > 0, got 0\.0$"),
     (lambda: optim.Cosine(0), ValueError, r"^total_steps: expected an integer >= 1, got 0$"),
     (lambda: optim.Cosine(10, warmup_steps=2.5), ValueError,
      r"^warmup_steps: expected an integer in \[0, total_steps=10\), got 2\.5$"),
@@ -255,14 +278,15 @@ def test_sgd_without_decay_leaves_weights_alone_at_zero_gradient() -> None:
     (lambda: optim.Cosine(10, warmup_steps=-1), ValueError, r"^warmup_steps: "),
     (lambda: optim.Cosine(10, min_factor=-0.1), ValueError,
      r"^min_factor: expected a number in \[0, 1\], got -0\.1$"),
-    (lambda: optim.SGD(lr=0), ValueError, r"^lr: expected a positive finite number, got 0$"),
-    (lambda: optim.SGD(lr=True), ValueError, r"^lr: expected a positive finite number"),
-    (lambda: optim.SGD(lr="0.1"), ValueError, r"^lr: expected a positive finite number"),
-    (lambda: optim.SGD(lr=math.inf), ValueError, r"^lr: "),
+    (lambda: optim.SGD(lr=0), ValueError, r"^lr: expected a finite number > 0, got 0$"),
+    (lambda: optim.SGD(lr=True), TypeError, r"^lr: expected a real number, got True \(bool\)$"),
+    (lambda: optim.SGD(lr="0.1"), TypeError, r"^lr: expected a real number, got '0\.1' \(str\)$"),
+    (lambda: optim.SGD(lr=math.inf), ValueError, r"^lr: expected a finite number > 0, got inf$"),
+    (lambda: optim.SGD(lr=math.nan), ValueError, r"^lr: expected a finite number > 0, got nan$"),
     (lambda: optim.SGD(weight_decay=-1.0), ValueError,
-     r"^weight_decay: expected a non-negative finite number, got -1\.0$"),
-    (lambda: optim.SGD(weight_decay=True), ValueError, r"^weight_decay: "),
-    (lambda: optim.SGD(weight_decay="0"), ValueError, r"^weight_decay: "),
+     r"^weight_decay: expected a finite number >= 0, got -1\.0$"),
+    (lambda: optim.SGD(weight_decay=True), TypeError, r"^weight_decay: expected a real number"),
+    (lambda: optim.SGD(weight_decay="0"), TypeError, r"^weight_decay: expected a real number"),
     (lambda: optim.SGD(schedule=3), TypeError,
      r"^schedule: expected a callable step -> factor, got 3$"),
     (lambda: optim.SGD(momentum=1.0), ValueError,
@@ -272,7 +296,7 @@ def test_sgd_without_decay_leaves_weights_alone_at_zero_gradient() -> None:
      r"^betas: expected two numbers in \[0, 1\), got \(0\.9,\)$"),
     (lambda: optim.Adam(betas=(0.9, -0.1)), ValueError, r"^betas: "),
     (lambda: optim.Adam(eps=-1e-8), ValueError,
-     r"^eps: expected a positive finite number, got -1e-08$"),
+     r"^eps: expected a finite number > 0, got -1e-08$"),
 ])
 def test_bad_arguments_are_named_with_what_was_expected(factory, exc, match: str) -> None:
     with pytest.raises(exc, match=match):

@@ -12,9 +12,9 @@ import pytest
 from helpers.tolerances import TOLERANCES
 
 import gpuback
+from gpuback import training
 from gpuback.checkpoint import files as checkpoint
 from gpuback.optim import optimizers as optim
-from gpuback.training import loop as training
 
 EXACT = TOLERANCES["float64"]["invariance"]  # one computation reached two ways
 

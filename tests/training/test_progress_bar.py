@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""The progress bar of ``fit`` (``gpuback.training.progress``): drawn on a terminal only, at
+most once every ``REDRAW_SECONDS``, reading the loss back only when it redraws. The bar's
+clock is replaced through ``gpuback.training.progress.progress_clock``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 import gpuback
+from gpuback import training
 from gpuback.optim import optimizers as optim
-from gpuback.training import loop as training
+from gpuback.training import progress
 
 
 def _problem(n: int, seed: int = 0):
@@ -51,7 +53,7 @@ def test_progress_bar_on_a_terminal(monkeypatch) -> None:
     ticks = itertools.count()
     # 0.03 s a step: REDRAW_SECONDS (0.1) have passed every 4 steps, so the bar redraws
     # at steps 4, 8, ..., 120 (the bar reads its clock once a step, and once at the start)
-    monkeypatch.setattr(training, "progress_clock", lambda: 0.03 * next(ticks))
+    monkeypatch.setattr(progress, "progress_clock", lambda: 0.03 * next(ticks))
     history, out = _fit_on(_Terminal(), monkeypatch)  # progress is on by default
     frames = [f for f in out.split("\r") if "loss=" in f]
     parsed = [re.search(r"(\d+)/(\d+) .*epoch=(\d+), loss=([0-9.]+)", f) for f in frames]
@@ -107,7 +109,7 @@ class _FakeBar:
 
 def test_the_bar_reads_the_loss_only_when_it_redraws(monkeypatch) -> None:
     now = [0.0]
-    monkeypatch.setattr(training, "progress_clock", lambda: now[0])
+    monkeypatch.setattr(progress, "progress_clock", lambda: now[0])
     fake = _FakeBar()
     bar = training.ProgressBar(fake)
     tick = 1 / 1024  # a step about a millisecond: one second in all, in exact binary steps

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import gpuback
+from gpuback import training
 from gpuback.optim import optimizers as optim
-from gpuback.training import loop as training
 
 HOST = [b for b in ("numpy", "cpu") if b in gpuback.available_backends()]
 

@@ -24,32 +24,28 @@ import numpy as np
 from ...kernels.precision import FP32
 from ...kernels.scalar import CODES, GRADIENT_NOT_FINITE
 from .. import numpy_backend
-from ..host import (  # noqa: F401  (op set: the same for every host backend)
-    allocation_hook,
-    array_namespace,
-    as_array,
-    device,
-    device_collectives,
-    free_memory,
-    is_device_array,
-    pinned_empty,
-    record_event,
-    wait_for,
-)
+from ..host import allocation_hook as allocation_hook  # the op set's ops of every host backend
+from ..host import array_namespace as array_namespace
+from ..host import as_array as as_array
+from ..host import device as device
+from ..host import device_collectives as device_collectives
+from ..host import free_memory as free_memory
+from ..host import is_device_array as is_device_array
+from ..host import pinned_empty as pinned_empty
+from ..host import record_event as record_event
+from ..host import wait_for as wait_for
 from ..loss_dispatch import loss_kernel
-from ..numpy_backend import (  # noqa: F401  (re-exported: these ops are the reference's)
-    accumulate_metrics,
-    asarray,
-    copy_into,
-    fill_zero,
-    from_host,
-    memory_budget,
-    scale_by_loss_scale,
-    to_host,
-    unscale_gradients,
-    update_loss_scale,
-    zeros,
-)
+from ..numpy_backend import accumulate_metrics as accumulate_metrics  # the reference's ops
+from ..numpy_backend import asarray as asarray
+from ..numpy_backend import copy_into as copy_into
+from ..numpy_backend import fill_zero as fill_zero
+from ..numpy_backend import from_host as from_host
+from ..numpy_backend import memory_budget as memory_budget
+from ..numpy_backend import scale_by_loss_scale as scale_by_loss_scale
+from ..numpy_backend import to_host as to_host
+from ..numpy_backend import unscale_gradients as unscale_gradients
+from ..numpy_backend import update_loss_scale as update_loss_scale
+from ..numpy_backend import zeros as zeros
 from ..protocol import SparseIndex
 from ..status import BackendStatus
 from . import threads as cpu_threads

@@ -20,7 +20,10 @@ import hashlib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def kernel_sources() -> tuple[Path, ...]:
@@ -39,19 +42,29 @@ def sources_digest(paths: tuple[Path, ...]) -> str:
     return digest.hexdigest()
 
 
-def cached(module_file: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+def cached(module_file: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """``numba.njit(cache=True, **options)`` whose cache is stamped with the digest of
-    ``module_file`` and of every file of ``gpuback.kernels``."""
+    ``module_file`` and of every file of ``gpuback.kernels``. The compiled kernel is called
+    as the Python function is, with the same arguments."""
     from numba import njit
 
     stamp = _stamp(module_file)
 
-    def decorate(function: Callable[..., Any]) -> Any:
-        dispatcher = njit(cache=True, **options)(function)
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        dispatcher: Callable[P, R] = njit(cache=True, **options)(function)
         _key_on(dispatcher, stamp)
         return dispatcher
 
     return decorate
+
+
+def inlined(function: Callable[P, R]) -> Callable[P, R]:
+    """``numba.njit(inline="always")``: a device function Numba inlines into each kernel
+    that calls it (no cache of its own: it is compiled into theirs)."""
+    from numba import njit
+
+    compiled: Callable[P, R] = njit(inline="always")(function)
+    return compiled
 
 
 @functools.cache

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from numba import float64, njit
 
 from ...kernels import precision as precision_kernels
 from ...kernels.scalar import compile_for
-from .kernel_cache import cached
+from .kernel_cache import cached, inlined
 
 # LLVM may reorder a reduction's additions (and fuse multiply-adds) to vectorise it; no
 # NaN/Inf assumptions, so non-finite values still propagate.
@@ -44,6 +47,10 @@ sgd_element = CPU.sgd
 adam_element = CPU.adam
 round_code = precision_kernels.compile_for(njit(inline="always")).round_code
 
+Array = np.ndarray  # a kernel's array arguments: NumPy arrays, feature-major where 2-D
+Real = np.floating[Any]  # a float of a buffer's own type (``dtype.type(0)``)
+Kernel = Callable[..., None]  # a compiled kernel, called with its range first (lo, hi, ...)
+
 kernel = cached(__file__, nogil=True)
 # LLVM may fuse a multiply and an add into one FMA (a sum's order stays as written).
 product_kernel = cached(__file__, nogil=True, fastmath={"contract"})
@@ -55,10 +62,10 @@ summing_kernel = cached(__file__, nogil=True, fastmath=SUM_IN_ANY_ORDER)
 # so each takes the edges of a row in groups (8 or 4): the group's rows are read in one
 # vectorised pass over the batch, with the partial sums kept in registers, instead of one
 # pass (and one load and store of the output row) per edge. The index arrays are laid out
-# in the order the kernel walks them (``cpu_backend.CpuIndex``): contiguous reads.
+# in the order the kernel walks them (``gpuback.backends.cpu.backend.CpuIndex``): contiguous reads.
 
-@njit(inline="always")
-def add_rows_8(row, w, x, other, edges, i):
+@inlined
+def add_rows_8(row: Array, w: Array, x: Array, other: Array, edges: Array, i: int) -> None:
     w0, w1, w2, w3 = w[edges[i]], w[edges[i + 1]], w[edges[i + 2]], w[edges[i + 3]]
     w4, w5, w6, w7 = w[edges[i + 4]], w[edges[i + 5]], w[edges[i + 6]], w[edges[i + 7]]
     x0, x1, x2, x3 = x[other[i]], x[other[i + 1]], x[other[i + 2]], x[other[i + 3]]
@@ -68,8 +75,8 @@ def add_rows_8(row, w, x, other, edges, i):
                    + ((w4 * x4[s] + w5 * x5[s]) + (w6 * x6[s] + w7 * x7[s])))
 
 
-@njit(inline="always")
-def add_rows_4(row, w, x, other, edges, i):
+@inlined
+def add_rows_4(row: Array, w: Array, x: Array, other: Array, edges: Array, i: int) -> None:
     w0, w1, w2, w3 = w[edges[i]], w[edges[i + 1]], w[edges[i + 2]], w[edges[i + 3]]
     x0, x1, x2, x3 = x[other[i]], x[other[i + 1]], x[other[i + 2]], x[other[i + 3]]
     for s in range(row.size):
@@ -77,7 +84,8 @@ def add_rows_4(row, w, x, other, edges, i):
 
 
 @product_kernel
-def gather(lo, hi, w, ptr, edges, other, x, out, accumulate):
+def gather(lo: int, hi: int, w: Array, ptr: Array, edges: Array, other: Array, x: Array, out: Array,
+           accumulate: bool) -> None:
     """Rows r in [lo, hi): out[r, :] (+)= sum over i in [ptr[r], ptr[r+1]) of
     w[edges[i]] x[other[i], :].
 
@@ -103,7 +111,8 @@ def gather(lo, hi, w, ptr, edges, other, x, out, accumulate):
 
 
 @summing_kernel
-def edge_grad(lo, hi, ptr, edges, other, delta, z, dw, zero):
+def edge_grad(lo: int, hi: int, ptr: Array, edges: Array, other: Array, delta: Array, z: Array,
+              dw: Array, zero: Real) -> None:
     """Destination rows k in [lo, hi) (CSR): dw[edges[i]] = sum over the batch of
     delta[k, :] z[other[i], :] for the edges i of row k (5.53). delta[k] is read once per
     group of 4 edges; each sum is kept in ``zero``'s type, in SIMD lanes."""
@@ -131,7 +140,8 @@ def edge_grad(lo, hi, ptr, edges, other, delta, z, dw, zero):
 
 
 @summing_kernel
-def block_backward(lo, hi, w, ptr, edges, other, delta, z, acc, dw, accumulate, zero):
+def block_backward(lo: int, hi: int, w: Array, ptr: Array, edges: Array, other: Array, delta: Array,
+                   z: Array, acc: Array, dw: Array, accumulate: bool, zero: Real) -> None:
     """Source rows j in [lo, hi) (CSC): acc[j, :] (+)= sum over the edges e out of j of
     w[e] delta[dst_e, :] (5.56) and dw[e] = sum over the batch of delta[dst_e, :] z[j, :]
     (5.53), in one pass: each delta row is read once for both, 4 edges at a time."""
@@ -168,8 +178,8 @@ def block_backward(lo, hi, w, ptr, edges, other, delta, z, acc, dw, accumulate, 
 
 # --- activations (5.49, 5.56) and bias gradients ------------------------------------------
 
-@njit(inline="always")
-def bias_activation_row(code, k, arrays):
+@inlined
+def bias_activation_row(code: int, k: int, arrays: tuple[Array, ...]) -> None:
     b, a, z = arrays
     bk = b[k]
     for n in range(a.shape[1]):
@@ -179,7 +189,7 @@ def bias_activation_row(code, k, arrays):
 
 
 @functools.cache
-def bias_activation(code):
+def bias_activation(code: int) -> Kernel:
     """The kernel for activation ``code``: rows k in [lo, hi): a[k, :] += b[k];
     z[k, :] = h(a[k, :]) (5.48, 5.49), fused. One kernel per activation, compiled when first
     used: the code is a constant in it, so the compiler drops the other activations'
@@ -187,7 +197,7 @@ def bias_activation(code):
     the branches), and a process compiles only the activations its network has."""
 
     @kernel
-    def bias_activation_for_code(lo, hi, b, a, z):
+    def bias_activation_for_code(lo: int, hi: int, b: Array, a: Array, z: Array) -> None:
         for k in range(lo, hi):
             bias_activation_row(code, k, (b, a, z))
 
@@ -195,14 +205,14 @@ def bias_activation(code):
 
 
 @kernel
-def softmax_bias(lo, hi, b, a, z):
+def softmax_bias(lo: int, hi: int, b: Array, a: Array, z: Array) -> None:
     """Samples n in [lo, hi): add the bias, then softmax over the units."""
     for n in range(lo, hi):
         softmax_bias_sample(a, b, z, n)
 
 
-@njit(inline="always")
-def activation_delta_row(code, j, arrays):
+@inlined
+def activation_delta_row(code: int, j: int, arrays: tuple[Array, ...]) -> None:
     a, z, acc, db = arrays
     total = 0.0
     for n in range(a.shape[1]):
@@ -213,13 +223,14 @@ def activation_delta_row(code, j, arrays):
 
 
 @functools.cache
-def activation_delta(code):
+def activation_delta(code: int) -> Kernel:
     """The kernel for activation ``code`` (one each, as ``bias_activation``): rows j in
     [lo, hi): delta_j = h'(a_j) * acc_j in place (5.56), and db[j] = the sum of the new row
     over the batch (the bias gradient), in float64."""
 
     @summing_kernel
-    def activation_delta_for_code(lo, hi, a, z, acc, db):
+    def activation_delta_for_code(lo: int, hi: int, a: Array, z: Array, acc: Array,
+                                  db: Array) -> None:
         for j in range(lo, hi):
             activation_delta_row(code, j, (a, z, acc, db))
 
@@ -227,7 +238,7 @@ def activation_delta(code):
 
 
 @summing_kernel
-def row_sum(lo, hi, x, out):
+def row_sum(lo: int, hi: int, x: Array, out: Array) -> None:
     """Rows r in [lo, hi): out[r] = sum over the batch of x[r, :] (bias gradients), in float64."""
     for r in range(lo, hi):
         total = 0.0
@@ -239,25 +250,33 @@ def row_sum(lo, hi, x, out):
 # --- losses and output deltas (5.54), one sample at a time --------------------------------
 
 @kernel
-def sum_of_squares(lo, hi, a, y, t, delta, losses, correct, code, inv_batch):
+def sum_of_squares(lo: int, hi: int, a: Array, y: Array, t: Array, delta: Array, losses: Array,
+                   correct: Array, code: int, inv_batch: float) -> None:
     for n in range(lo, hi):
         sum_of_squares_sample(a, y, t, delta, losses, correct, code, inv_batch, n)
 
 
+# One kernel per loss, each calling its per-sample function by name: a kernel made by a
+# factory around the function (a closure over a dispatcher) gets a new disk-cache entry in
+# every process, and so compiles every time.
+
 @kernel
-def binary_cross_entropy(lo, hi, a, y, t, delta, losses, correct, inv_batch):
+def binary_cross_entropy(lo: int, hi: int, a: Array, y: Array, t: Array, delta: Array,
+                         losses: Array, correct: Array, inv_batch: float) -> None:
     for n in range(lo, hi):
         binary_cross_entropy_sample(a, y, t, delta, losses, correct, inv_batch, n)
 
 
 @kernel
-def cross_entropy(lo, hi, a, y, t, delta, losses, correct, inv_batch):
+def cross_entropy(lo: int, hi: int, a: Array, y: Array, t: Array, delta: Array, losses: Array,
+                  correct: Array, inv_batch: float) -> None:
     for n in range(lo, hi):
         cross_entropy_sample(a, y, t, delta, losses, correct, inv_batch, n)
 
 
 @kernel
-def cross_entropy_labels(lo, hi, a, y, labels, delta, losses, correct, inv_batch):
+def cross_entropy_labels(lo: int, hi: int, a: Array, y: Array, labels: Array, delta: Array,
+                         losses: Array, correct: Array, inv_batch: float) -> None:
     for n in range(lo, hi):
         cross_entropy_labels_sample(a, y, labels, delta, losses, correct, inv_batch, n)
 
@@ -265,7 +284,7 @@ def cross_entropy_labels(lo, hi, a, y, labels, delta, losses, correct, inv_batch
 # --- mini-batches and non-finite detection --------------------------------------------------
 
 @kernel
-def take_batch(lo, hi, source, order, start, out):
+def take_batch(lo: int, hi: int, source: Array, order: Array, start: int, out: Array) -> None:
     """Features f in [lo, hi): out[f, i] = source[order[start + i], f] for the whole batch."""
     for i in range(out.shape[1]):
         row = source[order[start + i]]
@@ -274,7 +293,7 @@ def take_batch(lo, hi, source, order, start, out):
 
 
 @summing_kernel
-def check_finite(lo, hi, x, status, step, code):
+def check_finite(lo: int, hi: int, x: Array, status: Array, step: int, code: int) -> None:
     """Elements [lo, hi) of a flat buffer: if one is NaN or infinite and ``status[0] == 0``,
     status = (step, code). x - x is 0 for a finite x and NaN otherwise, and a sum in any
     order of those stays NaN: a loop the compiler vectorises. Ranges on other cores may
@@ -292,15 +311,17 @@ def check_finite(lo, hi, x, status, step, code):
 # the compiler vectorise the loop (measured 6x faster for SGD).
 
 @kernel
-def sgd(lo, hi, param, grad, velocity, lr, momentum, nesterov, weight_decay):
+def sgd(lo: int, hi: int, param: Array, grad: Array, velocity: Array, lr: float, momentum: float,
+        nesterov: bool, weight_decay: float) -> None:
     p, g, v = param[lo:hi], grad[lo:hi], velocity[lo:hi]
     for i in range(hi - lo):
         sgd_element(p, g, v, lr, momentum, nesterov, weight_decay, i)
 
 
 @kernel
-def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
-         correction1, correction2):
+def adam(lo: int, hi: int, param: Array, grad: Array, m: Array, v: Array, lr: float, beta1: float,
+         beta2: float, eps: float, weight_decay: float, decoupled: bool, correction1: float,
+         correction2: float) -> None:
     p, g, first, second = param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]
     for i in range(hi - lo):
         adam_element(p, g, first, second, lr, beta1, beta2, eps, weight_decay, decoupled,
@@ -312,13 +333,13 @@ def adam(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupl
 # the kernels above, which write no copy.
 
 @functools.cache
-def sgd_rounding(code):
+def sgd_rounding(code: int) -> Kernel:
     """``sgd`` that also writes ``rounded[i] = round_code(code, param[i])`` after each
     element's update (``gpuback.kernels.precision``, bit for bit ``precision.round_to``)."""
 
     @kernel
-    def sgd_and_round(lo, hi, param, grad, velocity, lr, momentum, nesterov, weight_decay,
-                      rounded):
+    def sgd_and_round(lo: int, hi: int, param: Array, grad: Array, velocity: Array, lr: float,
+                      momentum: float, nesterov: bool, weight_decay: float, rounded: Array) -> None:
         p, g, v, r = param[lo:hi], grad[lo:hi], velocity[lo:hi], rounded[lo:hi]
         for i in range(hi - lo):
             sgd_element(p, g, v, lr, momentum, nesterov, weight_decay, i)
@@ -328,12 +349,13 @@ def sgd_rounding(code):
 
 
 @functools.cache
-def adam_rounding(code):
+def adam_rounding(code: int) -> Kernel:
     """``adam`` that also writes the rounded copy, as ``sgd_rounding``."""
 
     @kernel
-    def adam_and_round(lo, hi, param, grad, m, v, lr, beta1, beta2, eps, weight_decay,
-                       decoupled, correction1, correction2, rounded):
+    def adam_and_round(lo: int, hi: int, param: Array, grad: Array, m: Array, v: Array, lr: float,
+                       beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                       correction1: float, correction2: float, rounded: Array) -> None:
         p, g, first, second = param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]
         r = rounded[lo:hi]
         for i in range(hi - lo):
@@ -348,14 +370,14 @@ def adam_rounding(code):
 # --- mixed precision ------------------------------------------------------------------------
 
 @functools.cache
-def round_to_precision(code):
+def round_to_precision(code: int) -> Kernel:
     """The kernel for precision ``code`` (``gpuback.kernels.precision.CODES``): elements i in
     [lo, hi) of a flat float32 buffer rounded in place to that precision (nearest, ties to
     even), bit for bit as ``gpuback.precision.round_to``. One kernel per precision, the code
     a constant in it (as ``bias_activation``)."""
 
     @kernel
-    def round_for_code(lo, hi, x):
+    def round_for_code(lo: int, hi: int, x: Array) -> None:
         for i in range(lo, hi):
             x[i] = round_code(code, x[i])
 

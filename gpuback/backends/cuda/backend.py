@@ -34,20 +34,16 @@ from ..protocol import SparseIndex
 from ..status import BackendStatus
 from . import device as cuda_device
 from . import launch as cuda_launch
-
-# value identification, staging buffers, events, versions: cuda_device's own (op set)
-from .device import (  # noqa: F401
-    allocation_hook,
-    array_namespace,
-    as_array,
-    describe,
-    device_collectives,
-    free_memory,
-    is_device_array,
-    pinned_empty,
-    record_event,
-    wait_for,
-)
+from .device import allocation_hook as allocation_hook  # the op set's ops cuda_device implements
+from .device import array_namespace as array_namespace
+from .device import as_array as as_array
+from .device import describe as describe
+from .device import device_collectives as device_collectives
+from .device import free_memory as free_memory
+from .device import is_device_array as is_device_array
+from .device import pinned_empty as pinned_empty
+from .device import record_event as record_event
+from .device import wait_for as wait_for
 
 name = "cuda"
 device = "cuda"  # where this backend's arrays live (PyTorch's device name for it)
@@ -93,7 +89,7 @@ def _launch(family: str, kernel: str, dtype: str, config: cuda_launch.Launch,
 
 
 def _dtype(array: Any) -> str:
-    return array.dtype.name
+    return str(array.dtype.name)
 
 
 def _real(array: Any, value: float) -> Any:
@@ -179,7 +175,7 @@ class DeviceIndex:
 
 def prepare_index(index: SparseIndex, deterministic: bool) -> DeviceIndex:
     """Copy a sparse block's index arrays to the device, once, when the network is built."""
-    def put(a):
+    def put(a: np.ndarray) -> Any:
         return from_host(a, np.int64)
 
     return DeviceIndex(put(index.src), put(index.dst), put(index.dst_ptr), put(index.dst_edges),

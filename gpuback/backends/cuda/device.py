@@ -27,13 +27,11 @@ import numpy as np
 
 from .. import arrays, host_memory, launcher
 from .. import counters as profile
-from ..arrays import (  # noqa: F401  (the cuda backend's array ops)
-    SimDeviceArray,
-    array_namespace,
-    as_array,
-    is_device_array,
-    to_numpy,
-)
+from ..arrays import SimDeviceArray
+from ..arrays import array_namespace as array_namespace  # the cuda backend's array ops
+from ..arrays import as_array as as_array
+from ..arrays import is_device_array as is_device_array
+from ..arrays import to_numpy as to_numpy
 from ..status import BackendStatus
 
 INSTALL_HINT = ("install the CUDA extra that matches your driver, pip install 'gpuback[cuda12]' "
@@ -95,7 +93,8 @@ def xp() -> ModuleType:
         return np
     import cupy
 
-    return cupy
+    module: ModuleType = cupy  # (CuPy ships no type information)
+    return module
 
 
 def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
@@ -153,7 +152,7 @@ def memory_budget() -> float:
     if status().simulated:
         return float("inf")
     free, _ = xp().cuda.runtime.memGetInfo()
-    return free / 2
+    return float(free) / 2
 
 
 def free_memory() -> int:
@@ -180,7 +179,8 @@ def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     import cupyx
 
-    return cupyx.empty_pinned(shape, dtype=dtype)
+    pinned: np.ndarray = cupyx.empty_pinned(shape, dtype=dtype)
+    return pinned
 
 
 def record_event() -> Any:
@@ -296,7 +296,8 @@ def allocation_hook() -> Any:
         return None
     from cupy.cuda import memory_hook
 
-    class CountAllocations(memory_hook.MemoryHook):
+    # (CuPy ships no type information: its MemoryHook is Any to mypy)
+    class CountAllocations(memory_hook.MemoryHook):  # type: ignore[misc]
         name = "gpuback.profile"
 
         def malloc_preprocess(self, **kwargs: Any) -> None:

@@ -1,0 +1,158 @@
+"""scikit-learn's rules for its stochastic solvers (``sgd``, ``adam``), as a callback of
+gpuback's one epoch loop (``gpuback.training.fit``): what scikit-learn's
+``_fit_stochastic`` does around each step and each epoch, exactly as its
+``_multilayer_perceptron.py`` does it (1.9)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..network import Network
+from ..optim.optimizers import Optimizer
+from ..training.callbacks import Callback, EpochFigures
+from ..training.stopping import Plateau, TrainingDivergedError
+
+
+class StochasticEstimator(Protocol):
+    """What the rules read and write on the estimator (``gpuback.sklearn.base.BaseMLP``):
+    its parameters, its network and its fitted attributes."""
+
+    alpha: float
+    solver: str
+    learning_rate: str
+    learning_rate_init: float
+    power_t: float
+    tol: float
+    n_iter_no_change: Any
+    max_iter: int
+    verbose: Any
+    network_: Network
+    n_iter_: int
+    t_: int
+    loss_: float
+    loss_curve_: list[float]
+    best_loss_: float | None
+    validation_scores_: list[float] | None
+    best_validation_score_: float | None
+
+
+class ScikitLearnEpochs(Callback):
+    """scikit-learn's training rules on gpuback's loop, for the estimator ``est``.
+
+    Each step: ``alpha``'s L2 penalty ``0.5 * alpha * |W|^2 / batch`` (Bishop 5.112) enters
+    the weights' gradient as ``alpha * W / batch``: the optimiser's coupled ``weight_decay``
+    set to ``alpha / batch`` (the last, smaller batch included); ``|W|^2`` at the step's
+    weights is summed on the device, for ``loss_``. Each epoch: ``loss_`` (the mean of the
+    batch losses, gpuback's divided by ``loss_scale``, with their penalties), ``t_``,
+    ``loss_curve_``; the plateau rule (``gpuback.training.Plateau``, its state ``plateau``
+    carried over by warm starts and ``partial_fit``) on the training loss, or with
+    ``validation`` ``(X_val, y_val)`` on the validation score (``score``; higher is better:
+    the rule watches its negation), keeping the best epoch's parameters
+    (``best_parameters``); the invscaling and adaptive learning rates of ``sgd``; the
+    verbose lines. ``on_epoch_end`` returns True when scikit-learn stops; ``ran_out`` tells
+    whether the last epoch ran out ``max_iter`` (scikit-learn's ``ConvergenceWarning``).
+    """
+
+    def __init__(self, est: StochasticEstimator, optimizer: Optimizer, plateau: Plateau,
+                 validation: tuple[Any, Any] | None, incremental: bool, loss_scale: int,
+                 score: Callable[[Any, Any], float]) -> None:
+        self.est, self.optimizer, self.plateau = est, optimizer, plateau
+        self.validation, self.incremental = validation, incremental
+        self.loss_scale, self.score = loss_scale, score
+        self.best_parameters: dict[str, Any] | None = None  # of the best validation score
+        self.alpha = float(est.alpha)
+        net = est.network_
+        views = net.layout.views(net.flat_parameters)
+        # every weight block as a flat view of the parameter buffer (backend arrays: the
+        # penalty is summed where the weights live)
+        self.weights = [views[block.name].reshape(-1) for block in net.plan.blocks]
+        self.xp = net.ops.array_namespace(net.flat_parameters)
+        self.penalty: Any = 0.0  # sum over the epoch's steps of |W|^2, on the device
+        self.ran_out = False
+
+    def before_update(self, step: int, batch: int) -> None:
+        if self.alpha > 0.0:
+            for w in self.weights:
+                self.penalty = self.penalty + self.xp.vdot(w, w)  # stays on the device
+        # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay
+        self.optimizer.weight_decay = self.alpha / batch
+
+    def on_epoch_end(self, epoch: int, figures: EpochFigures) -> bool:
+        est = self.est
+        est.n_iter_ += 1
+        # scikit-learn's loss_: the mean over the epoch of each batch's mean loss plus its
+        # penalty 0.5 alpha |W|^2 / batch, weighted by the batch's size
+        est.loss_ = (figures.loss_sum / self.loss_scale +
+                     0.5 * self.alpha * float(self.penalty)) / figures.samples
+        self.penalty = 0.0
+        est.t_ += figures.samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        stalled = self._stalled()
+        if est.solver == "sgd" and est.learning_rate == "invscaling":
+            self.optimizer.lr = float(est.learning_rate_init) / (est.t_ + 1) ** \
+                float(est.power_t)
+        stop = False
+        if stalled:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            stop = self._trigger_stopping(
+                f"{what} did not improve more than tol={est.tol:f} for "
+                f"{est.n_iter_no_change} consecutive epochs.")
+            if not stop:
+                self.plateau.count = 0
+        self.ran_out = not stop and not self.incremental and est.n_iter_ == est.max_iter
+        return stop
+
+    def _stalled(self) -> bool:
+        """scikit-learn's rule: an epoch counts as no improvement when its validation score
+        is below the best + tol (early stopping) or its training loss above the best - tol;
+        whether more than ``n_iter_no_change`` epochs in a row did."""
+        est, plateau = self.est, self.plateau
+        if self.validation is None:
+            stalled = plateau.stalled(est.loss_)
+            est.best_loss_ = plateau.best
+            return stalled
+        score = self.score(*self.validation)
+        assert est.validation_scores_ is not None
+        est.validation_scores_.append(score)
+        if est.verbose:
+            print(f"Validation score: {score:f}")
+        improved = -score < plateau.best
+        stalled = plateau.stalled(-score)  # higher is better: the rule watches -score
+        if improved:
+            est.best_validation_score_ = score
+            self.best_parameters = est.network_.parameters()
+        return stalled
+
+    def _trigger_stopping(self, msg: str) -> bool:
+        """scikit-learn's ``trigger_stopping``: stop, or for sgd with an adaptive learning
+        rate divide it by 5 and go on until it is 1e-6 or less."""
+        est, optimizer = self.est, self.optimizer
+        if est.solver == "adam" or est.learning_rate != "adaptive":
+            if est.verbose:
+                print(msg + " Stopping.")
+            return True
+        if optimizer.lr <= 1e-6:
+            if est.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        optimizer.lr /= 5.0
+        if est.verbose:
+            print(msg + f" Setting learning rate to {optimizer.lr:f}")
+        return False
+
+    def non_finite(self, error: TrainingDivergedError) -> ValueError:
+        """scikit-learn's error for a run that went NaN or infinite (gpuback's loop raised
+        ``error``), naming the epoch of this call and the step."""
+        epoch = self.est.n_iter_ + 1
+        if error.step is not None:
+            where = f"{error.what} became NaN or infinite at epoch {epoch}, step {error.step}"
+        elif error.what is not None:
+            where = f"{error.what} became NaN or infinite at epoch {epoch}"
+        else:  # an fp16 network's loss scale fell below its least
+            where = f"epoch {epoch} overflowed at every loss scale ({error})"
+        return ValueError(f"Solver produced non-finite parameter weights: {where}. The input "
+                          "data may contain large values and need to be preprocessed, or "
+                          "learning_rate_init lowered.")
