@@ -56,8 +56,8 @@ class Network(Engine):
             n_iter_no_change: int | None = None, loss_scale: Any = None,
             comm: SingleProcess | None = None, *,
             on_epoch_end: Callable[[int], None] | None = None,
-            history: dict[str, list] | None = None, callbacks: Iterable[Callback] = (),
-            divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list]:
+            history: dict[str, list[Any]] | None = None, callbacks: Iterable[Callback] = (),
+            divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list[Any]]:
         """Train by mini-batch gradient descent on the error E = sum_n E_n (Bishop 5.44):
         each step's gradient (5.53, by backpropagation 5.54-5.56) is that of the mean
         loss over its batch; return the per-epoch history.
@@ -139,7 +139,7 @@ class Network(Engine):
                         n_iter_no_change, history, loss_scale, comm, callbacks=callbacks,
                         divergence_factor=divergence_factor)
 
-    def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None,
+    def save(self, path: str | os.PathLike[str], optimizer: Optimizer | None = None,
              metadata: dict[str, Any] | None = None) -> None:
         """Save to the checkpoint directory ``path``, with ``optimizer``'s state and the
         JSON object ``metadata`` (``gpuback.checkpoint.read(path).metadata``): a new
@@ -148,7 +148,7 @@ class Network(Engine):
         checkpoint.save(self, path, optimizer, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = AUTO,
+    def load(cls, path: str | os.PathLike[str], backend: str = AUTO,
              deterministic: bool = False) -> Network:
         """A network saved with ``save``, on ``backend`` (any: a checkpoint does not depend
         on the backend that wrote it), ``deterministic`` as in ``Network``;

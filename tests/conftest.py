@@ -28,10 +28,13 @@ and then). Nothing else skips a test for its backend.
 from __future__ import annotations
 
 import os
+import random
+import signal
 import sys
 
-# Before SciPy loads (Numba imports it when it is installed): scikit-learn's estimator checks
-# of array-API input run only with SciPy's array API support on (tests/sklearn/test_estimators.py).
+# Before SciPy loads (Numba imports it when it is installed): scikit-learn's estimator
+# checks of array-API input run only with SciPy's array API support on
+# (tests/sklearn/test_estimators.py).
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np
@@ -58,6 +61,13 @@ BACKEND_FIXTURES = ("backend", "other_backend")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started with SIGINT ignored (a background job of a script: ``pytest &``) would
+    # hand that on to every child process (an ignored signal stays ignored across exec), and a
+    # child Python then never turns SIGINT into KeyboardInterrupt: a test that sends a real
+    # Ctrl-C would wait for ever. A handler set here is reset to the default in each child
+    # at exec, so every child (xdist workers included) starts as a shell would start it.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "needs(*behaviours): the test relies on these BEHAVIOURS (tests/conftest.py); "
         "it is skipped on a backend that UNSUPPORTED says lacks one")
@@ -180,3 +190,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_global_seeds() -> None:
+    """Every test starts from the same state of NumPy's global generator and Python's
+    ``random``: code that draws from them unseeded (a scikit-learn estimator without a
+    ``random_state``, a library's own default) gives the same numbers in every run, on
+    every machine and on whichever xdist worker the test lands."""
+    np.random.seed(0)
+    random.seed(0)

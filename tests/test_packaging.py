@@ -13,8 +13,10 @@ import sys
 
 import pytest
 from helpers import REPO_ROOT
+from helpers.backend_params import backend_param, state
 
 import gpuback
+from gpuback.backends import backend_names
 
 ROOT = REPO_ROOT
 
@@ -31,13 +33,19 @@ def test_public_api_names() -> None:
     assert "numpy" in gpuback.available_backends()
 
 
-def test_ci_runs_the_exact_test_command_from_the_readme() -> None:
+def test_ci_runs_the_exact_test_commands_from_the_readme() -> None:
+    """README.md shows two test commands (the main suite, then the slow set); .ci/run runs
+    each exactly as shown, in that order, and the two together select every test."""
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- test-command -->\s*```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
-    assert match, "README.md must show the test command after a <!-- test-command --> marker"
-    command = match.group(1).strip()
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert command in ci.splitlines(), f"{command!r} is not a line of .ci/run"
+    commands = [c.strip() for c in
+                re.findall(r"<!-- test-command -->\s*```(?:bash|sh)?\n(.+?)\n```", readme, re.S)]
+    assert len(commands) == 2, "README.md must show two test commands, each after a " \
+        "<!-- test-command --> marker"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci, f"{command!r} is not a line of .ci/run"
+    assert ci.index(commands[0]) < ci.index(commands[1])
+    assert '-m "not slow"' in commands[0] and commands[1].endswith("-m slow")
 
 
 # On a simulated backend (~70 us a simulated thread) the README's examples run smaller: each
@@ -77,6 +85,18 @@ def _runs_here(block: str) -> bool:
     return False
 
 
+def _readme_backends() -> list:
+    """Every backend; the simulated one (the README's training at simulator speed, over a
+    minute) is in the slow set."""
+    params = []
+    for name in backend_names():
+        param = backend_param(name)
+        slow = [pytest.mark.slow] if state(name).simulated else []
+        params.append(pytest.param(*param.values, marks=[*param.marks, *slow], id=param.id))
+    return params
+
+
+@pytest.mark.parametrize("backend", _readme_backends(), indirect=True)
 def test_the_readme_python_examples_run(backend: str, simulated: bool, capsys, tmp_path,
                                         monkeypatch) -> None:
     readme = (ROOT / "README.md").read_text()

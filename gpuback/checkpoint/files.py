@@ -145,7 +145,8 @@ def read(path: str | os.PathLike[str]) -> Saved:
     """The network part of the checkpoint at ``path``, checked: every file's checksum,
     the format, the spec (as ``validate_spec`` would), the dtype, the epoch count, and
     every weight's name, shape and dtype."""
-    return _reading(path, _read_network)
+    saved: Saved = _reading(path, _read_network)
+    return saved
 
 
 def load_optimizer(path: str | os.PathLike[str], net: Engine) -> Optimizer | None:
@@ -336,7 +337,7 @@ def _same_buffers(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) ->
 def _holds_format_1(folder: Path) -> bool:
     """Whether ``folder`` holds the files of a format 1 checkpoint (directly in it)."""
     try:
-        return json.loads((folder / NETWORK).read_text()).get("format") == 1
+        return bool(json.loads((folder / NETWORK).read_text()).get("format") == 1)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -355,7 +356,8 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
     if again != metadata:
         raise TypeError("metadata: does not survive JSON unchanged (non-string keys or "
                         "tuples?); use str keys, lists and plain numbers")
-    return again
+    checked: dict[str, Any] = again
+    return checked
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -375,7 +377,8 @@ def _load_safetensors(load_file: Any, folder: _Folder, name: str) -> dict[str, n
         raise CheckpointError(f"{folder / name}: missing from the checkpoint")
     file = folder.file(name)  # (a file listed but gone is named by ``Version.verify``)
     try:
-        return load_file(str(file))
+        arrays: dict[str, np.ndarray] = load_file(str(file))
+        return arrays
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
 

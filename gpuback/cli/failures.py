@@ -7,7 +7,7 @@ the exit code (``gpuback.cli.exit_codes``) and the one line on stderr that repor
 
 from __future__ import annotations
 
-from ..training.loop import TrainingDivergedError
+from ..training.stopping import TrainingDivergedError
 from .exit_codes import EXIT_FAILED, EXIT_USAGE
 from .signals import stop_reason
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-from typing import Any
+from typing import Any, cast
+
+from ..core.checks import is_integer, is_real
 
 JSON_HELP = "stdout is one JSON document, the report; every other line goes to stderr"
 
@@ -25,13 +26,12 @@ class Numbers:
     high_open: bool = False
 
     def __contains__(self, value: object) -> bool:
-        kinds = (int,) if self.kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or \
-                (isinstance(value, float) and not math.isfinite(value)):
+        if not (is_integer(value) if self.kind is int else is_real(value)):
             return False
+        number = cast(float, value)  # an integer (never converted) or a finite real
         low, high = self.low, self.high
-        return ((low is None or value > low or (value == low and not self.low_open)) and
-                (high is None or value < high or (value == high and not self.high_open)))
+        return ((low is None or number > low or (number == low and not self.low_open)) and
+                (high is None or number < high or (number == high and not self.high_open)))
 
     def __str__(self) -> str:
         """"an integer >= 1", "a finite number > 0", "a number in (0, 1]"."""

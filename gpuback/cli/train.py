@@ -31,7 +31,7 @@ from ..diagnostics.plots import describe_network, plot_history
 from ..distributed import mpi as distributed
 from ..network import Network
 from ..optim import optimizers as optim
-from ..training.loop import TrainingDivergedError
+from ..training.stopping import TrainingDivergedError
 from . import history as run_history
 from .failures import InterruptedRunError, RunFailedError
 from .run_data import RunData

@@ -2,9 +2,9 @@
 reaches a backend.
 
 Arguments: integer, real-number and flag arguments are checked with ``is_integer``,
-``is_real``, ``check_int``, ``check_real`` and ``check_bool``, the package's one helper for
-them: a bool is never taken for a count or a rate, a NumPy scalar is taken for the number
-it is, and every message reads alike.
+``is_real``, ``is_number``, ``check_int``, ``check_real`` and ``check_bool``, the package's
+one helper for them: a bool is never taken for a count or a rate, a NumPy scalar is taken
+for the number it is, and every message reads alike.
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind,
 wrong shape or content) with a message naming the argument, what was expected and
@@ -51,10 +51,12 @@ def is_integer(value: object, minimum: int | None = None,
 def is_real(value: object) -> TypeGuard[Real]:
     """Whether ``value`` is a finite real number: a Python or NumPy integer or float (not a
     bool), neither NaN nor infinite."""
-    return _is_real_kind(value) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
-def _is_real_kind(value: object) -> TypeGuard[Real]:
+def is_number(value: object) -> TypeGuard[Real]:
+    """Whether ``value`` is a Python or NumPy integer or float (not a bool); NaN and the
+    infinities included."""
     return isinstance(value, (int, float, np.integer, np.floating)) and \
         not isinstance(value, bool)
 
@@ -73,7 +75,7 @@ def check_real(where: str, value: object, low: float, high: float = math.inf,
     """``value`` as a float in the interval from ``low`` to ``high``, each end open or closed:
     TypeError if it is not a real number (a bool is not one), ValueError if it is NaN,
     infinite or outside the interval."""
-    if not _is_real_kind(value):
+    if not is_number(value):
         raise TypeError(f"{where}: expected a real number, got {value!r} "
                         f"({type(value).__name__})")
     number = float(value)

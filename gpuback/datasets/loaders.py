@@ -47,13 +47,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.checks import is_integer, is_number
+
 __all__ = ["TARGET_KINDS", "DataError", "Split", "load_digits", "load_file", "load_idx",
            "split"]
 
 # what a data set's targets are: class indices, real values, or values in [0, 1]
 TARGET_KINDS = ("labels", "values", "binary")
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -134,8 +136,7 @@ def split(X: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 
     and the order within each part, come from ``numpy.random.default_rng(seed)``, so the
     same inputs and seed give identical arrays. Every sample lands in exactly one part.
     """
-    if isinstance(test_fraction, (bool, np.bool_)) or \
-            not isinstance(test_fraction, (int, float, np.integer, np.floating)):
+    if not is_number(test_fraction):
         raise TypeError(f"split(): test_fraction must be a number between 0 and 1 "
                         f"(exclusive), got {test_fraction!r} ({type(test_fraction).__name__})")
     if not 0.0 < test_fraction < 1.0:  # NaN included
@@ -207,8 +208,7 @@ def load_file(path: PathLike, *, header: bool | None = None, targets: str = "lab
 def _check_target_kind(targets: str, target_columns: int) -> None:
     if targets not in TARGET_KINDS:
         raise ValueError(f"targets: expected one of {list(TARGET_KINDS)}, got {targets!r}")
-    if isinstance(target_columns, bool) or not isinstance(target_columns, int) \
-            or target_columns < 1:
+    if not is_integer(target_columns, 1):
         raise ValueError(f"target_columns: expected an integer >= 1, got {target_columns!r}")
     if targets == "labels" and target_columns != 1:
         raise ValueError(f"target_columns: class labels are one column, got {target_columns}")

@@ -165,7 +165,8 @@ class GradcheckReport:
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> np.ndarray:
     """Elementwise ``|g - n| / max(|g|, |n|, floor)``."""
     scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor)
-    return np.abs(analytic - numeric) / scale
+    error: np.ndarray = np.abs(analytic - numeric) / scale
+    return error
 
 
 def gradcheck(net: Network, X: Any, T: Any, eps: float = 2e-3, mode: str = "full",

@@ -40,7 +40,7 @@ VALIDATION_LABEL = "{name} (end of epoch)"
 _MISSING = "plot_history needs matplotlib: pip install 'gpuback[plot]'"
 
 
-def plot_history(history: Mapping[str, Sequence[float | None]], path: str | os.PathLike,
+def plot_history(history: Mapping[str, Sequence[float | None]], path: str | os.PathLike[str],
                  title: str | None = None, *, first_epoch: int = 1,
                  validation_name: str = "validation") -> Path:
     """Draw ``history`` (what ``Network.fit`` returns) to the image file ``path``; return it.
@@ -103,7 +103,8 @@ def history_figure(history: Mapping[str, Sequence[float | None]], title: str | N
         ax.legend(fontsize="small")
     if title is not None:
         fig.suptitle(title)
-    return fig
+    figure: Figure = fig
+    return figure
 
 
 def _panels(history: Mapping[str, Sequence[float | None]]

@@ -6,6 +6,7 @@ placed this process is ``gpuback.backends.launcher``'s (the backends need it too
 
 from __future__ import annotations
 
+from ..backends.launcher import cores_per_rank, launched_by_mpi, ranks_per_node
 from .buckets import BUCKET_BYTES, cut_buckets
 from .mpi import (
     INSTALL_HINT,
@@ -13,11 +14,8 @@ from .mpi import (
     MPIPending,
     MPIWorld,
     SingleProcess,
-    cores_per_rank,
-    launched_by_mpi,
     mark_on_every_rank,
     on_every_rank,
-    ranks_per_node,
     share_bounds,
     world,
 )

@@ -394,4 +394,5 @@ def from_config(config: dict[str, Any]) -> Optimizer:
                          f"{schedule_kind!r}")
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
-    return OPTIMIZERS[kind](**config, schedule=SCHEDULES[schedule_kind](**schedule))
+    optimizer: Optimizer = OPTIMIZERS[kind](**config, schedule=SCHEDULES[schedule_kind](**schedule))
+    return optimizer

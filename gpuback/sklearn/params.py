@@ -4,21 +4,25 @@ Run by ``fit``, never by ``__init__`` (scikit-learn's convention)."""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from ..backends.precision import check_precision
-from ..core.checks import check_int
-from ..training.arguments import check_real
+from ..core.checks import (
+    FLOAT_DTYPES,
+    check_bool,
+    check_int,
+    check_real,
+    is_integer,
+    is_number,
+)
 
 # scikit-learn's hidden activations -> gpuback's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 STOCHASTIC = ("sgd", "adam")
-DTYPES = ("float32", "float64")
 
 
 def check_hyperparameters(est: Any) -> list[int]:
@@ -39,7 +43,7 @@ def check_hyperparameters(est: Any) -> list[int]:
     check_int("max_iter", est.max_iter, 1)
     check_bool("shuffle", est.shuffle)
     check_real("tol", est.tol, 0.0)
-    if not isinstance(est.verbose, (bool, np.bool_, numbers.Integral)):
+    if not (isinstance(est.verbose, (bool, np.bool_)) or is_integer(est.verbose)):
         raise TypeError(f"verbose: expected a bool or an integer, got {est.verbose!r}")
     check_bool("warm_start", est.warm_start)
     check_real("momentum", est.momentum, 0.0, 1.0)  # gpuback's SGD needs momentum < 1
@@ -56,7 +60,7 @@ def check_hyperparameters(est: Any) -> list[int]:
         raise TypeError(f"backend: expected a backend name, got {est.backend!r}")
     if est.dtype is not None:
         check_choice("dtype", str(np.dtype(est.dtype)) if _dtype_like(est.dtype)
-                     else est.dtype, DTYPES)
+                     else est.dtype, FLOAT_DTYPES)
     if est.density is not None:
         check_real("density", est.density, 0.0, 1.0, low_open=True, high_open=False)
     check_precision(est.precision, "float32" if est.dtype is None else est.dtype)
@@ -66,15 +70,8 @@ def check_hyperparameters(est: Any) -> list[int]:
 def patience(n_iter_no_change: Any) -> Any:
     """``n_iter_no_change`` as the plateau rule takes it: None for ``numpy.inf`` (never
     stop; scikit-learn allows it), else as given."""
-    is_real = isinstance(n_iter_no_change, numbers.Real) and \
-        not isinstance(n_iter_no_change, (bool, np.bool_))
-    return None if is_real and n_iter_no_change == np.inf else n_iter_no_change
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
+    return None if is_number(n_iter_no_change) and n_iter_no_change == np.inf \
+        else n_iter_no_change
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -88,7 +85,7 @@ def hidden_sizes(value: Any) -> list[int]:
     sizes = list(value) if hasattr(value, "__iter__") and not isinstance(value, str) \
         else [value]
     for s in sizes:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+        if not is_integer(s):
             raise TypeError(f"hidden_layer_sizes: expected positive integers, got {value!r}")
     if any(s <= 0 for s in sizes):
         raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")

@@ -4,34 +4,15 @@ data-parallel run must pass alike; ``check_real``, the check of a real-valued ar
 from __future__ import annotations
 
 import hashlib
-import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_int
+from ..core.checks import check_int, check_real, is_integer
 from ..core.engine import Engine
 from ..optim.optimizers import Optimizer
 from .callbacks import Callback
-
-
-def check_real(name: str, value: Any, low: float, high: float = math.inf,
-               low_open: bool = False, high_open: bool = True) -> float:
-    """``value`` as a float in the interval from ``low`` to ``high`` (each end open or
-    closed): TypeError if it is not a real number (a bool is not), else ValueError if it is
-    outside the interval or NaN."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r} "
-                        f"({type(value).__name__})")
-    number = float(value)
-    lo_ok = number > low if low_open else number >= low
-    hi_ok = number < high if high_open else number <= high
-    if not (lo_ok and hi_ok) or math.isnan(number):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
-    return number
 
 
 def check_fit_arguments(epochs: Any, optimizer: Any, validation: Any, early_stopping: Any,
@@ -40,8 +21,7 @@ def check_fit_arguments(epochs: Any, optimizer: Any, validation: Any, early_stop
     check_int("epochs", epochs, 1)
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer: expected a gpuback.optim optimiser, got {optimizer!r}")
-    if early_stopping is not None and (isinstance(early_stopping, bool) or
-                                       not isinstance(early_stopping, int) or early_stopping < 1):
+    if early_stopping is not None and not is_integer(early_stopping, 1):
         raise ValueError(f"early_stopping: expected a positive integer (epochs of patience) "
                          f"or None, got {early_stopping!r}")
     if early_stopping is not None and validation is None:

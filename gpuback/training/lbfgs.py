@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..core import propagation
-from ..core.checks import check_int
+from ..core.checks import check_bool, check_int, check_real
 from ..core.engine import Engine
-from .arguments import check_real
 from .data import dataset
 
 INSTALL_HINT = "pip install 'gpuback[lbfgs]'"
@@ -48,7 +47,8 @@ def _scipy_minimize() -> Callable[..., Any]:
     except ImportError as error:
         raise ImportError(f"gpuback.lbfgs needs SciPy (scipy.optimize.minimize): "
                           f"{INSTALL_HINT}") from error
-    return minimize
+    found: Callable[..., Any] = minimize
+    return found
 
 
 class Objective:
@@ -146,8 +146,7 @@ def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-
     l2 = check_real("l2", l2, 0.0)
     if ftol is not None:
         ftol = check_real("ftol", ftol, 0.0)
-    if not isinstance(verbose, (bool, np.bool_)):
-        raise TypeError(f"verbose: expected True or False, got {verbose!r}")
+    check_bool("verbose", verbose)
     minimize = _scipy_minimize()
     objective = Objective(net, X, T, l2, chunk_size)
     net.reserve(min(chunk_size, objective.n))

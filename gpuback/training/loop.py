@@ -49,8 +49,8 @@ from .arguments import callback_list, check_fit_arguments, check_history, run_fi
 from .callbacks import Callback, EpochFigures
 from .data import TrainingData, dataset
 from .data_parallel import DataParallel
-from .evaluation import evaluate, evaluate_data
-from .metrics import STATUS_WHAT, Metrics, accuracy_from_count
+from .evaluation import evaluate_data
+from .metrics import Metrics, accuracy_from_count
 from .progress import ProgressBar
 from .step import forward_backward
 from .stopping import (
@@ -70,10 +70,10 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, seed: Seed = 0, early_stopping: int | None = None,
         checkpoint: str | None = None, progress: bool = True,
         on_epoch_end: Callable[[int], None] | None = None, tol: float = 1e-4,
-        n_iter_no_change: int | None = None, history: dict[str, list] | None = None,
+        n_iter_no_change: int | None = None, history: dict[str, list[Any]] | None = None,
         loss_scale: Any = None, comm: distributed.SingleProcess | None = None, *,
         callbacks: Iterable[Callback] = (),
-        divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list]:
+        divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list[Any]]:
     """Train ``net`` in place; return the per-epoch history. ``Network.fit`` documents every
     argument; this is the loop behind it (and behind ``gpuback train`` and the
     ``gpuback.sklearn`` estimators)."""
@@ -261,7 +261,7 @@ def _validation_loss(figures: EpochFigures) -> float:
     return figures.val_loss
 
 
-def _record(history: dict[str, list], figures: EpochFigures) -> None:
+def _record(history: dict[str, list[Any]], figures: EpochFigures) -> None:
     """An epoch's training loss, accuracy and speed into ``history``."""
     history["loss"].append(figures.loss)
     history["accuracy"].append(figures.accuracy)
@@ -275,11 +275,3 @@ def _end_of_epoch(net: Engine, optimizer: Optimizer, checkpoint: str | None,
         save_checkpoint(net, checkpoint, optimizer)
     if on_epoch_end is not None:
         on_epoch_end(net.epochs_trained)
-
-
-# Import paths that code outside gpuback/training still reads from this module
-# (gpuback/cli: TrainingDivergedError; tests/cli/test_spec_and_predict.py: evaluate;
-# tests/backends/test_numpy_backend.py: STATUS_WHAT; tests/optim/test_param_options.py:
-# _Plateau); ``gpuback.training`` is the public one. To go once they import from there.
-_Plateau = Plateau
-__all__ = ["STATUS_WHAT", "TrainingDivergedError", "evaluate", "fit"]

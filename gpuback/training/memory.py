@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.protocol import Backend
+from ..core.checks import is_integer
 from ..core.engine import Engine
 from ..core.layout import FlatLayout
 from ..core.memory import Need, check_needs, network_needs
@@ -31,11 +32,9 @@ def training_needs(net: Engine, batch_size: int, optimizer: Optimizer | None = N
                    data_bytes: int = 0) -> list[Need]:
     """What a training run of ``net`` with batches of up to ``batch_size`` samples adds to
     the network (and what the network holds already): see ``check_training``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
+    if not is_integer(batch_size, 1):
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if isinstance(data_bytes, bool) or not isinstance(data_bytes, (int, np.integer)) \
-            or data_bytes < 0:
+    if not is_integer(data_bytes, 0):
         raise ValueError(f"data_bytes: expected a non-negative integer, got {data_bytes!r}")
     flat = net.layout.size * np.dtype(net.dtype).itemsize
     state, workspace = _run_needs(net.plan, net.dtype, flat, int(batch_size), optimizer)

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ..backends.protocol import Backend
+from ..kernels.scalar import GRADIENT_NOT_FINITE, LOSS_NOT_FINITE
 
-# the codes of the status flag (kernels/scalar.py): what went NaN or infinite
-STATUS_WHAT = {1: "loss", 2: "a gradient"}
+# the codes of the status flag: what went NaN or infinite
+STATUS_WHAT = {LOSS_NOT_FINITE: "loss", GRADIENT_NOT_FINITE: "a gradient"}
 
 
 def accuracy_from_count(loss: str, correct: float, samples: int, n_out: int) -> float | None:

@@ -14,8 +14,9 @@ import math
 from typing import Any
 
 from ..core import loss_scale as scaling
-from ..core.checks import check_int
+from ..core.checks import check_int, is_real
 from ..core.engine import Engine
+from ..kernels.scalar import GRADIENT_NOT_FINITE
 from ..optim.optimizers import Optimizer
 from .metrics import STATUS_WHAT, Metrics
 
@@ -60,8 +61,7 @@ class Plateau:
 
     def __init__(self, tol: Any, n_iter_no_change: Any, *, best: float = math.inf,
                  count: int = 0) -> None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or \
-                not math.isfinite(tol) or tol < 0:
+        if not (is_real(tol) and tol >= 0):
             raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
         if n_iter_no_change is not None:
             n_iter_no_change = check_int("n_iter_no_change", n_iter_no_change, 1)
@@ -101,7 +101,7 @@ class DivergenceWatch:
         bad = metrics.first_bad_step()
         if bad is not None:
             step, what = bad
-            if self.scaler is not None and what == STATUS_WHAT[2]:
+            if self.scaler is not None and what == STATUS_WHAT[GRADIENT_NOT_FINITE]:
                 raise TrainingDivergedError(
                     f"training diverged: {SCALED_GRADIENT_WHAT} is NaN or infinite after "
                     f"the update of epoch {epoch}, step {step}; {lr}", epoch, step,

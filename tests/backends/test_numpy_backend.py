@@ -14,7 +14,7 @@ import gpuback
 from gpuback.backends import numpy_backend
 from gpuback.backends.cuda import device as cuda_device
 from gpuback.backends.status import BackendStatus
-from gpuback.training.loop import STATUS_WHAT
+from gpuback.training.metrics import STATUS_WHAT
 
 
 def test_describe_reports_numpy_and_the_blas_numpy_was_built_with() -> None:

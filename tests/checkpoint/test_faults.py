@@ -198,17 +198,20 @@ def _sweep(tmp_path: pathlib.Path, start: str, act: Callable[[], None],
     raise AssertionError("the sweep never reached the end of the save")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["first", "replace", "format-1"])
 def test_kill_9_at_every_file_operation_of_a_save(tmp_path, start: str) -> None:
     swept = _sweep(tmp_path, start, _kill, allowed={-signal.SIGKILL})
     assert swept >= 15  # lock, staging, 4 files written and read back, rename, pointer, ...
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["first", "replace"])
 def test_ctrl_c_at_every_file_operation_of_a_save(tmp_path, start: str) -> None:
     _sweep(tmp_path, start, _interrupt, allowed={130, 0})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EACCES])
 def test_an_os_error_at_every_file_operation_is_a_checkpoint_error(tmp_path, code) -> None:
     def fail() -> None:
@@ -232,6 +235,7 @@ def _limit_file_size(limit: int, ignore_sigxfsz: bool) -> Callable[[], None]:
     return before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ignore_sigxfsz", [False, True], ids=["killed-mid-write", "EFBIG"])
 def test_a_crash_or_a_full_disk_in_the_middle_of_every_write(tmp_path,
                                                              ignore_sigxfsz: bool) -> None:
@@ -282,6 +286,7 @@ SMALL_DISK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_full_small_file_system(tmp_path) -> None:
     """A real full disk where this machine lets a test mount a 256 kB tmpfs (a user and
     mount namespace, no root needed); elsewhere the same save hits EFBIG from a 256 kB
@@ -430,6 +435,7 @@ def test_a_second_writer_waits_for_the_lock_and_then_says_who_holds_it(tmp_path,
 
 # --- corrupted files --------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*checkpoint.FILES, "latest.json"])
 def test_every_flipped_byte_is_an_error_naming_the_file(tmp_path, name: str) -> None:
     target = tmp_path / "model"

@@ -22,7 +22,7 @@ from gpuback.cli.failures import (
     describe,
 )
 from gpuback.cli.signals import Terminated, stop_reason
-from gpuback.training.loop import TrainingDivergedError
+from gpuback.training import TrainingDivergedError
 
 
 class PreflightMemoryError(MemoryError, ValueError):

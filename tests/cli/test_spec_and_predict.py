@@ -21,12 +21,12 @@ import pytest
 from helpers import REPO_ROOT
 
 import gpuback
+from gpuback import training
 from gpuback.checkpoint import files as checkpoint
 from gpuback.cli.app import main
 from gpuback.cli.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from gpuback.core.spec import validate_spec
 from gpuback.datasets import loaders as datasets
-from gpuback.training import loop as training
 
 FAST = ["--backend", "numpy", "--no-progress"]
 SKIP_SIZES = ["64", "32", "32", "10"]

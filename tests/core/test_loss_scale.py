@@ -15,7 +15,7 @@ from gpuback.backends import get_backend
 from gpuback.checkpoint import files as checkpoint
 from gpuback.core.loss_scale import LossScale
 from gpuback.optim.optimizers import SGD, Adam
-from gpuback.training.loop import TrainingDivergedError
+from gpuback.training import TrainingDivergedError
 
 SPEC = gpuback.mlp_spec([3, 4, 2], activation="tanh", loss="sum_of_squares")
 

@@ -344,6 +344,7 @@ def test_a_systematic_scale_error_below_a_relu_group_fails(backend: str,
         assert checks["h1->y"].max_rel_error <= TOL and checks["y"].max_rel_error <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("activation", "derivative_used"),
                          [("relu", "identity"), ("leaky_relu", "relu")])
 def test_a_wrong_derivative_at_every_unit_fails(backend: str, simulated: bool,

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 import gpuback
+from gpuback import training
 from gpuback.checkpoint import files as checkpoint
 from gpuback.distributed import mpi as distributed
 from gpuback.optim import optimizers as optim
-from gpuback.training import loop as training
 
 SPEC = gpuback.mlp_spec([5, 7, 6, 3], activation="tanh")
 

@@ -74,6 +74,7 @@ def report() -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_every_kernel_and_dtype_builds_for_sm80_and_sm90(report: dict) -> None:
     built = {(r["kernel"], r["dtype"], r["arch"]) for r in report["rows"]}
     missing = expected_builds() - built

@@ -16,9 +16,9 @@ import pytest
 from helpers.tolerances import TOLERANCES, rel_error
 
 import gpuback
+from gpuback import training
 from gpuback.checkpoint import files as checkpoint
 from gpuback.optim import optimizers as optim
-from gpuback.training import loop as training
 
 EXACT = TOLERANCES["float64"]["invariance"]  # one computation reached two ways
 
@@ -393,18 +393,6 @@ def test_plateau_stop_lets_an_improving_run_go_on(backend: str, simulated: bool)
     losses = history["loss"]
     assert len(losses) == net.epochs_trained == 4
     assert all(b < a - 1e-4 for a, b in itertools.pairwise(losses)), losses  # the premise
-
-
-def test_plateau_rule_counts_epochs_in_a_row() -> None:
-    """scikit-learn's rule: an epoch not below best - tol counts; an improvement resets it."""
-    plateau = training._Plateau(tol=0.1, n_iter_no_change=2)  # noqa: SLF001
-    # 1.0 (best 1.0), 0.95 (above 0.9: 1; best 0.95), 0.5 (not above 0.85: reset; best
-    # 0.5), 0.45 (1), 0.42 (2), 0.41 (3, more than 2: stop)
-    assert [plateau.stalled(x) for x in (1.0, 0.95, 0.5, 0.45, 0.42, 0.41)] == \
-        [False, False, False, False, False, True]
-    # a loss exactly at best - tol is an improvement, as in scikit-learn
-    at_the_edge = training._Plateau(tol=0.25, n_iter_no_change=1)  # noqa: SLF001
-    assert [at_the_edge.stalled(x) for x in (1.0, 0.75, 0.5, 0.25)] == [False] * 4
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [

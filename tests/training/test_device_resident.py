@@ -18,8 +18,11 @@ from gpuback.backends.cuda import backend as cuda_backend
 from gpuback.backends.cuda import device as cuda_device
 from gpuback.optim import optimizers as optim
 
-MODES = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
-# Per steady-state step of a 3-layer MLP with Adam (issue budget): at most this many
+# Under the simulator these are training runs at ~70 us a simulated thread: the slow set
+# (README: the second test command) runs them; on a GPU (-m gpu) they are quick.
+MODES = [pytest.param("sim", marks=[pytest.mark.sim, pytest.mark.slow]),
+         pytest.param("gpu", marks=pytest.mark.gpu)]
+# Per steady-state step of a 3-layer MLP with Adam (the step budget): at most this many
 # launches and cuBLAS calls, and no copy, wait or allocation at all.
 STEP_BUDGET = {"launches": 12, "gemms": 8, "host_to_device": 0, "device_to_host": 0,
                "host_waits": 0, "allocations": 0}
