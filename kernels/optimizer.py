@@ -7,7 +7,7 @@ scalars (lr, betas, ...) are of the kernel's float type. ``status`` is the int64
 (a step went non-finite) the kernel changes nothing, so the parameters keep their last good
 values without the host having to look.
 
-Mixed precision (issue 12): ``rounded`` is the network's copy of the parameters rounded to
+Mixed precision: ``rounded`` is the network's copy of the parameters rounded to
 the precision ``code`` (``precision.CODES``) that the products read. Right after updating
 element i of the float32 master the kernel writes ``rounded[i] = round_code(code,
 param[i])`` (``precision.round_code``, the bits of ``gpuback.precision.round_to``), so one

@@ -1,6 +1,6 @@
 """Rounding float32 values to the mixed-precision formats, in integer arithmetic on their bits.
 
-Mixed precision (issue 12) reads every product's operands rounded to the precision ``P`` and
+Mixed precision reads every product's operands rounded to the precision ``P`` and
 stores activations and deltas in ``P``. The functions below do that rounding for one float32
 value and return a float32 that holds exactly the value ``P`` represents, so a kernel can
 round in registers and keep computing (and accumulating) in float32. They use integer

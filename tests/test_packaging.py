@@ -153,9 +153,10 @@ def test_mixing_cuda_major_versions_does_not_resolve() -> None:
     assert done.returncode != 0 and "conflict" in done.stderr.lower(), done.stderr[-2000:]
 
 
-# The optional packages whose tests skip without them (tests/interop/test_convert.py, test_lbfgs.py,
-# test_sklearn.py: pytest.importorskip) and whose checks skip inside scikit-learn's suite
-# (pandas); CI installs them all (.ci/run), so there none of those skips may happen.
+# The optional packages whose tests skip without them (tests/interop/test_convert.py,
+# tests/training/test_lbfgs.py, tests/sklearn/: pytest.importorskip) and whose checks skip
+# inside scikit-learn's suite (pandas); CI installs them all (.ci/run), so there none of those
+# skips may happen.
 CI_OPTIONAL = ("torch", "scipy", "sklearn", "pandas", "mpi4py")
 
 

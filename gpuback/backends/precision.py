@@ -1,6 +1,6 @@
 """Mixed-precision formats on the host: which precisions exist, and rounding to them in NumPy.
 
-``Network(..., precision=P)`` (issue 12) reads every product's operands rounded to ``P`` and
+``Network(..., precision=P)`` reads every product's operands rounded to ``P`` and
 accumulates in float32; this module is the NumPy reference of that rounding, which the device
 functions of ``gpuback.kernels.precision`` (cpu and cuda backends) match bit for bit.
 

@@ -97,7 +97,7 @@ SCALING_BATCHES = (32, 256, 1024)
 QUICK_SCALING_UNITS = 2048
 QUICK_SCALING_BATCHES = (32, 256)
 
-# Targets of the cpu backend (issue 19), each: case, contender, mode, largest time ratio.
+# Targets of the cpu backend, each: case, contender, mode, largest time ratio.
 CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 0.9), ("dense", "torch.nn", "step", 0.9),
                ("sparse95", bench_sparseprop.LABEL, "step", 0.67),
                ("sparse95", "torch.sparse.mm", "step", 1 / 5),

@@ -1,6 +1,6 @@
-"""Every launch of the cuda backend is legal at the GPU block shape, at any size (DESIGN.md
-section 4, part 3): gridDim.x <= 2^31 - 1, gridDim.y and .z <= 65,535, at most 1,024 threads
-per block, and no more threads than a reduction kernel's shared arrays hold.
+"""Every launch of the cuda backend is legal at the GPU block shape, at any size:
+gridDim.x <= 2^31 - 1, gridDim.y and .z <= 65,535, at most 1,024 threads per block, and no
+more threads than a reduction kernel's shared arrays hold.
 
 Each op of the backend runs on fake arrays (shape and dtype only) while
 ``cuda_device.launch`` records what it would launch, so the test checks what the ops really

@@ -1,4 +1,4 @@
-"""Rounding to tf32, bf16 and fp16 (issue 12): the integer bit arithmetic of
+"""Rounding to tf32, bf16 and fp16: the integer bit arithmetic of
 ``gpuback.kernels.precision`` (compiled for the cpu backend with Numba, and for CUDA under the
 simulator and to PTX) equals the NumPy reference ``gpuback.precision.round_to`` bit for bit,
 and the reference equals ml_dtypes' bfloat16, NumPy's float16, and an independent float64

@@ -3,8 +3,8 @@ what it verifies before switching to them, and what ``read`` refuses, message by
 (each file rewritten with its checksum updated, so the check behind the checksum is reached;
 tests/checkpoint/test_faults.py corrupts files without that).
 
-On the numpy backend (the checkpoint module is backend-independent; test_checkpoint.py runs
-the round trips on every backend)."""
+On the numpy backend (the checkpoint module is backend-independent;
+tests/checkpoint/test_round_trips.py runs the round trips on every backend)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mixed precision on every backend: ``Network(..., precision=P)`` (issue 12, first part).
+"""Mixed precision on every backend: ``Network(..., precision=P)``.
 
 The numpy backend is the reference: products read operands rounded to P (ml_dtypes and
 NumPy's float16), hidden z and every delta stored rounded, float32 everywhere else. Every

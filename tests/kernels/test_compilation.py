@@ -1,6 +1,6 @@
-"""Every kernel compiles for sm_80 and sm_90 with zero spills (DESIGN.md section 4, part 2),
-and float32 kernels compute in float32: no ``.f64`` PTX instruction outside the deliberate
-float64 accumulators of ``F64_ALLOWED`` (part 3).
+"""Every kernel compiles for sm_80 and sm_90 with zero spills, and float32 kernels compute in
+float32: no ``.f64`` PTX instruction outside the deliberate float64 accumulators of
+``F64_ALLOWED``.
 
 The report runs in a subprocess without ``NUMBA_ENABLE_CUDASIM``: this test process runs
 under the simulator (conftest), whose ``compile_ptx`` is not the real compiler. Where NVVM

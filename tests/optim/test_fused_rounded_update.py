@@ -1,4 +1,4 @@
-"""Mixed precision's rounded weights, cast from the master once per step (issue 12).
+"""Mixed precision's rounded weights, cast from the master once per step.
 
 Below fp32 the products read a copy of the float32 master parameters rounded to the
 precision. The optimiser's fused update (``sgd_update`` / ``adam_update``) writes the master
