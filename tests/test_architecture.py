@@ -196,3 +196,15 @@ def test_the_top_level_stays_small() -> None:
                                                  *(ROOT / "kernels").rglob("*.py")]
             if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}
+
+
+def test_every_package_says_what_it_exports() -> None:
+    """Each package of gpuback has an ``__all__``, and every name in it is there."""
+    import importlib
+
+    for init in sorted((ROOT / "gpuback").rglob("__init__.py")):
+        name = ".".join(init.relative_to(ROOT).parent.parts)
+        package = importlib.import_module(name)
+        assert isinstance(getattr(package, "__all__", None), list), name
+        missing = [n for n in package.__all__ if not hasattr(package, n)]
+        assert missing == [], (name, missing)

@@ -44,6 +44,21 @@ OP_SET = (
     "device_collectives",
 )
 
+__all__ = [
+    "AUTO",
+    "OP_SET",
+    "Backend",
+    "BackendStatus",
+    "allocation_hooks",
+    "available_backends",
+    "backend_module",
+    "backend_names",
+    "backend_status",
+    "describe",
+    "get_backend",
+    "resolve_backend_name",
+]
+
 # name -> module path, in the order "auto" prefers them (fastest first).
 _BACKENDS = {
     "cuda": "gpuback.backends.cuda.backend",
