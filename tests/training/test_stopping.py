@@ -165,3 +165,101 @@ def test_bad_divergence_factors_are_refused(factor, error) -> None:
     with pytest.raises(error, match=r"^divergence_factor: "):
         net.fit(X, np.ones((8, 2)), epochs=1, progress=False, divergence_factor=factor)
     assert net.epochs_trained == 0
+
+
+class _Optimizer:
+    def current_lr(self) -> float:
+        return 0.25
+
+
+class _Metrics:
+    def __init__(self, bad=None) -> None:
+        self.bad = bad
+
+    def first_bad_step(self):
+        return self.bad
+
+
+class _Scaler:
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def read(self) -> tuple[float, int]:
+        return self.scale, 0
+
+
+def _watch(scaler=None, factor=10.0) -> training.stopping.DivergenceWatch:
+    return training.stopping.DivergenceWatch(_Optimizer(), untrained=True, scaler=scaler,
+                                             factor=factor)
+
+
+def _diverged(watch, epoch: int, loss: float, bad=None) -> gpuback.TrainingDivergedError:
+    with pytest.raises(gpuback.TrainingDivergedError) as info:
+        watch.check(epoch, loss, _Metrics(bad))
+    assert info.value.epoch == epoch
+    assert "lower the learning rate (0.25)" in str(info.value)
+    return info.value
+
+
+GRADIENT = training.stopping.STATUS_WHAT[training.stopping.GRADIENT_NOT_FINITE]
+
+
+@pytest.mark.parametrize("what", ["loss", GRADIENT])
+def test_a_bad_step_without_loss_scaling_names_what_went_bad(what: str) -> None:
+    error = _diverged(_watch(), 3, 0.5, bad=(7, what))
+    assert (error.step, error.what, error.loss, error.reference) == (7, what, None, None)
+    assert str(error).startswith(f"training diverged: {what} is NaN or infinite at epoch 3, "
+                                 "step 7; the parameters are those before that step")
+
+
+def test_a_bad_gradient_under_loss_scaling_is_a_master_value() -> None:
+    """Under fp16 loss scaling a scaled gradient's overflow is skipped, not a divergence: a
+    non-finite gradient after unscaling means a float32 master value went bad."""
+    error = _diverged(_watch(_Scaler(1024.0)), 2, 0.5, bad=(4, GRADIENT))
+    assert (error.step, error.what) == (4, training.stopping.SCALED_GRADIENT_WHAT)
+    assert "after the update of epoch 2, step 4" in str(error)
+    loss_error = _diverged(_watch(_Scaler(1024.0)), 2, 0.5, bad=(4, "loss"))
+    assert (loss_error.step, loss_error.what) == (4, "loss")
+
+
+def test_a_loss_scale_below_the_floor_diverges_and_one_at_it_does_not() -> None:
+    floor = gpuback.core.loss_scale.MIN_SCALE
+    error = _diverged(_watch(_Scaler(floor / 2)), 5, 0.5)
+    assert (error.step, error.loss, error.what) == (None, None, None)
+    assert f"the loss scale fell to {floor / 2:g} by the end of epoch 5" in str(error)
+    _diverged(_watch(_Scaler(float("nan"))), 5, 0.5)
+    _watch(_Scaler(floor)).check(5, 0.5, _Metrics())
+
+
+@pytest.mark.parametrize("loss", [math.inf, math.nan])
+def test_a_non_finite_epoch_loss_diverges_even_without_the_factor(loss: float) -> None:
+    watch = _watch(factor=None)
+    watch.check(1, 2.0, _Metrics())
+    error = _diverged(watch, 2, loss)
+    assert (error.step, error.what, error.reference) == (None, "loss", 2.0)
+    assert error.loss is loss or (math.isnan(error.loss) and math.isnan(loss))
+
+
+def test_the_factor_rule_compares_with_the_first_batch_then_the_first_epoch() -> None:
+    watch = _watch(factor=10.0)
+    assert watch.wants_first_batch
+    watch.first_batch = 1.0
+    error = _diverged(watch, 1, 10.5)
+    assert (error.loss, error.reference, error.what, error.step) == (10.5, 1.0, None, None)
+    assert "its first batch" in str(error) and "(1)" in str(error)
+    watch.check(1, 10.0, _Metrics())  # exactly the factor is not a divergence
+    assert watch.first_epoch == 10.0
+    watch.check(2, 100.0, _Metrics())  # now the first epoch is the reference
+    error = _diverged(watch, 3, 100.5)
+    assert (error.loss, error.reference) == (100.5, 10.0)
+    assert "the first epoch's" in str(error)
+    assert not _watch(factor=None).wants_first_batch
+    assert not training.stopping.DivergenceWatch(_Optimizer(), untrained=False).wants_first_batch
+
+
+def test_without_a_reference_the_factor_rule_waits() -> None:
+    watch = _watch(factor=10.0)
+    watch.check(1, 1e30, _Metrics())  # no first batch: nothing to compare with
+    assert watch.first_epoch == 1e30
+    watch.first_epoch = math.inf
+    watch.check(2, 1e300, _Metrics())  # an infinite reference is no reference
