@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""Values checked against the network's dtype, not only their own: inputs, targets and
+parameters beyond ``numpy.finfo(dtype).max`` are refused at every entry point, with a
+message that names the value, its place and the dtype, and nothing is written."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.small_networks import LABELS, inputs, small_net
 
 import gpuback
 from gpuback.optim.optimizers import SGD
@@ -23,18 +25,6 @@ FITS = 1e38  # below float32's maximum (3.4e38)
 RANGE_X = r"X: 1e\+39 at index \(0, 3\) is outside the float32 range \(max 3\.4e\+38\)"
 
 
-def _net(backend: str, loss: str = "cross_entropy", dtype: str = "float32") -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([4, 3, 2], activation="tanh", loss=loss),
-                           backend=backend, dtype=dtype)
-
-
-def _inputs(value: float, at: tuple[int, int] = (0, 3)) -> np.ndarray:
-    X = np.linspace(-1, 1, 12).reshape(3, 4)  # float64
-    X[at] = value
-    return X
-
-
-LABELS = np.array([0, 1, 1])
 
 
 ROWS = np.array([[0.5, -0.5], [1.0, 0.0], [0.0, 2.0]])
@@ -42,7 +32,7 @@ ROWS = np.array([[0.5, -0.5], [1.0, 0.0], [0.0, 2.0]])
 
 def _input_entry_points(net: gpuback.Network, X: np.ndarray) -> dict:
     """Every public way inputs reach ``net``, as zero-argument calls."""
-    good = _inputs(0.0)
+    good = inputs(0.0)
     sgd = SGD(lr=1e-3)
     return {
         "forward": lambda: net.forward(X),
@@ -64,9 +54,9 @@ def _input_entry_points(net: gpuback.Network, X: np.ndarray) -> dict:
 @pytest.mark.parametrize("value", [TOO_BIG, -TOO_BIG, 3.5e38])
 def test_inputs_beyond_float32_are_refused_at_every_entry_point(backend: str,
                                                                 value: float) -> None:
-    net = _net(backend)
+    net = small_net(backend)
     before = net.parameters()
-    for name, call in _input_entry_points(net, _inputs(value)).items():
+    for name, call in _input_entry_points(net, inputs(value)).items():
         with pytest.raises(ValueError, match=r"X(_val)?: .* at index \(0, 3\) is outside the "
                                              r"float32 range \(max 3\.4e\+38\)") as info:
             call()
@@ -77,43 +67,43 @@ def test_inputs_beyond_float32_are_refused_at_every_entry_point(backend: str,
 
 def test_the_message_names_the_value_its_place_and_the_dtype(backend: str) -> None:
     with pytest.raises(ValueError, match=RANGE_X + ": it does not fit the network's dtype"):
-        _net(backend).forward(_inputs(TOO_BIG))
+        small_net(backend).forward(inputs(TOO_BIG))
     with pytest.raises(ValueError, match=r"X_val: 1e\+39 at index \(0, 3\)"):
-        _net(backend).fit(_inputs(0.0), LABELS, epochs=1, validation=(_inputs(TOO_BIG), LABELS),
+        small_net(backend).fit(inputs(0.0), LABELS, epochs=1, validation=(inputs(TOO_BIG), LABELS),
                           progress=False)
 
 
 def test_inputs_that_fit_float32_are_accepted_at_every_entry_point(backend: str) -> None:
-    net = _net(backend)
-    for name, call in _input_entry_points(net, _inputs(FITS)).items():
+    net = small_net(backend)
+    for name, call in _input_entry_points(net, inputs(FITS)).items():
         if name != "gradcheck":  # its finite differences are meaningless at 1e38
             call()
-    y = net.forward(_inputs(FITS))
+    y = net.forward(inputs(FITS))
     assert np.isfinite(y).all()  # tanh saturates: 1e38 is a legal, finite input
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
 
 
 def test_inf_and_nan_are_still_reported_as_not_finite(backend: str) -> None:
-    net = _net(backend)
+    net = small_net(backend)
     for value, shown in ((np.inf, "inf"), (np.nan, "nan")):
         for call in (lambda X: net.forward(X), lambda X: net.predict(X),
                      lambda X: net.fit(X, LABELS, epochs=1, progress=False)):
             with pytest.raises(ValueError, match=f"X: expected finite values, got {shown} "
                                                  r"at index \(0, 3\)"):
-                call(_inputs(value))
+                call(inputs(value))
 
 
 def test_a_float64_network_takes_float64_values_and_integers_always_fit(backend: str) -> None:
-    assert np.isfinite(_net(backend, dtype="float64").forward(_inputs(TOO_BIG))).all()
+    assert np.isfinite(small_net(backend, dtype="float64").forward(inputs(TOO_BIG))).all()
     big_ints = np.full((3, 4), 2 ** 62, dtype=np.int64)  # 4.6e18, far below float32's max
-    assert np.isfinite(_net(backend).forward(big_ints)).all()
-    at_max = _inputs(0.0).astype(np.float32)
+    assert np.isfinite(small_net(backend).forward(big_ints)).all()
+    at_max = inputs(0.0).astype(np.float32)
     at_max[0, 3] = F32_MAX  # float32 data into a float32 network: no cast, nothing to check
-    assert np.isfinite(_net(backend).forward(at_max)).all()
+    assert np.isfinite(small_net(backend).forward(at_max)).all()
 
 
 def _target_entry_points(net: gpuback.Network, T: np.ndarray) -> dict:
-    X = _inputs(0.0)
+    X = inputs(0.0)
     sgd = SGD(lr=1e-3)
     return {
         "loss_and_grads": lambda: net.loss_and_grads(X, T),
@@ -129,7 +119,7 @@ def _target_entry_points(net: gpuback.Network, T: np.ndarray) -> dict:
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the float32 loss of 1e38
 def test_targets_beyond_float32_are_refused_at_every_entry_point(backend: str) -> None:
-    net = _net(backend, loss="sum_of_squares")
+    net = small_net(backend, loss="sum_of_squares")
     T = ROWS.copy()
     T[2, 1] = -TOO_BIG
     for name, call in _target_entry_points(net, T).items():
@@ -138,13 +128,13 @@ def test_targets_beyond_float32_are_refused_at_every_entry_point(backend: str) -
             call()
         del name
     T[2, 1] = -FITS  # fits: accepted (the loss itself may overflow float32, it is no error)
-    net.loss_and_grads(_inputs(0.0), T)
-    net.evaluate(_inputs(0.0), T)
+    net.loss_and_grads(inputs(0.0), T)
+    net.evaluate(inputs(0.0), T)
 
 
 def test_parameters_beyond_float32_are_refused_and_nothing_is_written(backend: str,
                                                                       tmp_path: Path) -> None:
-    net = _net(backend)
+    net = small_net(backend)
     before = net.parameters()
     W = before["x->h1"].astype(np.float64)
     W[1, 2] = TOO_BIG

@@ -1,5 +1,7 @@
-"""TODO
-"""
+"""What a network needs in memory (``gpuback.memory``): figures in human units, the
+network's figure equal to what it allocates, a network larger than the free memory refused
+before any allocation, each backend's free memory (the host's from meminfo, cgroups and
+rlimits), and initial weights drawn without a float64 copy of the whole network."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers.small_networks import Allocations, stub_free
 
 import gpuback
 from gpuback import memory
@@ -43,34 +46,13 @@ def _mlp_parameter_count(sizes: list[int]) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
-class Allocations:
-    """Records the buffers a backend module allocates (zeros, from_host) while installed."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-        module = backend_module(backend)
-        self.nbytes: list[int] = []
-        for op in ("zeros", "from_host"):
-            original = getattr(module, op)
-
-            def recording(*args, _original=original, **kwargs):
-                out = _original(*args, **kwargs)
-                self.nbytes.append(int(out.nbytes))
-                return out
-
-            monkeypatch.setattr(module, op, recording)
-
-
-def _stub_free(monkeypatch: pytest.MonkeyPatch, backend: str, free: int) -> None:
-    monkeypatch.setattr(backend_module(backend), "free_memory", lambda: free)
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_network_larger_than_the_free_memory_is_refused_before_any_allocation(
         backend: str, monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
     sizes = [30, 20, 5]
     count = _mlp_parameter_count(sizes)  # 725
     itemsize = np.dtype(dtype).itemsize
-    _stub_free(monkeypatch, backend, 10_000)
+    stub_free(monkeypatch, backend, 10_000)
     allocations = Allocations(monkeypatch, backend)
     with pytest.raises(memory.InsufficientMemoryError) as info:
         gpuback.Network(gpuback.mlp_spec(sizes), backend=backend, dtype=dtype)
@@ -96,9 +78,9 @@ def test_the_network_figure_is_what_the_network_allocates(backend: str,
     assert needs["initial-weight staging"] == (600 + 100) * (8 + 4)  # float64 chunk + cast
     # the boundary: exactly the need is enough, a byte less is not
     total = sum(needs.values())
-    _stub_free(monkeypatch, backend, total)
+    stub_free(monkeypatch, backend, total)
     gpuback.Network(spec, backend=backend, dtype="float32")
-    _stub_free(monkeypatch, backend, total - 1)
+    stub_free(monkeypatch, backend, total - 1)
     with pytest.raises(memory.InsufficientMemoryError):
         gpuback.Network(spec, backend=backend, dtype="float32")
 

@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""Labels are the class indices 0..K-1 with every class present: an outlier or a missing
+class is refused by every loader in a short message naming it, a single class is an error,
+and the test fraction must leave both parts of a split non-empty."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers.training_runs import record_orders
 
 pytest.importorskip("sklearn", reason="gpuback.sklearn needs scikit-learn (the sklearn extra)")
 
@@ -21,7 +22,6 @@ from sklearn.utils import shuffle as sklearn_shuffle
 
 from gpuback.distributed import SingleProcess
 from gpuback.sklearn import MLPClassifier, MLPRegressor
-from gpuback.training import data as training_data
 from gpuback.training import loop
 
 
@@ -72,14 +72,7 @@ def test_each_epoch_is_in_the_order_scikit_learn_draws(monkeypatch, quiet) -> No
     order: the draw scikit-learn's MLP makes each epoch (``sklearn.utils.shuffle`` of the
     sample indices). (scikit-learn applies it to the previous epoch's order; both are a
     uniform shuffle drawn from the same numbers.)"""
-    orders: list[np.ndarray] = []
-    real = training_data.Dataset.set_order
-
-    def record(self, order: np.ndarray) -> None:
-        orders.append(np.array(order))
-        real(self, order)
-
-    monkeypatch.setattr(training_data.Dataset, "set_order", record)
+    orders = record_orders(monkeypatch)
     X, y = blobs(n=30)
     MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, backend="numpy",
                   random_state=11).fit(X, y)

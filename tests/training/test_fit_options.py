@@ -7,10 +7,10 @@ import inspect
 
 import numpy as np
 import pytest
+from helpers.training_runs import record_orders
 
 import gpuback
 from gpuback import training
-from gpuback.training import data as training_data
 from gpuback.training import loop
 
 
@@ -56,24 +56,11 @@ def test_network_fit_hands_every_option_to_the_loop(monkeypatch, positional: boo
     assert all(received[name] is given[name] for name in given)
 
 
-def _orders(monkeypatch) -> list[np.ndarray]:
-    """Every sample order a fit sets on its (device-resident) data set."""
-    orders: list[np.ndarray] = []
-    real = training_data.Dataset.set_order
-
-    def record(self, order: np.ndarray) -> None:
-        orders.append(np.array(order))
-        real(self, order)
-
-    monkeypatch.setattr(training_data.Dataset, "set_order", record)
-    return orders
-
-
 def test_a_random_state_seed_draws_its_next_permutation_each_epoch(monkeypatch) -> None:
     """Each epoch's order is the next permutation the RandomState draws (what
     scikit-learn's MLP draws from its random_state each epoch: tests/sklearn)."""
     X, y = _problem(11)
-    orders = _orders(monkeypatch)
+    orders = record_orders(monkeypatch)
     seed = np.random.RandomState(7)
     _net().fit(X, y, epochs=3, batch_size=4, seed=seed, progress=False)
     theirs = np.random.RandomState(7)
@@ -89,7 +76,7 @@ def test_an_integer_seed_draws_one_generator_per_epoch(monkeypatch) -> None:
     """An integer seed: epoch k's order from ``default_rng([seed, k])``, so a run resumed
     after k epochs shuffles as an unbroken one."""
     X, y = _problem(11)
-    orders = _orders(monkeypatch)
+    orders = record_orders(monkeypatch)
     net = _net()
     net.fit(X, y, epochs=2, batch_size=4, seed=3, progress=False)
     net.fit(X, y, epochs=1, batch_size=4, seed=3, progress=False)
@@ -100,7 +87,7 @@ def test_an_integer_seed_draws_one_generator_per_epoch(monkeypatch) -> None:
 
 def test_without_shuffling_a_random_state_is_not_drawn_from(monkeypatch) -> None:
     X, y = _problem(11)
-    orders = _orders(monkeypatch)
+    orders = record_orders(monkeypatch)
     seed = np.random.RandomState(7)
     _net().fit(X, y, epochs=2, batch_size=4, seed=seed, shuffle=False, progress=False)
     assert all(np.array_equal(order, np.arange(11)) for order in orders)

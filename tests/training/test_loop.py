@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from helpers.tolerances import TOLERANCES
+from helpers.training_runs import three_class_net, three_class_problem
 
 import gpuback
 from gpuback import training
@@ -315,17 +316,6 @@ def test_host_backends_ask_nothing_of_a_device() -> None:
         assert counts == gpuback.profile.Counts(), (backend, counts)
 
 
-def _small_problem(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 4))
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5).astype(int)
-
-
-def _small_net(backend: str = "numpy", seed: int = 0, **kwargs) -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([4, 5, 3], activation="tanh"), backend=backend,
-                           seed=seed, **kwargs)
-
-
 def _same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -345,8 +335,8 @@ def _batches(monkeypatch, net: gpuback.Network, method: str) -> list[int]:
 
 
 def test_predict_and_evaluate_run_batch_size_samples_at_a_time(monkeypatch) -> None:
-    X, y = _small_problem(10)
-    net = _small_net(dtype="float32")
+    X, y = three_class_problem(10)
+    net = three_class_net(dtype="float32")
     seen = _batches(monkeypatch, net, "run_forward")
     out = net.predict(X, batch_size=4)
     assert seen == [4, 4, 2] and out.dtype == np.float32 and out.shape == (10, 3)
@@ -359,8 +349,8 @@ def test_predict_and_evaluate_run_batch_size_samples_at_a_time(monkeypatch) -> N
 
 
 def test_fit_steps_over_the_epoch_in_batches(monkeypatch) -> None:
-    X, y = _small_problem(10)
-    net = _small_net()
+    X, y = three_class_problem(10)
+    net = three_class_net()
     seen = _batches(monkeypatch, net, "run_backward")
     net.fit(X, y, epochs=2, batch_size=4, progress=False)
     assert seen == [4, 4, 2] * 2
@@ -371,9 +361,9 @@ def test_fit_steps_over_the_epoch_in_batches(monkeypatch) -> None:
 
 def test_fit_allocates_nothing_after_its_first_step(monkeypatch) -> None:
     # validation batches are larger than training ones: both are reserved before step one
-    X, y = _small_problem(20)
-    Xv, yv = _small_problem(300, seed=1)
-    net, opt = _small_net(), optim.Adam(lr=1e-2)
+    X, y = three_class_problem(20)
+    Xv, yv = three_class_problem(300, seed=1)
+    net, opt = three_class_net(), optim.Adam(lr=1e-2)
     stepped = []
     real_step, real_zeros = opt.step, net.ops.zeros
 
@@ -392,9 +382,9 @@ def test_fit_allocates_nothing_after_its_first_step(monkeypatch) -> None:
 
 
 def test_history_numbers_are_the_epochs_measurements() -> None:
-    X, y = _small_problem(30)
-    Xv, yv = _small_problem(12, seed=1)
-    net = _small_net()
+    X, y = three_class_problem(30)
+    Xv, yv = three_class_problem(12, seed=1)
+    net = three_class_net()
     before = net.evaluate(X, y)
     start = time.perf_counter()
     # a step far too small to move the weights: the epoch's loss is the loss before it
@@ -411,10 +401,10 @@ def test_history_numbers_are_the_epochs_measurements() -> None:
 
 
 def test_without_shuffling_the_seed_changes_nothing() -> None:
-    X, y = _small_problem(12)
+    X, y = three_class_problem(12)
     runs = []
     for seed in (1, 2):
-        net = _small_net()
+        net = three_class_net()
         net.fit(X, y, epochs=2, batch_size=4, optimizer=optim.SGD(lr=0.1), shuffle=False,
                 seed=seed, progress=False)
         runs.append(net.parameters())
@@ -424,9 +414,9 @@ def test_without_shuffling_the_seed_changes_nothing() -> None:
 def test_early_stopping_waits_for_a_strictly_lower_validation_loss() -> None:
     # a step that cannot move any weight: the validation loss ties in every epoch, and a tie
     # is no improvement, so the run stops after the first epoch plus the patience
-    X, y = _small_problem(12)
-    Xv, yv = _small_problem(6, seed=1)
-    net = _small_net()
+    X, y = three_class_problem(12)
+    Xv, yv = three_class_problem(6, seed=1)
+    net = three_class_net()
     net.set_parameters({k: np.where(v == 0, 0.5, v) for k, v in net.parameters().items()})
     history = net.fit(X, y, epochs=10, batch_size=4, optimizer=optim.SGD(lr=1e-300),
                       validation=(Xv, yv), early_stopping=3, progress=False)
@@ -436,8 +426,9 @@ def test_early_stopping_waits_for_a_strictly_lower_validation_loss() -> None:
 
 
 def test_patience_of_one_epoch_is_accepted() -> None:
-    X, y = _small_problem(8)
-    history = _small_net().fit(X, y, epochs=2, validation=(X, y), early_stopping=1, progress=False)
+    X, y = three_class_problem(8)
+    history = three_class_net().fit(X, y, epochs=2, validation=(X, y), early_stopping=1,
+                                    progress=False)
     assert 1 <= len(history["loss"]) <= 2
 
 
@@ -445,7 +436,7 @@ def test_patience_of_one_epoch_is_accepted() -> None:
 def test_divergence_names_the_first_bad_step_counted_from_one() -> None:
     # Step 1 starts from finite weights: its loss and gradients are finite, and the huge
     # step throws the weights out to ~1e300. Step 2's outputs then square to infinity.
-    X = _small_problem(10)[0]
+    X = three_class_problem(10)[0]
     net = gpuback.Network(gpuback.mlp_spec([4, 2], activation="identity",
                                            loss="sum_of_squares"), seed=0)
     with pytest.raises(gpuback.TrainingDivergedError, match=(
@@ -461,13 +452,13 @@ def test_evaluate_reports_an_infinite_loss() -> None:
     net = gpuback.Network(gpuback.mlp_spec([4, 2], activation="identity",
                                            loss="sum_of_squares"), seed=0)
     net.set_parameters({"x->y": np.full((2, 4), 1e200)})
-    X = np.abs(_small_problem(6)[0]) + 1.0
+    X = np.abs(three_class_problem(6)[0]) + 1.0
     result = net.evaluate(X, np.zeros((6, 2)), batch_size=4)
     assert result["loss"] == np.inf and result["accuracy"] is None
 
 
 def test_metrics_buffers_and_the_first_bad_step() -> None:
-    ops = _small_net().ops
+    ops = three_class_net().ops
     metrics = training.Metrics(ops)
     assert metrics.totals.dtype == np.float64 and metrics.totals.shape == (2,)
     assert metrics.status.dtype == np.int64 and metrics.status.shape == (2,)
@@ -497,6 +488,6 @@ def test_metrics_buffers_and_the_first_bad_step() -> None:
      r"^validation: expected a pair \(X_val, T_val\)$"),
 ])
 def test_bad_arguments_are_named(call, exc, match: str) -> None:
-    X, y = _small_problem(6)
+    X, y = three_class_problem(6)
     with pytest.raises(exc, match=match):
-        call(_small_net(), X, y)
+        call(three_class_net(), X, y)

@@ -1,5 +1,6 @@
-"""TODO
-"""
+"""What training needs in memory (``gpuback.memory``): the optimiser's state, the
+workspace and the data counted before anything is allocated, a run larger than the free
+memory refused, and ``fit``'s training arguments checked first."""
 
 from __future__ import annotations
 
@@ -7,50 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.small_networks import LABELS, Allocations, inputs, small_net, stub_free
 
 import gpuback
 from gpuback import memory
-from gpuback.backends import backend_module
 from gpuback.optim.optimizers import SGD, Adam, AdamW
-
-
-def _net(backend: str, loss: str = "cross_entropy", dtype: str = "float32") -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([4, 3, 2], activation="tanh", loss=loss),
-                           backend=backend, dtype=dtype)
-
-
-def _inputs(value: float, at: tuple[int, int] = (0, 3)) -> np.ndarray:
-    X = np.linspace(-1, 1, 12).reshape(3, 4)  # float64
-    X[at] = value
-    return X
-
-
-LABELS = np.array([0, 1, 1])
 
 
 def _features(n: int) -> np.ndarray:
     return np.arange(2 * n, dtype=np.float64).reshape(n, 2)
-
-
-class Allocations:
-    """Records the buffers a backend module allocates (zeros, from_host) while installed."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-        module = backend_module(backend)
-        self.nbytes: list[int] = []
-        for op in ("zeros", "from_host"):
-            original = getattr(module, op)
-
-            def recording(*args, _original=original, **kwargs):
-                out = _original(*args, **kwargs)
-                self.nbytes.append(int(out.nbytes))
-                return out
-
-            monkeypatch.setattr(module, op, recording)
-
-
-def _stub_free(monkeypatch: pytest.MonkeyPatch, backend: str, free: int) -> None:
-    monkeypatch.setattr(backend_module(backend), "free_memory", lambda: free)
 
 
 def test_the_cli_counts_the_optimiser_before_drawing_a_weight(tmp_path: Path, capsys,
@@ -62,7 +28,7 @@ def test_the_cli_counts_the_optimiser_before_drawing_a_weight(tmp_path: Path, ca
 
     spec = gpuback.mlp_spec([64, 300, 10])
     flat = gpuback.Network(spec).layout.size * 4  # float32 parameter bytes
-    _stub_free(monkeypatch, "numpy", 3 * flat)  # params + grads fit, + 2 Adam buffers do not
+    stub_free(monkeypatch, "numpy", 3 * flat)  # params + grads fit, + 2 Adam buffers do not
     drawn = []
     real = network_module.weight_chunks
     monkeypatch.setattr(network_module, "weight_chunks",
@@ -82,8 +48,8 @@ def test_the_cli_counts_the_optimiser_before_drawing_a_weight(tmp_path: Path, ca
 def test_state_buffers_is_what_a_step_allocates(backend: str, monkeypatch: pytest.MonkeyPatch,
                                                 make, buffers: int) -> None:
     optimizer = make()
-    net = _net(backend)
-    net.loss_and_grads(_inputs(0.0), LABELS)
+    net = small_net(backend)
+    net.loss_and_grads(inputs(0.0), LABELS)
     allocations = Allocations(monkeypatch, backend)
     assert optimizer.state_buffers() == buffers and not optimizer.bound_to(net)
     optimizer.step(net)
@@ -108,9 +74,9 @@ def test_a_training_run_larger_than_the_free_memory_is_refused(
     workspace = gpuback.core.workspace.workspace_bytes(net.plan, "float32", 32)
     data = 1000
     need = 2 * flat + workspace + data  # Adam's m and v, the workspace, the data
-    _stub_free(monkeypatch, backend, need)
+    stub_free(monkeypatch, backend, need)
     memory.check_training(net, 32, Adam(), data_bytes=data)  # exactly enough
-    _stub_free(monkeypatch, backend, need - 1)
+    stub_free(monkeypatch, backend, need - 1)
     with pytest.raises(memory.InsufficientMemoryError) as info:
         memory.check_training(net, 32, Adam(), data_bytes=data)
     message = str(info.value)
@@ -120,7 +86,7 @@ def test_a_training_run_larger_than_the_free_memory_is_refused(
     assert f"parameters {memory.human(flat)} (allocated)" in message
     assert f"only {memory.human(need - 1)} is free" in message
     # SGD keeps one buffer: the same run fits with one parameter buffer less
-    _stub_free(monkeypatch, backend, need - flat)
+    stub_free(monkeypatch, backend, need - flat)
     memory.check_training(net, 32, SGD(), data_bytes=data)
     with pytest.raises(memory.InsufficientMemoryError):
         memory.check_training(net, 32, None, data_bytes=data)  # fit's default: Adam
@@ -132,7 +98,7 @@ def test_what_is_allocated_already_is_not_asked_for_again(
     optimizer = Adam()
     net.fit(_features(8)[:, :1].repeat(30, axis=1) / 16, np.arange(8) % 5, epochs=1,
             batch_size=4, optimizer=optimizer, progress=False)
-    _stub_free(monkeypatch, backend, 0)  # nothing free: only a run that allocates nothing fits
+    stub_free(monkeypatch, backend, 0)  # nothing free: only a run that allocates nothing fits
     memory.check_training(net, 4, optimizer)  # state bound, workspace reserved
     with pytest.raises(memory.InsufficientMemoryError, match="workspace for batches of 64"):
         memory.check_training(net, 64, optimizer)
@@ -144,6 +110,6 @@ def test_what_is_allocated_already_is_not_asked_for_again(
                                                ({"batch_size": 2.5}, "batch_size"),
                                                ({"data_bytes": -1}, "data_bytes")])
 def test_check_training_arguments(kwargs: dict, match: str) -> None:
-    net = _net("numpy")
+    net = small_net("numpy")
     with pytest.raises(ValueError, match=match):
         memory.check_training(net, **{"batch_size": 8, **kwargs})

@@ -11,24 +11,13 @@ import re
 import sys
 import time
 
-import numpy as np
 import pytest
+from helpers.training_runs import three_class_net, three_class_problem
 
 import gpuback
 from gpuback import training
 from gpuback.optim import optimizers as optim
 from gpuback.training import progress
-
-
-def _problem(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 4))
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5).astype(int)
-
-
-def _net(backend: str = "numpy", seed: int = 0, **kwargs) -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([4, 5, 3], activation="tanh"), backend=backend,
-                           seed=seed, **kwargs)
 
 
 class _Terminal(io.StringIO):
@@ -43,8 +32,9 @@ class _Pipe(io.StringIO):
 
 def _fit_on(stream: io.StringIO, monkeypatch, **kwargs) -> tuple[dict, str]:
     monkeypatch.setattr(sys, "stderr", stream)
-    X, y = _problem(120)
-    history = _net().fit(X, y, epochs=2, batch_size=2, optimizer=optim.SGD(lr=0.05), **kwargs)
+    X, y = three_class_problem(120)
+    history = three_class_net().fit(X, y, epochs=2, batch_size=2,
+                                    optimizer=optim.SGD(lr=0.05), **kwargs)
     monkeypatch.undo()
     return history, stream.getvalue()
 

@@ -1,27 +1,18 @@
-"""TODO
-"""
+"""Data larger than the backend's budget streams to it in batches: the same training as
+data held on the backend, two staging buffers in turn, streaming exactly when the bytes
+exceed the budget, batches staged in the network's dtype."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.training_runs import three_class_net, three_class_problem
 
 import gpuback
 from gpuback import training
 from gpuback.optim import optimizers as optim
 
 HOST = [b for b in ("numpy", "cpu") if b in gpuback.available_backends()]
-
-
-def _problem(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 4))
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5).astype(int)
-
-
-def _net(backend: str = "numpy", seed: int = 0, **kwargs) -> gpuback.Network:
-    return gpuback.Network(gpuback.mlp_spec([4, 5, 3], activation="tanh"), backend=backend,
-                           seed=seed, **kwargs)
 
 
 def _bce_net(backend: str = "numpy", **kwargs) -> gpuback.Network:
@@ -46,13 +37,13 @@ def _run(net: gpuback.Network, X, T, Xv, Tv) -> tuple[dict, dict, np.ndarray, di
 @pytest.mark.parametrize("targets", ["labels", "rows"])
 def test_streamed_data_gives_what_data_on_the_backend_gives(backend: str, targets: str,
                                                              monkeypatch) -> None:
-    X, y = _problem(10)
-    Xv, yv = _problem(6, seed=1)
+    X, y = three_class_problem(10)
+    Xv, yv = three_class_problem(6, seed=1)
     if targets == "rows":  # soft targets: probabilities, not just 0 and 1
         T, Tv = np.abs(np.sin(X[:, :2])), np.abs(np.sin(Xv[:, :2]))
         make = _bce_net
     else:
-        T, Tv, make = y, yv, _net
+        T, Tv, make = y, yv, three_class_net
     in_memory = _run(make(backend), X, T, Xv, Tv)
     streamed_net = make(backend)
     monkeypatch.setattr(streamed_net.ops, "memory_budget", lambda: 0.0)
@@ -66,9 +57,10 @@ def test_streamed_data_gives_what_data_on_the_backend_gives(backend: str, target
 
 
 def test_streaming_a_batch_larger_than_the_data(monkeypatch) -> None:
-    X, y = _problem(5)
-    expected = _net().predict(X, batch_size=8), _net().evaluate(X, y, batch_size=8)
-    net = _net()
+    X, y = three_class_problem(5)
+    expected = (three_class_net().predict(X, batch_size=8),
+                three_class_net().evaluate(X, y, batch_size=8))
+    net = three_class_net()
     monkeypatch.setattr(net.ops, "memory_budget", lambda: 0.0)
     np.testing.assert_array_equal(net.predict(X, batch_size=8), expected[0])
     assert net.evaluate(X, y, batch_size=8) == expected[1]
@@ -78,7 +70,7 @@ def test_streaming_alternates_two_staging_buffers_and_waits_two_batches_back(
         monkeypatch) -> None:
     # Each batch is gathered into one of two host buffers and copied from it; before a
     # buffer is refilled, the host waits for the copy made from it two batches earlier.
-    net = _net()
+    net = three_class_net()
     ops = net.ops
     log: list[tuple] = []
     pinned: list[np.ndarray] = []
@@ -105,10 +97,10 @@ def test_streaming_alternates_two_staging_buffers_and_waits_two_batches_back(
     monkeypatch.setattr(ops, "copy_into", copy_into)
     monkeypatch.setattr(ops, "record_event", record_event)
     monkeypatch.setattr(ops, "wait_for", lambda event: log.append(("wait", event)))
-    X = _problem(10)[0]
+    X = three_class_problem(10)[0]
     out = net.predict(X, batch_size=3)  # 4 batches of 3, 3, 3, 1 samples
     monkeypatch.undo()
-    np.testing.assert_array_equal(out, _net().predict(X, batch_size=3))
+    np.testing.assert_array_equal(out, three_class_net().predict(X, batch_size=3))
     assert len(pinned) == 2  # X only: one buffer per turn
     assert log == [("copy", 0), ("event", 0),
                    ("copy", 1), ("event", 1),
@@ -122,8 +114,8 @@ def test_data_streams_exactly_when_its_bytes_exceed_the_budget(monkeypatch, dtyp
                                                                targets: str) -> None:
     # the bytes the data takes on the backend: X in the network's dtype, class labels as
     # int64, target rows in the network's dtype
-    X, y = _problem(6)
-    net = _bce_net(dtype=dtype) if targets == "rows" else _net(dtype=dtype)
+    X, y = three_class_problem(6)
+    net = _bce_net(dtype=dtype) if targets == "rows" else three_class_net(dtype=dtype)
     T = {"labels": y, "rows": np.eye(2)[y % 2], "none": None}[targets]
     size = X.astype(dtype).nbytes
     if targets == "labels":
@@ -139,8 +131,8 @@ def test_data_streams_exactly_when_its_bytes_exceed_the_budget(monkeypatch, dtyp
 @pytest.mark.parametrize("targets", ["labels", "rows", "none"])
 def test_streamed_data_stages_batches_in_the_networks_dtype(monkeypatch, targets: str) -> None:
     # like data on the backend: X and T (None without targets) hold a batch's samples
-    X, y = _problem(10)
-    net = _bce_net(dtype="float32") if targets == "rows" else _net(dtype="float32")
+    X, y = three_class_problem(10)
+    net = _bce_net(dtype="float32") if targets == "rows" else three_class_net(dtype="float32")
     T = {"labels": y, "rows": np.abs(np.sin(X[:, :2])), "none": None}[targets]
     monkeypatch.setattr(net.ops, "memory_budget", lambda: 0.0)
     data = training.dataset(net, X, T, 4)
@@ -154,8 +146,8 @@ def test_streamed_data_stages_batches_in_the_networks_dtype(monkeypatch, targets
 
 
 def test_data_on_the_backend_is_in_the_networks_dtype_and_labels_int64() -> None:
-    X, y = _problem(6)
-    data = training.dataset(_net(dtype="float32"), X, y, 4)
+    X, y = three_class_problem(6)
+    data = training.dataset(three_class_net(dtype="float32"), X, y, 4)
     assert isinstance(data, training.Dataset)
     assert data.X.dtype == np.float32 and data.T.dtype == np.int64
     rows = training.dataset(_bce_net(dtype="float32"), X, np.eye(2)[y % 2], 4)
