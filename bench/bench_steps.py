@@ -3,7 +3,7 @@
 One benchmark per (case, contender, mode), grouped by case, so each group's table puts
 gpuback's backends beside PyTorch's versions of the same network (when PyTorch is
 installed: ``pip install '.[bench]'``). Cases, contenders and timing rules are those
-of ``gpuback.bench``; ``gpuback bench`` prints the same measurements as ratios, with the
+of ``gpuback.benchmark``; ``gpuback bench`` prints the same measurements as ratios, with the
 distance to the GEMM floor. Run::
 
     pytest bench/bench_steps.py --benchmark-group-by=group

@@ -2,8 +2,8 @@
 
 Bishop, *Pattern Recognition and Machine Learning*, section 5.3: a hidden unit's
 delta is h'(a_j) * sum_k w_kj delta_k over *every* unit k it feeds (eq. 5.55,
-5.56), whichever later group k is in. See README.md for the map from equations to
-functions.
+5.56), whichever later group k is in. The documentation's page "From Bishop's equations
+to the code" maps each equation to the functions that implement it.
 
 The package's folders are its architecture, each importing only the ones below it:
 

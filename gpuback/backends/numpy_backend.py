@@ -12,10 +12,11 @@ at the end (``_wide`` casts a float32 operand up; in float64 it is a no-op). Tha
 dense and sparse weight gradients (5.53; a float32 x float32 product is exact in float64, so
 dW is the exact sum rounded once), the bias gradients, the sparse gathers over an edge list
 (5.48, 5.56), the per-sample losses (computed wholly in float64 from the float32 a, y, t),
-the softmax normaliser and the metrics' running totals. The cpu and cuda backends accumulate
-the weight and bias gradients and the metrics in float64 too (the cpu backend also its losses
-and softmax sums): a reference that summed in float32 would be the less exact side of a
-float32 comparison, which would then measure the reference's rounding, not the backend's.
+the softmax normaliser and the metrics' running totals. The cpu backend accumulates its bias
+gradients, losses, softmax sums and metrics in float64 too, and its weight gradients in the
+network's dtype (float32 BLAS for a dense block): a reference that summed in float32 would
+be the less exact side of a float32 comparison, which would then measure the reference's
+rounding, not the backend's.
 
 Two products stay in float32: the dense forward ``W @ Z`` (5.48) and backward ``W.T @ Delta``
 (5.56). The cpu and cuda backends run exactly these as float32 BLAS (sgemm), their sums run

@@ -79,7 +79,7 @@ SCALE = NumberOption(Numbers(float, low=0, low_open=True), auto=True)
 
 
 def show_value(value: Any) -> str:
-    """A default as the help and the README show it."""
+    """A default as the help and the command-line reference show it."""
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 

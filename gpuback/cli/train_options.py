@@ -1,6 +1,6 @@
 """The options of ``gpuback train``: what each one does, what it accepts and its default
-(``gpuback.cli.run_settings.TRAIN_DEFAULTS``), as ``gpuback train --help`` and the README
-show them."""
+(``gpuback.cli.run_settings.TRAIN_DEFAULTS``), as ``gpuback train --help`` and the
+command-line reference of the docs (written from this parser) show them."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
         choices=[AUTO, *backend_names()])
     add("--dtype", "floating-point type of the network", choices=list(FLOAT_DTYPES))
     add("--precision", "precision of the products and stored activations and deltas "
-        "(tf32, bf16, fp16: mixed precision over a float32 master copy; see README)",
+        "(tf32, bf16, fp16: mixed precision over a float32 master copy)",
         choices=list(PRECISIONS))
     add("--seed", "seed of the split, the initial weights, the sparse edges and the "
         "shuffling", type=NON_NEGATIVE_INT, metavar="N")
@@ -92,8 +92,8 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
                        help="start a new run even if OUT/model holds a checkpoint, replacing "
                        "it once the first epoch is saved (default: off)")
     train.add_argument("--no-progress", action="store_true",
-                       help="no progress bar (there is none unless stderr is a terminal; "
-                       "default: off)")
+                       help="no progress bar (there is none unless stderr is a terminal) "
+                       "(default: off)")
     add_json_flag(train, "stdout is one JSON document, the run's summary; every other line "
                   "goes to stderr")
 

@@ -122,7 +122,8 @@ def explain(net: Network | None = None, group: str | None = None, unit: int = 0,
     ``net``: any network, on any backend and in any dtype; the explanation is computed on
     a float64 copy of it on the same backend (central differences need float64). Without
     it, the demo network ``DEMO_SPEC`` on ``backend``. ``x`` is one input row and ``t``
-    its target (random ones, reproducible from ``seed``, by default).
+    its target: a class label, a row of the outputs' targets, or either as a batch of one
+    (random ones, reproducible from ``seed``, by default).
     """
     rng = np.random.default_rng(seed)
     if net is None:
@@ -149,6 +150,10 @@ def explain(net: Network | None = None, group: str | None = None, unit: int = 0,
     x = rng.normal(size=(1, plan.n_in)) if x is None else np.asarray(x, float).reshape(1, -1)
     if t is None:
         t = random_targets(plan.loss, plan.n_out, 1, rng)
+    else:  # one sample's target: a label, or a row of n_out values, as a batch of one
+        t = np.asarray(t)
+        if t.ndim == 0 or (t.ndim == 1 and t.size == plan.n_out and plan.n_out > 1):
+            t = t.reshape(1) if t.ndim == 0 else t.reshape(1, -1)
 
     trace = net.trace(x, t)
     assert trace.delta is not None  # targets were given

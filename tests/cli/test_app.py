@@ -13,6 +13,7 @@ import tempfile
 import numpy as np
 import pytest
 from helpers import REPO_ROOT
+from helpers.doc_blocks import cli_reference
 
 import gpuback
 from gpuback.checkpoint import files as checkpoint
@@ -383,25 +384,36 @@ def test_every_option_has_help_with_its_default_and_allowed_values() -> None:
                 assert action.type.allowed in text, name
 
 
-def _readme_rows() -> list[list[str]]:
-    """The rows of the option table in the README's "## The command line" section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in section.splitlines() if line.startswith("|")]
+def _reference_rows() -> dict[str, list[list[str]]]:
+    """Each command's option rows in the command-line reference the docs build writes."""
+    markdown = cli_reference().cli_markdown()
+    rows: dict[str, list[list[str]]] = {}
+    for section in markdown.split("## `gpuback ")[1:]:
+        command = section.split("`", 1)[0]
+        rows[command] = [[c.strip() for c in line.strip().strip("|").split(" | ")]
+                         for line in section.splitlines() if line.startswith("| `")]
+    return rows
 
 
-def test_the_readme_lists_every_option_with_its_default() -> None:
-    rows = _readme_rows()
-    for command, parser in _subcommands().items():
+def test_the_cli_reference_lists_every_option_with_its_default() -> None:
+    rows = _reference_rows()
+    commands = _subcommands()
+    assert set(commands) <= set(rows)
+    for command, parser in commands.items():
         for action in _options(parser):
-            flag = action.option_strings[0] if action.option_strings else action.dest.upper()
-            row = next((r for r in rows if len(r) >= 4 and f"`{command}`" in r[0]
-                        and r[1].startswith((f"`{flag}`", f"`{flag} "))), None)
-            assert row is not None, f"README: no row for {command} {flag}"
+            flag = action.option_strings[0] if action.option_strings else \
+                (action.metavar or action.dest.upper())
+            row = next((r for r in rows[command] if r[0] == f"`{flag}`"
+                        or r[0].startswith(f"`{flag} ") or r[0].startswith(f"`{flag},")),
+                       None)
+            assert row is not None, f"the CLI reference has no row for {command} {flag}"
             default = _default(command, action)
             if default is not None:
-                assert _shown(default) in row[2], (command, flag, row)
+                assert row[1] == _shown(default), (command, flag, row)
+            for choice in action.choices or ():
+                assert str(choice) in row[2], (command, flag, choice)
+    for shape in ("mlp", "sparse-mlp", "skip"):  # the nested commands have their sections
+        assert any(r[0].startswith("`--sizes") for r in rows[f"spec {shape}"]), shape
 
 
 def test_version(capsys) -> None:

@@ -378,7 +378,7 @@ def example_commands(markdown: str) -> list[str] | None:
 @pytest.mark.slow
 def test_the_readme_cli_example_runs(tmp_path) -> None:
     commands = example_commands(README.read_text())
-    assert commands is not None, f"README.md has no {MARKER} block (the CLI users section)"
+    assert commands is not None, f"README.md has no {MARKER} block (its command-line section)"
     bin_dir = str(Path(sys.executable).parent)  # where the gpuback console script is
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     for command in commands:

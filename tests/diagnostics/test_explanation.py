@@ -43,6 +43,19 @@ def test_explain_a_given_network_and_sample(backend: str) -> None:
     assert result.relative_error(result.h_prime * result.total) <= TOL["explain"]
 
 
+def test_a_target_row_is_one_sample_as_the_input_row_is(backend: str) -> None:
+    """x and t are one sample's: a flat row each, or each as a batch of one, the same
+    explanation; a class label as a number or a batch of one label."""
+    net = gpuback.Network(DEMO_SPEC, backend=backend, seed=3)
+    flat = explain(net, group="g1", unit=1, x=[0.5, -1.0, 2.0], t=[0.1, -0.3])
+    batch = explain(net, group="g1", unit=1, x=[[0.5, -1.0, 2.0]], t=[[0.1, -0.3]])
+    assert flat.as_dict() == batch.as_dict()
+    labels = gpuback.Network(gpuback.mlp_spec([3, 4, 2], activation="tanh"), backend=backend)
+    one = explain(labels, group="h1", x=[0.5, -1.0, 2.0], t=1)
+    assert one.total == explain(labels, group="h1", x=[0.5, -1.0, 2.0], t=[1]).total
+    assert one.total != explain(labels, group="h1", x=[0.5, -1.0, 2.0], t=0).total
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"group": "x"}, "expected a hidden group"),
     ({"group": "y"}, "expected a hidden group"),

@@ -15,6 +15,6 @@ def copy_checkout(dest: Path, *, tests: bool = False) -> Path:
     dest.mkdir()
     for name in ("gpuback", "kernels", *(("tests",) if tests else ())):
         shutil.copytree(ROOT / name, dest / name, ignore=COPY_IGNORE)
-    for name in ("pyproject.toml", "README.md"):  # README.md: pyproject's readme
+    for name in ("pyproject.toml", "README.md", "LICENSE"):  # pyproject's readme, license
         shutil.copy2(ROOT / name, dest / name)
     return dest.resolve()

@@ -8,7 +8,7 @@ should fail with it. For every mutant the script
 1. copies the repository (without .git, __pycache__, build outputs and mutants/) into a
    temporary directory and replaces the snippet there (it must occur exactly once);
 2. runs ``python -m pytest <tests> -x -q -p no:cacheprovider`` in the copy, with
-   PYTHONPATH = the copy (so ``gpuback`` is the copy's, and ``gpuback/_checkout.py`` makes
+   PYTHONPATH = the copy (so ``gpuback`` is the copy's, and ``gpuback/__init__.py`` makes
    the copy's ``kernels/`` ``gpuback.kernels``) and NUMBA_CACHE_DIR inside the copy (no
    compiled kernel of the real tree is reused);
 3. records ``caught`` (pytest exit status 1: a test failed), ``survived`` (0: every test
