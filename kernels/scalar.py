@@ -23,9 +23,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-IDENTITY, TANH, SIGMOID, RELU, LEAKY_RELU, SOFTPLUS, GELU = range(7)
+IDENTITY, TANH, SIGMOID, RELU, LEAKY_RELU, SOFTPLUS, GELU, SILU = range(8)
 CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU,
-         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "gelu": GELU}
+         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "gelu": GELU, "silu": SILU}
 LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_K = 0.044715
@@ -83,6 +83,8 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
             return softplus(a)
         if code == GELU:
             return half * a * (one + math.tanh(gelu_c * (a + gelu_k * a * a * a)))
+        if code == SILU:
+            return a * sigmoid(a)
         return a
 
     @device
@@ -102,6 +104,9 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
             t = math.tanh(gelu_c * (a + gelu_k * a * a * a))
             return (half * (one + t)
                     + half * a * (one - t * t) * gelu_c * (one + three * gelu_k * a * a))
+        if code == SILU:  # d/da a s(a) = s(a) + a s(a) (1 - s(a))
+            s = sigmoid(a)
+            return s * (one + a * (one - s))
         return one
 
     @device

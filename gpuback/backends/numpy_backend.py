@@ -197,6 +197,8 @@ def _activate(activation: str, a: np.ndarray, out: np.ndarray) -> None:
         out[...] = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))  # log(1 + e^a), stable
     elif activation == "gelu":
         out[...] = 0.5 * a * (1.0 + _gelu_tanh(a))
+    elif activation == "silu":  # a * sigmoid(a), also called swish
+        out[...] = a * _sigmoid(a)
     elif activation == "softmax":  # over the units of each sample (axis 0), shifted by the max
         e = np.exp(_wide(a) - a.max(axis=0, keepdims=True))
         out[...] = e / e.sum(axis=0, keepdims=True)
@@ -222,6 +224,9 @@ def _derivative(activation: str, a: np.ndarray, z: np.ndarray) -> np.ndarray:
     elif activation == "gelu":
         t = _gelu_tanh(a)
         h_prime = 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * _GELU_K * a * a)
+    elif activation == "silu":
+        s = _sigmoid(a)
+        h_prime = s * (1.0 + a * (1.0 - s))
     else:
         raise ValueError(f"activation: no elementwise derivative for {activation!r}")
     return h_prime

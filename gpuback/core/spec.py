@@ -25,7 +25,8 @@ import numpy as np
 
 from .checks import check_int, check_real, is_integer
 
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "softmax")
+ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu",
+               "softmax")
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
 LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy")
 KINDS = ("dense", "sparse")

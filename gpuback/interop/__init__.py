@@ -71,7 +71,7 @@ def from_torch(module: torch.nn.Module, backend: str = "auto", dtype: Any = None
     relu, ``nn.LeakyReLU(0.01)`` leaky_relu, ``nn.Softplus()`` (beta 1; above its
     threshold, 20 by default, PyTorch returns x, which differs from log(1 + e^x) by less
     than e^-20) and ``gpuback.interop.modules.Softplus`` softplus, ``nn.GELU(approximate=
-    "tanh")`` gelu, and, last only, ``nn.Softmax(dim=-1)`` (or ``dim=1``) softmax.
+    "tanh")`` gelu, ``nn.SiLU`` silu, and, last only, ``nn.Softmax(dim=-1)`` (or ``dim=1``) softmax.
     Anything else raises ``TypeError`` naming the module and its position.
     Groups are named as ``gpuback.mlp_spec`` names them: ``x, h1, ..., y``.
 

@@ -47,6 +47,8 @@ def activation_module(activation: str) -> nn.Module:
         return Softplus()
     if activation == "gelu":  # gpuback's gelu is the tanh approximation
         return nn.GELU(approximate="tanh")
+    if activation == "silu":
+        return nn.SiLU()
     if activation == "softmax":  # over each sample's units
         return nn.Softmax(dim=-1)
     raise ValueError(f"activation: expected one of {list(ACTIVATIONS)}, got {activation!r}")
@@ -60,7 +62,7 @@ def activation_name(module: nn.Module, where: str) -> str:
     kind = type(module)
     settings: Any = module  # read the settings of the types matched below
     simple = {nn.Identity: "identity", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
-              nn.ReLU: "relu", Softplus: "softplus"}
+              nn.ReLU: "relu", Softplus: "softplus", nn.SiLU: "silu"}
     if kind in simple:
         return simple[kind]
     if kind is nn.LeakyReLU:
@@ -89,7 +91,7 @@ def activation_name(module: nn.Module, where: str) -> str:
         return "softmax"
     raise TypeError(f"{where}: {kind.__name__} is not supported: expected nn.Linear or one of "
                     "the activations nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, "
-                    "nn.LeakyReLU(0.01), nn.Softplus(), nn.GELU(approximate='tanh'), "
+                    "nn.LeakyReLU(0.01), nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, "
                     "nn.Softmax(dim=-1)")
 
 

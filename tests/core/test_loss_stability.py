@@ -38,7 +38,7 @@ def test_sigmoid_cross_entropy_with_huge_logits(backend: str, dtype: str) -> Non
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("activation", ["sigmoid", "softplus", "tanh", "gelu"])
+@pytest.mark.parametrize("activation", ["sigmoid", "softplus", "tanh", "gelu", "silu"])
 def test_saturating_activations_stay_finite(backend: str, activation: str, dtype: str) -> None:
     spec = gpuback.mlp_spec([1, 2, 1], activation=activation, loss="sum_of_squares")
     X = np.array([[1e4], [-1e4]])

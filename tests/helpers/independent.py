@@ -69,6 +69,10 @@ def _gelu(a: np.ndarray) -> np.ndarray:
     return 0.5 * a * (1.0 + np.tanh(GELU_C * (a + 0.044715 * a * a * a)))
 
 
+def _silu(a: np.ndarray) -> np.ndarray:
+    return a / (1.0 + np.exp(-a))
+
+
 def _softmax(a: np.ndarray) -> np.ndarray:
     """Softmax over units (axis 1), shifted by the row maximum of the real part.
 
@@ -86,6 +90,7 @@ ACTIVATIONS = {
     "leaky_relu": _leaky_relu,
     "softplus": _softplus,
     "gelu": _gelu,
+    "silu": _silu,
     "softmax": _softmax,
 }
 

@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-ELEMENTWISE = ["identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu"]
+ELEMENTWISE = ["identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu"]
 OUTPUT_FOR_LOSS = {"sum_of_squares": "identity", "binary_cross_entropy": "sigmoid",
                    "cross_entropy": "softmax"}
 SIZES = (1, 3, 17)

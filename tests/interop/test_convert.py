@@ -224,6 +224,7 @@ def hand_built(dtype=torch.float64) -> nn.Sequential:
         nn.Linear(4, 3), nn.Softplus(),
         nn.Linear(3, 4), nn.GELU(approximate="tanh"),
         nn.Linear(4, 3), nn.ReLU(),
+        nn.Linear(3, 3), nn.SiLU(),
         nn.Linear(3, 2), nn.Sigmoid(),
     ).to(dtype)
 
@@ -235,8 +236,8 @@ def test_from_torch_of_a_hand_built_sequential_has_the_same_outputs(backend, dty
     assert net.backend == backend and net.dtype == dtype
     spec = net.spec
     assert [g.get("activation") for g in spec["groups"]] == [
-        None, "tanh", "leaky_relu", "identity", "softplus", "gelu", "relu", "sigmoid"]
-    assert [g["size"] for g in spec["groups"]] == [3, 5, 4, 4, 3, 4, 3, 2]
+        None, "tanh", "leaky_relu", "identity", "softplus", "gelu", "relu", "silu", "sigmoid"]
+    assert [g["size"] for g in spec["groups"]] == [3, 5, 4, 4, 3, 4, 3, 3, 2]
     assert spec["loss"] == "binary_cross_entropy"  # the loss paired with a sigmoid output
     np.testing.assert_array_equal(net.parameters()["h2"], np.zeros(4))  # no bias: zero
     X = rng.normal(size=(BATCH, 3))
