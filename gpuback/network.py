@@ -57,7 +57,8 @@ class Network(Engine):
             comm: SingleProcess | None = None, *,
             on_epoch_end: Callable[[int], None] | None = None,
             history: dict[str, list[Any]] | None = None, callbacks: Iterable[Callback] = (),
-            divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list[Any]]:
+            divergence_factor: float | None = DIVERGENCE_FACTOR,
+            clip_grad_norm: float | None = None) -> dict[str, list[Any]]:
         """Train by mini-batch gradient descent on the error E = sum_n E_n (Bishop 5.44):
         each step's gradient (5.53, by backpropagation 5.54-5.56) is that of the mean
         loss over its batch; return the per-epoch history.
@@ -118,6 +119,11 @@ class Network(Engine):
         ``divergence_factor``: the divergence rule's factor (default
         ``gpuback.training.DIVERGENCE_FACTOR``, 10); None switches that rule off (a
         non-finite step or loss still raises).
+        ``clip_grad_norm``: clip each step's gradients by their global norm before the
+        update, as ``torch.nn.utils.clip_grad_norm_`` does: multiplied by
+        ``clip_grad_norm / (norm + 1e-6)`` when that is below 1 (``gpuback.training.clipping``;
+        the norm of all the network's gradients together, on the backend, no host wait;
+        under fp16 loss scaling the unscaled gradients). None (the default): no clipping.
         History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
         ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``: one
         entry per epoch run (early stopping included).
@@ -137,7 +143,7 @@ class Network(Engine):
         return loop.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle, seed,
                         early_stopping, checkpoint, progress, on_epoch_end, tol,
                         n_iter_no_change, history, loss_scale, comm, callbacks=callbacks,
-                        divergence_factor=divergence_factor)
+                        divergence_factor=divergence_factor, clip_grad_norm=clip_grad_norm)
 
     def save(self, path: str | os.PathLike[str], optimizer: Optimizer | None = None,
              metadata: dict[str, Any] | None = None) -> None:

@@ -39,6 +39,9 @@ GRADIENT_NOT_FINITE = 2
 SCALE_OVERFLOW = 3
 BACKOFF_FACTOR = 0.5
 GROWTH_FACTOR = 2.0
+# Gradient clipping by global norm: the factor max_norm / (norm + CLIP_EPS), as
+# torch.nn.utils.clip_grad_norm_ guards it
+CLIP_EPS = 1e-6
 
 
 def better(value, index, best, best_index):

@@ -36,6 +36,8 @@ OP_SET = (
     "dense_weight_grad", "sparse_weight_grad", "sparse_block_backward", "bias_grad",
     # optimiser updates, one fused op over the flat parameter buffer
     "sgd_update", "adam_update",
+    # gradient clipping by global norm, the norm kept on the backend
+    "clip_gradient_norm",
     # mixed precision: values rounded in place to tf32, bf16 or fp16 (gpuback.precision)
     "round_to_precision",
     # dynamic loss scaling for fp16, the scale kept on the backend (gpuback.loss_scale)

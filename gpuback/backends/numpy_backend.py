@@ -423,6 +423,29 @@ def _write_rounded(param: np.ndarray, rounded: np.ndarray, code: int) -> None:
     rounded[...] = precision.round_to(param, PRECISION_NAMES[code])
 
 
+# --- gradient clipping by global norm -------------------------------------------------------
+
+from ..kernels.scalar import CLIP_EPS  # noqa: E402  (max_norm / (norm + 1e-6))
+
+_CLIP_CHUNK = 1 << 20  # elements widened to float64 at a time (a bounded temporary)
+
+
+def clip_gradient_norm(grad: np.ndarray, max_norm: float, norm: np.ndarray) -> None:
+    """``norm[0]`` = ||grad||_2 (the squares summed in float64, chunk by chunk); where
+    ``max_norm / (norm + 1e-6)`` is below 1, ``grad *=`` that factor (rounded once to
+    ``grad``'s dtype), as ``torch.nn.utils.clip_grad_norm_``."""
+    total = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, grad.size, _CLIP_CHUNK):
+            chunk = _wide(grad[start:start + _CLIP_CHUNK])
+            total += float(np.dot(chunk, chunk))
+        real = grad.dtype.type
+        norm[0] = real(math.sqrt(total))
+        factor = real(max_norm) / (real(norm[0]) + real(CLIP_EPS))
+        if factor < 1:
+            grad *= factor
+
+
 # --- dynamic loss scaling (fp16: gpuback.loss_scale) ---------------------------------------
 # ``scaler`` is the pair (S, clean steps in a row) in the gradients' float type; ``step_status``
 # an int64 pair like ``status``, cleared before each step's ``unscale_gradients``.

@@ -246,6 +246,16 @@ class Backend(Protocol):
         place; skipped entirely while ``status[0] != 0``; ``rounded`` and ``code`` as in
         ``sgd_update``."""
 
+    # --- gradient clipping by global norm -------------------------------------------------
+
+    def clip_gradient_norm(self, grad: Array, max_norm: float, norm: Array) -> None:
+        """Clip the flat gradients ``grad`` (P,) in place by their global norm, as
+        ``torch.nn.utils.clip_grad_norm_`` defines it: ``norm[0]`` = the Euclidean norm of
+        ``grad`` (its squares summed in float64, the root rounded to ``grad``'s dtype), then,
+        where ``max_norm / (norm + 1e-6)`` is below 1, ``grad`` times that factor (rounded
+        once to ``grad``'s dtype). ``norm`` (1,) is of ``grad``'s dtype and stays on the
+        backend: no host wait."""
+
     # --- mixed precision ------------------------------------------------------------------
 
     def round_to_precision(self, x: Array, code: int) -> None:

@@ -21,14 +21,14 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 3e-3, "momentum": 0.9, "weight_decay": 0.0,
     "schedule": "constant", "epochs": 30, "batch_size": 32, "early_stopping": None,
     "validation_fraction": 0.1, "backend": AUTO, "dtype": "float32", "precision": "fp32",
-    "seed": 0, "out": "gpuback-run", "spec": None,
+    "seed": 0, "out": "gpuback-run", "spec": None, "clip_grad_norm": None,
 }
 # what defines the network and its optimiser: with --resume they come from the checkpoint
 MODEL_OPTIONS = ("loss", "hidden", "activation", "density", "dtype", "precision", "optimizer",
                  "lr", "momentum", "weight_decay", "schedule")
 # what defines the run: with --resume, taken from the checkpoint's metadata unless given
 RUN_OPTIONS = ("data", "target_columns", "scale", "test_fraction", "seed", "batch_size",
-               "epochs", "early_stopping", "validation_fraction", "backend")
+               "epochs", "early_stopping", "validation_fraction", "backend", "clip_grad_norm")
 # the options that shape the MLP train builds, which a --spec replaces
 MLP_SHAPE_OPTIONS = ("hidden", "activation", "density")
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}  # --optimizer: its class

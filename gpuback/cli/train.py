@@ -105,7 +105,7 @@ class _TrainRun:
                               optimizer=self.optimizer, validation=data.validation,
                               seed=opts["seed"], early_stopping=opts["early_stopping"],
                               progress=progress, on_epoch_end=self.save,
-                              history=self.history)
+                              history=self.history, clip_grad_norm=opts["clip_grad_norm"])
             self.training = False
             if self.world.is_root:  # under MPI rank 0 alone evaluates, prints and writes
                 self._summary(data, history, first_epoch, _clock() - start, summary)

@@ -73,6 +73,9 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
         metavar="N", shown="off")
     add("--validation-fraction", "fraction of the training data held out for "
         "--early-stopping", type=FRACTION, metavar="F")
+    add("--clip-grad-norm", "clip each step's gradients to this global norm before the "
+        "update (torch.nn.utils.clip_grad_norm_'s rule)", type=POSITIVE, metavar="C",
+        shown="off")
     add("--backend", "where to compute (auto: the fastest usable one)",
         choices=[AUTO, *backend_names()])
     add("--dtype", "floating-point type of the network", choices=list(FLOAT_DTYPES))

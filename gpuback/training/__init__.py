@@ -4,7 +4,8 @@
 and the ``gpuback.sklearn`` estimators all run it); ``callbacks``: what ``fit`` calls
 during a run (``Callback``, ``EpochFigures``); ``stopping``: the plateau rule
 (``Plateau``), early stopping and the divergence rule (``TrainingDivergedError``,
-``DIVERGENCE_FACTOR``); ``data``: the data set on the backend or streamed from the host;
+``DIVERGENCE_FACTOR``); ``clipping``: gradient clipping by global norm
+(``GradientClip``); ``data``: the data set on the backend or streamed from the host;
 ``step`` and ``data_parallel``: one step's passes, on one rank or several; ``metrics``:
 the backend accumulators; ``evaluation``: ``predict`` and ``evaluate``; ``progress``: the
 progress bar (``REDRAW_SECONDS``; its clock, ``progress.progress_clock``, is what a test
@@ -14,6 +15,7 @@ SciPy."""
 from __future__ import annotations
 
 from .callbacks import Callback, EpochFigures
+from .clipping import GradientClip
 from .data import Dataset, StreamedDataset, dataset
 from .data_parallel import DataParallel
 from .evaluation import evaluate, predict
@@ -30,6 +32,7 @@ __all__ = [
     "DataParallel",
     "Dataset",
     "EpochFigures",
+    "GradientClip",
     "Metrics",
     "Plateau",
     "ProgressBar",

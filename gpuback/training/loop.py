@@ -5,8 +5,9 @@ order (one small copy), and each step gathers its batch on the backend (``take_b
 runs forward and backprop (Bishop 5.48-5.56), counts the loss and the correct predictions
 into backend accumulators (``accumulate_metrics``), checks the gradients for NaN or
 infinity into a backend status flag (``check_finite``), calls the callbacks'
-``before_update`` (``training.callbacks``) and applies one fused optimiser update (skipped
-once the flag is set). Nothing is read back inside an epoch: the accumulators and the flag
+``before_update`` (``training.callbacks``), clips the gradients by their global norm when
+asked (``training.clipping``) and applies one fused optimiser update (skipped once the flag
+is set). Nothing is read back inside an epoch: the accumulators and the flag
 are read at its end (and, when a progress bar is shown, at each of its redraws: at most one
 every ``REDRAW_SECONDS``, ``training.progress``). A run whose loss or gradients went
 non-finite stops there with ``TrainingDivergedError``, naming the epoch and the first bad
@@ -47,6 +48,7 @@ from ..optim.optimizers import Adam, Optimizer
 from . import memory
 from .arguments import callback_list, check_fit_arguments, check_history, run_fields
 from .callbacks import Callback, EpochFigures
+from .clipping import GradientClip, check_clip_grad_norm
 from .data import TrainingData, dataset
 from .data_parallel import DataParallel
 from .evaluation import evaluate_data
@@ -73,7 +75,8 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         n_iter_no_change: int | None = None, history: dict[str, list[Any]] | None = None,
         loss_scale: Any = None, comm: distributed.SingleProcess | None = None, *,
         callbacks: Iterable[Callback] = (),
-        divergence_factor: float | None = DIVERGENCE_FACTOR) -> dict[str, list[Any]]:
+        divergence_factor: float | None = DIVERGENCE_FACTOR,
+        clip_grad_norm: float | None = None) -> dict[str, list[Any]]:
     """Train ``net`` in place; return the per-epoch history. ``Network.fit`` documents every
     argument; this is the loop behind it (and behind ``gpuback train`` and the
     ``gpuback.sklearn`` estimators)."""
@@ -83,13 +86,15 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
             "validation": validation, "shuffle": shuffle, "seed": seed,
             "early_stopping": early_stopping, "tol": tol, "n_iter_no_change": n_iter_no_change,
-            "loss_scale": loss_scale, "divergence_factor": divergence_factor}))
+            "loss_scale": loss_scale, "divergence_factor": divergence_factor,
+            "clip_grad_norm": clip_grad_norm}))
     history = {} if history is None else history
 
     def prepare() -> tuple[Plateau, int, Optimizer, TrainingData, TrainingData | None,
-                           list[Callback]]:
+                           list[Callback], GradientClip | None]:
         check_fit_arguments(epochs, optimizer, validation, early_stopping, seed,
                             divergence_factor)
+        max_norm = check_clip_grad_norm(clip_grad_norm)
         listed = callback_list(callbacks)
         check_history(history)
         plateau = Plateau(tol, n_iter_no_change)
@@ -106,12 +111,13 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         # the run, allocated before the first step
         memory.check_training(net, largest, chosen)
         net.reserve(largest)
-        return plateau, batch, chosen, data, val, listed
+        clip = None if max_norm is None else GradientClip(net, max_norm)
+        return plateau, batch, chosen, data, val, listed, clip
 
     # under MPI, a bad argument or bad data on any rank is raised on every rank
-    plateau, batch_size, optimizer, data, val, listed = comm.agree(prepare)
+    plateau, batch_size, optimizer, data, val, listed, clip = comm.agree(prepare)
     run = _Run(net, data, batch_size, optimizer, comm, listed,
-               scaling.for_fit(net, loss_scale), divergence_factor, val)
+               scaling.for_fit(net, loss_scale), divergence_factor, val, clip)
     history.update(loss=[], accuracy=[], samples_per_second=[])
     if val is not None:
         history.update(val_loss=[], val_accuracy=[])
@@ -148,16 +154,16 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
 
 class _Run:
     """The training state of one ``fit`` call on ``net``: its data, batch size, optimiser,
-    callbacks, accumulators, loss scaler, divergence watch, validation data (or None) and,
-    with several ranks, its data-parallel step (the parameters first broadcast from
-    rank 0)."""
+    callbacks, accumulators, loss scaler, divergence watch, validation data (or None),
+    gradient clipping (or None) and, with several ranks, its data-parallel step (the
+    parameters first broadcast from rank 0)."""
 
     def __init__(self, net: Engine, data: TrainingData, batch_size: int, optimizer: Optimizer,
                  comm: distributed.SingleProcess, callbacks: list[Callback],
                  scaler: scaling.LossScaler | None, divergence_factor: float | None,
-                 val: TrainingData | None) -> None:
+                 val: TrainingData | None, clip: GradientClip | None = None) -> None:
         self.net, self.data, self.batch_size, self.optimizer = net, data, batch_size, optimizer
-        self.comm, self.callbacks, self.scaler = comm, callbacks, scaler
+        self.comm, self.callbacks, self.scaler, self.clip = comm, callbacks, scaler, clip
         self.parallel: DataParallel | None = None
         if comm.size > 1:
             comm.broadcast(net.ops, net.flat_parameters)  # every rank starts from rank 0's
@@ -198,7 +204,9 @@ class _Run:
         untrained network also reads its loss back (``watch.first_batch``). With a loss
         scaler the backward pass runs on the scaled loss, the gradients are unscaled and
         checked into the step's own status pair, which the optimiser reads (an overflow
-        skips only that step), and the master values are checked after the update."""
+        skips only that step), and the master values are checked after the update. With
+        clipping the gradients are clipped after the callbacks' ``before_update``, right
+        before the update (after the ranks' sum and the unscaling)."""
         net, data, metrics, parallel = self.net, self.data, self.metrics, self.parallel
         batch_size, scaler = self.batch_size, self.scaler
         data.set_order(order)
@@ -216,6 +224,8 @@ class _Run:
                 self._read_first_batch(batch)
             for callback in self.callbacks:
                 callback.before_update(step, batch)
+            if self.clip is not None:  # the update applies to the clipped gradients
+                self.clip.apply()
             self.optimizer.step(net, step_status)
             if scaler is not None:  # overflow skipped the step; a non-finite master value is not
                 net.check_parameters_finite(metrics.status, step)

@@ -75,6 +75,8 @@ WORK = {
     "optimizer.sgd": ("1d", lambda a: (a[0].size,)),
     "optimizer.adam": ("1d", lambda a: (a[0].size,)),
     "rounding.round_elements": ("1d", lambda a: (a[1].size,)),
+    "clip.global_norm": ("one", lambda a: ()),
+    "clip.clip_scale": ("1d", lambda a: (a[0].size,)),
     "loss_scale.scale_elements": ("1d", lambda a: (a[0].size,)),
     "loss_scale.unscale_check": ("1d", lambda a: (a[0].size,)),
     "loss_scale.update_scale": ("one", lambda a: ()),
@@ -149,6 +151,7 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     call("sgd_update", w, w, w, 0.1, 0.9, True, 0.0, status, w, 2)  # rounded to bf16
     call("adam_update", dense, dense, dense, dense, 1e-3, 0.9, 0.999, 1e-8, 0.0, True, 7, status,
          dense, 3)  # rounded to fp16
+    call("clip_gradient_norm", dense, 1.0, f((1,), "float32"))
     call("round_to_precision", dense, 2)  # bf16 (gpuback.kernels.precision.CODES)
     call("round_to_precision", z, 3)  # fp16
     scaler = f((2,), "float32")

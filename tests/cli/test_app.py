@@ -152,6 +152,20 @@ def _assert_same_weights(a, b) -> None:
         assert np.array_equal(wa[k], wb[k]), k
 
 
+def test_clip_grad_norm_clips_and_a_resumed_run_keeps_it(tmp_path) -> None:
+    """--clip-grad-norm is a run option: a resumed run goes on clipping at the checkpoint's
+    threshold and gives bitwise the unbroken run; a run without it trains otherwise."""
+    clip = ["--clip-grad-norm", "0.05"]
+    whole, parts, plain = tmp_path / "whole", tmp_path / "parts", tmp_path / "plain"
+    assert main(["train", "--epochs", "2", *clip, *SMALL, "--out", str(whole)]) == 0
+    assert main(["train", "--epochs", "1", *clip, *SMALL, "--out", str(parts)]) == 0
+    assert main(["train", "--epochs", "2", "--resume", *SMALL, "--out", str(parts)]) == 0
+    _assert_same_weights(whole / "model", parts / "model")
+    assert main(["train", "--epochs", "2", *SMALL, "--out", str(plain)]) == 0
+    clipped, unclipped = _weights(whole / "model"), _weights(plain / "model")
+    assert any(not np.array_equal(clipped[k], unclipped[k]) for k in clipped)
+
+
 def test_a_checkpoint_is_not_replaced_without_overwrite(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", "--epochs", "2", *SMALL, "--out", str(out)]) == 0

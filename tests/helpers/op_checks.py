@@ -249,6 +249,10 @@ def cases(dtype: str) -> list[Case]:
                     real(n), code,
                     exact=(11,) if clear else (11, 12),
                     rounding=(0, 12, 13) if clear else None)
+    # gradient clipping by global norm: a max_norm below the norm (clipped), above it (left
+    # as it is), and a single element; longer than a block's threads, so every thread sums
+    for n, max_norm in [(1, 0.5), (17, 1.0), (300, 2.0), (300, 1e6), (1000, 3.0)]:
+        add(f"{n}-max{max_norm:g}", "clip_gradient_norm", real(n), max_norm, real(1))
     # dynamic loss scaling: the scaler pair (S, clean steps) in the gradients' dtype
     add("3x5", "scale_by_loss_scale", real(3, 5), np.array([2.0**16, 3.0], dtype))
     add("odd-scale", "scale_by_loss_scale", real(17), np.array([3.0, 0.0], dtype))

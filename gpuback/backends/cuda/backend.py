@@ -298,6 +298,19 @@ def bias_grad(delta: Any, db: Any) -> None:
             cuda_launch.row_reduction(delta.shape[0], delta.shape[1], _simulated()), delta, db)
 
 
+# --- gradient clipping by global norm ------------------------------------------------------
+
+def clip_gradient_norm(grad: Any, max_norm: float, norm: Any) -> None:
+    """``norm[0]`` = ||grad||_2 by one block (a fixed summation order), then the elementwise
+    scale by ``max_norm / (norm + 1e-6)`` where it is below 1: two kernels, no host wait."""
+    flat = _flat(grad)
+    _launch("clip", "global_norm", _dtype(grad), cuda_launch.single_block(_simulated()),
+            flat, norm)
+    _launch("clip", "clip_scale", _dtype(grad),
+            cuda_launch.elementwise(flat.size, _simulated()), flat, norm,
+            _real(grad, max_norm))
+
+
 # --- mixed precision ------------------------------------------------------------------------
 
 def round_to_precision(x: Any, code: int) -> None:
