@@ -15,7 +15,7 @@ imported, not the installed package this test session runs on):
   another directory; with the alias switched off as well (the install's own mapping).
 
 The fresh environments reuse this one's dependencies without copying them: a ``.pth`` file
-adds a directory of links to everything installed here except gpuback itself (this session's
+adds a directory of links to everything installed here except gpuback itself (this test run's
 gpuback, editable or not, must not be what they import).
 """
 
@@ -120,7 +120,7 @@ def write_script(checkout: Path) -> Path:
 
 def run(args: list, cwd: Path, timeout: int = 180) -> subprocess.CompletedProcess[str]:
     """``args`` in ``cwd``, as a user would start it: no PYTHONPATH, and without the CUDA
-    simulator that this session's conftest switches on."""
+    simulator that this test run's conftest switches on."""
     drop = {"PYTHONPATH", "PYTHONSAFEPATH", "NUMBA_ENABLE_CUDASIM"}
     env = {key: value for key, value in os.environ.items() if key not in drop}
     return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
@@ -182,7 +182,7 @@ def fresh_venv(path: Path, dependencies: Path) -> Path:
 @pytest.mark.slow
 def test_a_script_in_the_checkout_root_runs_the_checkout(tmp_path) -> None:
     """`python script.py` in the checkout's root: README.md's first example runs, on the
-    checkout's gpuback and kernels/ (not on the installed gpuback this session has)."""
+    checkout's gpuback and kernels/ (not on the installed gpuback this test run has)."""
     checkout = copy_checkout(tmp_path / "checkout")
     script = write_script(checkout)
     done = run([sys.executable, script.name], cwd=checkout)
