@@ -25,8 +25,8 @@ OP_SET = (
     "memory_budget", "free_memory", "take_batch",
     # staging for data sets streamed from the host
     "pinned_empty", "record_event", "wait_for",
-    # forward (5.48, 5.49)
-    "dense_forward", "sparse_forward", "bias_activation",
+    # forward (5.48, 5.49); add_into is an identity connection, forward and backward
+    "dense_forward", "sparse_forward", "add_into", "bias_activation",
     # loss and output deltas (5.54)
     "loss_and_output_delta",
     # per-step metrics and non-finite detection, kept on the backend until read

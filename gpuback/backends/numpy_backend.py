@@ -255,6 +255,14 @@ def _add_at(out: np.ndarray, rows: np.ndarray, values: np.ndarray, accumulate: b
     out[...] = total
 
 
+def add_into(src: np.ndarray, dst: np.ndarray, accumulate: bool) -> None:
+    """dst (+)= src: an identity connection (5.48 forward, 5.56 backward, with W = I)."""
+    if accumulate:
+        dst += src
+    else:
+        dst[...] = src
+
+
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
     """Add the bias to the pre-activations in place (5.48), then z = h(a) (5.49)."""
     a += b[:, None]

@@ -168,6 +168,10 @@ class Backend(Protocol):
                        accumulate: bool) -> None:
         """``a_dst[k] (+)= sum over edges e into k of w[e] z_src[src_e]``: ``w`` (E,)."""
 
+    def add_into(self, src: Array, dst: Array, accumulate: bool) -> None:
+        """``dst (+)= src``, both (U, B): an identity connection, forward (z_src into a_dst,
+        5.48 with W = I) and backward (delta_dst into acc_src, 5.56 with W = I)."""
+
     def bias_activation(self, activation: str, b: Array, a: Array, z: Array) -> None:
         """``a += b[:, None]`` in place (5.48), then ``z = h(a)`` (5.49); ``a``, ``z``
         (U, B), ``b`` (U,); ``activation`` a name from ``gpuback.core.spec.ACTIVATIONS``."""

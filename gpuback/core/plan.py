@@ -25,13 +25,14 @@ from .spec import topological_order, weight_name
 
 @dataclass(frozen=True)
 class Block:
-    """One connection block ``src -> dst`` (dense weight (n_dst, n_src), or sparse (E,))."""
+    """One connection block ``src -> dst``: dense (weight (n_dst, n_src)), sparse (weight
+    (E,)) or identity (no weight, shape ``()``: a_dst += z_src)."""
 
     name: str
     src: str
     dst: str
     kind: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the weight's; () for an identity block
     index: SparseIndex | None = None
     # In the backward pass, the first block to write src's delta accumulator
     # overwrites it; later ones add to it (Bishop 5.56's sum over consumers).
@@ -43,7 +44,7 @@ class Group:
     name: str
     size: int
     activation: str  # the input group's is "identity": its z is the input itself
-    incoming: tuple[Block, ...] = field(default=())
+    incoming: tuple[Block, ...] = field(default=())  # every kind, identity blocks too
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Plan:
     spec: dict[str, Any]
     order: tuple[str, ...]
     groups: dict[str, Group]
-    blocks: tuple[Block, ...]
+    blocks: tuple[Block, ...]  # the blocks with a weight (dense, sparse), in spec order
+    connections: tuple[Block, ...]  # every block, identity blocks too, in spec order
     input: str
     output: str
     loss: str
@@ -103,9 +105,11 @@ def compile_plan(spec: dict[str, Any]) -> Plan:
     blocks = []
     for i, c in enumerate(spec["connections"]):
         n_src, n_dst = sizes[c["src"]], sizes[c["dst"]]
+        index = None
         if c["kind"] == "dense":
             shape: tuple[int, ...] = (n_dst, n_src)
-            index = None
+        elif c["kind"] == "identity":
+            shape = ()
         else:
             index = SparseIndex.from_edges(c["edges"], n_src, n_dst)
             shape = (index.n_edges,)
@@ -116,5 +120,6 @@ def compile_plan(spec: dict[str, Any]) -> Plan:
                          tuple(b for b in blocks if b.dst == g["name"]))
         for g in spec["groups"]
     }
-    return Plan(spec, tuple(order), groups, tuple(blocks), spec["input"], spec["output"],
-                spec["loss"])
+    weighted = tuple(b for b in blocks if b.kind != "identity")
+    return Plan(spec, tuple(order), groups, weighted, tuple(blocks), spec["input"],
+                spec["output"], spec["loss"])

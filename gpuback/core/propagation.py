@@ -25,7 +25,8 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
     """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
 
     Groups are visited in topological order; a group's pre-activations are the sum
-    over all its incoming blocks, whichever earlier groups they come from.
+    over all its incoming blocks, whichever earlier groups they come from (an identity
+    block adds its source's z unweighted).
     ``nudge = (group, unit, amount)`` adds ``amount`` to that unit's pre-activation
     a_j in every sample, before its activation: how ``gpuback explain`` measures
     dE/da_j by perturbing a_j itself.
@@ -40,6 +41,8 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
         for i, block in enumerate(group.incoming):
             if block.kind == "dense":
                 ops.dense_forward(params[block.name], ws.z[block.src], ws.a[g], i > 0)
+            elif block.kind == "identity":
+                ops.add_into(ws.z[block.src], ws.a[g], i > 0)
             else:
                 ops.sparse_forward(params[block.name], indices[block.name], ws.z[block.src],
                                    ws.a[g], i > 0)
@@ -77,7 +80,8 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
        same op writes the bias gradient dE/db_j = sum over the batch of delta_j.
     3. Each incoming block of a group then gets its weight gradient delta_k z_j
        (5.53) and adds its share into its source's accumulator (a sparse block both in
-       one op, which a backend may run as one pass over the edges).
+       one op, which a backend may run as one pass over the edges; an identity block has
+       no weight and adds delta_k itself, w_kj being 1 for k = j and 0 otherwise).
 
     ``precision`` below FP32: each group's delta is stored rounded to it once computed
     in float32 (after its bias gradient, which keeps the float32 sums), so the products
@@ -105,9 +109,13 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
         if precision != FP32:
             ops.round_to_precision(ws.delta[g], precision)
         for block in group.incoming:
-            w = params[block.name]
             inputs = block.src == plan.input  # inputs need no delta
             accumulate = not block.first_into_src_accumulator
+            if block.kind == "identity":  # 5.56 with W = I; no weight, no gradient
+                if not inputs:
+                    ops.add_into(ws.delta[g], ws.delta[block.src], accumulate)
+                continue
+            w = params[block.name]
             if block.kind == "sparse":
                 ops.sparse_block_backward(w, indices[block.name], ws.delta[g], ws.z[block.src],
                                           grads[block.name],

@@ -10,6 +10,11 @@ A spec lists groups of units and connection blocks between them::
                      {"src": "x", "dst": "y", "kind": "sparse", "edges": [[0, 3], [1, 0]]}],
      "input": "x", "output": "y", "loss": "cross_entropy"}
 
+A connection is ``"dense"`` (a weight matrix), ``"sparse"`` (a weight per listed edge) or
+``"identity"`` (no parameters: unit j of the source feeds unit j of an equally sized
+destination with weight 1, a residual connection: a_dst += z_src, and in backward
+delta_src += delta_dst, 5.56 with W = I).
+
 ``validate_spec`` checks everything that can be checked without data and returns a
 normalised deep copy (plain ``int``/``str``/``list``), which is what ``Network.spec``
 holds and what a checkpoint stores. Every error names the offending field, what was
@@ -29,7 +34,7 @@ ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", 
                "softmax")
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
 LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy")
-KINDS = ("dense", "sparse")
+KINDS = ("dense", "sparse", "identity")
 
 # The output activation each loss is defined for (None: any elementwise activation).
 LOSS_OUTPUT_ACTIVATION = {
@@ -222,9 +227,14 @@ def _validate_connections(connections: Any, sizes: Mapping[str, int]) -> list[di
         if kind not in KINDS:
             raise ValueError(f"{where}['kind']: expected one of {list(KINDS)}, got {kind!r}")
         conn: dict[str, Any] = {"src": src, "dst": dst, "kind": kind}
-        if kind == "dense":
+        if kind != "sparse":
             if "edges" in c:
-                raise ValueError(f"{where}: a dense connection takes no 'edges'")
+                article = "an" if kind == "identity" else "a"
+                raise ValueError(f"{where}: {article} {kind} connection takes no 'edges'")
+            if kind == "identity" and sizes[src] != sizes[dst]:
+                raise ValueError(f"{where}: an identity connection needs groups of equal size, "
+                                 f"got {src!r} of {sizes[src]} and {dst!r} of {sizes[dst]} "
+                                 "units")
         else:
             if "edges" not in c:
                 raise ValueError(f"{where}: a sparse connection needs 'edges': "

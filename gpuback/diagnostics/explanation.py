@@ -108,7 +108,7 @@ def default_group(net: Network) -> str:
     if not hidden:
         raise ValueError("group: the network has no hidden group to explain (its input "
                          "feeds the output directly)")
-    consumers = {g: len({b.dst for b in plan.blocks if b.src == g}) for g in hidden}
+    consumers = {g: len({b.dst for b in plan.connections if b.src == g}) for g in hidden}
     return max(hidden, key=lambda g: consumers[g])  # max keeps the first of equals
 
 
@@ -160,11 +160,13 @@ def explain(net: Network | None = None, group: str | None = None, unit: int = 0,
     params = net.parameters()
     a_j, h_prime = float(trace.a[group][0, unit]), float(trace.h_prime[group][0, unit])
     terms, per_group = [], {}
-    for block in plan.blocks:
+    for block in plan.connections:
         if block.src != group:
             continue
         delta = trace.delta[block.dst][0]
-        if block.kind == "dense":
+        if block.kind == "identity":  # unit j feeds unit j of dst with weight 1
+            pairs = [(unit, 1.0)]
+        elif block.kind == "dense":
             pairs = [(k, params[block.name][k, unit]) for k in range(block.shape[0])]
         else:
             index = block.index

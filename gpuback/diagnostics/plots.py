@@ -179,8 +179,9 @@ def _describe_wiring(net: Network) -> str:
     order = plan.order
     hidden = [plan.groups[g].activation for g in order[1:-1]]
     sparse = sum(b.kind == "sparse" for b in plan.blocks)
+    identity = len(plan.connections) - len(plan.blocks)
     n_params = sum(math.prod(shape) for shape in plan.parameter_shapes().values())
-    chain = len(plan.blocks) == len(order) - 1 and all(
+    chain = not identity and len(plan.blocks) == len(order) - 1 and all(
         len(plan.groups[g].incoming) == 1 and plan.groups[g].incoming[0].src == order[i]
         for i, g in enumerate(order[1:]))
     if chain:
@@ -192,7 +193,8 @@ def _describe_wiring(net: Network) -> str:
         return text
     kinds = "/".join(dict.fromkeys(hidden))  # the distinct ones, in order
     inner = f"{plan.n_in} in, {plan.n_out} out" + (f"; {kinds}" if kinds else "")
-    blocks = f"{len(plan.blocks)} blocks" + (f" ({sparse} sparse)" if sparse else "")
+    special = [f"{n} {kind}" for n, kind in ((sparse, "sparse"), (identity, "identity")) if n]
+    blocks = f"{len(plan.connections)} blocks" + (f" ({', '.join(special)})" if special else "")
     return f"DAG of {len(order)} groups ({inner}), {blocks}, {n_params:,} parameters"
 
 

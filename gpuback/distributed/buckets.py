@@ -40,7 +40,8 @@ def cut_buckets(plan: Plan, layout: FlatLayout, itemsize: int,
     buckets: dict[str, Ranges] = {}
     for i, g in enumerate(groups):
         weights_done = min([weights_done] + [layout.offsets[b.name]
-                                             for b in plan.groups[g].incoming])
+                                             for b in plan.groups[g].incoming
+                                             if b.kind != "identity"])  # (no weight)
         biases_done = layout.offsets[g]
         ranges = _merged(((weights_done, started_weights), (biases_done, started_biases)))
         pending = sum(hi - lo for lo, hi in ranges) * itemsize

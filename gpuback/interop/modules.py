@@ -106,7 +106,8 @@ class GroupNetwork(nn.Module):
     ``forward(x)`` visits the groups in topological order: a group's pre-activation is the
     sum over its incoming blocks, then plus its bias (5.48): a dense block adds
     ``z_src @ W.T``, a sparse block adds ``w_e * z_src[:, src_e]`` into column ``dst_e`` for
-    every edge e (``index_add``: autograd gives each edge weight its own gradient, 5.53);
+    every edge e (``index_add``: autograd gives each edge weight its own gradient, 5.53), an
+    identity block (a residual connection) adds ``z_src`` itself;
     then the group's activation (5.49). It returns the output group's z, as
     ``Network.forward`` does.
 
@@ -138,10 +139,11 @@ class GroupNetwork(nn.Module):
                                           for g in plan.computed])
         device = self.weights[0].device
         position = {b.name: i for i, b in enumerate(plan.blocks)}
-        # per computed group: (block number, source group, kind) of its incoming blocks
+        # per computed group: (block number, source group, kind) of its incoming blocks (an
+        # identity block, which has no weight, has number -1)
         self._incoming: list[list[tuple[int, str, str]]] = []
         for g in plan.computed:
-            self._incoming.append([(position[b.name], b.src, b.kind)
+            self._incoming.append([(position.get(b.name, -1), b.src, b.kind)
                                    for b in plan.groups[g].incoming])
         self._sizes = {g: plan.groups[g].size for g in plan.order}
         for b in plan.blocks:
@@ -163,13 +165,14 @@ class GroupNetwork(nn.Module):
                                                  self.biases, self.activations, strict=True):
             a: torch.Tensor | None = None
             for i, src, kind in incoming:
-                w = self.weights[i]
-                if kind == "dense":
-                    part = nn.functional.linear(z[src], w)
+                if kind == "identity":  # a residual connection: z_src itself, unweighted
+                    part = z[src]
+                elif kind == "dense":
+                    part = nn.functional.linear(z[src], self.weights[i])
                 else:
                     src_idx, dst_idx = getattr(self, f"src_{i}"), getattr(self, f"dst_{i}")
                     zeros = z[src].new_zeros((z[src].shape[0], self._sizes[g]))
-                    part = zeros.index_add(1, dst_idx, z[src][:, src_idx] * w)
+                    part = zeros.index_add(1, dst_idx, z[src][:, src_idx] * self.weights[i])
                 a = part if a is None else a + part
             assert a is not None  # every computed group has an incoming block (validate_spec)
             z[g] = activation(a + bias)

@@ -62,6 +62,7 @@ WORK = {
     "sparse.gather": ("2d", lambda a: a[5].shape),
     "sparse.scatter_add": ("2d", lambda a: (a[1].size, a[3].shape[1])),
     "sparse.edge_grad": ("rows", lambda a: (a[0].size,)),
+    "identity.add_into": ("2d", lambda a: a[1].shape),
     "activation.bias_activation": ("2d", lambda a: a[0].shape),
     "activation.softmax_bias": ("sample", lambda a: (a[0].shape[1],)),
     "activation.activation_delta": ("rows", lambda a: (a[0].shape[0],)),
@@ -135,6 +136,8 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     be.dense_forward(dense, z, a, False)
     be.dense_backward(dense, a, acc, True)
     be.dense_weight_grad(a, z, dense)
+    for accumulate in (False, True):
+        call("add_into", a, a, accumulate)
     for activation in ("relu", "softmax"):
         call("bias_activation", activation, b, a, a)
     call("activation_delta", "tanh", acc, acc, acc, db)

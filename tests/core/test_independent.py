@@ -180,6 +180,8 @@ def _random_parameters(spec: dict, rng: np.random.Generator) -> dict[str, np.nda
     sizes = {g["name"]: g["size"] for g in spec["groups"]}
     params = {}
     for c in spec["connections"]:
+        if c["kind"] == "identity":  # no parameter
+            continue
         shape = ((sizes[c["dst"]], sizes[c["src"]]) if c["kind"] == "dense"
                  else (len(c["edges"][0]),))
         params[independent.connection_name(c)] = rng.normal(scale=0.5, size=shape)

@@ -11,6 +11,7 @@ import pytest
 
 import gpuback
 from gpuback.core.plan import SparseIndex, compile_plan
+from gpuback.core.spec import validate_spec
 
 
 def _random_edges(rng: np.random.Generator, n_src: int, n_dst: int, n_edges: int,
@@ -114,3 +115,24 @@ def test_first_writer_of_each_accumulator_walked_by_hand() -> None:
     plan = compile_plan(_dag_spec())
     flags = {b.name: b.first_into_src_accumulator for b in plan.blocks}
     assert flags == {"x->a": True, "a->b": False, "a->y": True, "b->y": True}
+
+
+def test_an_identity_block_has_no_parameter_and_takes_its_turn_as_first_writer() -> None:
+    spec = validate_spec({
+        "groups": [{"name": "x", "size": 4}, {"name": "a", "size": 3, "activation": "tanh"},
+                   {"name": "r", "size": 3, "activation": "relu"},
+                   {"name": "y", "size": 2, "activation": "softmax"}],
+        "connections": [{"src": "x", "dst": "a", "kind": "dense"},
+                        {"src": "a", "dst": "r", "kind": "identity"},
+                        {"src": "a", "dst": "y", "kind": "dense"},
+                        {"src": "r", "dst": "y", "kind": "dense"}],
+        "input": "x", "output": "y", "loss": "cross_entropy"})
+    plan = compile_plan(spec)
+    assert [b.name for b in plan.blocks] == ["x->a", "a->y", "r->y"]
+    assert [(b.name, b.kind, b.shape) for b in plan.connections if b.kind == "identity"] == \
+        [("a->r", "identity", ())]
+    assert [b.name for b in plan.groups["r"].incoming] == ["a->r"]
+    assert "a->r" not in plan.parameter_shapes()
+    # backward visits y (a->y first writes a), then r: a->r adds into a's accumulator
+    flags = {b.name: b.first_into_src_accumulator for b in plan.connections}
+    assert flags == {"x->a": True, "a->r": False, "a->y": True, "r->y": True}

@@ -82,3 +82,23 @@ def test_explain_a_float32_network_on_a_float64_copy(backend: str) -> None:
 def test_explain_rejects_what_is_not_a_network() -> None:
     with pytest.raises(TypeError, match=r"net: expected a gpuback\.Network"):
         explain("h")
+
+
+def test_an_identity_connection_is_a_term_of_weight_one(backend: str) -> None:
+    """A residual connection h -> r adds delta_r[j] itself to unit j's sum (5.56, W = I)."""
+    spec = {"groups": [{"name": "x", "size": 3}, {"name": "h", "size": 4, "activation": "tanh"},
+                       {"name": "r", "size": 4, "activation": "gelu"},
+                       {"name": "s", "size": 4, "activation": "silu"},
+                       {"name": "y", "size": 2, "activation": "identity"}],
+            "connections": [{"src": "x", "dst": "h", "kind": "dense"},
+                            {"src": "h", "dst": "r", "kind": "dense"},
+                            {"src": "h", "dst": "s", "kind": "identity"},
+                            {"src": "r", "dst": "y", "kind": "dense"},
+                            {"src": "s", "dst": "y", "kind": "dense"}],
+            "input": "x", "output": "y", "loss": "sum_of_squares"}
+    net = gpuback.Network(spec, backend=backend, seed=2)
+    result = explain(net, group="h", unit=2, x=[0.3, -0.7, 1.1], t=[[0.2, -0.4]])
+    identity_terms = [t for t in result.terms if t.group == "s"]
+    assert [(t.unit, t.weight) for t in identity_terms] == [(2, 1.0)]
+    assert result.relative_error(result.h_prime * result.total) <= TOL["explain"]
+    assert result.relative_error(result.h_prime * result.per_group["s"]) > DISTINCT

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.random_specs import chain_spec, random_dag_spec
+from helpers.random_specs import chain_spec, random_dag_spec, random_residual_spec
 
 import gpuback
 from gpuback.core.plan import compile_plan
@@ -18,6 +18,7 @@ SPECS = [("chain", chain_spec([5, 7, 6, 3], "tanh", "cross_entropy")),
                                      seed=1))]
 SPECS += [(f"dag-{seed}", random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)))
           for seed in range(5)]
+SPECS += [(f"residual-{seed}", random_residual_spec(seed, n_hidden=3)) for seed in range(2)]
 
 
 def _plan_and_layout(spec: dict):
@@ -75,12 +76,13 @@ def test_bucket_bytes_must_be_a_whole_number_of_bytes(bad: object) -> None:
         cut_buckets(plan, layout, 8, bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("seed", [0, 3])
-def test_backward_never_writes_a_gradient_after_its_group_is_done(backend: str,
-                                                                  seed: int) -> None:
+@pytest.mark.parametrize(("seed", "residual"), [(0, False), (3, False), (1, True)])
+def test_backward_never_writes_a_gradient_after_its_group_is_done(backend: str, seed: int,
+                                                                  residual: bool) -> None:
     """What ``on_group_done`` reports final stays as it was until backward ends, on every
     backend: a bucket's all-reduce may read it from then on."""
-    spec = random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5))
+    spec = random_residual_spec(seed, n_hidden=3) if residual else \
+        random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5))
     net = gpuback.Network(spec, backend=backend, dtype="float64", seed=seed)
     plan = net.plan
     buckets = cut_buckets(plan, net.layout, 8, 0)

@@ -167,6 +167,9 @@ def _output(spec: Mapping[str, Any], params: Mapping[str, np.ndarray],
             continue
         a = np.broadcast_to(params[name], (X.shape[0], groups[name]["size"]))
         for c in incoming[name]:
+            if c["kind"] == "identity":  # unit j feeds unit j with weight 1, no parameter
+                a = a + Z[c["src"]]
+                continue
             W = _block_matrix(c, params[connection_name(c)], groups[c["src"]]["size"],
                               groups[name]["size"])
             a = a + Z[c["src"]] @ W.T  # (5.48), batch-major

@@ -119,6 +119,10 @@ def cases(dtype: str) -> list[Case]:
         add(tag, "dense_backward", real(inner, rows), real(inner, cols), real(rows, cols),
             accumulate)
     add("3x5", "dense_weight_grad", real(3, 4), real(5, 4), real(3, 5))
+    for (units, batch), accumulate in itertools.product([(3, 17), (1, 1), (17, 5)],
+                                                         (False, True)):
+        add(f"{units}x{batch}-acc{int(accumulate)}", "add_into", real(units, batch),
+            real(units, batch), accumulate, exact=(0, 1))
 
     # activations, h'(a) with the bias gradient, bias gradients
     for units, batch in itertools.product([1, 3, 17], [1, 5]):

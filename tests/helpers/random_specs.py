@@ -1,7 +1,8 @@
 """Random and hand-picked network specs for the test suite, and data to go with them.
 
 Covers dense chains, sparse blocks, DAGs with skip connections and groups feeding
-several later groups, every activation, every loss, sizes 1, 3 and 17.
+several later groups, identity (residual) connections, every activation, every loss,
+sizes 1, 3 and 17.
 """
 
 from __future__ import annotations
@@ -84,6 +85,36 @@ def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None,
             "input": "x", "output": "y", "loss": loss}
 
 
+def random_residual_spec(seed: int, n_hidden: int = 5, width: int = 3,
+                         loss: str | None = None) -> dict:
+    """A random DAG with identity (residual) connections: most hidden groups have ``width``
+    units, and about half of the later-earlier pairs of equal size are joined by an identity
+    block; the other pairs by dense or sparse blocks, as in ``random_dag_spec``."""
+    rng = np.random.default_rng(1000 + seed)
+    losses = list(OUTPUT_FOR_LOSS)
+    loss = loss or losses[seed % len(losses)]
+    names = ["x"] + [f"r{i}" for i in range(n_hidden)] + ["y"]
+    sizes = {n: width if rng.random() < 0.75 else int(rng.choice(SIZES)) for n in names}
+    sizes["y"] = int(rng.choice(SIZES))
+    sizes["r0"] = sizes["r1"] = width  # r0 -> r1 is always an identity block
+    groups = [{"name": "x", "size": sizes["x"]}]
+    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(ELEMENTWISE))}
+               for n in names[1:-1]]
+    groups.append({"name": "y", "size": sizes["y"], "activation": OUTPUT_FOR_LOSS[loss]})
+    connections = []
+    for j in range(1, len(names)):
+        sources = {names[j - 1]} | {names[int(i)] for i in rng.integers(0, j, size=2)}
+        for src in sorted(sources):
+            dst = names[j]
+            if sizes[src] == sizes[dst] and (rng.random() < 0.5 or (src, dst) == ("r0", "r1")):
+                connections.append({"src": src, "dst": dst, "kind": "identity"})
+            else:
+                kind = str(rng.choice(["dense", "sparse"]))
+                connections.append(block(rng, src, dst, sizes, kind))
+    return {"groups": groups, "connections": connections, "input": "x", "output": "y",
+            "loss": loss}
+
+
 def _cases() -> list[tuple[str, dict]]:
     cases = []
     for act in ELEMENTWISE:
@@ -101,6 +132,8 @@ def _cases() -> list[tuple[str, dict]]:
                                            kind="sparse", seed=2)))
     for seed in range(6):
         cases.append((f"dag-{seed}", random_dag_spec(seed)))
+    for seed in range(4):
+        cases.append((f"residual-{seed}", random_residual_spec(seed)))
     return cases
 
 
@@ -119,6 +152,7 @@ def _sim_cases() -> list[tuple[str, dict]]:
                                              kind="sparse", seed=1)))
     cases += [(f"dag-{seed}", random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)))
               for seed in range(3)]
+    cases += [(f"residual-{seed}", random_residual_spec(seed, n_hidden=3)) for seed in range(2)]
     return cases
 
 

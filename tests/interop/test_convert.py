@@ -16,7 +16,13 @@ import sys
 import numpy as np
 import pytest
 from helpers.networks import randomise_biases
-from helpers.random_specs import ELEMENTWISE, chain_spec, random_dag_spec, random_data
+from helpers.random_specs import (
+    ELEMENTWISE,
+    chain_spec,
+    random_dag_spec,
+    random_data,
+    random_residual_spec,
+)
 from helpers.tolerances import TOLERANCES, rel_error
 
 import gpuback
@@ -84,8 +90,10 @@ def network(spec: dict, backend: str, dtype: str = "float64", seed: int = 0) -> 
 
 
 def dag_specs() -> list[dict]:
-    """Small random DAGs (sparse blocks, skip connections, every loss: seed % 3)."""
-    return [random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)) for seed in range(3)]
+    """Small random DAGs (sparse blocks, skip connections, every loss: seed % 3), and two with
+    identity (residual) connections."""
+    return [random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)) for seed in range(3)] + \
+        [random_residual_spec(seed, n_hidden=3) for seed in range(2)]
 
 
 # --- gpuback -> torch --------------------------------------------------------------------------

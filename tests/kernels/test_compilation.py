@@ -24,7 +24,8 @@ import pytest
 REPORT = kernel_report.__file__
 
 ARCHS = ("sm_80", "sm_90")
-FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers", "clip")
+FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers", "clip",
+            "identity")
 # float32 kernels allowed float64 instructions, and why (each is commented in the kernel).
 F64_ALLOWED = {
     "activation.activation_delta": "bias-gradient partials over the batch summed in float64",

@@ -36,6 +36,7 @@ from ..host import record_event as record_event
 from ..host import wait_for as wait_for
 from ..loss_dispatch import loss_kernel
 from ..numpy_backend import accumulate_metrics as accumulate_metrics  # the reference's ops
+from ..numpy_backend import add_into as add_into
 from ..numpy_backend import asarray as asarray
 from ..numpy_backend import clip_gradient_norm as clip_gradient_norm
 from ..numpy_backend import copy_into as copy_into

@@ -197,6 +197,13 @@ def sparse_forward(w: Any, index: DeviceIndex, z_src: Any, a_dst: Any,
             w, index.dst_ptr, index.dst_edges, index.src, z_src, a_dst, bool(accumulate))
 
 
+def add_into(src: Any, dst: Any, accumulate: bool) -> None:
+    """dst (+)= src: an identity connection, forward (5.48) or backward (5.56), W = I."""
+    _launch("identity", "add_into", _dtype(dst),
+            cuda_launch.rows_by_samples(dst.shape[0], dst.shape[1], _simulated()),
+            src, dst, bool(accumulate))
+
+
 def bias_activation(activation: str, b: Any, a: Any, z: Any) -> None:
     """a += b (5.48), then z = h(a) (5.49), in one kernel (softmax: a block per sample)."""
     if activation == "softmax":
