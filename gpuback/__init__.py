@@ -75,6 +75,7 @@ from .core.spec import (  # noqa: E402
     ACTIVATIONS,
     LOSSES,
     mlp_spec,
+    resmlp_spec,
     sparse_mlp_spec,
     validate_spec,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "plot_history",
     "precision",
     "profile",
+    "resmlp_spec",
     "sparse_mlp_spec",
     "training",
     "validate_spec",

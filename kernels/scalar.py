@@ -42,6 +42,8 @@ GROWTH_FACTOR = 2.0
 # Gradient clipping by global norm: the factor max_norm / (norm + CLIP_EPS), as
 # torch.nn.utils.clip_grad_norm_ guards it
 CLIP_EPS = 1e-6
+# Layer normalisation: xhat = (a - mean) / sqrt(var + NORM_EPS), as nn.LayerNorm's default.
+NORM_EPS = 1e-5
 
 
 def better(value, index, best, best_index):

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..kernels.precision import CODES as PRECISION_CODES
 from ..kernels.precision import FP32
+from ..kernels.scalar import NORM_EPS
 from . import arrays, precision
 from .host import allocation_hook as allocation_hook  # the op set's ops of every host backend
 from .host import array_namespace as array_namespace
@@ -261,6 +262,32 @@ def add_into(src: np.ndarray, dst: np.ndarray, accumulate: bool) -> None:
         dst += src
     else:
         dst[...] = src
+
+
+def layer_norm(b: np.ndarray, gain: np.ndarray, a: np.ndarray, xhat: np.ndarray,
+               rstd: np.ndarray, u: np.ndarray) -> None:
+    """a += b; per sample, over the units: xhat = (a - mean) / sqrt(var + eps) and u = gain *
+    xhat. The mean and the variance (two passes) are taken in float64."""
+    a += b[:, None]
+    wide = _wide(a)
+    centred = wide - wide.mean(axis=0)
+    r = 1.0 / np.sqrt((centred * centred).mean(axis=0) + NORM_EPS)
+    rstd[...] = r
+    xhat[...] = centred * r
+    np.multiply(gain[:, None], xhat, out=u)
+
+
+def layer_norm_backward(gain: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                        delta: np.ndarray, dgain: np.ndarray, db: np.ndarray) -> None:
+    """delta: dE/du in, dE/da out (every unit of the group through its mean and variance);
+    dgain = sum over the batch of dE/du * xhat, db = sum over the batch of dE/da; in
+    float64."""
+    du, x = _wide(delta), _wide(xhat)
+    dgain[...] = (du * x).sum(axis=1)
+    g = _wide(gain)[:, None] * du
+    da = _wide(rstd) * (g - g.mean(axis=0) - x * (g * x).mean(axis=0))
+    delta[...] = da
+    db[...] = da.sum(axis=1)
 
 
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:

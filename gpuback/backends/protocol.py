@@ -176,6 +176,15 @@ class Backend(Protocol):
         """``a += b[:, None]`` in place (5.48), then ``z = h(a)`` (5.49); ``a``, ``z``
         (U, B), ``b`` (U,); ``activation`` a name from ``gpuback.core.spec.ACTIVATIONS``."""
 
+    def layer_norm(self, b: Array, gain: Array, a: Array, xhat: Array, rstd: Array,
+                   u: Array) -> None:
+        """Layer normalisation of a group: ``a += b[:, None]`` in place (5.48); then per
+        sample n (a column), over the group's units, the mean mu_n and ``rstd[n]`` =
+        1 / sqrt(var_n + eps) (variance over the units, divided by their number; eps
+        ``gpuback.core.spec.NORM_EPS``), ``xhat = (a - mu) * rstd`` and ``u = gain[:, None] *
+        xhat``. ``a``, ``xhat``, ``u`` (U, B); ``b``, ``gain`` (U,); ``rstd`` (B,). The
+        shift is added by the ``bias_activation`` that follows (u + shift, then h)."""
+
     # --- the loss and the output deltas (5.54) -----------------------------------------
 
     def loss_and_output_delta(self, loss: str, activation: str, a: Array, y: Array, t: Array,
@@ -212,6 +221,15 @@ class Backend(Protocol):
                          db: Array) -> None:
         """``acc = h'(a) * acc`` in place (5.56), and ``db`` (U,) = its sum over the batch
         (dE/db); ``a``, ``z``, ``acc`` (U, B)."""
+
+    def layer_norm_backward(self, gain: Array, xhat: Array, rstd: Array, delta: Array,
+                            dgain: Array, db: Array) -> None:
+        """Backward through ``layer_norm``: ``delta`` (U, B) holds dE/du on entry and dE/da
+        on return, in place: with g = gain[:, None] * dE/du, per sample n,
+        ``dE/da = rstd[n] * (g - mean_units(g) - xhat * mean_units(g * xhat))`` (every unit
+        of the group through the mean and the variance: 5.55 inside the group).
+        ``dgain`` (U,) = the sum over the batch of dE/du * xhat, and ``db`` (U,) = the sum
+        over the batch of dE/da (the bias gradient)."""
 
     def dense_weight_grad(self, delta_dst: Array, z_src: Array, dw: Array) -> None:
         """``dw = delta_dst @ z_src.T`` (5.53): ``dw`` (K, J)."""

@@ -6,6 +6,9 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
 * ``sparse95`` / ``sparse99``: 784-4096-4096-10, both hidden blocks sparse with random
   edges (95% / 99% of the weights absent), the output block dense, batch 256;
 * ``small``: MLP 64-64-64-10, batch 32 (per-step overhead);
+* ``resmlp``: the residual MLP of ``resmlp_spec``, 784 -> 4 blocks of 1024 (layer norm,
+  GELU, identity connections) -> 10, batch 256; its PyTorch peer is the same network
+  written as ``x + GELU(LayerNorm(Linear(x)))`` blocks;
 * ``digits``: seconds of training (Adam, batch 32, 64-128-10) until the test accuracy
   on the embedded digits reaches 95%;
 * ``startup``: a new process's import and first training step on the cpu backend, with
@@ -47,14 +50,14 @@ import numpy as np
 
 from ..backends import available_backends, describe, get_backend
 from ..backends.protocol import Backend, SparseIndex
-from ..core.spec import mlp_spec, sparse_mlp_spec
+from ..core.spec import mlp_spec, resmlp_spec, sparse_mlp_spec
 from ..datasets import loaders as datasets
 from ..network import Network
 from ..optim import optimizers as optim
 from . import sparseprop_peer as bench_sparseprop
 from . import torch_peers as bench_torch
 
-STEP_CASES = ("dense", "sparse95", "sparse99", "small")
+STEP_CASES = ("dense", "sparse95", "sparse99", "small", "resmlp")
 CASES = (*STEP_CASES, "digits", "startup", "scaling")
 TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 40
@@ -66,8 +69,12 @@ class StepCase:
     sizes: tuple[int, ...]
     batch: int
     density: float | None = None  # of the hidden blocks; None: dense
+    residual: bool = False  # sizes (n_in, width, depth, n_out) of a resmlp_spec
 
     def spec(self) -> dict:
+        if self.residual:
+            n_in, width, depth, n_out = self.sizes
+            return resmlp_spec(n_in, width, depth, n_out)
         if self.density is None:
             return mlp_spec(self.sizes)
         return sparse_mlp_spec(self.sizes, density=self.density, seed=0)
@@ -78,6 +85,7 @@ STEP_CASE_SHAPES = {
     "sparse95": StepCase((784, 4096, 4096, 10), 256, density=0.05),
     "sparse99": StepCase((784, 4096, 4096, 10), 256, density=0.01),
     "small": StepCase((64, 64, 64, 10), 32),
+    "resmlp": StepCase((784, 1024, 4, 10), 256, residual=True),
 }
 # ``--quick``: a smoke check of every contender and case, seconds in all: hidden layers an
 # eighth as wide, smaller batches, one untimed and QUICK_CALLS timed calls a mode, no
@@ -87,6 +95,7 @@ QUICK_SHAPES = {
     "sparse95": StepCase((784, 512, 512, 10), 32, density=0.05),
     "sparse99": StepCase((784, 512, 512, 10), 32, density=0.01),
     "small": StepCase((64, 64, 64, 10), 32),
+    "resmlp": StepCase((784, 128, 2, 10), 32, residual=True),
 }
 QUICK_CALLS = 3
 
@@ -103,7 +112,8 @@ CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 0.9), ("dense", "torch.nn", "ste
                ("sparse95", "torch.sparse.mm", "step", 1 / 5),
                ("sparse99", bench_sparseprop.LABEL, "step", 0.67),
                ("sparse99", "torch.sparse.mm", "step", 1 / 10),
-               ("small", "torch.nn", "step", 0.25))
+               ("small", "torch.nn", "step", 0.25),
+               ("resmlp", "torch.nn", "step", 1.0))
 DENSE_FLOOR_TARGET = 1.15
 SCALING_SPREAD_TARGET = 1.2  # largest over smallest time per edge and sample
 STARTUP_TARGETS = {"empty cache (compiles)": 1.5, "cached": 0.3}  # seconds
@@ -184,15 +194,19 @@ def gpuback_steps(spec: dict, batch: int, backend: str,
 
 
 def _block_weights(spec: dict) -> list[tuple[dict, int]]:
-    """Each connection of a (validated) spec with its number of weights."""
+    """Each connection of a (validated) spec with its number of weights (none for an
+    identity connection)."""
     sizes = {g["name"]: g["size"] for g in spec["groups"]}
-    return [(c, sizes[c["src"]] * sizes[c["dst"]] if c["kind"] == "dense"
-             else len(c["edges"][0])) for c in spec["connections"]]
+    counts = {"dense": lambda c: sizes[c["src"]] * sizes[c["dst"]],
+              "sparse": lambda c: len(c["edges"][0]), "identity": lambda c: 0}
+    return [(c, counts[c["kind"]](c)) for c in spec["connections"]]
 
 
 def parameter_count(spec: dict) -> int:
-    """Weights and biases of a (validated) spec, counted from the spec alone."""
-    biases = sum(g["size"] for g in spec["groups"] if g["name"] != spec["input"])
+    """Weights, biases and layer-norm gains and shifts of a (validated) spec, counted from
+    the spec alone."""
+    biases = sum(g["size"] * (3 if "norm" in g else 1) for g in spec["groups"]
+                 if g["name"] != spec["input"])
     return sum(n for _, n in _block_weights(spec)) + biases
 
 

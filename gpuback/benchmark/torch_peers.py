@@ -63,7 +63,7 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
                ) -> dict[str, dict[str, Callable[[], Any]]]:
     """``{name: {"fwd_bwd": fn, "step": fn}}`` for a chain spec (``mlp_spec`` or
     ``sparse_mlp_spec``): "torch.nn" when every block is dense, else "torch.sparse.mm" and
-    "torch masked dense"."""
+    "torch masked dense"; for a ``resmlp_spec``, "torch.nn" of ``_residual_mlp``."""
     import torch
 
     torch.manual_seed(seed)
@@ -73,6 +73,10 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
     y = torch.tensor(rng.integers(0, sizes[-1], size=batch), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
     blocks = spec["connections"]
+    if any(b["kind"] == "identity" for b in blocks):  # a resmlp_spec
+        model = _residual_mlp(spec).to(device)
+        nn = steps(lambda: loss_fn(model(X), y), model.parameters(), device)
+        return dict(zip(labels(dense=True), [nn], strict=True))
     if all(b["kind"] == "dense" for b in blocks):
         layers: list[Any] = []
         for n_in, n_out in itertools.pairwise(sizes):
@@ -117,6 +121,30 @@ def digits_trainer(data: Any, device: str, seed: int = 0
             return float((model(X_test).argmax(dim=1) == y_test).float().mean())
 
     return train_epoch, accuracy
+
+
+def _residual_mlp(spec: dict) -> Any:
+    """The network of ``gpuback.resmlp_spec`` as PyTorch users write it: a Linear stem,
+    blocks ``x + GELU(LayerNorm(Linear(x)))`` (the stream's own bias left out), a Linear
+    head."""
+    import torch
+
+    sizes = {g["name"]: g for g in spec["groups"]}
+    width, depth = sizes["r0"]["size"], sum(name.startswith("b") for name in sizes)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = torch.nn.Sequential(torch.nn.Linear(width, width),
+                                             torch.nn.LayerNorm(width),
+                                             torch.nn.GELU(approximate="tanh"))
+
+        def forward(self, x: Any) -> Any:
+            return x + self.inner(x)
+
+    return torch.nn.Sequential(torch.nn.Linear(sizes["x"]["size"], width),
+                               *[Block() for _ in range(depth)],
+                               torch.nn.Linear(width, sizes["y"]["size"]))
 
 
 def steps(loss: Callable[[], Any], params: Any, device: str) -> dict[str, Callable[[], Any]]:

@@ -1,7 +1,7 @@
 """``gpuback spec``: write a network spec file for ``gpuback train --spec`` (or
 ``gpuback gradcheck``) from a list of layer sizes.
 
-Three shapes, the groups named ``x, h1, ..., y`` (input, hidden, output) in each:
+Four shapes, the groups named ``x, h1, ..., y`` (input, hidden, output) in the first three:
 
 * ``mlp``: the chain ``x -> h1 -> ... -> y`` of dense blocks (``gpuback.mlp_spec``);
 * ``sparse-mlp``: that chain with the blocks into hidden groups sparse, ``--density`` of
@@ -9,7 +9,10 @@ Three shapes, the groups named ``x, h1, ..., y`` (input, hidden, output) in each
 * ``skip``: the chain, plus a dense skip connection into the output from every earlier
   group that the chain does not already connect to it: from ``x`` and from every hidden
   group but the last (``skip_spec``). So every group feeds ``y`` directly, and a hidden
-  group's delta sums over two consumers, the next group and the output (Bishop 5.56).
+  group's delta sums over two consumers, the next group and the output (Bishop 5.56);
+* ``resmlp``: the residual MLP of ``gpuback.resmlp_spec``, ``--sizes IN WIDTH OUT`` and
+  ``--depth`` blocks, layer-normalised unless ``--norm none`` (groups ``x, r0, b1, r1, ...,
+  y``).
 
 The file is checked with ``gpuback.core.spec.validate_spec`` before it is written, written
 whole (a temporary file moved over it) and never over an existing file without
@@ -24,7 +27,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.spec import ELEMENTWISE_ACTIVATIONS, LOSSES, mlp_spec, sparse_mlp_spec, validate_spec
+from ..core.spec import (
+    ELEMENTWISE_ACTIVATIONS,
+    LOSSES,
+    NORMS,
+    mlp_spec,
+    resmlp_spec,
+    sparse_mlp_spec,
+    validate_spec,
+)
 from .failures import UsageError
 from .files import check_new_file, write_text
 from .options import DENSITY, NON_NEGATIVE_INT, POSITIVE_INT, add_option, add_out_file
@@ -34,6 +45,8 @@ SHAPES = {
     "sparse-mlp": "an MLP whose blocks into hidden groups are sparse (random edges)",
     "skip": "an MLP with skip connections: every group before the output (x, h1, ...) "
             "also feeds the output y directly, through a dense block",
+    "resmlp": "a residual MLP: a dense stem x -> r0, --depth blocks r_i = r_(i-1) + "
+              "act(norm(W r_(i-1))), a dense head -> y",
 }
 
 
@@ -53,17 +66,26 @@ def add_spec_parser(spec: argparse.ArgumentParser) -> None:
                                  help=f"the network's shape, one of {', '.join(SHAPES)}; "
                                  f"SHAPE --help for its options (default: none, required)")
     for shape, text in SHAPES.items():
+        residual = shape == "resmlp"
+        names = "x, r0, b1, r1, ..., y" if residual else "x, h1, ..., y"
         parser = shapes.add_parser(shape, help=text, description=f"Write a spec file for {text}"
-                                   f" (groups x, h1, ..., y).")
-        add_option(parser, "--sizes", "layer sizes, input first and output last, e.g. 64 128 "
-                   "10 (the embedded digits have 64 features and 10 classes)", nargs="+",
-                   type=POSITIVE_INT, metavar="UNITS", required=True, shown="none, required")
-        add_option(parser, "--activation", "hidden activation", "relu",
+                                   f" (groups {names}).")
+        sizes = "three sizes: input, the blocks' width, output, e.g. 64 128 10" if residual \
+            else "layer sizes, input first and output last, e.g. 64 128 10"
+        add_option(parser, "--sizes", f"{sizes} (the embedded digits have 64 features and 10 "
+                   "classes)", nargs="+", type=POSITIVE_INT, metavar="UNITS", required=True,
+                   shown="none, required")
+        add_option(parser, "--activation", "hidden activation", "gelu" if residual else "relu",
                    choices=ELEMENTWISE_ACTIVATIONS)
         add_option(parser, "--loss", "the loss, which sets the output activation (softmax for "
                    "cross_entropy, sigmoid for binary_cross_entropy, identity for "
                    "sum_of_squares)", "cross_entropy",
                    choices=sorted(LOSSES, key=lambda loss: loss != "cross_entropy"))
+        if residual:
+            add_option(parser, "--depth", "the number of residual blocks", 4,
+                       type=NON_NEGATIVE_INT, metavar="N")
+            add_option(parser, "--norm", "the normalisation of each block's group", "layer",
+                       choices=[*NORMS, "none"])
         if shape == "sparse-mlp":
             add_option(parser, "--density", "fraction of the edges kept in each block into a "
                        "hidden group (the block into the output stays dense)", 0.05,
@@ -76,6 +98,9 @@ def add_spec_parser(spec: argparse.ArgumentParser) -> None:
 
 def run_spec(args: argparse.Namespace) -> int:
     sizes = args.sizes
+    if args.shape == "resmlp" and len(sizes) != 3:
+        raise UsageError(f"--sizes: expected 3 sizes for resmlp (input, width, output), got "
+                         f"{len(sizes)}")
     if len(sizes) < (3 if args.shape == "skip" else 2):
         least = "3 (input, a hidden group, output)" if args.shape == "skip" else \
             "2 (input, output)"
@@ -83,8 +108,13 @@ def run_spec(args: argparse.Namespace) -> int:
     out = None if args.out is None else Path(args.out)
     if out is not None:
         check_new_file("--out", out, args.overwrite)
-    spec = build(args.shape, sizes, args.activation, args.loss,
-                 getattr(args, "density", None), getattr(args, "seed", 0))
+    if args.shape == "resmlp":
+        spec = resmlp_spec(sizes[0], sizes[1], args.depth, sizes[2],
+                           norm=None if args.norm == "none" else args.norm,
+                           activation=args.activation, loss=args.loss)
+    else:
+        spec = build(args.shape, sizes, args.activation, args.loss,
+                     getattr(args, "density", None), getattr(args, "seed", 0))
     text = spec_text(spec)
     if out is None:
         args.emit(spec)

@@ -16,6 +16,7 @@ from .spec import (
     ACTIVATIONS,
     LOSSES,
     mlp_spec,
+    resmlp_spec,
     sparse_mlp_spec,
     validate_spec,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Plan",
     "compile_plan",
     "mlp_spec",
+    "resmlp_spec",
     "sparse_mlp_spec",
     "validate_spec",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import numpy as np
@@ -26,7 +26,7 @@ from .checks import (
     is_integer,
     is_real,
 )
-from .init import weight_chunks
+from .init import unit_gains, weight_chunks
 from .layout import FlatLayout
 from .loss_scale import LossScaler
 from .plan import Plan, compile_plan
@@ -40,7 +40,9 @@ class Trace:
 
     ``a[g]``: pre-activations a (5.48) of every computed group; ``z[g]``: outputs z = h(a)
     (5.49) of every group, the input group's being X; ``h_prime[g]``: h'(a) of every
-    hidden group; with targets, ``delta[g]``: dE/da (5.54 for the output group, 5.56 for
+    hidden group; ``u[g]``: for each layer-normalised group, what its activation reads, u =
+    gain * (a - mean) / sqrt(var + eps) + shift over its units (then z = h(u), and
+    ``h_prime[g]`` is h'(u)); with targets, ``delta[g]``: dE/da (5.54 for the output group, 5.56 for
     the hidden ones), E being the mean loss over the batch, and ``loss``: that mean.
     """
 
@@ -49,6 +51,7 @@ class Trace:
     h_prime: dict[str, np.ndarray]
     delta: dict[str, np.ndarray] | None
     loss: float | None
+    u: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Engine:
@@ -87,6 +90,9 @@ class Engine:
         # whole network (gpuback.core.init); biases and padding stay zero
         for name, start, values in weight_chunks(self._plan, seed):
             at = self._layout.offsets[name] + start
+            self._ops.copy_into(self._flat_params[at:at + values.size], values)
+        for name, values in unit_gains(self._plan).items():
+            at = self._layout.offsets[name]
             self._ops.copy_into(self._flat_params[at:at + values.size], values)
         self._flat_grads = self._ops.zeros((self._layout.size,), self._dtype)
         self._params = self._layout.views(self._flat_params)
@@ -240,12 +246,14 @@ class Engine:
             # activation_delta turns an accumulator into h'(a) * acc (5.56): with acc = 1,
             # h'(a) itself, computed by the backend's own derivative
             ones = ops.from_host(np.ones(ws.a[g].shape), self._dtype)
-            ops.activation_delta(plan.groups[g].activation, ws.a[g], ws.z[g], ones,
+            ops.activation_delta(plan.groups[g].activation,
+                                 propagation.activation_input(plan, ws, g), ws.z[g], ones,
                                  ops.zeros((plan.groups[g].size,), self._dtype))
             h_prime[g] = _batch_major(ops, ones)
         return Trace(a={g: _batch_major(ops, ws.a[g]) for g in plan.computed},
                      z={g: _batch_major(ops, ws.z[g]) for g in plan.order},
-                     h_prime=h_prime, delta=delta, loss=loss)
+                     h_prime=h_prime, delta=delta, loss=loss,
+                     u={g: _batch_major(ops, ws.u[g]) for g in ws.u})
 
     def _check_nudge(self, nudge: Any) -> None:
         plan = self._plan

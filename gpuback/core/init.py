@@ -1,4 +1,4 @@
-"""Reproducible initial weights: fan-in scaled normals, zero biases.
+"""Reproducible initial weights: fan-in scaled normals, zero biases, unit layer-norm gains.
 
 Blocks are drawn in spec order from ``numpy.random.default_rng(seed)`` in float64
 and then cast, so the same seed gives the same network on every backend and, up to
@@ -70,3 +70,10 @@ def weight_chunks(plan: Plan, seed: int,
         for start in range(0, total, chunk):
             yield b.name, start, rng.normal(0.0, std, size=min(chunk, total - start))
 
+
+
+def unit_gains(plan: Plan) -> dict[str, np.ndarray]:
+    """The parameters that start at one: every layer-normalised group's gain (its shift, as
+    every bias, starts at zero). Nothing is drawn: the weights do not change."""
+    return {group.parameters[1]: np.ones(group.size) for group in plan.groups.values()
+            if group.norm is not None}

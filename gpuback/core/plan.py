@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.protocol import SparseIndex
-from .spec import topological_order, weight_name
+from .spec import gain_name, shift_name, topological_order, weight_name
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,15 @@ class Group:
     size: int
     activation: str  # the input group's is "identity": its z is the input itself
     incoming: tuple[Block, ...] = field(default=())  # every kind, identity blocks too
+    norm: str | None = None  # "layer": layer-normalised before the activation
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The group's own parameters: its bias (its name), and with layer norm the gain
+        and the shift."""
+        if self.norm is None:
+            return (self.name,)
+        return (self.name, gain_name(self.name), shift_name(self.name))
 
 
 @dataclass(frozen=True)
@@ -76,14 +85,16 @@ class Plan:
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes: every block's weight, ordered by its destination
         group's place in the topological order (spec order among the blocks into one
-        group), then every non-input bias in topological order. The order of the flat
+        group), then every non-input group's own parameters in topological order (its bias;
+        with layer norm its gain and shift after it). The order of the flat
         buffers (``gpuback.core.layout``): backward visits the groups in reverse, so once it has
         finished a group, the gradients of that group and of every later one fill a suffix
         of the weights and a suffix of the biases (``gpuback.distributed.buckets``)."""
         position = {g: i for i, g in enumerate(self.order)}
         blocks = sorted(self.blocks, key=lambda b: position[b.dst])
         shapes = {b.name: b.shape for b in blocks}
-        shapes.update({g: (self.groups[g].size,) for g in self.order if g != self.input})
+        for g in self.computed:
+            shapes.update({name: (self.groups[g].size,) for name in self.groups[g].parameters})
         return shapes
 
 
@@ -117,7 +128,7 @@ def compile_plan(spec: dict[str, Any]) -> Plan:
                             shape, index, first_writer[c["src"]] == i))
     groups = {
         g["name"]: Group(g["name"], g["size"], g.get("activation", "identity"),
-                         tuple(b for b in blocks if b.dst == g["name"]))
+                         tuple(b for b in blocks if b.dst == g["name"]), g.get("norm"))
         for g in spec["groups"]
     }
     weighted = tuple(b for b in blocks if b.kind != "identity")

@@ -48,7 +48,12 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
                                    ws.a[g], i > 0)
         if nudge is not None and nudge[0] == g:
             ws.a[g][nudge[1]] += nudge[2]
-        ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+        if group.norm is None:
+            ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+        else:  # a + b normalised, times the gain, plus the shift, then h
+            _, gain, shift = group.parameters
+            ops.layer_norm(params[g], params[gain], ws.a[g], ws.xhat[g], ws.rstd[g], ws.u[g])
+            ops.bias_activation(group.activation, params[shift], ws.u[g], ws.z[g])
         if precision != FP32 and g != plan.output:
             ops.round_to_precision(ws.z[g], precision)
 
@@ -57,8 +62,15 @@ def loss_and_output_delta(ops: Backend, plan: Plan, ws: Workspace, targets: Any)
     """After ``forward``: the per-sample losses and correct predictions into ``ws.losses``
     and ``ws.correct``, the output deltas (5.54) into ``ws.delta``. Nothing is read back."""
     out = plan.output
-    ops.loss_and_output_delta(plan.loss, plan.groups[out].activation, ws.a[out], ws.z[out],
-                              targets, ws.delta[out], ws.losses, ws.correct)
+    ops.loss_and_output_delta(plan.loss, plan.groups[out].activation,
+                              activation_input(plan, ws, out), ws.z[out], targets,
+                              ws.delta[out], ws.losses, ws.correct)
+
+
+def activation_input(plan: Plan, ws: Workspace, g: str) -> Any:
+    """What group g's activation reads: its pre-activations a, or with layer norm u =
+    gain * xhat + shift."""
+    return ws.a[g] if plan.groups[g].norm is None else ws.u[g]
 
 
 def mean_loss(ops: Backend, ws: Workspace) -> float:
@@ -77,7 +89,10 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     2. Groups in reverse topological order: by the time group j is reached, every
        group it feeds has added w_kj delta_k into j's accumulator, so
        delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56); the
-       same op writes the bias gradient dE/db_j = sum over the batch of delta_j.
+       same op writes the bias gradient dE/db_j = sum over the batch of delta_j. A
+       layer-normalised group gets dE/du so (u = gain * xhat + shift, what its activation
+       reads, and the shift's gradient), then dE/da through the normalisation, which sums
+       over every unit of the group (5.55 inside it), with the gain and bias gradients.
     3. Each incoming block of a group then gets its weight gradient delta_k z_j
        (5.53) and adds its share into its source's accumulator (a sparse block both in
        one op, which a backend may run as one pass over the edges; an identity block has
@@ -102,10 +117,18 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
         ops.scale_by_loss_scale(ws.delta[out], loss_scale)
     for g in reversed(plan.computed):
         group = plan.groups[g]
+        # the gradient of what is added just before the activation: the bias, or with
+        # layer norm the shift
+        before_activation = group.parameters[-1]
         if g == out:
-            ops.bias_grad(ws.delta[g], grads[g])
+            ops.bias_grad(ws.delta[g], grads[before_activation])
         else:
-            ops.activation_delta(group.activation, ws.a[g], ws.z[g], ws.delta[g], grads[g])
+            ops.activation_delta(group.activation, activation_input(plan, ws, g), ws.z[g],
+                                 ws.delta[g], grads[before_activation])
+        if group.norm is not None:  # dE/du -> dE/da, over every unit of the group
+            bias, gain, _ = group.parameters
+            ops.layer_norm_backward(params[gain], ws.xhat[g], ws.rstd[g], ws.delta[g],
+                                    grads[gain], grads[bias])
         if precision != FP32:
             ops.round_to_precision(ws.delta[g], precision)
         for block in group.incoming:

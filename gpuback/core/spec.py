@@ -15,6 +15,10 @@ A connection is ``"dense"`` (a weight matrix), ``"sparse"`` (a weight per listed
 destination with weight 1, a residual connection: a_dst += z_src, and in backward
 delta_src += delta_dst, 5.56 with W = I).
 
+A non-input group may carry ``"norm": "layer"``: layer normalisation of its pre-activations
+over its units, per sample, before the activation, with a per-unit gain and shift
+(parameters ``"<group>.gain"`` and ``"<group>.shift"``; eps ``NORM_EPS``).
+
 ``validate_spec`` checks everything that can be checked without data and returns a
 normalised deep copy (plain ``int``/``str``/``list``), which is what ``Network.spec``
 holds and what a checkpoint stores. Every error names the offending field, what was
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.scalar import NORM_EPS
 from .checks import check_int, check_real, is_integer
 
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu",
@@ -35,6 +40,7 @@ ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", 
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
 LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy")
 KINDS = ("dense", "sparse", "identity")
+NORMS = ("layer",)
 
 # The output activation each loss is defined for (None: any elementwise activation).
 LOSS_OUTPUT_ACTIVATION = {
@@ -44,13 +50,23 @@ LOSS_OUTPUT_ACTIVATION = {
 }
 
 _SPEC_KEYS = {"groups", "connections", "input", "output", "loss"}
-_GROUP_KEYS = {"name", "size", "activation"}
+_GROUP_KEYS = {"name", "size", "activation", "norm"}
 _CONNECTION_KEYS = {"src", "dst", "kind", "edges"}
 
 
 def weight_name(src: str, dst: str) -> str:
     """The parameter name of the weight block from group ``src`` to group ``dst``."""
     return f"{src}->{dst}"
+
+
+def gain_name(group: str) -> str:
+    """The parameter name of a layer-normalised group's per-unit gain."""
+    return f"{group}.gain"
+
+
+def shift_name(group: str) -> str:
+    """The parameter name of a layer-normalised group's per-unit shift."""
+    return f"{group}.shift"
 
 
 def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,10 +92,10 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     for g in groups:
         name = g["name"]
         if name == input_name:
-            if "activation" in g:
-                raise ValueError(
-                    f"group {name!r}: the input group takes no activation, got {g['activation']!r}"
-                )
+            for key in ("activation", "norm"):
+                if key in g:
+                    raise ValueError(f"group {name!r}: the input group takes no {key}, "
+                                     f"got {g[key]!r}")
             continue
         activation = g.get("activation")
         if activation is None:
@@ -92,6 +108,9 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                 f"group {name!r}: activation expected one of {list(ACTIVATIONS)}, "
                 f"got {activation!r}"
             )
+        if "norm" in g and g["norm"] not in NORMS:
+            raise ValueError(f"group {name!r}: norm expected one of {list(NORMS)}, "
+                             f"got {g['norm']!r}")
         if activation == "softmax" and name != output_name:
             raise ValueError(
                 f"group {name!r}: softmax is allowed only on the output group "
@@ -196,9 +215,17 @@ def _validate_groups(groups: Any) -> list[dict[str, Any]]:
             raise ValueError(f"{where}['name']: duplicate group name {name!r}")
         seen.add(name)
         group: dict[str, Any] = {"name": name, "size": check_int(f"{where}['size']", g["size"], 1)}
-        if "activation" in g:
-            group["activation"] = g["activation"]
+        for key in ("activation", "norm"):
+            if key in g:
+                group[key] = g[key]
         out.append(group)
+    names = {g["name"] for g in out}
+    for g in out:
+        if "norm" in g:
+            for taken in (gain_name(g["name"]), shift_name(g["name"])):
+                if taken in names:
+                    raise ValueError(f"group {taken!r}: its name is the parameter name of "
+                                     f"group {g['name']!r}'s layer norm; rename it")
     if len(out) < 2:
         raise ValueError(f"spec['groups']: expected at least 2 groups (input and output), "
                          f"got {len(out)}")
@@ -335,6 +362,45 @@ def sparse_mlp_spec(sizes: Sequence[int], density: float = 0.05, seed: int = 0,
     return _chain_spec(sizes, activation, loss, output_activation, block)
 
 
+def resmlp_spec(n_in: int, width: int, depth: int, n_out: int, norm: str | None = "layer",
+                activation: str = "gelu", loss: str = "cross_entropy") -> dict[str, Any]:
+    """The usual residual MLP: a dense stem ``x -> r0`` of ``width`` units, ``depth`` residual
+    blocks, and a dense head ``r<depth> -> y``.
+
+    Block i is a group ``b<i>`` fed densely by ``r<i-1>`` (a -> layer norm -> ``activation``;
+    ``norm=None`` for none), then the stream ``r<i> = r<i-1> + b<i>`` (plus its bias): a
+    group of identity activation fed by two identity connections. So z_r<i> = z_r<i-1> +
+    h(LN(W z_r<i-1> + b)) + b_r<i>, the residual form of PyTorch's ``x + block(x)``. The
+    output activation is the one ``loss`` is paired with. Validated.
+    """
+    for name, value in (("n_in", n_in), ("width", width), ("n_out", n_out)):
+        check_int(name, value, 1)
+    check_int("depth", depth, 0)
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"norm: expected one of {list(NORMS)} or None, got {norm!r}")
+    if activation not in ELEMENTWISE_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(ELEMENTWISE_ACTIVATIONS)}, got "
+                         f"{activation!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss: expected one of {list(LOSSES)}, got {loss!r}")
+    groups: list[dict[str, Any]] = [{"name": "x", "size": n_in},
+                                    {"name": "r0", "size": width, "activation": "identity"}]
+    connections: list[dict[str, Any]] = [{"src": "x", "dst": "r0", "kind": "dense"}]
+    for i in range(1, depth + 1):
+        block: dict[str, Any] = {"name": f"b{i}", "size": width, "activation": activation}
+        if norm is not None:
+            block["norm"] = norm
+        groups += [block, {"name": f"r{i}", "size": width, "activation": "identity"}]
+        connections += [{"src": f"r{i - 1}", "dst": f"b{i}", "kind": "dense"},
+                        {"src": f"r{i - 1}", "dst": f"r{i}", "kind": "identity"},
+                        {"src": f"b{i}", "dst": f"r{i}", "kind": "identity"}]
+    groups.append({"name": "y", "size": n_out,
+                   "activation": LOSS_OUTPUT_ACTIVATION[loss] or "identity"})
+    connections.append({"src": f"r{depth}", "dst": "y", "kind": "dense"})
+    return validate_spec({"groups": groups, "connections": connections, "input": "x",
+                          "output": "y", "loss": loss})
+
+
 def _chain_spec(sizes: Sequence[int], activation: str, loss: str,
                 output_activation: str | None,
                 block: Callable[[int, int, int], dict[str, Any]]) -> dict[str, Any]:
@@ -359,5 +425,17 @@ def _chain_spec(sizes: Sequence[int], activation: str, loss: str,
     return validate_spec(spec)
 
 
-__all__ = ["ACTIVATIONS", "LOSSES", "mlp_spec", "sparse_mlp_spec",
-           "topological_order", "validate_spec", "weight_name"]
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "NORMS",
+    "NORM_EPS",
+    "gain_name",
+    "mlp_spec",
+    "resmlp_spec",
+    "shift_name",
+    "sparse_mlp_spec",
+    "topological_order",
+    "validate_spec",
+    "weight_name",
+]

@@ -32,6 +32,9 @@ class Workspace:
     ``z[g]``: outputs z = h(a) of every group (the input group's holds X.T);
     ``a[g]``: pre-activations of every computed group;
     ``delta[g]``: first the accumulator sum_k w_kj delta_k, then delta_j itself (5.56);
+    for a layer-normalised group g only: ``xhat[g]`` the normalised a, ``u[g]`` what its
+    activation reads (gain * xhat + shift) and ``rstd[g]`` (batch,) 1 / sqrt(var + eps) per
+    sample;
     ``targets`` (n_out, batch) or ``labels`` (batch,): the targets of the step;
     ``losses`` (batch,): the per-sample losses E_n; ``correct`` (batch,): the correct
     predictions per sample (see the loss op).
@@ -45,6 +48,9 @@ class Workspace:
     labels: Any
     losses: Any
     correct: Any
+    xhat: dict[str, Any]
+    u: dict[str, Any]
+    rstd: dict[str, Any]
 
 
 class Arena:
@@ -79,12 +85,16 @@ class Arena:
             views[key] = self._floats[start:start + rows * batch].reshape(rows, batch)
             start += _aligned(rows * self.capacity)
         plan = self._plan
+        normed = _normed(plan)
         ws = Workspace(batch, {g: views["z", g] for g in plan.order},
                        {g: views["a", g] for g in plan.computed},
                        {g: views["delta", g] for g in plan.computed},
                        targets=views["targets", None], labels=self._labels[:batch],
                        losses=views["losses", None].reshape(batch),
-                       correct=views["correct", None].reshape(batch))
+                       correct=views["correct", None].reshape(batch),
+                       xhat={g: views["xhat", g] for g in normed},
+                       u={g: views["u", g] for g in normed},
+                       rstd={g: views["rstd", g].reshape(batch) for g in normed})
         if len(self._workspaces) >= KEPT:
             self._workspaces.pop(next(iter(self._workspaces)))
         self._workspaces[batch] = ws
@@ -105,9 +115,16 @@ def _rows(plan: Plan) -> dict[tuple[str, str | None], int]:
         (("z", g), plan.groups[g].size) for g in plan.order]
     rows += [((kind, g), plan.groups[g].size) for kind in ("a", "delta")
              for g in plan.computed]
+    rows += [((kind, g), plan.groups[g].size) for kind in ("xhat", "u") for g in _normed(plan)]
+    rows += [(("rstd", g), 1) for g in _normed(plan)]
     rows += [(("targets", None), plan.n_out), (("losses", None), 1),
              (("correct", None), 1)]
     return dict(rows)
+
+
+def _normed(plan: Plan) -> list[str]:
+    """The layer-normalised groups, in topological order."""
+    return [g for g in plan.computed if plan.groups[g].norm is not None]
 
 
 def _float_count(rows: dict[tuple[str, str | None], int], batch: int) -> int:

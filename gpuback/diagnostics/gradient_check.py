@@ -26,9 +26,10 @@ leaky relu) unit whose pre-activation a changes side of 0 inside that interval b
 it: the difference then averages two slopes, and no eps is small enough for every
 sample of every network. So with each of the loss evaluations the check records, for
 every unit of every group whose activation is in ``KINKED_ACTIVATIONS``, the side of 0
-its pre-activation is on (exactly 0 counts as a side of its own: the kink touched), at
-the unperturbed point and at t = -eps, -eps/2, +eps/2, +eps. An entry (or a direction)
-for which any unit's side differs between those five points *crossed a kink*: it is
+its pre-activation (with layer norm: the normalised value the activation reads) is on
+(exactly 0 counts as a side of its own: the kink touched), at the unperturbed point and at
+t = -eps, -eps/2, +eps/2, +eps. An entry (or a direction) for which any unit's side differs
+between those five points *crossed a kink*: it is
 not judged. Each ``ParameterCheck`` counts them (``kinks``) apart from the entries that
 were judged (``checked``), and the report says how many crossed. Only the five
 evaluated points are looked at: a pre-activation that leaves its side and comes back
@@ -230,7 +231,9 @@ class _Probe:
         """A forward pass; per kinked group, the side of 0 of every pre-activation (-1, 0 or
         +1, feature-major)."""
         self.ref.run_forward(self.ws)
-        return [np.sign(self.ref.ops.to_host(self.ws.a[g])) for g in self.kinked]
+        plan = self.ref.plan
+        return [np.sign(self.ref.ops.to_host(propagation.activation_input(plan, self.ws, g)))
+                for g in self.kinked]
 
     def loss(self) -> tuple[float, bool]:
         """The mean loss here, and whether some kinked unit is on another side than at the

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..core.plan import Plan
-from ..core.spec import LOSS_OUTPUT_ACTIVATION, LOSSES, weight_name
+from ..core.spec import LOSS_OUTPUT_ACTIVATION, LOSSES, NORM_EPS, gain_name, shift_name, weight_name
 from ..network import Network
 from .modules import GroupNetwork, activation_module, activation_name
 
@@ -39,7 +39,13 @@ def to_torch(net: Network) -> nn.Module:
         linear = nn.Linear(n_src, n_dst, device="meta")
         linear.weight = nn.Parameter(params[block.name])
         linear.bias = nn.Parameter(params[g])
-        layers += [linear, activation_module(plan.groups[g].activation)]
+        layers.append(linear)
+        if plan.groups[g].norm is not None:
+            norm = nn.LayerNorm(n_dst, eps=NORM_EPS, device="meta")
+            norm.weight = nn.Parameter(params[gain_name(g)])
+            norm.bias = nn.Parameter(params[shift_name(g)])
+            layers.append(norm)
+        layers.append(activation_module(plan.groups[g].activation))
     model: Any = nn.Sequential(*layers)
     model.gpuback_loss = plan.loss  # from_torch's default loss for it
     return model
@@ -110,13 +116,23 @@ def _sequential_spec(module: nn.Module) -> tuple[dict[str, Any], dict[str, torch
     items = list(module) if isinstance(module, nn.Sequential) else [module]
     if not items:
         raise ValueError("module: an empty nn.Sequential has no layers")
-    layers: list[tuple[nn.Linear, str]] = []  # each Linear and its activation
+    # each Linear, its activation and the nn.LayerNorm between them, if any
+    layers: list[tuple[nn.Linear, str, nn.LayerNorm | None]] = []
     pending: nn.Linear | None = None
+    norm: nn.LayerNorm | None = None
     for position, item in enumerate(items):
         where = f"module[{position}]"
+        if type(item) is nn.LayerNorm:
+            if pending is None or norm is not None:
+                raise TypeError(f"{where}: nn.LayerNorm is supported only straight after an "
+                                "nn.Linear (gpuback normalises a group's pre-activations)")
+            _check_layer_norm(item, pending, where)
+            norm = item
+            continue
         if type(item) is nn.Linear:
             if pending is not None:  # a Linear straight after a Linear: identity
-                layers.append((pending, "identity"))
+                layers.append((pending, "identity", norm))
+                norm = None
             previous = layers[-1][0] if layers else None
             if previous is not None and item.in_features != previous.out_features:
                 raise ValueError(f"{where}: nn.Linear takes {item.in_features} features, but "
@@ -131,21 +147,44 @@ def _sequential_spec(module: nn.Module) -> tuple[dict[str, Any], dict[str, torch
         if activation == "softmax" and position != len(items) - 1:
             raise TypeError(f"{where}: nn.Softmax is supported only as the last module "
                             "(gpuback's softmax is an output activation)")
-        layers.append((pending, activation))
-        pending = None
+        layers.append((pending, activation, norm))
+        pending, norm = None, None
     if pending is not None:
-        layers.append((pending, "identity"))
+        layers.append((pending, "identity", norm))
 
     names = ["x"] + [f"h{i}" for i in range(1, len(layers))] + ["y"]
     groups: list[dict[str, Any]] = [{"name": "x", "size": layers[0][0].in_features}]
     connections = []
     tensors: dict[str, torch.Tensor] = {}
-    for (linear, activation), src, dst in zip(layers, names, names[1:], strict=False):
-        groups.append({"name": dst, "size": linear.out_features, "activation": activation})
+    for (linear, activation, layer_norm), src, dst in zip(layers, names, names[1:],
+                                                          strict=False):
+        group = {"name": dst, "size": linear.out_features, "activation": activation}
         connections.append({"src": src, "dst": dst, "kind": "dense"})
         tensors[weight_name(src, dst)] = linear.weight
-        tensors[dst] = (linear.bias if linear.bias is not None
-                        else torch.zeros(linear.out_features, dtype=linear.weight.dtype))
+        tensors[dst] = _zeros_if_none(linear.bias, linear)
+        if layer_norm is not None:
+            group["norm"] = "layer"
+            tensors[gain_name(dst)] = layer_norm.weight if layer_norm.weight is not None else \
+                torch.ones(linear.out_features, dtype=linear.weight.dtype)
+            tensors[shift_name(dst)] = _zeros_if_none(layer_norm.bias, linear)
+        groups.append(group)
     spec = {"groups": groups, "connections": connections, "input": "x", "output": "y",
             "loss": DEFAULT_LOSS}
     return spec, tensors
+
+
+def _zeros_if_none(tensor: torch.Tensor | None, linear: nn.Linear) -> torch.Tensor:
+    """``tensor``, or zeros of the Linear's output size for a parameter it does not have."""
+    if tensor is not None:
+        return tensor
+    return torch.zeros(linear.out_features, dtype=linear.weight.dtype)
+
+
+def _check_layer_norm(norm: nn.LayerNorm, linear: nn.Linear, where: str) -> None:
+    """An nn.LayerNorm that gpuback's layer norm computes exactly, or ``TypeError``."""
+    if tuple(norm.normalized_shape) != (linear.out_features,):
+        raise TypeError(f"{where}: nn.LayerNorm{tuple(norm.normalized_shape)} must normalise "
+                        f"the {linear.out_features} features of the nn.Linear before it")
+    if norm.eps != NORM_EPS:
+        raise TypeError(f"{where}: nn.LayerNorm(eps={norm.eps}) is not supported: gpuback's "
+                        f"layer norm has eps {NORM_EPS}")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..core.plan import compile_plan
-from ..core.spec import ACTIVATIONS, validate_spec
+from ..core.spec import ACTIVATIONS, NORM_EPS, validate_spec
 
 LEAKY_SLOPE = 0.01  # gpuback's leaky_relu slope (numpy backend's LEAKY_SLOPE; kernels/scalar.py)
 
@@ -89,10 +89,10 @@ def activation_name(module: nn.Module, where: str) -> str:
             raise TypeError(f"{where}: nn.Softmax(dim={settings.dim!r}) is not supported: "
                             "gpuback's softmax runs over each sample's units, dim=-1 (or 1)")
         return "softmax"
-    raise TypeError(f"{where}: {kind.__name__} is not supported: expected nn.Linear or one of "
-                    "the activations nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, "
-                    "nn.LeakyReLU(0.01), nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, "
-                    "nn.Softmax(dim=-1)")
+    raise TypeError(f"{where}: {kind.__name__} is not supported: expected nn.Linear, "
+                    "nn.LayerNorm (eps 1e-5, after an nn.Linear) or one of the activations "
+                    "nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU(0.01), "
+                    "nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, nn.Softmax(dim=-1)")
 
 
 class GroupNetwork(nn.Module):
@@ -107,13 +107,15 @@ class GroupNetwork(nn.Module):
     sum over its incoming blocks, then plus its bias (5.48): a dense block adds
     ``z_src @ W.T``, a sparse block adds ``w_e * z_src[:, src_e]`` into column ``dst_e`` for
     every edge e (``index_add``: autograd gives each edge weight its own gradient, 5.53), an
-    identity block (a residual connection) adds ``z_src`` itself;
+    identity block (a residual connection) adds ``z_src`` itself; a layer-normalised group
+    then goes through ``nn.functional.layer_norm`` with its gain and shift;
     then the group's activation (5.49). It returns the output group's z, as
     ``Network.forward`` does.
 
     ``spec`` (a copy) and ``gpuback_loss`` are attributes; ``gpuback_parameters()`` maps
     gpuback's parameter names to the module's parameters (held in the ``weights`` and
-    ``biases`` ``nn.ParameterList``s, since group names need not be valid attribute names).
+    ``biases`` ``nn.ParameterList``s, and the layer norms' gains and shifts in ``norms``,
+    since group names need not be valid attribute names).
     """
 
     def __init__(self, spec: Mapping[str, Any], parameters: Mapping[str, torch.Tensor]) -> None:
@@ -135,6 +137,11 @@ class GroupNetwork(nn.Module):
         self.weights = nn.ParameterList([nn.Parameter(parameters[b.name])
                                          for b in plan.blocks])
         self.biases = nn.ParameterList([nn.Parameter(parameters[g]) for g in plan.computed])
+        # layer norm: each normalised group's gain and shift (nn.LayerNorm's weight and bias)
+        self._norm_names = [name for g in plan.computed for name in plan.groups[g].parameters[1:]]
+        self.norms = nn.ParameterList([nn.Parameter(parameters[name])
+                                       for name in self._norm_names])
+        self._normed = [plan.groups[g].norm is not None for g in plan.computed]
         self.activations = nn.ModuleList([activation_module(plan.groups[g].activation)
                                           for g in plan.computed])
         device = self.weights[0].device
@@ -157,12 +164,15 @@ class GroupNetwork(nn.Module):
         parameters (the same objects, not copies)."""
         named = dict(zip(self._block_names, self.weights, strict=True))
         named.update(zip(self._group_names, self.biases, strict=True))
+        named.update(zip(self._norm_names, self.norms, strict=True))
         return named
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = {self._input: x}
-        for g, incoming, bias, activation in zip(self._group_names, self._incoming,
-                                                 self.biases, self.activations, strict=True):
+        norms = iter(self.norms)
+        for g, incoming, bias, activation, normed in zip(
+                self._group_names, self._incoming, self.biases, self.activations, self._normed,
+                strict=True):
             a: torch.Tensor | None = None
             for i, src, kind in incoming:
                 if kind == "identity":  # a residual connection: z_src itself, unweighted
@@ -175,7 +185,11 @@ class GroupNetwork(nn.Module):
                     part = zeros.index_add(1, dst_idx, z[src][:, src_idx] * self.weights[i])
                 a = part if a is None else a + part
             assert a is not None  # every computed group has an incoming block (validate_spec)
-            z[g] = activation(a + bias)
+            a = a + bias
+            if normed:  # over the group's units, with its gain and shift
+                gain, shift = next(norms), next(norms)
+                a = nn.functional.layer_norm(a, (self._sizes[g],), gain, shift, NORM_EPS)
+            z[g] = activation(a)
         return z[self._output]
 
     def extra_repr(self) -> str:

@@ -3,9 +3,9 @@
 Three options vary from parameter to parameter (``gpuback.optim``):
 
 * weight decay: on the weights ``"src->dst"`` only, unless ``decay_biases`` (a group's name
-  is its bias);
-* a learning-rate factor per group: a group's factor applies to its bias and to every
-  block into it (``"src->group"``);
+  is its bias; a layer norm's gain and shift go with the biases);
+* a learning-rate factor per group: a group's factor applies to its bias, its layer norm's
+  gain and shift and every block into it (``"src->group"``);
 * frozen: never updated, no optimiser state.
 
 Every parameter lives in one flat buffer (``gpuback.core.layout``), weights first, then biases.
@@ -67,9 +67,10 @@ def check_freeze(value: Any) -> tuple[str, ...]:
 
 
 def owners(plan: Plan) -> dict[str, str]:
-    """Every parameter's group: a block's destination group, a bias's own group."""
+    """Every parameter's group: a block's destination group; a bias's (and a layer norm's
+    gain's and shift's) own group."""
     owned = {b.name: b.dst for b in plan.blocks}
-    owned.update({g: g for g in plan.computed})
+    owned.update({name: g for g in plan.computed for name in plan.groups[g].parameters})
     return owned
 
 
@@ -80,19 +81,21 @@ def _unknown(argument: str, name: str, plan: Plan, what: str, known: list[str]) 
 
 
 def frozen_parameters(plan: Plan, freeze: Sequence[str]) -> set[str]:
-    """The parameters ``freeze`` names: a block ``"src->dst"``, or a group, meaning its bias
-    and every block into it."""
+    """The parameters ``freeze`` names: a block ``"src->dst"``, a layer norm's ``"g.gain"`` or
+    ``"g.shift"``, or a group, meaning its bias, its layer norm's gain and shift and every
+    block into it."""
     owned = owners(plan)
-    weights = [b.name for b in plan.blocks]
+    single = [b.name for b in plan.blocks] + [p for g in plan.computed
+                                              for p in plan.groups[g].parameters[1:]]
     frozen: set[str] = set()
     for name in freeze:
         if name in plan.computed:
             frozen.update(p for p, g in owned.items() if g == name)
-        elif name in weights:
+        elif name in single:
             frozen.add(name)
         else:
             raise _unknown("freeze", name, plan, "parameter or group",
-                           weights + list(plan.computed))
+                           single + list(plan.computed))
     return frozen
 
 
@@ -112,12 +115,13 @@ def segments(plan: Plan, layout: FlatLayout, weight_decay: float, decay_biases: 
     optimiser's at each step."""
     check_groups(plan, lr_multipliers)
     owned = owners(plan)
+    weights = {b.name for b in plan.blocks}
     names = sorted(layout.offsets, key=layout.offsets.__getitem__)
     runs: list[tuple[int, int, Any]] = []
     for i, name in enumerate(names):
         lo = layout.offsets[name]
         hi = layout.offsets[names[i + 1]] if i + 1 < len(names) else layout.size
-        is_weight = name != owned[name]
+        is_weight = name in weights
         options = None if name in frozen else (
             lr_multipliers.get(owned[name], 1.0),
             weight_decay != 0.0 and (is_weight or decay_biases))

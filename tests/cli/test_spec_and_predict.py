@@ -81,6 +81,19 @@ def test_spec_skip_connects_every_group_to_the_output(tmp_path) -> None:
     assert all(c["kind"] == "dense" for c in spec["connections"])
 
 
+def test_spec_resmlp_is_the_residual_mlp_of_resmlp_spec(tmp_path, capsys) -> None:
+    spec = _write_spec(tmp_path, "resmlp", "--sizes", "6", "5", "3", "--depth", "2")
+    assert spec == gpuback.resmlp_spec(6, 5, 2, 3)  # layer norm and gelu by default
+    plain = _write_spec(tmp_path, "resmlp", "--sizes", "6", "5", "3", "--depth", "3",
+                        "--norm", "none", "--activation", "silu", "--loss", "sum_of_squares",
+                        "--overwrite")
+    assert plain == gpuback.resmlp_spec(6, 5, 3, 3, norm=None, activation="silu",
+                                        loss="sum_of_squares")
+    assert not any("norm" in g for g in plain["groups"])
+    assert main(["spec", "resmlp", "--sizes", "6", "5"]) == EXIT_USAGE
+    assert "--sizes: expected 3 sizes for resmlp" in _one_line_error(capsys)
+
+
 def test_spec_to_stdout_and_no_overwrite_without_asking(tmp_path, capsys) -> None:
     assert main(["spec", "mlp", "--sizes", "3", "2"]) == 0
     assert validate_spec(json.loads(capsys.readouterr().out))["groups"][0]["size"] == 3

@@ -188,6 +188,9 @@ def _random_parameters(spec: dict, rng: np.random.Generator) -> dict[str, np.nda
     for g in spec["groups"]:
         if g["name"] != spec["input"]:
             params[g["name"]] = rng.normal(scale=0.5, size=g["size"])
+        if "norm" in g:
+            params[g["name"] + ".gain"] = 1.0 + rng.normal(scale=0.5, size=g["size"])
+            params[g["name"] + ".shift"] = rng.normal(scale=0.5, size=g["size"])
     return params
 
 

@@ -46,6 +46,47 @@ def test_numpy_edges_are_normalised_to_lists() -> None:
     json.dumps(valid)
 
 
+def test_resmlp_spec_is_a_stem_residual_blocks_and_a_head() -> None:
+    spec = gpuback.resmlp_spec(7, 5, 3, 4, activation="silu")
+    names = [g["name"] for g in spec["groups"]]
+    assert names == ["x", "r0", "b1", "r1", "b2", "r2", "b3", "r3", "y"]
+    blocks = [(c["src"], c["dst"], c["kind"]) for c in spec["connections"]]
+    assert blocks[0] == ("x", "r0", "dense") and blocks[-1] == ("r3", "y", "dense")
+    for i in (1, 2, 3):
+        assert (f"r{i - 1}", f"b{i}", "dense") in blocks
+        assert (f"r{i - 1}", f"r{i}", "identity") in blocks
+        assert (f"b{i}", f"r{i}", "identity") in blocks
+    groups = {g["name"]: g for g in spec["groups"]}
+    assert all(groups[f"b{i}"] == {"name": f"b{i}", "size": 5, "activation": "silu",
+                                   "norm": "layer"} for i in (1, 2, 3))
+    assert groups["r2"]["activation"] == "identity" and groups["y"]["activation"] == "softmax"
+    assert len(gpuback.resmlp_spec(7, 5, 0, 4)["groups"]) == 3  # stem and head alone
+    # z_r1 = z_r0 + gelu(LN(W z_r0 + b)) + b_r1, computed here from the parameters
+    net = gpuback.Network(gpuback.resmlp_spec(3, 4, 1, 2, loss="sum_of_squares"), seed=1)
+    rng = np.random.default_rng(0)
+    net.set_parameters({name: rng.normal(size=v.shape) for name, v in net.parameters().items()})
+    p, X = net.parameters(), rng.normal(size=(5, 3))
+    r0 = X @ p["x->r0"].T + p["r0"]
+    a = r0 @ p["r0->b1"].T + p["b1"]
+    xhat = (a - a.mean(axis=1, keepdims=True)) / np.sqrt(a.var(axis=1, keepdims=True) + 1e-5)
+    u = p["b1.gain"] * xhat + p["b1.shift"]
+    gelu = 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u**3)))
+    r1 = r0 + gelu + p["r1"]
+    np.testing.assert_allclose(net.forward(X, ["r1"])["r1"], r1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"norm": "batch"}, r"norm: expected one of \['layer'\] or None"),
+    ({"activation": "softmax"}, "activation: expected one of"),
+    ({"loss": "hinge"}, "loss: expected one of"),
+    ({"width": 0}, "width"), ({"depth": -1}, "depth"),
+])
+def test_resmlp_spec_refuses_bad_arguments(kwargs: dict, match: str) -> None:
+    arguments = {"n_in": 3, "width": 4, "depth": 1, "n_out": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        gpuback.resmlp_spec(**arguments)
+
+
 def test_mlp_spec_builds_a_dense_chain() -> None:
     spec = gpuback.mlp_spec([784, 256, 256, 10], activation="relu", loss="cross_entropy")
     assert [g["name"] for g in spec["groups"]] == ["x", "h1", "h2", "y"]
@@ -191,6 +232,15 @@ BAD_SPECS = [
      "duplicate connection 'x->h'"),
     ("dense-with-edges", _with(["connections", 0, "edges"], [[0], [0]]), ValueError,
      "dense connection takes no 'edges'"),
+    ("unknown-norm", _with(["groups", 1, "norm"], "batch"), ValueError,
+     r"group 'h': norm expected one of \['layer'\], got 'batch'"),
+    ("norm-on-input", _with(["groups", 0, "norm"], "layer"), ValueError,
+     "the input group takes no norm"),
+    ("norm-name-taken", {**_base(), "groups": [
+        {"name": "x", "size": 4}, {"name": "h", "size": 3, "activation": "tanh", "norm": "layer"},
+        {"name": "h.gain", "size": 3, "activation": "tanh"},
+        {"name": "y", "size": 2, "activation": "softmax"}]}, ValueError,
+     r"group 'h.gain': its name is the parameter name of group 'h'"),
     ("identity-with-edges", _with(["connections", 2, "kind"], "identity"), ValueError,
      "an identity connection takes no 'edges'"),
     ("sparse-without-edges", _with(["connections", 2, "edges"], _DELETE), ValueError,

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 LEAKY_SLOPE = 0.01
+NORM_EPS = 1e-5  # layer normalisation: (a - mean) / sqrt(variance + eps), nn.LayerNorm's
 GELU_C = np.sqrt(2.0 / np.pi)
 
 
@@ -148,8 +149,10 @@ def _block_matrix(connection: Mapping[str, Any], weight: np.ndarray, n_src: int,
 
 def _output(spec: Mapping[str, Any], params: Mapping[str, np.ndarray],
             X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The output group's pre-activations and activations, each ``(batch, n_out)``, in the
-    dtype of ``params`` (real or complex).
+    """The output group's activation input (its pre-activations, or for a layer-normalised
+    group gain * (a - mean) / sqrt(variance + eps) + shift, the mean and the variance over
+    its units) and its activations, each ``(batch, n_out)``, in the dtype of ``params``
+    (real or complex).
 
     Batch-major form of Bishop PRML (5.48) ``a_k = sum_j w_kj z_j + b_k`` and (5.49)
     ``z_k = h(a_k)``: a row per sample, ``A = b + sum over incoming blocks of Z_src @ W.T``.
@@ -173,6 +176,11 @@ def _output(spec: Mapping[str, Any], params: Mapping[str, np.ndarray],
             W = _block_matrix(c, params[connection_name(c)], groups[c["src"]]["size"],
                               groups[name]["size"])
             a = a + Z[c["src"]] @ W.T  # (5.48), batch-major
+        if groups[name].get("norm") == "layer":  # over the units of each sample (a row)
+            centred = a - np.mean(a, axis=1, keepdims=True)
+            variance = np.mean(centred * centred, axis=1, keepdims=True)
+            a = centred / np.sqrt(variance + NORM_EPS) * params[f"{name}.gain"] + \
+                params[f"{name}.shift"]
         A[name] = a
         Z[name] = ACTIVATIONS[groups[name].get("activation", "identity")](a)  # (5.49)
     return A[spec["output"]], Z[spec["output"]]

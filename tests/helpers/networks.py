@@ -23,9 +23,11 @@ KINKED = ("relu", "leaky_relu")
 def kink_margin(net: gpuback.Network, X: np.ndarray) -> float:
     """The smallest |a| over every relu-family unit and sample (inf if there are none).
 
-    Reads every pre-activation through ``Network.trace``.
+    Reads every pre-activation through ``Network.trace`` (for a layer-normalised group, the
+    normalised value its activation reads).
     """
-    pre_activations = net.trace(X).a
+    trace = net.trace(X)
+    pre_activations = {**trace.a, **trace.u}
     margins = [np.abs(pre_activations[g["name"]]).min() for g in net.spec["groups"]
                if g.get("activation") in KINKED]
     return float(min(margins, default=np.inf))
@@ -33,7 +35,7 @@ def kink_margin(net: gpuback.Network, X: np.ndarray) -> float:
 
 def data_away_from_kinks(net: gpuback.Network, spec: dict, batch: int,
                          rng: np.random.Generator, labels: bool = False, margin: float = 2e-2):
-    """``random_data``, redrawn until no relu-family pre-activation lies within ``margin`` of 0.
+    """``random_data``, redrawn until no relu-family activation input lies within ``margin`` of 0.
 
     A central difference whose step moves a pre-activation across relu's kink measures an
     average of the two slopes, not the derivative; gradcheck's default step is 2e-3.

@@ -124,6 +124,17 @@ def cases(dtype: str) -> list[Case]:
         add(f"{units}x{batch}-acc{int(accumulate)}", "add_into", real(units, batch),
             real(units, batch), accumulate, exact=(0, 1))
 
+    # layer normalisation, forward and backward (the sizes cover one unit, where xhat = 0)
+    for units, batch in [(1, 3), (3, 1), (17, 5)]:
+        size = f"{units}x{batch}"
+        add(size, "layer_norm", real(units), real(units), real(units, batch) * 3.0 + 1.0,
+            real(units, batch), real(batch), real(units, batch))
+        a = real(units, batch)
+        xhat = ((a - a.mean(axis=0)) / np.sqrt(a.var(axis=0) + 1e-5)).astype(dtype)
+        rstd = (1.0 + np.abs(real(batch))).astype(dtype)
+        add(size, "layer_norm_backward", real(units), xhat, rstd, real(units, batch),
+            real(units), real(units))
+
     # activations, h'(a) with the bias gradient, bias gradients
     for units, batch in itertools.product([1, 3, 17], [1, 5]):
         size = f"{units}x{batch}"

@@ -76,10 +76,14 @@ def torch_named_parameters(module, net: gpuback.Network) -> dict:
         return module.gpuback_parameters()
     plan = net.plan
     linears = [m for m in module if isinstance(m, nn.Linear)]
+    norms = iter(m for m in module if isinstance(m, nn.LayerNorm))
     named = {}
     for previous, g, linear in zip(plan.order, plan.computed, linears, strict=False):
         named[weight_name(previous, g)] = linear.weight
         named[g] = linear.bias
+        if plan.groups[g].norm is not None:
+            norm = next(norms)
+            named[f"{g}.gain"], named[f"{g}.shift"] = norm.weight, norm.bias
     return named
 
 
@@ -252,6 +256,44 @@ def test_from_torch_of_a_hand_built_sequential_has_the_same_outputs(backend, dty
     assert rel_error(net.forward(X), outputs(model, X, dtype)) < tol(dtype)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_converts_both_ways_with_its_gain_and_shift(backend, affine, rng):
+    """Linear -> nn.LayerNorm -> activation is a layer-normalised group: the LayerNorm's
+    weight and bias are the group's gain and shift (one and zero without affine)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7, elementwise_affine=affine),
+                          nn.SiLU(), nn.Linear(7, 3), nn.LayerNorm(3), nn.Softmax(dim=-1))
+    model = model.double()
+    with torch.no_grad():
+        for norm in (model[1], model[4]):
+            if norm.weight is not None:
+                norm.weight.normal_()
+                norm.bias.normal_()
+    net = from_torch(model, backend=backend)
+    assert [g.get("norm") for g in net.spec["groups"]] == [None, "layer", "layer"]
+    params = net.parameters()
+    if not affine:
+        np.testing.assert_array_equal(params["h1.gain"], np.ones(7))
+        np.testing.assert_array_equal(params["h1.shift"], np.zeros(7))
+    else:
+        np.testing.assert_array_equal(params["h1.gain"], host(model[1].weight))
+    X = rng.normal(size=(BATCH, 5))
+    assert rel_error(net.forward(X), outputs(model, X, "float64")) < tol("float64")
+    back = to_torch(net)
+    assert [type(m) for m in back] == [nn.Linear, nn.LayerNorm, nn.SiLU, nn.Linear,
+                                       nn.LayerNorm, nn.Softmax]
+    assert rel_error(outputs(back, X, "float64"), net.forward(X)) < tol("float64")
+    T = rng.dirichlet(np.ones(3), size=BATCH)
+    loss, grads = net.loss_and_grads(X, T)
+    value = torch_loss("cross_entropy", back(on_module(back, X)), T)
+    value.backward()
+    assert abs(float(value.detach()) - loss) <= tol("float64") * abs(loss)
+    for name, tensor in (("h1.gain", back[1].weight), ("h1.shift", back[1].bias),
+                         ("y.gain", back[4].weight), ("x->h1", back[0].weight),
+                         ("h1", back[0].bias)):
+        assert rel_error(host(tensor.grad), grads[name]) < tol("float64"), name
+
+
 def test_from_torch_takes_the_dtype_asked_for(rng):
     model = hand_built(torch.float64)
     net = from_torch(model, backend="numpy", dtype="float32")
@@ -330,6 +372,13 @@ def test_a_lone_linear_is_a_network():
     ([nn.Linear(2, 3), nn.ReLU(), nn.Tanh()], r"module\[2\]: Tanh follows another activation"),
     ([nn.Linear(2, 3), nn.Conv1d(1, 1, 1)], r"module\[1\]: Conv1d is not supported"),
     ([nn.Linear(2, 3), type("MyReLU", (nn.ReLU,), {})()], r"module\[1\]: MyReLU"),
+    ([nn.LayerNorm(2), nn.Linear(2, 3)], r"module\[0\]: nn.LayerNorm is supported only "
+                                         "straight after an nn.Linear"),
+    ([nn.Linear(2, 3), nn.ReLU(), nn.LayerNorm(3)], r"module\[2\]: nn.LayerNorm is supported"),
+    ([nn.Linear(2, 3), nn.LayerNorm(3), nn.LayerNorm(3)], r"module\[2\]: nn.LayerNorm is"),
+    ([nn.Linear(2, 3), nn.LayerNorm(3, eps=1e-6)], r"module\[1\]: nn.LayerNorm\(eps=1e-06\)"),
+    ([nn.Linear(2, 6), nn.LayerNorm((2, 3))], r"module\[1\]: nn.LayerNorm\(2, 3\) must "
+                                              "normalise the 6 features"),
 ])
 def test_unsupported_modules_are_named_with_their_position(modules, message):
     with pytest.raises(TypeError, match=message):

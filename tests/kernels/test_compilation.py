@@ -25,7 +25,7 @@ REPORT = kernel_report.__file__
 
 ARCHS = ("sm_80", "sm_90")
 FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers", "clip",
-            "identity")
+            "identity", "layer_norm")
 # float32 kernels allowed float64 instructions, and why (each is commented in the kernel).
 F64_ALLOWED = {
     "activation.activation_delta": "bias-gradient partials over the batch summed in float64",
@@ -33,6 +33,7 @@ F64_ALLOWED = {
     "sparse.edge_grad": "weight-gradient partials (a dot product over the batch) in float64",
     "metrics.accumulate_metrics": "the float64 running totals of loss and correct counts",
     "clip.global_norm": "the squares of the gradients summed in float64",
+    "layer_norm.gain_grad": "gain-gradient partials over the batch summed in float64",
 }
 INSTALL = "or pip install '.[test,sim13]', which brings both"
 

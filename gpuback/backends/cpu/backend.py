@@ -42,6 +42,8 @@ from ..numpy_backend import clip_gradient_norm as clip_gradient_norm
 from ..numpy_backend import copy_into as copy_into
 from ..numpy_backend import fill_zero as fill_zero
 from ..numpy_backend import from_host as from_host
+from ..numpy_backend import layer_norm as layer_norm
+from ..numpy_backend import layer_norm_backward as layer_norm_backward
 from ..numpy_backend import memory_budget as memory_budget
 from ..numpy_backend import scale_by_loss_scale as scale_by_loss_scale
 from ..numpy_backend import to_host as to_host

@@ -215,6 +215,14 @@ def bias_activation(activation: str, b: Any, a: Any, z: Any) -> None:
                 a, b, z, np.int32(CODES[activation]))
 
 
+def layer_norm(b: Any, gain: Any, a: Any, xhat: Any, rstd: Any, u: Any) -> None:
+    """a += b, then xhat, rstd and u = gain * xhat per sample over the units: one kernel,
+    a block per sample."""
+    _launch("layer_norm", "normalise", _dtype(a),
+            cuda_launch.per_sample(a.shape[1], a.shape[0], _simulated()),
+            a, b, gain, xhat, rstd, u)
+
+
 # --- output deltas, the loss (5.54) and per-step metrics ------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: Any, y: Any, t: Any, delta: Any,
@@ -276,6 +284,18 @@ def activation_delta(activation: str, a: Any, z: Any, acc: Any, db: Any) -> None
     _launch("activation", "activation_delta", _dtype(a),
             cuda_launch.row_reduction(a.shape[0], a.shape[1], _simulated()),
             a, z, acc, db, np.int32(CODES[activation]))
+
+
+def layer_norm_backward(gain: Any, xhat: Any, rstd: Any, delta: Any, dgain: Any,
+                        db: Any) -> None:
+    """dgain from dE/du (a row reduction), then dE/du -> dE/da in place (a block per
+    sample), then db = its sum over the batch: three kernels."""
+    dtype, units, batch = _dtype(delta), delta.shape[0], delta.shape[1]
+    _launch("layer_norm", "gain_grad", dtype,
+            cuda_launch.row_reduction(units, batch, _simulated()), delta, xhat, dgain)
+    _launch("layer_norm", "normalise_backward", dtype,
+            cuda_launch.per_sample(batch, units, _simulated()), gain, xhat, rstd, delta)
+    bias_grad(delta, db)
 
 
 def dense_weight_grad(delta_dst: Any, z_src: Any, dw: Any) -> None:
