@@ -161,7 +161,7 @@ class Network(Engine):
         ``gpuback.checkpoint.load_optimizer`` restores the optimiser saved beside it."""
         saved = checkpoint.read(path)
         net = cls(saved.spec, backend=backend, dtype=saved.dtype, deterministic=deterministic,
-                  precision=saved.precision)
+                  precision=saved.precision, seed=saved.seed)
         net.set_parameters(saved.weights)
         net.epochs_trained = saved.epochs_trained
         if saved.loss_scale is not None:

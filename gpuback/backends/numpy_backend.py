@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels.mask_hash import mix32, threshold
 from ..kernels.precision import CODES as PRECISION_CODES
 from ..kernels.precision import FP32
 from ..kernels.scalar import NORM_EPS
@@ -288,6 +289,16 @@ def layer_norm_backward(gain: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
     da = _wide(rstd) * (g - g.mean(axis=0) - x * (g * x).mean(axis=0))
     delta[...] = da
     db[...] = da.sum(axis=1)
+
+
+def dropout(x: np.ndarray, out: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """out = x * m / (1 - p), m drawn from (key, unit, first_sample + sample) by
+    ``gpuback.kernels.mask_hash``, vectorised."""
+    units = np.arange(x.shape[0], dtype=np.uint64)[:, None] ^ np.uint64(key)
+    samples = np.uint64(first_sample) + np.arange(x.shape[1], dtype=np.uint64)[None, :]
+    kept = mix32(samples ^ mix32(units)) >= threshold(p)
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    out[...] = np.where(kept, x * scale, x.dtype.type(0.0))
 
 
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:

@@ -185,6 +185,12 @@ class Backend(Protocol):
         xhat``. ``a``, ``xhat``, ``u`` (U, B); ``b``, ``gain`` (U,); ``rstd`` (B,). The
         shift is added by the ``bias_activation`` that follows (u + shift, then h)."""
 
+    def dropout(self, x: Array, out: Array, p: float, key: int, first_sample: int) -> None:
+        """``out = x * m / (1 - p)``, both (U, B) (``out`` may be ``x``): m[k, n] = 1 where
+        ``mix32((first_sample + n) ^ mix32(k ^ key)) >= round(p * 2^32)``, else 0
+        (``gpuback.kernels.mask_hash``; ``key`` from its ``dropout_key``): the same mask on
+        every backend, bit for bit."""
+
     # --- the loss and the output deltas (5.54) -----------------------------------------
 
     def loss_and_output_delta(self, loss: str, activation: str, a: Array, y: Array, t: Array,

@@ -7,8 +7,8 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
   edges (95% / 99% of the weights absent), the output block dense, batch 256;
 * ``small``: MLP 64-64-64-10, batch 32 (per-step overhead);
 * ``resmlp``: the residual MLP of ``resmlp_spec``, 784 -> 4 blocks of 1024 (layer norm,
-  GELU, identity connections) -> 10, batch 256; its PyTorch peer is the same network
-  written as ``x + GELU(LayerNorm(Linear(x)))`` blocks;
+  GELU, dropout 0.1, identity connections) -> 10, batch 256; its PyTorch peer is the same
+  network written as ``x + Dropout(GELU(LayerNorm(Linear(x))))`` blocks;
 * ``digits``: seconds of training (Adam, batch 32, 64-128-10) until the test accuracy
   on the embedded digits reaches 95%;
 * ``startup``: a new process's import and first training step on the cpu backend, with
@@ -182,11 +182,11 @@ def gpuback_steps(spec: dict, batch: int, backend: str,
     y = ops.from_host(rng.integers(0, spec["groups"][-1]["size"], size=batch), np.int64)
     opt = optim.SGD(lr=bench_torch.SGD_LR, momentum=bench_torch.SGD_MOMENTUM)
 
-    def fwd_bwd() -> None:
-        net.loss_and_grads(X, y, as_device=True)
+    def fwd_bwd() -> None:  # a training pass: with dropout where the network has it
+        net.loss_and_grads(X, y, as_device=True, training=True)
 
     def step() -> None:
-        _, grads = net.loss_and_grads(X, y, as_device=True)
+        _, grads = net.loss_and_grads(X, y, as_device=True, training=True)
         opt.step(net)
         ops.to_host(grads[spec["output"]])  # on a GPU: waits for the update (stream order)
 

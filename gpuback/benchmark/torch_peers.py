@@ -125,19 +125,21 @@ def digits_trainer(data: Any, device: str, seed: int = 0
 
 def _residual_mlp(spec: dict) -> Any:
     """The network of ``gpuback.resmlp_spec`` as PyTorch users write it: a Linear stem,
-    blocks ``x + GELU(LayerNorm(Linear(x)))`` (the stream's own bias left out), a Linear
-    head."""
+    blocks ``x + Dropout(GELU(LayerNorm(Linear(x))))`` (the stream's own bias left out), a
+    Linear head."""
     import torch
 
     sizes = {g["name"]: g for g in spec["groups"]}
     width, depth = sizes["r0"]["size"], sum(name.startswith("b") for name in sizes)
+    p = sizes["b1"].get("dropout", 0.0) if depth else 0.0
 
     class Block(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = torch.nn.Sequential(torch.nn.Linear(width, width),
                                              torch.nn.LayerNorm(width),
-                                             torch.nn.GELU(approximate="tanh"))
+                                             torch.nn.GELU(approximate="tanh"),
+                                             torch.nn.Dropout(p))
 
         def forward(self, x: Any) -> Any:
             return x + self.inner(x)

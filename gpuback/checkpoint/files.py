@@ -73,6 +73,7 @@ class Saved:
     # fp16 dynamic loss scaling (gpuback.loss_scale.LossScaler.state_dict): the scale, its
     # count of clean steps and the growth interval; None when the network had no scaler
     loss_scale: dict[str, Any] | None = None
+    seed: int = 0  # the network's seed: its dropout masks' (0 in checkpoints before it)
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
@@ -104,7 +105,7 @@ def save(net: Engine, path: str | os.PathLike[str], optimizer: Optimizer | None 
                       str(staging / WEIGHTS))
             meta = {"format": FORMAT, "spec": net.spec, "dtype": net.dtype,
                     "precision": net.precision, "epochs_trained": net.epochs_trained,
-                    "metadata": metadata}
+                    "seed": net.seed, "metadata": metadata}
             if net.loss_scaler is not None:
                 meta["loss_scale"] = net.loss_scaler.state_dict()
             write_file(staging / NETWORK, _json_bytes(meta))
@@ -249,6 +250,9 @@ def _read_network(folder: _Folder) -> Saved:
     if not is_integer(epochs, 0):
         raise CheckpointError(f"{where}: 'epochs_trained' must be a non-negative integer, got "
                               f"{epochs!r}")
+    seed = meta.get("seed", 0)
+    if not is_integer(seed, 0):
+        raise CheckpointError(f"{where}: 'seed' must be a non-negative integer, got {seed!r}")
     metadata = meta.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{where}: 'metadata' must be a JSON object, got "
@@ -266,7 +270,7 @@ def _read_network(folder: _Folder) -> Saved:
                                   f"expected {dtype} {tuple(shapes[name])}")
         if not np.isfinite(value).all():
             raise CheckpointError(f"{where}: {name!r} holds NaN or infinite values")
-    return Saved(spec, dtype, weights, int(epochs), metadata, precision, loss_scale)
+    return Saved(spec, dtype, weights, int(epochs), metadata, precision, loss_scale, int(seed))
 
 
 def _check_loss_scale(saved: Any, where: Path) -> dict[str, Any] | None:

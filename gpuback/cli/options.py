@@ -73,6 +73,7 @@ NON_NEGATIVE_INT = NumberOption(Numbers(int, low=0))
 FRACTION = NumberOption(Numbers(float, low=0, high=1, low_open=True, high_open=True))
 DENSITY = NumberOption(Numbers(float, low=0, high=1, low_open=True))
 MOMENTUM = NumberOption(Numbers(float, low=0, high=1, high_open=True))
+PROBABILITY = MOMENTUM  # a dropout probability: [0, 1) too
 POSITIVE = NumberOption(Numbers(float, low=0, low_open=True))
 NON_NEGATIVE = NumberOption(Numbers(float, low=0))
 SCALE = NumberOption(Numbers(float, low=0, low_open=True), auto=True)

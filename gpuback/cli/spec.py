@@ -11,8 +11,8 @@ Four shapes, the groups named ``x, h1, ..., y`` (input, hidden, output) in the f
   group but the last (``skip_spec``). So every group feeds ``y`` directly, and a hidden
   group's delta sums over two consumers, the next group and the output (Bishop 5.56);
 * ``resmlp``: the residual MLP of ``gpuback.resmlp_spec``, ``--sizes IN WIDTH OUT`` and
-  ``--depth`` blocks, layer-normalised unless ``--norm none`` (groups ``x, r0, b1, r1, ...,
-  y``).
+  ``--depth`` blocks, layer-normalised unless ``--norm none``, with ``--dropout`` (groups
+  ``x, r0, b1, r1, ..., y``).
 
 The file is checked with ``gpuback.core.spec.validate_spec`` before it is written, written
 whole (a temporary file moved over it) and never over an existing file without
@@ -38,7 +38,14 @@ from ..core.spec import (
 )
 from .failures import UsageError
 from .files import check_new_file, write_text
-from .options import DENSITY, NON_NEGATIVE_INT, POSITIVE_INT, add_option, add_out_file
+from .options import (
+    DENSITY,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    add_option,
+    add_out_file,
+)
 
 SHAPES = {
     "mlp": "a fully connected MLP: x -> h1 -> ... -> y, dense blocks",
@@ -46,7 +53,7 @@ SHAPES = {
     "skip": "an MLP with skip connections: every group before the output (x, h1, ...) "
             "also feeds the output y directly, through a dense block",
     "resmlp": "a residual MLP: a dense stem x -> r0, --depth blocks r_i = r_(i-1) + "
-              "act(norm(W r_(i-1))), a dense head -> y",
+              "dropout(act(norm(W r_(i-1)))), a dense head -> y",
 }
 
 
@@ -86,6 +93,8 @@ def add_spec_parser(spec: argparse.ArgumentParser) -> None:
                        type=NON_NEGATIVE_INT, metavar="N")
             add_option(parser, "--norm", "the normalisation of each block's group", "layer",
                        choices=[*NORMS, "none"])
+            add_option(parser, "--dropout", "each block's dropout probability in training "
+                       "(0 for none)", 0.1, type=PROBABILITY, metavar="P")
         if shape == "sparse-mlp":
             add_option(parser, "--density", "fraction of the edges kept in each block into a "
                        "hidden group (the block into the output stays dense)", 0.05,
@@ -111,7 +120,7 @@ def run_spec(args: argparse.Namespace) -> int:
     if args.shape == "resmlp":
         spec = resmlp_spec(sizes[0], sizes[1], args.depth, sizes[2],
                            norm=None if args.norm == "none" else args.norm,
-                           activation=args.activation, loss=args.loss)
+                           dropout=args.dropout, activation=args.activation, loss=args.loss)
     else:
         spec = build(args.shape, sizes, args.activation, args.loss,
                      getattr(args, "density", None), getattr(args, "seed", 0))

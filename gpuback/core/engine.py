@@ -26,6 +26,7 @@ from .checks import (
     is_integer,
     is_real,
 )
+from .dropout import DropoutDraw
 from .init import unit_gains, weight_chunks
 from .layout import FlatLayout
 from .loss_scale import LossScaler
@@ -42,8 +43,10 @@ class Trace:
     (5.49) of every group, the input group's being X; ``h_prime[g]``: h'(a) of every
     hidden group; ``u[g]``: for each layer-normalised group, what its activation reads, u =
     gain * (a - mean) / sqrt(var + eps) + shift over its units (then z = h(u), and
-    ``h_prime[g]`` is h'(u)); with targets, ``delta[g]``: dE/da (5.54 for the output group, 5.56 for
-    the hidden ones), E being the mean loss over the batch, and ``loss``: that mean.
+    ``h_prime[g]`` is h'(u)); ``mask[g]``: in a training trace, for each group with dropout,
+    its 0/1 mask (z = h(a) * mask / (1 - p)); with targets, ``delta[g]``: dE/da (5.54 for
+    the output group, 5.56 for the hidden ones), E being the mean loss over the batch, and
+    ``loss``: that mean.
     """
 
     a: dict[str, np.ndarray]
@@ -52,6 +55,7 @@ class Trace:
     delta: dict[str, np.ndarray] | None
     loss: float | None
     u: dict[str, np.ndarray] = field(default_factory=dict)
+    mask: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Engine:
@@ -69,7 +73,7 @@ class Engine:
 
     def __init__(self, spec: Mapping[str, Any], backend: str = AUTO, dtype: str = "float64",
                  seed: int = 0, deterministic: bool = False, precision: str = "fp32") -> None:
-        seed = check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)  # the initial weights' and the dropout masks'
         self._ops = get_backend(backend)
         self._plan = compile_plan(validate_spec(spec))
         self._dtype = _float_dtype(dtype)
@@ -88,7 +92,7 @@ class Engine:
         self._flat_params = self._ops.zeros((self._layout.size,), self._dtype)
         # the initial weights, chunk by chunk cast into the buffer: no float64 copy of the
         # whole network (gpuback.core.init); biases and padding stay zero
-        for name, start, values in weight_chunks(self._plan, seed):
+        for name, start, values in weight_chunks(self._plan, self.seed):
             at = self._layout.offsets[name] + start
             self._ops.copy_into(self._flat_params[at:at + values.size], values)
         for name, values in unit_gains(self._plan).items():
@@ -187,8 +191,8 @@ class Engine:
                 raise ValueError(f"outputs: unknown group {g!r}; expected some of {order}")
         return list(outputs)
 
-    def loss_and_grads(self, X: Any, T: Any,
-                       as_device: bool = False) -> tuple[float, dict[str, Any]]:
+    def loss_and_grads(self, X: Any, T: Any, as_device: bool = False, training: bool = False,
+                       step: int = 0) -> tuple[float, dict[str, Any]]:
         """Mean loss over the batch and its gradient for every parameter, by backprop.
 
         ``T``: any form ``gpuback.core.checks.check_targets`` accepts: ``(batch, n_out)`` rows
@@ -199,11 +203,15 @@ class Engine:
         flat buffer), with no copy; those are
         overwritten by the next call, so use them (an optimiser step, say) before
         calling again. The loss is read back to the host: one wait on a GPU.
+        ``training=True``: with the dropout masks that ``fit`` draws at its ``step`` (counted
+        from 0 over the network's training) for a batch in the rows of ``X``; without it
+        (the default) no dropout, as in ``forward``.
         """
+        draw = self._draw(training, step)
         ws = self._load_inputs(X)
         targets = self._load_targets(T, ws)
-        self.run_forward(ws)
-        self.run_backward(ws, targets)
+        self.run_forward(ws, dropout=draw)
+        self.run_backward(ws, targets, dropout=draw)
         loss = propagation.mean_loss(self._ops, ws)
         if as_device:
             return loss, dict(self._grads)
@@ -224,19 +232,21 @@ class Engine:
         self.run_loss(ws, targets)
         return propagation.mean_loss(self._ops, ws)
 
-    def trace(self, X: Any, T: Any = None) -> Trace:
+    def trace(self, X: Any, T: Any = None, training: bool = False, step: int = 0) -> Trace:
         """Every group's a, z and h'(a) for inputs ``X`` and, given targets ``T``, every
         group's delta and the mean loss: a look inside one pass, for diagnostics
         (``gpuback.explain``, finite-difference checks). It copies everything to the host;
-        training never calls it.
+        training never calls it. ``training``, ``step``: as for ``loss_and_grads``; a
+        training trace also holds each dropout mask (``Trace.mask``).
         """
         plan, ops = self._plan, self._ops
+        draw = self._draw(training, step)
         ws = self._load_inputs(X)
         targets = None if T is None else self._load_targets(T, ws)
-        self.run_forward(ws)
+        self.run_forward(ws, dropout=draw)
         delta = loss = None
         if targets is not None:
-            self.run_backward(ws, targets)
+            self.run_backward(ws, targets, dropout=draw)
             loss = propagation.mean_loss(ops, ws)
             delta = {g: _batch_major(ops, ws.delta[g]) for g in plan.computed}
         h_prime = {}
@@ -246,14 +256,39 @@ class Engine:
             # activation_delta turns an accumulator into h'(a) * acc (5.56): with acc = 1,
             # h'(a) itself, computed by the backend's own derivative
             ones = ops.from_host(np.ones(ws.a[g].shape), self._dtype)
+            h = ws.h[g] if draw is not None and g in ws.h else ws.z[g]  # h(a), unmasked
             ops.activation_delta(plan.groups[g].activation,
-                                 propagation.activation_input(plan, ws, g), ws.z[g], ones,
+                                 propagation.activation_input(plan, ws, g), h, ones,
                                  ops.zeros((plan.groups[g].size,), self._dtype))
             h_prime[g] = _batch_major(ops, ones)
         return Trace(a={g: _batch_major(ops, ws.a[g]) for g in plan.computed},
                      z={g: _batch_major(ops, ws.z[g]) for g in plan.order},
                      h_prime=h_prime, delta=delta, loss=loss,
-                     u={g: _batch_major(ops, ws.u[g]) for g in ws.u})
+                     u={g: _batch_major(ops, ws.u[g]) for g in ws.u},
+                     mask={} if draw is None else self._masks(draw, ws.batch))
+
+    def _draw(self, training: Any, step: Any) -> DropoutDraw | None:
+        """The masks of a training pass at ``step`` (None without dropout or training)."""
+        training = check_bool("training", training)
+        step = check_int("step", step, 0)
+        return self.dropout_draw(step) if training else None
+
+    def dropout_draw(self, step: int, first_sample: int = 0) -> DropoutDraw | None:
+        """The dropout masks of training step ``step`` for a pass whose first row is row
+        ``first_sample`` of the step's global batch (``gpuback.core.dropout``); None for a
+        network without dropout."""
+        return DropoutDraw(self.seed, step, first_sample) if self._plan.dropped else None
+
+    def _masks(self, draw: DropoutDraw, batch: int) -> dict[str, np.ndarray]:
+        """Each dropout group's 0/1 mask for ``draw``, batch-major, drawn by the backend."""
+        masks = {}
+        for g in self._plan.dropped:
+            ones = self._ops.from_host(np.ones((self._plan.groups[g].size, batch)),
+                                       self._dtype)
+            self._ops.dropout(ones, ones, self._plan.groups[g].dropout,
+                              draw.key(self._plan, g), draw.first_sample)
+            masks[g] = (_batch_major(self._ops, ones) != 0).astype(np.float64)
+        return masks
 
     def _check_nudge(self, nudge: Any) -> None:
         plan = self._plan
@@ -344,17 +379,19 @@ class Engine:
         targets."""
         return self._arena.workspace(batch)
 
-    def run_forward(self, ws: Workspace, nudge: tuple[str, int, float] | None = None) -> None:
+    def run_forward(self, ws: Workspace, nudge: tuple[str, int, float] | None = None,
+                    dropout: DropoutDraw | None = None) -> None:
         """Forward propagation (5.48, 5.49) on a loaded workspace; nothing is read back.
         Below fp32 the products read the parameters rounded to the precision: the copy that
         the optimiser's fused update keeps in step, remade here from the master only when
-        the master may have been written from outside since (``flat_parameters``)."""
+        the master may have been written from outside since (``flat_parameters``).
+        ``dropout``: the masks of a training pass (``dropout_draw``), None for none."""
         if self._rounded_stale:
             self._ops.copy_into(self._flat_rounded, self._flat_params)
             self._ops.round_to_precision(self._flat_rounded, self._precision_code)
             self._rounded_stale = False
         propagation.forward(self._ops, self._plan, self._rounded, self._indices, ws, nudge,
-                            self._precision_code)
+                            self._precision_code, dropout)
 
     def run_loss(self, ws: Workspace, targets: Array) -> None:
         """After ``run_forward``: per-sample losses, correct counts and output deltas (5.54)
@@ -362,14 +399,17 @@ class Engine:
         propagation.loss_and_output_delta(self._ops, self._plan, ws, targets)
 
     def run_backward(self, ws: Workspace, targets: Array, loss_scale: Array | None = None,
-                     on_group_done: Callable[[str], None] | None = None) -> None:
+                     on_group_done: Callable[[str], None] | None = None,
+                     dropout: DropoutDraw | None = None) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
         into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``.
         ``loss_scale``: a ``gpuback.loss_scale.LossScaler``'s ``state`` (the gradients come
         out multiplied by its scale) or None. ``on_group_done(group)``: called as each
-        group's gradients become final (``gpuback.core.propagation.backward``)."""
+        group's gradients become final (``gpuback.core.propagation.backward``). ``dropout``:
+        the masks the forward pass drew (the same draw), or None."""
         propagation.backward(self._ops, self._plan, self._rounded, self._indices, ws, targets,
-                             self._grads, self._precision_code, loss_scale, on_group_done)
+                             self._grads, self._precision_code, loss_scale, on_group_done,
+                             dropout)
 
     @property
     def reserved_batch(self) -> int:

@@ -46,6 +46,7 @@ class Group:
     activation: str  # the input group's is "identity": its z is the input itself
     incoming: tuple[Block, ...] = field(default=())  # every kind, identity blocks too
     norm: str | None = None  # "layer": layer-normalised before the activation
+    dropout: float = 0.0  # in training, each output zeroed with this probability
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -76,6 +77,11 @@ class Plan:
     @property
     def n_out(self) -> int:
         return self.groups[self.output].size
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """The groups with dropout (p > 0), in topological order."""
+        return tuple(g for g in self.order if self.groups[g].dropout > 0.0)
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -128,7 +134,8 @@ def compile_plan(spec: dict[str, Any]) -> Plan:
                             shape, index, first_writer[c["src"]] == i))
     groups = {
         g["name"]: Group(g["name"], g["size"], g.get("activation", "identity"),
-                         tuple(b for b in blocks if b.dst == g["name"]), g.get("norm"))
+                         tuple(b for b in blocks if b.dst == g["name"]), g.get("norm"),
+                         g.get("dropout", 0.0))
         for g in spec["groups"]
     }
     weighted = tuple(b for b in blocks if b.kind != "identity")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..kernels.precision import FP32
+from .dropout import DropoutDraw
 from .plan import Plan
 from .workspace import Workspace
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
             ws: Workspace, nudge: tuple[str, int, float] | None = None,
-            precision: int = FP32) -> None:
+            precision: int = FP32, dropout: DropoutDraw | None = None) -> None:
     """Forward propagation (5.48, 5.49); ``ws.z[plan.input]`` must hold the inputs.
 
     Groups are visited in topological order; a group's pre-activations are the sum
@@ -33,6 +34,8 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
     ``precision`` (``gpuback.kernels.precision.CODES``): below FP32 the inputs and every
     hidden group's z are stored rounded to it, so each product reads rounded operands
     (``params`` are then the rounded copy); the output group's z stays as computed.
+    ``dropout``: a training pass's masks (``gpuback.core.dropout``), or None (no dropout:
+    evaluation); a group with dropout then keeps h(a) in ``ws.h`` and z = h(a) m / (1 - p).
     """
     if precision != FP32:
         ops.round_to_precision(ws.z[plan.input], precision)
@@ -48,12 +51,17 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
                                    ws.a[g], i > 0)
         if nudge is not None and nudge[0] == g:
             ws.a[g][nudge[1]] += nudge[2]
+        dropped = dropout is not None and group.dropout > 0.0
+        h = ws.h[g] if dropped else ws.z[g]
         if group.norm is None:
-            ops.bias_activation(group.activation, params[g], ws.a[g], ws.z[g])
+            ops.bias_activation(group.activation, params[g], ws.a[g], h)
         else:  # a + b normalised, times the gain, plus the shift, then h
             _, gain, shift = group.parameters
             ops.layer_norm(params[g], params[gain], ws.a[g], ws.xhat[g], ws.rstd[g], ws.u[g])
-            ops.bias_activation(group.activation, params[shift], ws.u[g], ws.z[g])
+            ops.bias_activation(group.activation, params[shift], ws.u[g], h)
+        if dropped:
+            assert dropout is not None
+            ops.dropout(h, ws.z[g], group.dropout, dropout.key(plan, g), dropout.first_sample)
         if precision != FP32 and g != plan.output:
             ops.round_to_precision(ws.z[g], precision)
 
@@ -82,7 +90,8 @@ def mean_loss(ops: Backend, ws: Workspace) -> float:
 def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
              ws: Workspace, targets: Any, grads: dict[str, Any],
              precision: int = FP32, loss_scale: Any = None,
-             on_group_done: Callable[[str], None] | None = None) -> None:
+             on_group_done: Callable[[str], None] | None = None,
+             dropout: DropoutDraw | None = None) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
@@ -110,6 +119,9 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     ``on_group_done(g)``, given, is called once group g's step 3 is done: the gradients of
     g's bias and of every block into g are then final (``gpuback.distributed.buckets`` starts a
     data-parallel all-reduce on them while backward goes on).
+
+    ``dropout``: the masks of the forward pass, or None; a group with dropout then scales its
+    accumulator by the same mask m / (1 - p) before h'(a), read from ``ws.h``.
     """
     out = plan.output
     loss_and_output_delta(ops, plan, ws, targets)
@@ -122,6 +134,11 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
         before_activation = group.parameters[-1]
         if g == out:
             ops.bias_grad(ws.delta[g], grads[before_activation])
+        elif dropout is not None and group.dropout > 0.0:  # the mask, then h'(a)
+            ops.dropout(ws.delta[g], ws.delta[g], group.dropout, dropout.key(plan, g),
+                        dropout.first_sample)
+            ops.activation_delta(group.activation, activation_input(plan, ws, g), ws.h[g],
+                                 ws.delta[g], grads[before_activation])
         else:
             ops.activation_delta(group.activation, activation_input(plan, ws, g), ws.z[g],
                                  ws.delta[g], grads[before_activation])

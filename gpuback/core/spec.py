@@ -15,9 +15,11 @@ A connection is ``"dense"`` (a weight matrix), ``"sparse"`` (a weight per listed
 destination with weight 1, a residual connection: a_dst += z_src, and in backward
 delta_src += delta_dst, 5.56 with W = I).
 
-A non-input group may carry ``"norm": "layer"``: layer normalisation of its pre-activations
-over its units, per sample, before the activation, with a per-unit gain and shift
-(parameters ``"<group>.gain"`` and ``"<group>.shift"``; eps ``NORM_EPS``).
+A hidden group may carry ``"dropout": p`` (0 <= p < 1): in training, each of its outputs is
+zeroed with probability p and the rest scaled by 1 / (1 - p) (``gpuback.kernels.mask_hash``
+draws the masks). A non-input group may carry ``"norm": "layer"``: layer normalisation of
+its pre-activations over its units, per sample, before the activation, with a per-unit gain
+and shift (parameters ``"<group>.gain"`` and ``"<group>.shift"``; eps ``NORM_EPS``).
 
 ``validate_spec`` checks everything that can be checked without data and returns a
 normalised deep copy (plain ``int``/``str``/``list``), which is what ``Network.spec``
@@ -50,7 +52,7 @@ LOSS_OUTPUT_ACTIVATION = {
 }
 
 _SPEC_KEYS = {"groups", "connections", "input", "output", "loss"}
-_GROUP_KEYS = {"name", "size", "activation", "norm"}
+_GROUP_KEYS = {"name", "size", "activation", "norm", "dropout"}
 _CONNECTION_KEYS = {"src", "dst", "kind", "edges"}
 
 
@@ -92,7 +94,7 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     for g in groups:
         name = g["name"]
         if name == input_name:
-            for key in ("activation", "norm"):
+            for key in ("activation", "norm", "dropout"):
                 if key in g:
                     raise ValueError(f"group {name!r}: the input group takes no {key}, "
                                      f"got {g[key]!r}")
@@ -108,6 +110,9 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                 f"group {name!r}: activation expected one of {list(ACTIVATIONS)}, "
                 f"got {activation!r}"
             )
+        if "dropout" in g and name == output_name:
+            raise ValueError(f"group {name!r}: dropout is for hidden groups, not the output "
+                             "group")
         if "norm" in g and g["norm"] not in NORMS:
             raise ValueError(f"group {name!r}: norm expected one of {list(NORMS)}, "
                              f"got {g['norm']!r}")
@@ -218,6 +223,9 @@ def _validate_groups(groups: Any) -> list[dict[str, Any]]:
         for key in ("activation", "norm"):
             if key in g:
                 group[key] = g[key]
+        if "dropout" in g:
+            group["dropout"] = check_real(f"{where}['dropout']", g["dropout"], 0, 1,
+                                          high_open=True)
         out.append(group)
     names = {g["name"] for g in out}
     for g in out:
@@ -363,19 +371,22 @@ def sparse_mlp_spec(sizes: Sequence[int], density: float = 0.05, seed: int = 0,
 
 
 def resmlp_spec(n_in: int, width: int, depth: int, n_out: int, norm: str | None = "layer",
-                activation: str = "gelu", loss: str = "cross_entropy") -> dict[str, Any]:
+                dropout: float = 0.1, activation: str = "gelu",
+                loss: str = "cross_entropy") -> dict[str, Any]:
     """The usual residual MLP: a dense stem ``x -> r0`` of ``width`` units, ``depth`` residual
     blocks, and a dense head ``r<depth> -> y``.
 
-    Block i is a group ``b<i>`` fed densely by ``r<i-1>`` (a -> layer norm -> ``activation``;
-    ``norm=None`` for none), then the stream ``r<i> = r<i-1> + b<i>`` (plus its bias): a
-    group of identity activation fed by two identity connections. So z_r<i> = z_r<i-1> +
-    h(LN(W z_r<i-1> + b)) + b_r<i>, the residual form of PyTorch's ``x + block(x)``. The
-    output activation is the one ``loss`` is paired with. Validated.
+    Block i is a group ``b<i>`` fed densely by ``r<i-1>`` (a -> layer norm -> ``activation``
+    -> dropout; ``norm=None`` for no norm, ``dropout=0`` for none), then the stream ``r<i> =
+    r<i-1> + b<i>`` (plus its bias): a group of identity activation fed by two identity
+    connections. So z_r<i> = z_r<i-1> + drop(h(LN(W z_r<i-1> + b))) + b_r<i>, the residual
+    form of PyTorch's ``x + block(x)``. The output activation is the one ``loss`` is
+    paired with. Validated.
     """
     for name, value in (("n_in", n_in), ("width", width), ("n_out", n_out)):
         check_int(name, value, 1)
     check_int("depth", depth, 0)
+    dropout = check_real("dropout", dropout, 0, 1)
     if norm is not None and norm not in NORMS:
         raise ValueError(f"norm: expected one of {list(NORMS)} or None, got {norm!r}")
     if activation not in ELEMENTWISE_ACTIVATIONS:
@@ -390,6 +401,8 @@ def resmlp_spec(n_in: int, width: int, depth: int, n_out: int, norm: str | None 
         block: dict[str, Any] = {"name": f"b{i}", "size": width, "activation": activation}
         if norm is not None:
             block["norm"] = norm
+        if dropout > 0.0:
+            block["dropout"] = dropout
         groups += [block, {"name": f"r{i}", "size": width, "activation": "identity"}]
         connections += [{"src": f"r{i - 1}", "dst": f"b{i}", "kind": "dense"},
                         {"src": f"r{i - 1}", "dst": f"r{i}", "kind": "identity"},

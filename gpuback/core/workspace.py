@@ -34,7 +34,8 @@ class Workspace:
     ``delta[g]``: first the accumulator sum_k w_kj delta_k, then delta_j itself (5.56);
     for a layer-normalised group g only: ``xhat[g]`` the normalised a, ``u[g]`` what its
     activation reads (gain * xhat + shift) and ``rstd[g]`` (batch,) 1 / sqrt(var + eps) per
-    sample;
+    sample; for a group with dropout only: ``h[g]``, h(a) before the mask (z holds the
+    masked outputs in training), which the derivative reads;
     ``targets`` (n_out, batch) or ``labels`` (batch,): the targets of the step;
     ``losses`` (batch,): the per-sample losses E_n; ``correct`` (batch,): the correct
     predictions per sample (see the loss op).
@@ -51,6 +52,7 @@ class Workspace:
     xhat: dict[str, Any]
     u: dict[str, Any]
     rstd: dict[str, Any]
+    h: dict[str, Any]
 
 
 class Arena:
@@ -94,7 +96,8 @@ class Arena:
                        correct=views["correct", None].reshape(batch),
                        xhat={g: views["xhat", g] for g in normed},
                        u={g: views["u", g] for g in normed},
-                       rstd={g: views["rstd", g].reshape(batch) for g in normed})
+                       rstd={g: views["rstd", g].reshape(batch) for g in normed},
+                       h={g: views["h", g] for g in plan.dropped})
         if len(self._workspaces) >= KEPT:
             self._workspaces.pop(next(iter(self._workspaces)))
         self._workspaces[batch] = ws
@@ -117,6 +120,7 @@ def _rows(plan: Plan) -> dict[tuple[str, str | None], int]:
              for g in plan.computed]
     rows += [((kind, g), plan.groups[g].size) for kind in ("xhat", "u") for g in _normed(plan)]
     rows += [(("rstd", g), 1) for g in _normed(plan)]
+    rows += [(("h", g), plan.groups[g].size) for g in plan.dropped]
     rows += [(("targets", None), plan.n_out), (("losses", None), 1),
              (("correct", None), 1)]
     return dict(rows)

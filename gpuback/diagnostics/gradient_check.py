@@ -50,6 +50,7 @@ import numpy as np
 
 from ..core import propagation
 from ..core.checks import check_int, check_real
+from ..core.dropout import DropoutDraw
 from ..network import Network
 
 MODES = ("full", "direction")
@@ -172,7 +173,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> n
 
 def gradcheck(net: Network, X: Any, T: Any, eps: float = 2e-3, mode: str = "full",
               n_directions: int = 4, seed: int = 0, tol: float = 1e-7,
-              floor: float = 1e-4) -> GradcheckReport:
+              floor: float = 1e-4, training: bool = False, step: int = 0) -> GradcheckReport:
     """Compare ``net.loss_and_grads(X, T)`` with central differences (5.69) in float64.
 
     Returns a ``GradcheckReport``: per parameter (or direction) the maximum relative
@@ -180,7 +181,8 @@ def gradcheck(net: Network, X: Any, T: Any, eps: float = 2e-3, mode: str = "full
     entries were judged (``checked``) and how many were not because a relu-family
     pre-activation crossed its kink within the step (``kinks``; see the module
     docstring). ``report.passed`` says whether something was judged and every judged
-    error is within ``tol``.
+    error is within ``tol``. ``training=True``: with the dropout masks of training step
+    ``step`` (``Network.loss_and_grads``), the same fixed masks at every perturbed point.
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
@@ -188,12 +190,13 @@ def gradcheck(net: Network, X: Any, T: Any, eps: float = 2e-3, mode: str = "full
         check_real(arg, value, 0, low_open=True)
     check_int("n_directions", n_directions, 1)
 
-    _, grads = net.loss_and_grads(X, T)
+    _, grads = net.loss_and_grads(X, T, training=True, step=step) if training else \
+        net.loss_and_grads(X, T)
     grads = {k: v.astype(np.float64) for k, v in grads.items()}
-    ref = Network(net.spec, backend=net.backend, dtype="float64")
+    ref = Network(net.spec, backend=net.backend, dtype="float64", seed=net.seed)
     params = {k: v.astype(np.float64) for k, v in net.parameters().items()}
     ref.set_parameters(params)
-    probe = _Probe(ref, X, T)
+    probe = _Probe(ref, X, T, ref.dropout_draw(step) if training else None)
 
     if mode == "full":
         checks = [_check_entries(probe, name, params[name], grads[name], eps, floor)
@@ -219,10 +222,10 @@ class _Probe:
     point, on inputs and targets checked and loaded once (``Network.load_batch``), through
     the engine's public API (``run_forward``, ``run_loss``)."""
 
-    def __init__(self, ref: Network, X: Any, T: Any) -> None:
+    def __init__(self, ref: Network, X: Any, T: Any, dropout: DropoutDraw | None) -> None:
         plan = ref.plan
         self.ws, self.targets = ref.load_batch(X, T)
-        self.ref = ref
+        self.ref, self.dropout = ref, dropout
         self.kinked = [g for g in plan.computed
                        if plan.groups[g].activation in KINKED_ACTIVATIONS]
         self.base_sides = self._forward()
@@ -230,7 +233,7 @@ class _Probe:
     def _forward(self) -> list[np.ndarray]:
         """A forward pass; per kinked group, the side of 0 of every pre-activation (-1, 0 or
         +1, feature-major)."""
-        self.ref.run_forward(self.ws)
+        self.ref.run_forward(self.ws, dropout=self.dropout)
         plan = self.ref.plan
         return [np.sign(self.ref.ops.to_host(propagation.activation_input(plan, self.ws, g)))
                 for g in self.kinked]

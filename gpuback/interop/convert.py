@@ -46,6 +46,8 @@ def to_torch(net: Network) -> nn.Module:
             norm.bias = nn.Parameter(params[shift_name(g)])
             layers.append(norm)
         layers.append(activation_module(plan.groups[g].activation))
+        if plan.groups[g].dropout > 0.0:
+            layers.append(nn.Dropout(plan.groups[g].dropout))
     model: Any = nn.Sequential(*layers)
     model.gpuback_loss = plan.loss  # from_torch's default loss for it
     return model
@@ -118,10 +120,23 @@ def _sequential_spec(module: nn.Module) -> tuple[dict[str, Any], dict[str, torch
         raise ValueError("module: an empty nn.Sequential has no layers")
     # each Linear, its activation and the nn.LayerNorm between them, if any
     layers: list[tuple[nn.Linear, str, nn.LayerNorm | None]] = []
+    dropout: dict[int, float] = {}  # layer number -> the p of the nn.Dropout after it
     pending: nn.Linear | None = None
     norm: nn.LayerNorm | None = None
     for position, item in enumerate(items):
         where = f"module[{position}]"
+        if type(item) is nn.Dropout:
+            if pending is not None:  # straight after a Linear: the identity activation
+                layers.append((pending, "identity", norm))
+                pending, norm = None, None
+            if not layers or len(layers) - 1 in dropout:
+                raise TypeError(f"{where}: nn.Dropout is supported only after a layer (its "
+                                "nn.Linear or its activation), once")
+            if position == len(items) - 1:
+                raise TypeError(f"{where}: nn.Dropout after the last layer is not supported: "
+                                "gpuback's dropout is on hidden groups")
+            dropout[len(layers) - 1] = float(item.p)
+            continue
         if type(item) is nn.LayerNorm:
             if pending is None or norm is not None:
                 raise TypeError(f"{where}: nn.LayerNorm is supported only straight after an "
@@ -156,9 +171,11 @@ def _sequential_spec(module: nn.Module) -> tuple[dict[str, Any], dict[str, torch
     groups: list[dict[str, Any]] = [{"name": "x", "size": layers[0][0].in_features}]
     connections = []
     tensors: dict[str, torch.Tensor] = {}
-    for (linear, activation, layer_norm), src, dst in zip(layers, names, names[1:],
-                                                          strict=False):
+    for i, ((linear, activation, layer_norm), src, dst) in enumerate(
+            zip(layers, names, names[1:], strict=False)):
         group = {"name": dst, "size": linear.out_features, "activation": activation}
+        if i in dropout:
+            group["dropout"] = dropout[i]
         connections.append({"src": src, "dst": dst, "kind": "dense"})
         tensors[weight_name(src, dst)] = linear.weight
         tensors[dst] = _zeros_if_none(linear.bias, linear)

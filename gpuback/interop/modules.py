@@ -90,7 +90,8 @@ def activation_name(module: nn.Module, where: str) -> str:
                             "gpuback's softmax runs over each sample's units, dim=-1 (or 1)")
         return "softmax"
     raise TypeError(f"{where}: {kind.__name__} is not supported: expected nn.Linear, "
-                    "nn.LayerNorm (eps 1e-5, after an nn.Linear) or one of the activations "
+                    "nn.LayerNorm (eps 1e-5, after an nn.Linear), nn.Dropout or one of the "
+                    "activations "
                     "nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU(0.01), "
                     "nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, nn.Softmax(dim=-1)")
 
@@ -108,7 +109,9 @@ class GroupNetwork(nn.Module):
     ``z_src @ W.T``, a sparse block adds ``w_e * z_src[:, src_e]`` into column ``dst_e`` for
     every edge e (``index_add``: autograd gives each edge weight its own gradient, 5.53), an
     identity block (a residual connection) adds ``z_src`` itself; a layer-normalised group
-    then goes through ``nn.functional.layer_norm`` with its gain and shift;
+    then goes through ``nn.functional.layer_norm`` with its gain and shift; a group with
+    dropout goes through ``nn.functional.dropout`` after its activation, in training mode
+    (PyTorch's masks, not gpuback's);
     then the group's activation (5.49). It returns the output group's z, as
     ``Network.forward`` does.
 
@@ -142,6 +145,7 @@ class GroupNetwork(nn.Module):
         self.norms = nn.ParameterList([nn.Parameter(parameters[name])
                                        for name in self._norm_names])
         self._normed = [plan.groups[g].norm is not None for g in plan.computed]
+        self._dropout = [plan.groups[g].dropout for g in plan.computed]
         self.activations = nn.ModuleList([activation_module(plan.groups[g].activation)
                                           for g in plan.computed])
         device = self.weights[0].device
@@ -170,9 +174,9 @@ class GroupNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = {self._input: x}
         norms = iter(self.norms)
-        for g, incoming, bias, activation, normed in zip(
+        for g, incoming, bias, activation, normed, p in zip(
                 self._group_names, self._incoming, self.biases, self.activations, self._normed,
-                strict=True):
+                self._dropout, strict=True):
             a: torch.Tensor | None = None
             for i, src, kind in incoming:
                 if kind == "identity":  # a residual connection: z_src itself, unweighted
@@ -190,6 +194,8 @@ class GroupNetwork(nn.Module):
                 gain, shift = next(norms), next(norms)
                 a = nn.functional.layer_norm(a, (self._sizes[g],), gain, shift, NORM_EPS)
             z[g] = activation(a)
+            if p > 0.0:  # in training mode only, as nn.Dropout
+                z[g] = nn.functional.dropout(z[g], p, self.training)
         return z[self._output]
 
     def extra_repr(self) -> str:

@@ -59,16 +59,19 @@ class DataParallel:
         return self.scaled
 
     def step(self, data: TrainingData, start: int, batch_size: int, metrics: Metrics,
-             step: int) -> tuple[Any, int]:
+             step: int, global_step: int = 0) -> tuple[Any, int]:
         """The global batch at ``start``: this rank's passes, the all-reduce and the check;
-        the status pair for the optimiser and the global batch's size."""
+        the status pair for the optimiser and the global batch's size. With dropout, the
+        rank's rows draw the masks of training step ``global_step`` at their place in the
+        global batch: the masks a single process draws for them."""
         net, ops, comm = self.net, self.net.ops, self.comm
         batch = min(batch_size, data.n - start)
         lo, hi = comm.share(data.n, start, batch_size)
         if hi > lo:
             ws, targets = data.load(lo, hi - lo)
-            net.run_forward(ws)
-            net.run_backward(ws, targets, self._scale(hi - lo, batch), self._group_done)
+            draw = net.dropout_draw(global_step, lo - start)
+            net.run_forward(ws, dropout=draw)
+            net.run_backward(ws, targets, self._scale(hi - lo, batch), self._group_done, draw)
             ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
         else:
             ops.fill_zero(net.flat_gradients)

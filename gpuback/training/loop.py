@@ -206,20 +206,27 @@ class _Run:
         checked into the step's own status pair, which the optimiser reads (an overflow
         skips only that step), and the master values are checked after the update. With
         clipping the gradients are clipped after the callbacks' ``before_update``, right
-        before the update (after the ranks' sum and the unscaling)."""
+        before the update (after the ranks' sum and the unscaling). Every step trains with
+        dropout (``Engine.dropout_draw`` of the step counted over the network's training)."""
         net, data, metrics, parallel = self.net, self.data, self.metrics, self.parallel
         batch_size, scaler = self.batch_size, self.scaler
         data.set_order(order)
         metrics.reset()
         if parallel is not None:
             parallel.seen = 0
+        # the dropout masks' step: counted from 0 over the network's training, so a resumed
+        # run draws the masks of the unbroken one
+        steps_before = net.epochs_trained * -(-data.n // batch_size)
         for step, start in enumerate(range(0, data.n, batch_size), start=1):
+            global_step = steps_before + step - 1
             if parallel is None:
                 ws, targets = data.load(start, min(batch_size, data.n - start))
-                step_status = forward_backward(net, ws, targets, metrics, step, scaler)
+                step_status = forward_backward(net, ws, targets, metrics, step, scaler,
+                                               net.dropout_draw(global_step))
                 batch = ws.batch
             else:
-                step_status, batch = parallel.step(data, start, batch_size, metrics, step)
+                step_status, batch = parallel.step(data, start, batch_size, metrics, step,
+                                                   global_step)
             if self.watch.wants_first_batch:  # an untrained network's first step
                 self._read_first_batch(batch)
             for callback in self.callbacks:

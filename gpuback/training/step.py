@@ -7,21 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import loss_scale as scaling
+from ..core.dropout import DropoutDraw
 from ..core.engine import Engine
 from ..core.workspace import Workspace
 from .metrics import Metrics
 
 
 def forward_backward(net: Engine, ws: Workspace, targets: Any, metrics: Metrics, step: int,
-                     scaler: scaling.LossScaler | None = None) -> Any:
+                     scaler: scaling.LossScaler | None = None,
+                     dropout: DropoutDraw | None = None) -> Any:
     """One training step's passes on a loaded workspace, left on the backend: forward,
     backward (on the loss scaled by ``scaler``, if given), the step's loss and correct
     count added into ``metrics``, and the gradients checked (unscaled first, with
     ``scaler``). Returns the status pair the optimiser's step is to read: ``metrics.status``
     (set from a non-finite loss or gradient on, skipping every later update), or with
-    ``scaler`` the step's own pair (an overflow skips that step alone)."""
-    net.run_forward(ws)
-    net.run_backward(ws, targets, None if scaler is None else scaler.state)
+    ``scaler`` the step's own pair (an overflow skips that step alone). ``dropout``: the
+    step's masks (``Engine.dropout_draw``), or None."""
+    net.run_forward(ws, dropout=dropout)
+    net.run_backward(ws, targets, None if scaler is None else scaler.state, dropout=dropout)
     net.ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
     return checked_gradients(net, metrics, step, scaler)
 

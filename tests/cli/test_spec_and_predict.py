@@ -85,11 +85,11 @@ def test_spec_resmlp_is_the_residual_mlp_of_resmlp_spec(tmp_path, capsys) -> Non
     spec = _write_spec(tmp_path, "resmlp", "--sizes", "6", "5", "3", "--depth", "2")
     assert spec == gpuback.resmlp_spec(6, 5, 2, 3)  # layer norm and gelu by default
     plain = _write_spec(tmp_path, "resmlp", "--sizes", "6", "5", "3", "--depth", "3",
-                        "--norm", "none", "--activation", "silu", "--loss", "sum_of_squares",
-                        "--overwrite")
-    assert plain == gpuback.resmlp_spec(6, 5, 3, 3, norm=None, activation="silu",
+                        "--norm", "none", "--dropout", "0", "--activation", "silu", "--loss",
+                        "sum_of_squares", "--overwrite")
+    assert plain == gpuback.resmlp_spec(6, 5, 3, 3, norm=None, dropout=0.0, activation="silu",
                                         loss="sum_of_squares")
-    assert not any("norm" in g for g in plain["groups"])
+    assert not any("norm" in g or "dropout" in g for g in plain["groups"])
     assert main(["spec", "resmlp", "--sizes", "6", "5"]) == EXIT_USAGE
     assert "--sizes: expected 3 sizes for resmlp" in _one_line_error(capsys)
 

@@ -58,7 +58,8 @@ def test_resmlp_spec_is_a_stem_residual_blocks_and_a_head() -> None:
         assert (f"b{i}", f"r{i}", "identity") in blocks
     groups = {g["name"]: g for g in spec["groups"]}
     assert all(groups[f"b{i}"] == {"name": f"b{i}", "size": 5, "activation": "silu",
-                                   "norm": "layer"} for i in (1, 2, 3))
+                                   "norm": "layer", "dropout": 0.1} for i in (1, 2, 3))
+    assert all("dropout" not in g for g in gpuback.resmlp_spec(7, 5, 3, 4, dropout=0)["groups"])
     assert groups["r2"]["activation"] == "identity" and groups["y"]["activation"] == "softmax"
     assert len(gpuback.resmlp_spec(7, 5, 0, 4)["groups"]) == 3  # stem and head alone
     # z_r1 = z_r0 + gelu(LN(W z_r0 + b)) + b_r1, computed here from the parameters
@@ -80,6 +81,7 @@ def test_resmlp_spec_is_a_stem_residual_blocks_and_a_head() -> None:
     ({"activation": "softmax"}, "activation: expected one of"),
     ({"loss": "hinge"}, "loss: expected one of"),
     ({"width": 0}, "width"), ({"depth": -1}, "depth"),
+    ({"dropout": 1.0}, r"dropout: expected a number in \[0, 1\)"),
 ])
 def test_resmlp_spec_refuses_bad_arguments(kwargs: dict, match: str) -> None:
     arguments = {"n_in": 3, "width": 4, "depth": 1, "n_out": 2, **kwargs}

@@ -148,11 +148,13 @@ def _block_matrix(connection: Mapping[str, Any], weight: np.ndarray, n_src: int,
 
 
 def _output(spec: Mapping[str, Any], params: Mapping[str, np.ndarray],
-            X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            X: np.ndarray, masks: Mapping[str, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The output group's activation input (its pre-activations, or for a layer-normalised
     group gain * (a - mean) / sqrt(variance + eps) + shift, the mean and the variance over
     its units) and its activations, each ``(batch, n_out)``, in the dtype of ``params``
-    (real or complex).
+    (real or complex). ``masks``: group -> a 0/1 ``(batch, size)`` dropout mask, which
+    multiplies that group's outputs with 1 / (1 - p) (none: no dropout, evaluation).
 
     Batch-major form of Bishop PRML (5.48) ``a_k = sum_j w_kj z_j + b_k`` and (5.49)
     ``z_k = h(a_k)``: a row per sample, ``A = b + sum over incoming blocks of Z_src @ W.T``.
@@ -183,11 +185,13 @@ def _output(spec: Mapping[str, Any], params: Mapping[str, np.ndarray],
                 params[f"{name}.shift"]
         A[name] = a
         Z[name] = ACTIVATIONS[groups[name].get("activation", "identity")](a)  # (5.49)
+        if masks is not None and name in masks:  # dropout with a given 0/1 mask
+            Z[name] = Z[name] * masks[name] / (1.0 - groups[name]["dropout"])
     return A[spec["output"]], Z[spec["output"]]
 
 
 def _mean_loss(spec: Mapping[str, Any], params: Mapping[str, np.ndarray], X: np.ndarray,
-               T: np.ndarray) -> Any:
+               T: np.ndarray, masks: Mapping[str, np.ndarray] | None = None) -> Any:
     """Mean over the batch of E_n, in the dtype of ``params`` (a complex scalar for the
     complex step).
 
@@ -195,7 +199,7 @@ def _mean_loss(spec: Mapping[str, Any], params: Mapping[str, np.ndarray], X: np.
     analytically): for a sigmoid output ``1 - y = sigmoid(-a)``; for a softmax output
     ``log y_k = a_k - m - log sum_j exp(a_j - m)`` with ``m`` the row maximum of Re a.
     """
-    A, Y = _output(spec, params, X)
+    A, Y = _output(spec, params, X, masks)
     batch = Y.shape[0]
     out_activation = next(g for g in spec["groups"] if g["name"] == spec["output"]).get(
         "activation", "identity")
@@ -235,19 +239,22 @@ def forward(spec: Mapping[str, Any], params: Mapping[str, Any], X: Any) -> np.nd
     return np.real(_output(spec, _as_complex(params), X)[1]).copy()
 
 
-def loss(spec: Mapping[str, Any], params: Mapping[str, Any], X: Any, T: Any) -> float:
+def loss(spec: Mapping[str, Any], params: Mapping[str, Any], X: Any, T: Any,
+         masks: Mapping[str, np.ndarray] | None = None) -> float:
     """The mean loss over the batch, computed in complex128. ``T`` is ``(batch, n_out)`` or,
     for cross-entropy, ``(batch,)`` integer class labels."""
     X = np.asarray(X, dtype=np.float64).astype(np.complex128)
-    return float(np.real(_mean_loss(spec, _as_complex(params), X, _targets(T))))
+    return float(np.real(_mean_loss(spec, _as_complex(params), X, _targets(T), masks)))
 
 
 def complex_step_grads(spec: Mapping[str, Any], params: Mapping[str, Any], X: Any, T: Any,
-                       h: float = 1e-30) -> dict[str, np.ndarray]:
+                       h: float = 1e-30, masks: Mapping[str, np.ndarray] | None = None
+                       ) -> dict[str, np.ndarray]:
     """dE/dw for every parameter entry as ``Im E(w + i h e) / h`` (one loss per entry).
 
     No backpropagation is involved; the error is O(h^2) relative plus rounding, with no
-    cancellation, so with the default h it is exact to rounding.
+    cancellation, so with the default h it is exact to rounding. ``masks``: dropout masks,
+    as for ``_output``.
     """
     X = np.asarray(X, dtype=np.float64).astype(np.complex128)
     T = _targets(T)
@@ -258,6 +265,6 @@ def complex_step_grads(spec: Mapping[str, Any], params: Mapping[str, Any], X: An
         for idx in np.ndindex(value.shape):
             probe = value.copy()
             probe[idx] += 1j * h
-            grad[idx] = np.imag(_mean_loss(spec, {**base, key: probe}, X, T)) / h
+            grad[idx] = np.imag(_mean_loss(spec, {**base, key: probe}, X, T, masks)) / h
         grads[key] = grad
     return grads

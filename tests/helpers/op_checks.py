@@ -135,6 +135,13 @@ def cases(dtype: str) -> list[Case]:
         add(size, "layer_norm_backward", real(units), xhat, rstd, real(units, batch),
             real(units), real(units))
 
+    # dropout: keys and first samples of every size, exactly the reference's masks and values
+    # (in place, as backward runs it, in the network tests)
+    for (units, batch), p, key, first in [((3, 17), 0.5, 0, 0), ((17, 5), 0.1, 2**32 - 1, 7),
+                                          ((1, 1), 0.9, 12345, 2**31), ((5, 3), 0.0, 77, 1)]:
+        add(f"{units}x{batch}-p{p}", "dropout", real(units, batch), real(units, batch), p, key,
+            first, exact=(1,))
+
     # activations, h'(a) with the bias gradient, bias gradients
     for units, batch in itertools.product([1, 3, 17], [1, 5]):
         size = f"{units}x{batch}"

@@ -91,7 +91,8 @@ def random_residual_spec(seed: int, n_hidden: int = 5, width: int = 3,
     groups have ``width`` units, and about half of the later-earlier pairs of equal size are
     joined by an identity block; the other pairs by dense or sparse blocks, as in
     ``random_dag_spec``. About half of the computed groups of 3 units or more, the output
-    among them, are layer-normalised (at least one)."""
+    among them, are layer-normalised (at least one); about half the hidden groups have
+    dropout (at least one), which only training passes apply."""
     rng = np.random.default_rng(1000 + seed)
     losses = list(OUTPUT_FOR_LOSS)
     loss = loss or losses[seed % len(losses)]
@@ -116,6 +117,9 @@ def random_residual_spec(seed: int, n_hidden: int = 5, width: int = 3,
     normed = [g for g in groups[1:] if g["size"] >= 3 and rng.random() < 0.5]
     for g in normed or [groups[1]]:
         g["norm"] = "layer"
+    for g in groups[1:-1]:  # dropout on about half the hidden groups, the first always
+        if g is groups[1] or rng.random() < 0.5:
+            g["dropout"] = float(rng.choice([0.1, 0.3, 0.5]))
     return {"groups": groups, "connections": connections, "input": "x", "output": "y",
             "loss": loss}
 

@@ -188,7 +188,7 @@ def gradient_cases() -> list:
 @pytest.mark.parametrize(("spec", "kind"), gradient_cases())
 def test_torch_autograd_gives_the_gradients_of_loss_and_grads(backend, spec, kind, rng):
     net = network(spec, backend)
-    model = to_torch(net)
+    model = to_torch(net).eval()  # eval(): no dropout, as loss_and_grads by default
     assert type(model).__name__ == kind
     X, T = random_data(spec, BATCH, rng)
     loss, grads = net.loss_and_grads(X, T)
@@ -361,7 +361,12 @@ def test_a_lone_linear_is_a_network():
 
 
 @pytest.mark.parametrize(("modules", "message"), [
-    ([nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 2)], r"module\[1\]: Dropout"),
+    ([nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 2)], r"module\[1\]: BatchNorm1d"),
+    ([nn.Linear(2, 3), nn.ReLU(), nn.Dropout(0.5)], r"module\[2\]: nn.Dropout after the last "
+                                                    "layer"),
+    ([nn.Dropout(0.5), nn.Linear(2, 3)], r"module\[0\]: nn.Dropout is supported only after"),
+    ([nn.Linear(2, 3), nn.Dropout(0.5), nn.Dropout(0.5), nn.Linear(3, 2)],
+     r"module\[2\]: nn.Dropout is supported only after a layer .*, once"),
     ([nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 2)], r"module\[1\]: nn.GELU\(approximate='none'"),
     ([nn.Linear(2, 3), nn.LeakyReLU(0.2)], r"module\[1\]: nn.LeakyReLU\(negative_slope=0.2"),
     ([nn.Linear(2, 3), nn.Softplus(beta=2.0)], r"module\[1\]: nn.Softplus\(beta=2.0"),

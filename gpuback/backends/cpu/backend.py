@@ -40,6 +40,7 @@ from ..numpy_backend import add_into as add_into
 from ..numpy_backend import asarray as asarray
 from ..numpy_backend import clip_gradient_norm as clip_gradient_norm
 from ..numpy_backend import copy_into as copy_into
+from ..numpy_backend import dropout as dropout
 from ..numpy_backend import fill_zero as fill_zero
 from ..numpy_backend import from_host as from_host
 from ..numpy_backend import layer_norm as layer_norm

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ...kernels.mask_hash import threshold as dropout_threshold
 from ...kernels.precision import FP32
 from ...kernels.scalar import CODES
 from ..loss_dispatch import loss_kernel
@@ -221,6 +222,15 @@ def layer_norm(b: Any, gain: Any, a: Any, xhat: Any, rstd: Any, u: Any) -> None:
     _launch("layer_norm", "normalise", _dtype(a),
             cuda_launch.per_sample(a.shape[1], a.shape[0], _simulated()),
             a, b, gain, xhat, rstd, u)
+
+
+def dropout(x: Any, out: Any, p: float, key: int, first_sample: int) -> None:
+    """out = x * m / (1 - p), the mask drawn in the kernel from (key, unit, sample): one
+    kernel, nothing stored."""
+    _launch("dropout", "apply_dropout", _dtype(x),
+            cuda_launch.rows_by_samples(x.shape[0], x.shape[1], _simulated()),
+            x, out, np.uint64(key), np.uint64(first_sample), dropout_threshold(p),
+            _real(x, 1.0 / (1.0 - p)))
 
 
 # --- output deltas, the loss (5.54) and per-step metrics ------------------------------------
