@@ -30,7 +30,9 @@ from gpuback.checkpoint import files as checkpoint
 from gpuback.distributed import mpi as distributed
 from gpuback.optim import optimizers as optim
 
-SPEC = gpuback.mlp_spec([5, 7, 6, 3], activation="tanh")
+# a residual MLP with layer norm and dropout: ranks that drew their own masks, or the wrong
+# rows' masks, would not train as one process
+SPEC = gpuback.resmlp_spec(5, 7, 2, 3, dropout=0.3, activation="tanh")
 
 
 def data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
