@@ -9,6 +9,14 @@ with the sum over **every** k it feeds (5.55: E depends on a_j only through thos
 compares h'(a_j) times the sum with dE/da_j measured by central differences that
 perturb a_j itself (not a weight). The full sum matches; the sum over any one group
 alone does not.
+
+A unit of a layer-normalised group reaches E through every unit i of its group (the mean
+and the variance depend on every a_j), so there the terms are the group's own:
+
+    delta_j = sum_i (du_i/da_j) dE/du_i,   dE/du_i = h'(u_i) sum_k w_ki delta_k
+
+with u_i = gain_i xhat_i + shift_i what unit i's activation reads and du_i/da_j = gain_i
+rstd (1[i = j] - 1/N - xhat_i xhat_j / N) over the N units (5.55 inside the group).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import is_integer
+from ..core.spec import NORM_EPS, gain_name
 from ..network import Network
 
 # x feeds h; h feeds g1 (dense), g2 (sparse) and, skipping a layer, the output y.
@@ -58,6 +67,10 @@ class Explanation:
     finite_difference: float  # dE/da_j, central differences on a_j
     eps: float
     per_group: dict[str, float] = field(default_factory=dict)  # sum of w_kj delta_k by group
+    # a layer-normalised unit: the terms are (du_i/da_j, dE/du_i) over its own group's units
+    # i, h_prime is 1 (the derivatives are inside the terms) and per_group holds each
+    # consumer group's share of the sum
+    within_group: bool = False
 
     @property
     def total(self) -> float:
@@ -76,6 +89,8 @@ class Explanation:
                                              for g, v in self.per_group.items()}}
 
     def __str__(self) -> str:
+        if self.within_group:
+            return self._within_group_text()
         j = f"{self.group}[{self.unit}]"
         lines = [f"Unit j = {j}: a_j = {self.a:.6g}, h'(a_j) = {self.h_prime:.6g}",
                  f"It feeds {len(self.terms)} units in {len(self.per_group)} groups "
@@ -97,6 +112,30 @@ class Explanation:
             value = self.h_prime * partial
             lines.append(f"  only via {name:<6}: h'(a_j) * {partial:>11.6g} = {value:>12.6g}  "
                          f"(relative error {self.relative_error(value):.2e})")
+        return "\n".join(lines)
+
+
+    def _within_group_text(self) -> str:
+        j = f"{self.group}[{self.unit}]"
+        lines = [f"Unit j = {j}: a_j = {self.a:.6g}, in a layer-normalised group of "
+                 f"{len(self.terms)} units",
+                 "Every u_i of the group depends on a_j through its mean and variance "
+                 "(5.55 inside the group):",
+                 "delta_j = sum_i du_i/da_j * dE/du_i, dE/du_i = h'(u_i) * sum_k w_ki "
+                 "delta_k, over every unit i of the group.", "",
+                 f"{'i':<10} {'du_i/da_j':>13} {'dE/du_i':>13} {'product':>14}", "-" * 53]
+        lines += [f"{t.group + f'[{t.unit}]':<10} {t.weight:>13.6g} {t.delta:>13.6g} "
+                  f"{t.weight * t.delta:>14.6g}" for t in self.terms]
+        lines += ["-" * 53, f"{'sum over every i':<38} {self.total:>14.6g}", "",
+                  f"delta_j from backprop   = {self.backprop_delta:.10g}",
+                  f"dE/da_j, perturbing a_j = {self.finite_difference:.10g} "
+                  f"(central differences, eps {self.eps:g})",
+                  f"relative error of the full sum: {self.relative_error(self.total):.2e}"]
+        if len(self.per_group) > 1:
+            lines += ["", "One consumer group alone is not enough:"]
+        for name, partial in self.per_group.items() if len(self.per_group) > 1 else ():
+            lines.append(f"  only via {name:<6}: {partial:>12.6g}  (relative error "
+                         f"{self.relative_error(partial):.2e})")
         return "\n".join(lines)
 
 
@@ -158,29 +197,65 @@ def explain(net: Network | None = None, group: str | None = None, unit: int = 0,
     trace = net.trace(x, t)
     assert trace.delta is not None  # targets were given
     params = net.parameters()
-    a_j, h_prime = float(trace.a[group][0, unit]), float(trace.h_prime[group][0, unit])
+    finite = (net.loss(x, t, nudge=(group, unit, eps))
+              - net.loss(x, t, nudge=(group, unit, -eps))) / (2 * eps)
+    a_j = float(trace.a[group][0, unit])
+    backprop = float(trace.delta[group][0, unit])
+    if plan.groups[group].norm is not None:
+        terms, per_group = _within_group_terms(net, trace, params, group, unit)
+        return Explanation(group, unit, a_j, 1.0, terms, backprop, finite, eps, per_group,
+                           within_group=True)
+    h_prime = float(trace.h_prime[group][0, unit])
     terms, per_group = [], {}
-    for block in plan.connections:
+    for dst, pairs in _consumers(net, trace, params, group, unit).items():
+        delta = trace.delta[dst][0]
+        terms += [Term(dst, k, float(w), float(delta[k])) for k, w in pairs]
+        per_group[dst] = sum(float(w) * float(delta[k]) for k, w in pairs)
+    return Explanation(group, unit, a_j, h_prime, terms, backprop, finite, eps, per_group)
+
+
+def _consumers(net: Network, trace: Any, params: dict[str, np.ndarray], group: str,
+               unit: int) -> dict[str, list[tuple[int, float]]]:
+    """Per consumer group, the (k, w_kj) of every unit k that ``unit`` of ``group`` feeds."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for block in net.plan.connections:
         if block.src != group:
             continue
-        delta = trace.delta[block.dst][0]
         if block.kind == "identity":  # unit j feeds unit j of dst with weight 1
             pairs = [(unit, 1.0)]
         elif block.kind == "dense":
-            pairs = [(k, params[block.name][k, unit]) for k in range(block.shape[0])]
+            pairs = [(k, float(params[block.name][k, unit])) for k in range(block.shape[0])]
         else:
             index = block.index
             assert index is not None  # every sparse block has one
-            pairs = [(int(index.dst[e]), params[block.name][e])
+            pairs = [(int(index.dst[e]), float(params[block.name][e]))
                      for e in np.flatnonzero(index.src == unit)]
-        for k, w in pairs:
-            terms.append(Term(block.dst, k, float(w), float(delta[k])))
-        per_group[block.dst] = sum(float(w) * float(delta[k]) for k, w in pairs)
+        out.setdefault(block.dst, []).extend(pairs)
+    return out
 
-    finite = (net.loss(x, t, nudge=(group, unit, eps))
-              - net.loss(x, t, nudge=(group, unit, -eps))) / (2 * eps)
-    return Explanation(group, unit, a_j, h_prime, terms, float(trace.delta[group][0, unit]),
-                       finite, eps, per_group)
+
+def _within_group_terms(net: Network, trace: Any, params: dict[str, np.ndarray], group: str,
+                        unit: int) -> tuple[list[Term], dict[str, float]]:
+    """A layer-normalised unit's terms (du_i/da_j, dE/du_i) over the units i of its group,
+    and each consumer group's share of their sum."""
+    assert trace.delta is not None
+    a = trace.a[group][0]
+    size = a.size
+    centred = a - a.mean()
+    rstd = 1.0 / np.sqrt((centred * centred).mean() + NORM_EPS)
+    xhat = centred * rstd
+    gain = params[gain_name(group)]
+    du_da = gain * rstd * ((np.arange(size) == unit) - 1.0 / size - xhat * xhat[unit] / size)
+    h_prime = trace.h_prime[group][0]
+    shares: dict[str, np.ndarray] = {}  # per consumer group: sum_k w_ki delta_k, each i
+    for i in range(size):
+        for dst, pairs in _consumers(net, trace, params, group, i).items():
+            acc = shares.setdefault(dst, np.zeros(size))
+            acc[i] += sum(w * float(trace.delta[dst][0][k]) for k, w in pairs)
+    de_du = h_prime * sum(shares.values(), np.zeros(size))
+    terms = [Term(group, i, float(du_da[i]), float(de_du[i])) for i in range(size)]
+    per_group = {dst: float(np.sum(du_da * h_prime * acc)) for dst, acc in shares.items()}
+    return terms, per_group
 
 
 def random_targets(loss: str, n_out: int, n: int, rng: np.random.Generator) -> np.ndarray:

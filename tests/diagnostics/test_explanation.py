@@ -102,3 +102,34 @@ def test_an_identity_connection_is_a_term_of_weight_one(backend: str) -> None:
     assert [(t.unit, t.weight) for t in identity_terms] == [(2, 1.0)]
     assert result.relative_error(result.h_prime * result.total) <= TOL["explain"]
     assert result.relative_error(result.h_prime * result.per_group["s"]) > DISTINCT
+
+
+def test_a_layer_normalised_unit_sums_over_its_own_group(backend: str) -> None:
+    """For a unit of a normalised group the terms are the group's units i, du_i/da_j times
+    dE/du_i (5.55 inside the group): their sum is delta_j, and no consumer group alone is."""
+    spec = {"groups": [{"name": "x", "size": 3},
+                       {"name": "h", "size": 4, "activation": "tanh", "norm": "layer"},
+                       {"name": "g", "size": 3, "activation": "gelu"},
+                       {"name": "y", "size": 2, "activation": "identity"}],
+            "connections": [{"src": "x", "dst": "h", "kind": "dense"},
+                            {"src": "h", "dst": "g", "kind": "dense"},
+                            {"src": "h", "dst": "y", "kind": "dense"},
+                            {"src": "g", "dst": "y", "kind": "dense"}],
+            "input": "x", "output": "y", "loss": "sum_of_squares"}
+    net = gpuback.Network(spec, backend=backend, seed=4)
+    rng = np.random.default_rng(0)
+    net.set_parameters({k: v + rng.normal(scale=0.4, size=v.shape)
+                        for k, v in net.parameters().items()})
+    result = explain(net, group="h", unit=1, x=[0.3, -0.7, 1.1], t=[[0.2, -0.4]])
+    assert result.within_group and result.h_prime == 1.0
+    assert [(t.group, t.unit) for t in result.terms] == [("h", i) for i in range(4)]
+    assert result.relative_error(result.total) <= TOL["explain"]
+    assert result.relative_error(result.backprop_delta) <= TOL["explain"]
+    assert sorted(result.per_group) == ["g", "y"]
+    assert sum(result.per_group.values()) == pytest.approx(result.total, rel=1e-12)
+    for name, partial in result.per_group.items():
+        assert result.relative_error(partial) > DISTINCT, name
+    # the within-group terms are needed: the diagonal term alone is not delta_j
+    diagonal = next(t for t in result.terms if t.unit == 1)
+    assert result.relative_error(diagonal.weight * diagonal.delta) > DISTINCT
+    assert "sum over every i" in str(result) and "One consumer group alone" in str(result)

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ...kernels.mask_hash import threshold
 from ...kernels.precision import FP32
-from ...kernels.scalar import CODES, GRADIENT_NOT_FINITE
+from ...kernels.scalar import CODES, GRADIENT_NOT_FINITE, NORM_EPS
 from .. import numpy_backend
 from ..host import allocation_hook as allocation_hook  # the op set's ops of every host backend
 from ..host import array_namespace as array_namespace
@@ -40,11 +41,8 @@ from ..numpy_backend import add_into as add_into
 from ..numpy_backend import asarray as asarray
 from ..numpy_backend import clip_gradient_norm as clip_gradient_norm
 from ..numpy_backend import copy_into as copy_into
-from ..numpy_backend import dropout as dropout
 from ..numpy_backend import fill_zero as fill_zero
 from ..numpy_backend import from_host as from_host
-from ..numpy_backend import layer_norm as layer_norm
-from ..numpy_backend import layer_norm_backward as layer_norm_backward
 from ..numpy_backend import memory_budget as memory_budget
 from ..numpy_backend import scale_by_loss_scale as scale_by_loss_scale
 from ..numpy_backend import to_host as to_host
@@ -94,6 +92,13 @@ def _kernels() -> Any:
     from . import kernels as cpu_kernels
 
     return cpu_kernels
+
+
+@functools.cache
+def _mlp_kernels() -> Any:
+    from . import mlp_kernels
+
+    return mlp_kernels
 
 
 def _by_rows(kernel: Any, array: np.ndarray, *args: Any, cost: float = 1) -> None:
@@ -199,6 +204,33 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
     else:
         _by_rows(_kernels().bias_activation(CODES[activation]), a, b, a, z,
                  cost=_cost(activation))
+
+
+def layer_norm(b: np.ndarray, gain: np.ndarray, a: np.ndarray, xhat: np.ndarray,
+               rstd: np.ndarray, u: np.ndarray) -> None:
+    """a += b, then per sample xhat, rstd and u = gain * xhat: one pass per core over its
+    samples (``mlp_kernels.layer_norm_columns``)."""
+    _by_samples(_mlp_kernels().layer_norm_columns, a, b, gain, a, xhat, rstd, u, NORM_EPS)
+
+
+def layer_norm_backward(gain: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                        delta: np.ndarray, dgain: np.ndarray, db: np.ndarray) -> None:
+    """dgain by rows, each sample's two means by samples, then dE/da in place with db by
+    rows (``mlp_kernels``)."""
+    kernels, batch = _mlp_kernels(), delta.shape[1]
+    _by_rows(kernels.gain_grad_rows, delta, delta, xhat, dgain)
+    mean, mean_moment = np.empty(batch), np.empty(batch)
+    _by_samples(kernels.layer_norm_moments_columns, delta, gain, delta, xhat, mean,
+                mean_moment)
+    _by_rows(kernels.layer_norm_backward_rows, delta, gain, xhat, rstd, delta, mean,
+             mean_moment, db)
+
+
+def dropout(x: np.ndarray, out: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """out = x * m / (1 - p), the masks drawn per unit and sample by the shared hash."""
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    _by_rows(_mlp_kernels().dropout_rows, x, x, out, np.uint64(key), np.uint64(first_sample),
+             threshold(p), scale, x.dtype.type(0.0), cost=TRANSCENDENTAL_COST)
 
 
 # --- output deltas and the loss (5.54) -----------------------------------------------------
