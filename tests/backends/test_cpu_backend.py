@@ -12,7 +12,7 @@ from helpers.random_specs import ELEMENTWISE, SPEC_CASES, chain_spec, random_dag
 from helpers.tolerances import TOLERANCES, rel_error
 
 import gpuback
-from gpuback.backends import OP_SET, resolve_backend_name
+from gpuback.backends import OP_SET, numpy_backend, resolve_backend_name
 from gpuback.backends.cpu import backend as cpu_backend
 from gpuback.backends.cpu import threads as cpu_threads
 
@@ -113,3 +113,24 @@ def test_without_numba_auto_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch)
             gpuback.Network(gpuback.mlp_spec([2, 2]), backend="cpu")
     finally:
         cpu_backend.status.cache_clear()
+
+
+@pytest.mark.parametrize(("activation", "forward", "derivative", "near"), [
+    ("gelu", 3e-6, 5e-5, 3e-6), ("silu", 3e-6, 2e-6, 2e-6)])
+def test_float32_gelu_and_silu_stay_within_their_stated_error(activation: str, forward: float,
+                                                              derivative: float,
+                                                              near: float) -> None:
+    """The vectorised float32 kernels (a rational tanh) against h and h' in float64, on
+    [-12, 12] and, for h', on [-4, 4] (gpuback/backends/cpu/float32_activations.py)."""
+    for span, most in ((12.0, derivative), (4.0, near)):
+        a = np.linspace(-span, span, 64 * 513).reshape(64, 513)
+        truth = numpy_backend._derivative(activation, a, np.empty_like(a))
+        h = np.empty_like(a)
+        numpy_backend._activate(activation, a, h)
+        a32, z32 = a.astype(np.float32), np.empty(a.shape, np.float32)
+        cpu_backend.bias_activation(activation, np.zeros(64, np.float32), a32, z32)
+        assert np.abs(z32 - h).max() <= forward
+        acc, db = np.ones(a.shape, np.float32), np.empty(64, np.float32)
+        cpu_backend.activation_delta(activation, a32, z32, acc, db)
+        assert np.abs(acc - truth).max() <= most, span
+        np.testing.assert_allclose(db, acc.sum(axis=1, dtype=np.float64), rtol=1e-6)

@@ -95,6 +95,17 @@ def _kernels() -> Any:
 
 
 @functools.cache
+def _float32_activations() -> Any:
+    from . import float32_activations
+
+    return float32_activations
+
+
+# Activations with a vectorised float32 kernel (``float32_activations``), by its code there.
+FLOAT32_ACTIVATIONS = {"gelu": 0, "silu": 1}
+
+
+@functools.cache
 def _mlp_kernels() -> Any:
     from . import mlp_kernels
 
@@ -199,6 +210,9 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
     """a += b (5.48), then z = h(a) (5.49), in one pass (``UFUNC_ACTIVATIONS``: NumPy's)."""
     if activation == "softmax":
         _by_samples(_kernels().softmax_bias, a, b, a, z)
+    elif activation in FLOAT32_ACTIVATIONS and a.dtype == np.float32:
+        _by_rows(_float32_activations().bias_activation, a, FLOAT32_ACTIVATIONS[activation],
+                 b, a, z)
     elif activation in UFUNC_ACTIVATIONS:
         _by_rows(_numpy_bias_activation, a, activation, b, a, z, cost=TRANSCENDENTAL_COST)
     else:
@@ -284,6 +298,10 @@ def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndar
                      db: np.ndarray) -> None:
     """acc *= h'(a): the accumulated sum_k w_kj delta_k becomes delta_j (5.56), in place; and
     db = its sum over the batch (the bias gradient), in the same pass."""
+    if activation in FLOAT32_ACTIVATIONS and a.dtype == np.float32:
+        _by_rows(_float32_activations().activation_delta, a, FLOAT32_ACTIVATIONS[activation],
+                 a, acc, db)
+        return
     _by_rows(_kernels().activation_delta(CODES[activation]), a, a, z, acc, db,
              cost=_cost(activation))
 
