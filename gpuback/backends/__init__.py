@@ -28,7 +28,8 @@ OP_SET = (
     # forward (5.48, 5.49); add_into is an identity connection, forward and backward
     "dense_forward", "sparse_forward", "add_into", "bias_activation",
     # layer normalisation of a group, forward and backward; dropout's counter-based masks
-    "layer_norm", "layer_norm_backward", "dropout",
+    "layer_norm", "layer_norm_backward", "dropout", "bias_activation_dropout",
+    "dropout_activation_delta",
     # loss and output deltas (5.54)
     "loss_and_output_delta",
     # per-step metrics and non-finite detection, kept on the backend until read

@@ -301,6 +301,21 @@ def dropout(x: np.ndarray, out: np.ndarray, p: float, key: int, first_sample: in
     out[...] = np.where(kept, x * scale, x.dtype.type(0.0))
 
 
+def bias_activation_dropout(activation: str, b: np.ndarray, a: np.ndarray, h: np.ndarray,
+                            z: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """a += b, h = h(a), then z = h * m / (1 - p): ``bias_activation`` and ``dropout``."""
+    bias_activation(activation, b, a, h)
+    dropout(h, z, p, key, first_sample)
+
+
+def dropout_activation_delta(activation: str, a: np.ndarray, h: np.ndarray, acc: np.ndarray,
+                             db: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """acc = h'(a) * m / (1 - p) * acc and db its sum over the batch: ``dropout`` on acc,
+    then ``activation_delta``."""
+    dropout(acc, acc, p, key, first_sample)
+    activation_delta(activation, a, h, acc, db)
+
+
 def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray) -> None:
     """Add the bias to the pre-activations in place (5.48), then z = h(a) (5.49)."""
     a += b[:, None]

@@ -191,6 +191,12 @@ class Backend(Protocol):
         (``gpuback.kernels.mask_hash``; ``key`` from its ``dropout_key``): the same mask on
         every backend, bit for bit."""
 
+    def bias_activation_dropout(self, activation: str, b: Array, a: Array, h: Array, z: Array,
+                                p: float, key: int, first_sample: int) -> None:
+        """``bias_activation`` into ``h`` (a += b, h = h(a)), then ``dropout(h, z, p, key,
+        first_sample)``: a training pass's forward of a group with dropout (an elementwise
+        activation); a backend may do it in one pass."""
+
     # --- the loss and the output deltas (5.54) -----------------------------------------
 
     def loss_and_output_delta(self, loss: str, activation: str, a: Array, y: Array, t: Array,
@@ -236,6 +242,12 @@ class Backend(Protocol):
         of the group through the mean and the variance: 5.55 inside the group).
         ``dgain`` (U,) = the sum over the batch of dE/du * xhat, and ``db`` (U,) = the sum
         over the batch of dE/da (the bias gradient)."""
+
+    def dropout_activation_delta(self, activation: str, a: Array, h: Array, acc: Array,
+                                 db: Array, p: float, key: int, first_sample: int) -> None:
+        """``dropout(acc, acc, p, key, first_sample)`` then ``activation_delta(activation, a,
+        h, acc, db)``: delta = h'(a) m / (1 - p) sum_k w_kj delta_k in place, ``h`` the
+        unmasked h(a); a backend may do it in one pass."""
 
     def dense_weight_grad(self, delta_dst: Array, z_src: Array, dw: Array) -> None:
         """``dw = delta_dst @ z_src.T`` (5.53): ``dw`` (K, J)."""

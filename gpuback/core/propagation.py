@@ -51,17 +51,17 @@ def forward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str,
                                    ws.a[g], i > 0)
         if nudge is not None and nudge[0] == g:
             ws.a[g][nudge[1]] += nudge[2]
-        dropped = dropout is not None and group.dropout > 0.0
-        h = ws.h[g] if dropped else ws.z[g]
-        if group.norm is None:
-            ops.bias_activation(group.activation, params[g], ws.a[g], h)
-        else:  # a + b normalised, times the gain, plus the shift, then h
+        bias, pre_activation = params[g], ws.a[g]
+        if group.norm is not None:  # a + b normalised, times the gain, plus the shift, then h
             _, gain, shift = group.parameters
-            ops.layer_norm(params[g], params[gain], ws.a[g], ws.xhat[g], ws.rstd[g], ws.u[g])
-            ops.bias_activation(group.activation, params[shift], ws.u[g], h)
-        if dropped:
-            assert dropout is not None
-            ops.dropout(h, ws.z[g], group.dropout, dropout.key(plan, g), dropout.first_sample)
+            ops.layer_norm(bias, params[gain], ws.a[g], ws.xhat[g], ws.rstd[g], ws.u[g])
+            bias, pre_activation = params[shift], ws.u[g]
+        if dropout is not None and group.dropout > 0.0:  # h(a) kept, z masked
+            ops.bias_activation_dropout(group.activation, bias, pre_activation, ws.h[g], ws.z[g],
+                                        group.dropout, dropout.key(plan, g),
+                                        dropout.first_sample)
+        else:
+            ops.bias_activation(group.activation, bias, pre_activation, ws.z[g])
         if precision != FP32 and g != plan.output:
             ops.round_to_precision(ws.z[g], precision)
 
@@ -134,11 +134,11 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
         before_activation = group.parameters[-1]
         if g == out:
             ops.bias_grad(ws.delta[g], grads[before_activation])
-        elif dropout is not None and group.dropout > 0.0:  # the mask, then h'(a)
-            ops.dropout(ws.delta[g], ws.delta[g], group.dropout, dropout.key(plan, g),
-                        dropout.first_sample)
-            ops.activation_delta(group.activation, activation_input(plan, ws, g), ws.h[g],
-                                 ws.delta[g], grads[before_activation])
+        elif dropout is not None and group.dropout > 0.0:  # the mask and h'(a)
+            ops.dropout_activation_delta(group.activation, activation_input(plan, ws, g),
+                                         ws.h[g], ws.delta[g], grads[before_activation],
+                                         group.dropout, dropout.key(plan, g),
+                                         dropout.first_sample)
         else:
             ops.activation_delta(group.activation, activation_input(plan, ws, g), ws.z[g],
                                  ws.delta[g], grads[before_activation])

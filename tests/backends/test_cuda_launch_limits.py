@@ -65,6 +65,8 @@ WORK = {
     "identity.add_into": ("2d", lambda a: a[1].shape),
     "layer_norm.normalise": ("sample", lambda a: (a[0].shape[1],)),
     "dropout.apply_dropout": ("2d", lambda a: a[0].shape),
+    "dropout.bias_activation_dropout": ("2d", lambda a: a[0].shape),
+    "dropout.dropout_activation_delta": ("rows", lambda a: (a[0].shape[0],)),
     "layer_norm.gain_grad": ("rows", lambda a: (a[0].shape[0],)),
     "layer_norm.normalise_backward": ("sample", lambda a: (a[1].shape[1],)),
     "activation.bias_activation": ("2d", lambda a: a[0].shape),
@@ -144,6 +146,8 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
         call("add_into", a, a, accumulate)
     call("layer_norm", b, b, a, a, f((batch,)), a)
     call("dropout", a, a, 0.1, 12345, 3)
+    call("bias_activation_dropout", "gelu", b, a, a, a, 0.1, 12345, 3)
+    call("dropout_activation_delta", "gelu", acc, acc, acc, db, 0.1, 12345, 3)
     call("layer_norm_backward", b, a, f((batch,)), a, b, b)
     for activation in ("relu", "softmax"):
         call("bias_activation", activation, b, a, a)
@@ -276,7 +280,8 @@ GPU_SHAPE_CASES = ["bias_activation-relu-17x5", "bias_activation-softmax-17x5",
                    "accumulate_metrics-b300", "check_finite-3x5-inf-first",
                    "sgd_update-300-status0-nesterov1-mu0.9", "take_batch-20x17-b13-at0",
                    "add_into-17x5-acc1", "layer_norm-17x5", "layer_norm_backward-17x5",
-                   "dropout-17x5-p0.1"]
+                   "dropout-17x5-p0.1", "bias_activation_dropout-gelu-17x5-p0.1",
+                   "dropout_activation_delta-gelu-17x5-p0.1"]
 
 
 def _gpu_shape_cases() -> list:

@@ -141,6 +141,12 @@ def cases(dtype: str) -> list[Case]:
                                           ((1, 1), 0.9, 12345, 2**31), ((5, 3), 0.0, 77, 1)]:
         add(f"{units}x{batch}-p{p}", "dropout", real(units, batch), real(units, batch), p, key,
             first, exact=(1,))
+        for activation in ("gelu", "tanh", "relu"):
+            tag = f"{activation}-{units}x{batch}-p{p}"
+            add(tag, "bias_activation_dropout", activation, real(units), real(units, batch),
+                real(units, batch), real(units, batch), p, key, first)
+            add(tag, "dropout_activation_delta", activation, real(units, batch),
+                real(units, batch), real(units, batch), real(units), p, key, first)
 
     # activations, h'(a) with the bias gradient, bias gradients
     for units, batch in itertools.product([1, 3, 17], [1, 5]):

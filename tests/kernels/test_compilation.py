@@ -34,6 +34,8 @@ F64_ALLOWED = {
     "metrics.accumulate_metrics": "the float64 running totals of loss and correct counts",
     "clip.global_norm": "the squares of the gradients summed in float64",
     "layer_norm.gain_grad": "gain-gradient partials over the batch summed in float64",
+    "dropout.dropout_activation_delta": "bias-gradient partials over the batch summed in "
+                                        "float64",
 }
 INSTALL = "or pip install '.[test,sim13]', which brings both"
 

@@ -247,6 +247,14 @@ def dropout(x: np.ndarray, out: np.ndarray, p: float, key: int, first_sample: in
              threshold(p), scale, x.dtype.type(0.0), cost=TRANSCENDENTAL_COST)
 
 
+def bias_activation_dropout(activation: str, b: np.ndarray, a: np.ndarray, h: np.ndarray,
+                            z: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """``bias_activation`` into h, then ``dropout`` into z: two passes, each over every core
+    (both memory-light next to the products)."""
+    bias_activation(activation, b, a, h)
+    dropout(h, z, p, key, first_sample)
+
+
 # --- output deltas and the loss (5.54) -----------------------------------------------------
 
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
@@ -304,6 +312,13 @@ def activation_delta(activation: str, a: np.ndarray, z: np.ndarray, acc: np.ndar
         return
     _by_rows(_kernels().activation_delta(CODES[activation]), a, a, z, acc, db,
              cost=_cost(activation))
+
+
+def dropout_activation_delta(activation: str, a: np.ndarray, h: np.ndarray, acc: np.ndarray,
+                             db: np.ndarray, p: float, key: int, first_sample: int) -> None:
+    """``dropout`` on acc in place, then ``activation_delta``: two passes over the cores."""
+    dropout(acc, acc, p, key, first_sample)
+    activation_delta(activation, a, h, acc, db)
 
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:

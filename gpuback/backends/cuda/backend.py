@@ -229,8 +229,21 @@ def dropout(x: Any, out: Any, p: float, key: int, first_sample: int) -> None:
     kernel, nothing stored."""
     _launch("dropout", "apply_dropout", _dtype(x),
             cuda_launch.rows_by_samples(x.shape[0], x.shape[1], _simulated()),
-            x, out, np.uint64(key), np.uint64(first_sample), dropout_threshold(p),
+            x, out, *_mask_arguments(x, p, key, first_sample))
+
+
+def _mask_arguments(x: Any, p: float, key: int, first_sample: int) -> tuple[Any, ...]:
+    """The mask's kernel arguments: key, first sample, the cut and the scale 1 / (1 - p)."""
+    return (np.uint64(key), np.uint64(first_sample), dropout_threshold(p),
             _real(x, 1.0 / (1.0 - p)))
+
+
+def bias_activation_dropout(activation: str, b: Any, a: Any, h: Any, z: Any, p: float,
+                            key: int, first_sample: int) -> None:
+    """a += b, h = h(a) and z = h * m / (1 - p) in one kernel (elementwise activations)."""
+    _launch("dropout", "bias_activation_dropout", _dtype(a),
+            cuda_launch.rows_by_samples(a.shape[0], a.shape[1], _simulated()),
+            a, b, h, z, np.int32(CODES[activation]), *_mask_arguments(a, p, key, first_sample))
 
 
 # --- output deltas, the loss (5.54) and per-step metrics ------------------------------------
@@ -306,6 +319,14 @@ def layer_norm_backward(gain: Any, xhat: Any, rstd: Any, delta: Any, dgain: Any,
     _launch("layer_norm", "normalise_backward", dtype,
             cuda_launch.per_sample(batch, units, _simulated()), gain, xhat, rstd, delta)
     bias_grad(delta, db)
+
+
+def dropout_activation_delta(activation: str, a: Any, h: Any, acc: Any, db: Any, p: float,
+                             key: int, first_sample: int) -> None:
+    """acc *= m / (1 - p) * h'(a) and db = its sum over the batch, in one kernel."""
+    _launch("dropout", "dropout_activation_delta", _dtype(a),
+            cuda_launch.row_reduction(a.shape[0], a.shape[1], _simulated()),
+            a, h, acc, db, np.int32(CODES[activation]), *_mask_arguments(a, p, key, first_sample))
 
 
 def dense_weight_grad(delta_dst: Any, z_src: Any, dw: Any) -> None:
