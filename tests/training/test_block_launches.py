@@ -2,7 +2,8 @@
 block and step: an identity block 2 launches (its add, forward and backward), layer
 normalisation 4 (one kernel forward; the gain gradient, the per-sample backward and the bias
 gradient), dropout none (its mask is drawn inside the activation's kernels, forward and
-backward); and none of them a copy, a host wait or an allocation. Counted under the simulator as ``gpuback.profile`` counts on a GPU."""
+backward); and none of them a copy, a host wait or an allocation. Counted under the
+simulator as ``gpuback.profile`` counts on a GPU."""
 
 from __future__ import annotations
 
