@@ -201,6 +201,35 @@ def test_torch_autograd_gives_the_gradients_of_loss_and_grads(backend, spec, kin
         assert rel_error(host(named[name].grad), grad) < tol("float64"), name
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_autograd_under_gpubacks_masks_gives_the_training_gradients(backend, seed, rng,
+                                                                          monkeypatch):
+    """A residual DAG with layer norm and dropout in training: PyTorch's autograd through
+    ``GroupNetwork``, its dropout replaced by gpuback's masks from ``trace``, gives
+    ``loss_and_grads(..., training=True)``'s loss and every gradient."""
+    spec = random_residual_spec(seed, n_hidden=3)
+    net = network(spec, backend)
+    X, T = random_data(spec, BATCH, rng)
+    trace = net.trace(X, T, training=True, step=3)
+    loss, grads = net.loss_and_grads(X, T, training=True, step=3)
+    assert trace.mask  # the spec has dropout
+    model = to_torch(net).train()
+    masks = iter([torch.tensor(trace.mask[g]) for g in net.plan.dropped])
+
+    def gpubacks_dropout(z, p, training):
+        assert training
+        return z * next(masks).to(z) / (1.0 - p)
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", gpubacks_dropout)
+    value = torch_loss(spec["loss"], model(on_module(model, X)), T)
+    value.backward()
+    assert next(masks, None) is None  # every mask used, once
+    assert abs(float(value.detach()) - loss) <= tol("float64") * abs(loss)
+    for name, grad in grads.items():
+        tensor = model.gpuback_parameters()[name]
+        assert rel_error(host(tensor.grad), grad) < tol("float64"), name
+
+
 def test_the_module_does_not_alias_a_host_networks_buffers(backend, rng):
     net = network(gpuback.mlp_spec([3, 4, 2]), backend)
     model = to_torch(net)
