@@ -1,6 +1,6 @@
-"""Dropout's counter-based mask and its kernel: ``out = x * m / (1 - p)``, the mask m drawn
-from nothing but (seed, step, group, unit, sample), so every backend draws the same mask
-bitwise, the backward pass draws it again instead of storing it, and a resumed run draws
+"""Dropout's kernels: ``out = x * m / (1 - p)``, alone and fused with the activation, the
+mask m drawn from nothing but (seed, step, group, unit, sample), so every backend draws the
+same mask bitwise, the backward pass draws it again instead of storing it, and a resumed run draws
 what the unbroken one would have.
 
 The draw is ``gpuback.kernels.mask_hash``'s (its ``mix32``, compiled here as a device
@@ -29,7 +29,7 @@ mix_on_device = inline(mix32)
 
 
 def build(real):
-    """The dropout kernel for arrays of ``real``."""
+    """The dropout kernels computing in ``real``."""
     zero = real(0.0)
 
     def apply_dropout(x, out, key, first_sample, cut, scale):
