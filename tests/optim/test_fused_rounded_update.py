@@ -132,9 +132,9 @@ def test_fit_matches_the_copy_remade_before_every_forward(backend: str, case: st
     fused, old = _net(backend, precision), _net(backend, precision)
     plain_forward = Network.run_forward
 
-    def old_forward(ws, nudge=None):
+    def old_forward(ws, nudge=None, dropout=None):
         _remake_from_master(old, precision)
-        plain_forward(old, ws, nudge)
+        plain_forward(old, ws, nudge, dropout)
 
     monkeypatch.setattr(old, "run_forward", old_forward)
     kwargs = {"epochs": 1 if simulated else 2, "batch_size": 5, "progress": False, "seed": 1}
