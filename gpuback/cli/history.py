@@ -55,9 +55,14 @@ def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def records(history: Mapping[str, Sequence[Any]], first_epoch: int,
             samples: int) -> list[dict[str, Any]]:
     """One line per epoch of ``history`` (what ``fit`` returned), numbered from
-    ``first_epoch``; ``samples``: the training samples of an epoch (for ``seconds``)."""
+    ``first_epoch``; ``samples``: the training samples of an epoch (for ``seconds``). Only
+    the epochs every list holds: a signal that stops a run between two of an epoch's
+    appends leaves that epoch partly recorded, and it is left out."""
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_second")
+            if k in history]
+    complete = min(len(history[k]) for k in keys)
     out = []
-    for i, loss in enumerate(history["loss"]):
+    for i, loss in enumerate(history["loss"][:complete]):
         record: dict[str, Any] = {"epoch": first_epoch + i, "loss": _number(loss),
                                   "accuracy": _number(history["accuracy"][i])}
         for key in ("val_loss", "val_accuracy"):

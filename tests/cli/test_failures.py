@@ -330,3 +330,16 @@ def test_what_a_crashed_first_save_left_does_not_block_a_new_run(tmp_path, capsy
     (model / ".lock").write_text("")
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == 0
     assert gpuback.Network.load(model).epochs_trained == 2
+
+
+def test_an_epoch_a_signal_left_partly_recorded_is_left_out_of_the_history() -> None:
+    """A signal raised between two of an epoch's appends to fit's history (the lists then
+    of unequal lengths) must not turn the stop into an internal error: the history file
+    gets the epochs every list holds."""
+    from gpuback.cli import history as run_history
+
+    history = {"loss": [0.9, 0.5, 0.4], "accuracy": [0.6, 0.8],
+               "samples_per_second": [100.0, 120.0]}
+    done = run_history.records(history, 3, 60)
+    assert [r["epoch"] for r in done] == [3, 4]
+    assert [r["loss"] for r in done] == [0.9, 0.5]
