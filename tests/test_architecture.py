@@ -34,6 +34,7 @@ LAYERS: list[set[str]] = [
     {"checkpoint", "distributed"},
     {"training"},
     {"network"},
+    {"torch"},
     {"diagnostics", "benchmark", "sklearn", "interop"},
     {"cli"},
     {"precision", "loss_scale", "memory", "profile", "lbfgs", "explain"},

@@ -102,6 +102,20 @@ def is_device_array(value: Any) -> bool:
     return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
 
 
+def interface_memory(value: Any) -> np.ndarray:
+    """The memory a ``__cuda_array_interface__`` producer describes, as a NumPy array over
+    it (no copy). Only where device pointers are host pointers: under the Numba CUDA
+    simulator, whose "device" memory is host memory."""
+    described = value.__cuda_array_interface__
+    host_interface = {key: described[key] for key in ("shape", "typestr", "data", "version")}
+    host_interface["strides"] = described.get("strides")
+
+    class Memory:
+        __array_interface__ = host_interface
+
+    return np.asarray(Memory())
+
+
 def as_array(value: Any) -> Any:
     """``value`` as an array that checks can run on where it lives: a device array as a
     CuPy array (in place: ``__cuda_array_interface__`` producers are wrapped, not copied;

@@ -411,6 +411,25 @@ class Engine:
                              self._grads, self._precision_code, loss_scale, on_group_done,
                              dropout)
 
+    def run_backpropagate(self, ws: Workspace, output_delta: str = "z",
+                          input_delta: Array | None = None,
+                          dropout: DropoutDraw | None = None) -> None:
+        """After ``run_forward``: backpropagation from a gradient of the caller's own in
+        ``ws.delta[plan.output]``, with no loss op (how ``gpuback.torch.Module`` runs the
+        backward of a network inside a larger model). ``output_delta``: "z" when that buffer
+        holds dE/dy of the outputs (an elementwise output activation: its derivative is
+        applied first), "a" when it holds dE/da of the output activation's input. Every
+        gradient goes into ``flat_gradients``; ``input_delta``, an (n_in, batch) buffer,
+        receives dE/dx, or None for none (``gpuback.core.propagation.backpropagate``)."""
+        if output_delta == "z" and self._plan.groups[self._plan.output].activation == \
+                "softmax":
+            raise ValueError("output_delta: 'z' needs an elementwise output activation; "
+                             "for softmax pass dE/da (y * (g - sum(g * y)) per sample) with "
+                             "output_delta='a'")
+        propagation.backpropagate(self._ops, self._plan, self._rounded, self._indices, ws,
+                                  self._grads, self._precision_code, dropout=dropout,
+                                  output_delta=output_delta, input_delta=input_delta)
+
     @property
     def reserved_batch(self) -> int:
         """The largest batch the buffers reserved so far hold (0 before the first pass):

@@ -95,44 +95,67 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
-    2. Groups in reverse topological order: by the time group j is reached, every
+    2. ``backpropagate`` from them (5.53-5.56).
+
+    ``loss_scale``: a backend scaler pair (``gpuback.loss_scale``) or None. Given, the output
+    deltas are multiplied by its scale S right after the loss op, before anything reads or
+    rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
+    the per-sample losses stay unscaled. ``precision``, ``on_group_done``, ``dropout``: as
+    for ``backpropagate``.
+    """
+    loss_and_output_delta(ops, plan, ws, targets)
+    if loss_scale is not None:
+        ops.scale_by_loss_scale(ws.delta[plan.output], loss_scale)
+    backpropagate(ops, plan, params, indices, ws, grads, precision, on_group_done, dropout)
+
+
+def backpropagate(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str, Any],
+                  ws: Workspace, grads: dict[str, Any], precision: int = FP32,
+                  on_group_done: Callable[[str], None] | None = None,
+                  dropout: DropoutDraw | None = None, output_delta: str = "a",
+                  input_delta: Any = None) -> None:
+    """Backpropagation from the output group's deltas in ``ws.delta[plan.output]``; fills
+    ``grads``.
+
+    ``output_delta``: what the output group's buffer holds on entry: "a", dE/da of its
+    activation's input (the loss op's 5.54); "z", dE/dz of its outputs (a caller's
+    gradient, as PyTorch's autograd hands one in), which the output activation's derivative
+    turns into dE/da first, as for a hidden group (an elementwise activation only).
+
+    1. Groups in reverse topological order: by the time group j is reached, every
        group it feeds has added w_kj delta_k into j's accumulator, so
        delta_j = h'(a_j) * sum_k w_kj delta_k over every consumer k (5.55, 5.56); the
        same op writes the bias gradient dE/db_j = sum over the batch of delta_j. A
        layer-normalised group gets dE/du so (u = gain * xhat + shift, what its activation
        reads, and the shift's gradient), then dE/da through the normalisation, which sums
        over every unit of the group (5.55 inside it), with the gain and bias gradients.
-    3. Each incoming block of a group then gets its weight gradient delta_k z_j
+    2. Each incoming block of a group then gets its weight gradient delta_k z_j
        (5.53) and adds its share into its source's accumulator (a sparse block both in
        one op, which a backend may run as one pass over the edges; an identity block has
        no weight and adds delta_k itself, w_kj being 1 for k = j and 0 otherwise).
+       The input group's accumulator is ``input_delta`` (an (n_in, batch) buffer: dE/dx,
+       the inputs' identity activation having h' = 1), or None: the inputs need no delta.
 
     ``precision`` below FP32: each group's delta is stored rounded to it once computed
     in float32 (after its bias gradient, which keeps the float32 sums), so the products
-    of step 3 read rounded operands.
+    of step 2 read rounded operands.
 
-    ``loss_scale``: a backend scaler pair (``gpuback.loss_scale``) or None. Given, the output
-    deltas are multiplied by its scale S right after the loss op, before anything reads or
-    rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
-    the per-sample losses stay unscaled.
-
-    ``on_group_done(g)``, given, is called once group g's step 3 is done: the gradients of
+    ``on_group_done(g)``, given, is called once group g's step 2 is done: the gradients of
     g's bias and of every block into g are then final (``gpuback.distributed.buckets`` starts a
     data-parallel all-reduce on them while backward goes on).
 
     ``dropout``: the masks of the forward pass, or None; a group with dropout then scales its
     accumulator by the same mask m / (1 - p) before h'(a), read from ``ws.h``.
     """
+    if output_delta not in ("a", "z"):
+        raise ValueError(f"output_delta: expected 'a' or 'z', got {output_delta!r}")
     out = plan.output
-    loss_and_output_delta(ops, plan, ws, targets)
-    if loss_scale is not None:
-        ops.scale_by_loss_scale(ws.delta[out], loss_scale)
     for g in reversed(plan.computed):
         group = plan.groups[g]
         # the gradient of what is added just before the activation: the bias, or with
         # layer norm the shift
         before_activation = group.parameters[-1]
-        if g == out:
+        if g == out and output_delta == "a":
             ops.bias_grad(ws.delta[g], grads[before_activation])
         elif dropout is not None and group.dropout > 0.0:  # the mask and h'(a)
             ops.dropout_activation_delta(group.activation, activation_input(plan, ws, g),
@@ -149,20 +172,19 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
         if precision != FP32:
             ops.round_to_precision(ws.delta[g], precision)
         for block in group.incoming:
-            inputs = block.src == plan.input  # inputs need no delta
+            acc = input_delta if block.src == plan.input else ws.delta[block.src]
             accumulate = not block.first_into_src_accumulator
             if block.kind == "identity":  # 5.56 with W = I; no weight, no gradient
-                if not inputs:
-                    ops.add_into(ws.delta[g], ws.delta[block.src], accumulate)
+                if acc is not None:
+                    ops.add_into(ws.delta[g], acc, accumulate)
                 continue
             w = params[block.name]
             if block.kind == "sparse":
                 ops.sparse_block_backward(w, indices[block.name], ws.delta[g], ws.z[block.src],
-                                          grads[block.name],
-                                          None if inputs else ws.delta[block.src], accumulate)
+                                          grads[block.name], acc, accumulate)
                 continue
             ops.dense_weight_grad(ws.delta[g], ws.z[block.src], grads[block.name])
-            if not inputs:
-                ops.dense_backward(w, ws.delta[g], ws.delta[block.src], accumulate)
+            if acc is not None:
+                ops.dense_backward(w, ws.delta[g], acc, accumulate)
         if on_group_done is not None:
             on_group_done(g)

@@ -29,7 +29,6 @@ from .. import arrays, host_memory, launcher
 from .. import counters as profile
 from ..arrays import SimDeviceArray
 from ..arrays import array_namespace as array_namespace  # the cuda backend's array ops
-from ..arrays import as_array as as_array
 from ..arrays import is_device_array as is_device_array
 from ..arrays import to_numpy as to_numpy
 from ..status import BackendStatus
@@ -85,6 +84,16 @@ def device_collectives(comm: Any) -> Any:
     if status().simulated or not nccl.available():
         return None
     return nccl.NcclCollectives(comm)
+
+
+def as_array(value: Any) -> Any:
+    """``value`` as an array checks and ops can run on where it lives (no copy for a device
+    array: ``gpuback.backends.arrays.as_array``). Under the simulator a
+    ``__cuda_array_interface__`` producer (a stand-in for a CUDA tensor) describes host
+    memory, which becomes a simulator device array over that memory."""
+    if status().simulated and is_device_array(value) and not isinstance(value, np.ndarray):
+        return arrays.sim_array(arrays.interface_memory(value))
+    return arrays.as_array(value)
 
 
 def xp() -> ModuleType:
