@@ -123,7 +123,7 @@ class Module(nn.Module):
         draw = net.dropout_draw(self.steps) if self.training else None
         if draw is not None:
             self.steps += 1
-        y = NetworkFunction.apply(rows, self, draw, *self._ordered())
+        y = _network_pass(rows, self, draw, *self._ordered())
         return y.reshape(*lead, net.plan.n_out)
 
     def _workspace(self, batch: int) -> tuple[Workspace, _Lease]:
@@ -168,6 +168,13 @@ def tensor_over(array: Any) -> torch.Tensor:
     if isinstance(array, np.ndarray):
         return torch.from_numpy(array.view(np.ndarray))
     return torch.from_dlpack(array)
+
+
+@torch.compiler.disable  # a graph break: Dynamo cannot trace the backend's kernels
+def _network_pass(x: torch.Tensor, module: Module, draw: DropoutDraw | None,
+                  *params: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = NetworkFunction.apply(x, module, draw, *params)
+    return out
 
 
 class NetworkFunction(torch.autograd.Function):

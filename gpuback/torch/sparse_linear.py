@@ -26,6 +26,7 @@ from . import sparse_passes
 from .tensors import (
     LOW_PRECISION,
     MASTER_DTYPES,
+    PRECISION_DTYPE,
     backend_array,
     backend_for,
     call_precision,
@@ -188,8 +189,10 @@ class SparseLinear(nn.Module):
             out = rows.new_zeros((0, self.out_features)) + (
                 0 if self.bias is None else self.bias.to(rows.dtype))
             return out.reshape(*lead, self.out_features)
-        out = SparseLinearFunction.apply(rows, self.weight, self.bias, self._index(x.device),
-                                         precision_code(precision), self.out_features)
+        out = _sparse_pass(rows, self.weight, self.bias, self._index(x.device),
+                                         precision_code(precision), self.out_features,
+                                         self.weight.dtype if precision == "fp32" else
+                                         PRECISION_DTYPE[precision])
         return out.reshape(*lead, self.out_features)
 
     def _index(self, device: torch.device) -> Any:
@@ -209,6 +212,12 @@ class SparseLinear(nn.Module):
         return index
 
 
+@torch.compiler.disable  # a graph break: Dynamo cannot trace the backend's kernels
+def _sparse_pass(*args: Any) -> torch.Tensor:
+    out: torch.Tensor = SparseLinearFunction.apply(*args)
+    return out
+
+
 class SparseLinearFunction(torch.autograd.Function):
     """The autograd function of ``SparseLinear`` on 2-D inputs (``gpuback.torch.sparse_passes``
     does the work). Feature-major inside: the input is transposed to (in, batch) once (no
@@ -217,10 +226,11 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                index: Any, code: int, out_features: int) -> torch.Tensor:
+                index: Any, code: int, out_features: int, out_dtype: torch.dtype
+                ) -> torch.Tensor:
         device = x.device
         ops = backend_for(device)
-        z = x.t().to(weight.dtype, memory_format=torch.contiguous_format)
+        z = x.t().to(weight.dtype).contiguous()
         w = weight
         out = torch.empty((out_features, x.shape[0]), dtype=weight.dtype, device=device)
         with on_stream(device):
@@ -235,8 +245,7 @@ class SparseLinearFunction(torch.autograd.Function):
                                   backend_array(z), backend_array(out))
         ctx.save_for_backward(z, w, bias)
         ctx.index, ctx.code, ctx.in_dtype = index, code, x.dtype
-        result = out.t()
-        return result if code == FP32 else result.to(x.dtype)
+        return out.t().to(out_dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -244,7 +253,7 @@ class SparseLinearFunction(torch.autograd.Function):
         device = grad.device
         ops = backend_for(device)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        delta = grad.t().to(w.dtype, memory_format=torch.contiguous_format)
+        delta = grad.t().to(w.dtype).contiguous()
         db = torch.empty_like(bias) if need_b and bias is not None else None
         dw = torch.empty_like(w) if need_w else None
         dx = torch.empty_like(z) if need_x else None
@@ -258,7 +267,7 @@ class SparseLinearFunction(torch.autograd.Function):
                                    None if dw is None else backend_array(dw),
                                    None if dx is None else backend_array(dx))
         dx_rows = None if dx is None else dx.t().to(ctx.in_dtype)
-        return dx_rows, dw, db, None, None, None
+        return dx_rows, dw, db, None, None, None, None
 
 
 def random_edges(n_in: int, n_out: int, density: Any, rng: np.random.Generator) -> np.ndarray:

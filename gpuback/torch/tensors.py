@@ -1,8 +1,9 @@
 """PyTorch tensors handed to gpuback's ops with no copy, on the stream PyTorch is using.
 
 A CPU tensor is a NumPy array over the same memory (``Tensor.numpy``), which the cpu
-backend's Numba kernels and BLAS take as it is. A CUDA tensor crosses by DLPack into a CuPy
-array over the same memory (``cupy.from_dlpack``), which the cuda backend's kernels take;
+backend's Numba kernels and BLAS take as it is. A CUDA tensor crosses by its
+``__cuda_array_interface__`` into a CuPy array over the same memory, which the cuda
+backend's kernels take (PyTorch's interface names no stream, so CuPy adds no wait);
 every launch then goes on PyTorch's current stream (``on_stream``: CuPy's current stream,
 which the cuda backend launches on, is set to it), so no wait and no copy separates
 PyTorch's work from gpuback's.
@@ -27,6 +28,7 @@ from ..kernels.precision import CODES
 
 # PyTorch's low-precision float types and the gpuback precisions they are.
 LOW_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+PRECISION_DTYPE = {name: dtype for dtype, name in LOW_PRECISION.items()}
 MASTER_DTYPES = (torch.float32, torch.float64)
 
 
@@ -40,15 +42,17 @@ def backend_for(device: torch.device) -> Backend:
     raise TypeError(f"gpuback.torch runs on CPU and CUDA tensors, got a tensor on {device}")
 
 
-def backend_array(tensor: torch.Tensor) -> Any:
-    """``tensor``'s memory as an array the backend of its device takes, with no copy: a
-    NumPy array for a CPU tensor, a CuPy array for a CUDA one."""
-    detached = tensor.detach()
-    if detached.device.type == "cpu":
-        return detached.numpy()
-    import cupy
-
-    return cupy.from_dlpack(detached)
+def backend_array(value: Any) -> Any:
+    """A tensor's memory as an array the backend of its device takes, with no copy: a
+    NumPy array for a CPU tensor; for a CUDA tensor (or any other
+    ``__cuda_array_interface__`` producer) the cuda backend's array over it (a CuPy array;
+    under the Numba simulator, where such a producer describes host memory, a simulator
+    device array)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        if value.device.type == "cpu":
+            return value.numpy()
+    return get_backend("cuda").as_array(value)
 
 
 @contextlib.contextmanager
