@@ -56,6 +56,7 @@ __all__ = [
     "BackendStatus",
     "allocation_hooks",
     "available_backends",
+    "backend_for_device",
     "backend_module",
     "backend_names",
     "backend_status",
@@ -133,6 +134,20 @@ def get_backend(name: str) -> Backend:
     if not state.usable:
         raise RuntimeError(f"backend: {module.name!r} cannot run here: {state.reason}")
     return module
+
+
+def backend_for_device(device: str) -> Backend:
+    """The fastest usable backend whose arrays live on ``device`` ("cpu" or "cuda", as
+    PyTorch names devices): for PyTorch tensors handed to gpuback's ops
+    (``gpuback.torch``)."""
+    for name in _BACKENDS:
+        module = _module(name)
+        if module.device == device and module.status().usable:
+            return module
+    known = sorted({_module(n).device for n in _BACKENDS})
+    if device in known:
+        return get_backend(next(n for n in _BACKENDS if _module(n).device == device))
+    raise ValueError(f"device: expected one of {known}, got {device!r}")
 
 
 if TYPE_CHECKING:  # mypy checks every backend module against the protocol

@@ -1,4 +1,4 @@
-"""gpuback inside PyTorch models: ``torch.nn.Module``\\ s whose passes are gpuback's kernels.
+"""gpuback inside PyTorch models: modules whose forward and backward are gpuback's kernels.
 
 * ``SparseLinear``: a sparse linear layer (one weight per edge) for any PyTorch model,
   forward and backward by gpuback's sparse kernels, on CPU tensors (the cpu backend) and

@@ -1,6 +1,6 @@
 """``Module(net)``: a whole gpuback network inside a PyTorch model, run by its own passes.
 
-The module's parameters are the network's parameter buffers (``nn.Parameter``\\ s over the
+The module's parameters are the network's parameter buffers (each ``nn.Parameter`` over the
 same memory, no copy), so a PyTorch optimiser's in-place step is a step of the network. Its
 forward is the network's forward pass (5.48, 5.49) on the network's backend, and its
 backward the network's backpropagation (5.53-5.56) started from the gradient PyTorch hands

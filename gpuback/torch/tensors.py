@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..backends import get_backend
+from ..backends import backend_for_device
 from ..backends.protocol import Backend
 from ..kernels.precision import CODES
 
@@ -33,13 +33,13 @@ MASTER_DTYPES = (torch.float32, torch.float64)
 
 
 def backend_for(device: torch.device) -> Backend:
-    """The backend whose kernels run on tensors of ``device``: "cpu" for CPU tensors,
-    "cuda" for CUDA tensors (which needs CuPy: ``pip install 'gpuback[cuda12]'``)."""
-    if device.type == "cpu":
-        return get_backend("cpu")
-    if device.type == "cuda":
-        return get_backend("cuda")
-    raise TypeError(f"gpuback.torch runs on CPU and CUDA tensors, got a tensor on {device}")
+    """The backend whose kernels run on tensors of ``device``: the cpu backend for CPU
+    tensors, the cuda backend for CUDA tensors (which needs CuPy: ``pip install
+    'gpuback[cuda12]'``)."""
+    if device.type not in ("cpu", "cuda"):
+        raise TypeError(f"gpuback.torch runs on CPU and CUDA tensors, got a tensor on "
+                        f"{device}")
+    return backend_for_device(device.type)
 
 
 def backend_array(value: Any) -> Any:
@@ -52,7 +52,7 @@ def backend_array(value: Any) -> Any:
         value = value.detach()
         if value.device.type == "cpu":
             return value.numpy()
-    return get_backend("cuda").as_array(value)
+    return backend_for_device("cuda").as_array(value)
 
 
 @contextlib.contextmanager
