@@ -50,9 +50,7 @@ def contenders(spec: dict, batch: int, seed: int = 0) -> dict[str, dict[str, Cal
 
     torch.manual_seed(seed)
     sizes = [g["size"] for g in spec["groups"]]
-    rng = np.random.default_rng(seed)
-    X = torch.tensor(rng.normal(size=(batch, sizes[0])), dtype=torch.float32)
-    y = torch.tensor(rng.integers(0, sizes[-1], size=batch))
+    X, y = bench_torch.batch_data(spec, batch, "cpu", seed)
     layers: list[Any] = []
     for i, block in enumerate(spec["connections"]):
         n_in, n_out = sizes[i], sizes[i + 1]

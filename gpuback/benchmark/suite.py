@@ -23,12 +23,16 @@ gpuback ``Network.loss_and_grads``) and ``step`` (that plus an SGD-with-momentum
 update). Each is warmed up first (compilation, buffers, and long enough for another
 library's thread pool to stop spinning), then called repeatedly for ``seconds``; the
 median is reported. The contenders are PyTorch's (``bench_torch``) and, on the sparse
-cases, SparseProp's when it is installed (``bench_sparseprop``). The floor of a case is
+cases, SparseProp's when it is installed (``bench_sparseprop``) and gpuback's own kernels
+inside a PyTorch model, ``gpuback.torch.SparseLinear`` layers (``bench_gpuback_torch``:
+"gpuback.torch"), all trained by the same ``torch.optim.SGD`` step. The floor of a case is
 its FLOPs as the step really works them, 2 x batch for every weight in the forward
 product and in the weight gradient, and again for the backward product of every block
 whose source is not the input (inputs need no delta), over the float32 GEMM rate
 measured in the same run (the best of NumPy's BLAS and PyTorch). Ratios are gpuback's
-time over a contender's, on the same device.
+time (its own step, or gpuback.torch's) over a peer's, on the same device; gpuback.torch's
+time over gpuback's own step on the same kernels (the cpu backend's for CPU tensors) is
+the cost of going through PyTorch: autograd, the layers' transposes, PyTorch's optimiser.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from ..core.spec import mlp_spec, resmlp_spec, sparse_mlp_spec
 from ..datasets import loaders as datasets
 from ..network import Network
 from ..optim import optimizers as optim
+from . import gpuback_torch_peer as bench_gpuback_torch
 from . import sparseprop_peer as bench_sparseprop
 from . import torch_peers as bench_torch
 
@@ -114,6 +119,14 @@ CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 0.9), ("dense", "torch.nn", "ste
                ("sparse99", "torch.sparse.mm", "step", 1 / 10),
                ("small", "torch.nn", "step", 0.25),
                ("resmlp", "torch.nn", "step", 1.0))
+# Targets of gpuback.torch on CPU tensors, each: case, the contender its step time is over
+# (a peer, or gpuback's own step on the same kernels), largest step time ratio.
+TORCH_LAYER_TARGETS = (("sparse95", bench_sparseprop.LABEL, 0.6),
+                       ("sparse95", "torch.sparse.mm", 0.25),
+                       ("sparse95", "gpuback cpu", 1.1),
+                       ("sparse99", bench_sparseprop.LABEL, 0.6),
+                       ("sparse99", "torch.sparse.mm", 0.25),
+                       ("sparse99", "gpuback cpu", 1.1))
 DENSE_FLOOR_TARGET = 1.15
 SCALING_SPREAD_TARGET = 1.2  # largest over smallest time per edge and sample
 STARTUP_TARGETS = {"empty cache (compiles)": 1.5, "cached": 0.3}  # seconds
@@ -236,6 +249,13 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     contenders = {gpuback_label(b, p): (_device_of(b), p,
                                         gpuback_steps(spec, case.batch, b, p))
                   for b in backends for p in precisions}
+    ours = set(contenders)
+    via_torch: dict[str, str] = {}  # gpuback.torch's runs: gpuback's own on the same kernels
+    for device in torch_devices:
+        for label, steps in bench_gpuback_torch.contenders(spec, case.batch, device).items():
+            contenders[f"{label} ({device})"] = (device, "fp32", steps)
+            via_torch[f"{label} ({device})"] = gpuback_label(bench_gpuback_torch.BACKEND[device],
+                                                             "fp32")
     for device in torch_devices:
         for label, steps in bench_torch.contenders(spec, case.batch, device).items():
             contenders[f"{label} ({device})"] = (device, "fp32", steps)
@@ -252,14 +272,21 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
         run["floor_ms"] = None if floor_ms is None else round(floor_ms, 4)
         run["x_floor"] = None if floor_ms is None else round(run["fwd_bwd_ms"] / floor_ms, 3)
         runs.append(run)
+    by_name = {run["name"]: run for run in runs}
     for run in runs:
-        if run["name"].startswith("gpuback"):
-            others = [other for other in runs if not other["name"].startswith("gpuback")
-                      and other["device"] == run["device"]]
+        if run["name"] in ours or run["name"] in via_torch:
+            others = [other for other in runs if other["name"] not in ours
+                      and other["name"] not in via_torch and other["device"] == run["device"]]
             run["ratio_to"] = {o["name"]: round(run["fwd_bwd_ms"] / o["fwd_bwd_ms"], 4)
                                for o in others}
             run["step_ratio_to"] = {o["name"]: round(run["step_ms"] / o["step_ms"], 4)
                                     for o in others}
+        own = by_name.get(via_torch.get(run["name"], ""))
+        if own is not None:  # gpuback.torch over gpuback's own step: the cost of PyTorch
+            run["ratio_to_gpuback"] = {own["name"]: round(run["fwd_bwd_ms"] / own["fwd_bwd_ms"],
+                                                          4)}
+            run["step_ratio_to_gpuback"] = {own["name"]: round(run["step_ms"] / own["step_ms"],
+                                                               4)}
     return {"case": name, "sizes": list(case.sizes), "batch": case.batch,
             "density": case.density, "parameters": params, "flops": flops, "runs": runs}
 
@@ -413,6 +440,13 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if ratio is not None:
             check(case, f"{contender}, {'fwd+bwd' if mode == 'fwd_bwd' else 'step'}", ratio,
                   limit)
+    for case, contender, limit in TORCH_LAYER_TARGETS:
+        run = _run(by_case.get(case), f"{bench_gpuback_torch.LABEL} (cpu)") or {}
+        ratio = (run.get("step_ratio_to_gpuback", {}).get(contender)
+                 if contender == gpuback_label("cpu", "fp32")
+                 else run.get("step_ratio_to", {}).get(f"{contender} (cpu)"))
+        if ratio is not None:
+            check(case, f"{bench_gpuback_torch.LABEL} / {contender}, step", ratio, limit)
     run = _run(by_case.get("dense"), "gpuback cpu")
     if run is not None and run["x_floor"] is not None:
         check("dense", "floor", run["x_floor"], DENSE_FLOOR_TARGET)
@@ -525,4 +559,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
         ratios = ", ".join(f"{v:.3g}/{steps[k]:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
         lines.append(f"  {r['name']:<28} {r['precision']:>9} {r['fwd_bwd_ms']:>11.3f} "
                      f"{r['step_ms']:>9.3f} {r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
+    for r in result["runs"]:
+        steps = r.get("step_ratio_to_gpuback", {})
+        for k, v in r.get("ratio_to_gpuback", {}).items():
+            lines.append(f"  {r['name']} / {k} (the cost of going through PyTorch): "
+                         f"{v:.3g}/{steps[k]:.3g} (fwd+bwd, step)")
     return lines

@@ -68,9 +68,7 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
 
     torch.manual_seed(seed)
     sizes = [g["size"] for g in spec["groups"]]
-    rng = np.random.default_rng(seed)
-    X = torch.tensor(rng.normal(size=(batch, sizes[0])), dtype=torch.float32, device=device)
-    y = torch.tensor(rng.integers(0, sizes[-1], size=batch), device=device)
+    X, y = batch_data(spec, batch, device, seed)
     loss_fn = torch.nn.CrossEntropyLoss()
     blocks = spec["connections"]
     if any(b["kind"] == "identity" for b in blocks):  # a resmlp_spec
@@ -85,10 +83,22 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
         nn = steps(lambda: loss_fn(model(X), y), model.parameters(), device)
         return dict(zip(labels(dense=True), [nn], strict=True))
     sparse = _SparseMM(blocks, sizes, device)
-    masked = _MaskedDense(blocks, sizes, device)
+    masked = MaskedDense(blocks, sizes, device)
     return dict(zip(labels(dense=False),
                     [steps(lambda: loss_fn(sparse(X), y), sparse.params, device),
                      steps(lambda: loss_fn(masked(X), y), masked.params, device)], strict=True))
+
+
+def batch_data(spec: dict, batch: int, device: str = "cpu", seed: int = 0) -> tuple[Any, Any]:
+    """The batch every PyTorch contender trains on (the same for each, from ``seed``): inputs
+    ``(batch, n_in)`` float32 standard normal, class labels ``(batch,)`` int64."""
+    import torch
+
+    sizes = [g["size"] for g in spec["groups"]]
+    rng = np.random.default_rng(seed)
+    X = torch.tensor(rng.normal(size=(batch, sizes[0])), dtype=torch.float32, device=device)
+    y = torch.tensor(rng.integers(0, sizes[-1], size=batch), device=device)
+    return X, y
 
 
 def digits_trainer(data: Any, device: str, seed: int = 0
@@ -217,8 +227,10 @@ class _SparseMM:
         return h.T
 
 
-class _MaskedDense:
-    """Sparse blocks as dense weights times a fixed 0/1 mask; activations batch-major."""
+class MaskedDense:
+    """Sparse blocks as dense weights times a fixed 0/1 mask; activations batch-major. Its
+    ``layers`` are ``(weight, bias, mask or None)`` per block, its ``params`` the weights and
+    biases in that order."""
 
     def __init__(self, blocks: list[dict], sizes: list[int], device: str) -> None:
         import torch

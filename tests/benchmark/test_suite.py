@@ -150,3 +150,93 @@ def test_the_precision_column_times_each_backend_in_each_precision(tmp_path, cap
                                                            ("gpuback numpy bf16", "bf16")]
     assert "precision" in out and "gpuback numpy bf16" in out
     assert main(["bench", "--quick", "--cases", "small", "--precision", "fp8"]) == EXIT_USAGE
+
+
+# A tiny sparse case for the PyTorch contenders: every one of them in a second or two.
+TINY_SPARSE = bench.StepCase((20, 16, 12, 3), 8, density=0.2)
+
+
+def test_gpuback_torch_is_a_contender_of_the_sparse_cases_with_its_cost_over_gpuback(
+        tmp_path, capsys, monkeypatch) -> None:
+    pytest.importorskip("torch", reason="the PyTorch contenders need PyTorch")
+    monkeypatch.setitem(bench.QUICK_SHAPES, "sparse95", TINY_SPARSE)
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--cases", "sparse95", "--backends", "cpu",
+                 "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    runs = {r["name"]: r for r in json.loads(path.read_text())["results"][0]["runs"]}
+    torch_layer, own = runs["gpuback.torch (cpu)"], runs["gpuback cpu"]
+    peers = {name for name in runs if name not in ("gpuback cpu", "gpuback.torch (cpu)")}
+    assert {"torch.sparse.mm (cpu)", "torch masked dense (cpu)"} <= peers
+    for run in runs.values():
+        assert run["fwd_bwd_ms"] > 0 and run["step_ms"] > 0
+    # gpuback.torch is measured against the peers, as gpuback's own step is, and against
+    # that step; gpuback's own ratios stay the peers' alone
+    for run in (torch_layer, own):
+        assert set(run["ratio_to"]) == set(run["step_ratio_to"]) == peers
+        for name in peers:
+            assert run["step_ratio_to"][name] == pytest.approx(  # of the rounded times
+                run["step_ms"] / runs[name]["step_ms"], rel=1e-2, abs=1e-4)
+    assert torch_layer["ratio_to_gpuback"] == {
+        "gpuback cpu": pytest.approx(torch_layer["fwd_bwd_ms"] / own["fwd_bwd_ms"], rel=1e-2)}
+    assert torch_layer["step_ratio_to_gpuback"] == {
+        "gpuback cpu": pytest.approx(torch_layer["step_ms"] / own["step_ms"], rel=1e-2)}
+    assert "ratio_to_gpuback" not in own
+    assert "  gpuback.torch (cpu) " in out
+    assert "gpuback.torch (cpu) / gpuback cpu (the cost of going through PyTorch): " in out
+
+
+def test_targets_of_gpuback_torch_read_its_step_ratios() -> None:
+    run = {"name": "gpuback.torch (cpu)",
+           "step_ratio_to": {"sparseprop (cpu)": 0.5, "torch.sparse.mm (cpu)": 0.3},
+           "step_ratio_to_gpuback": {"gpuback cpu": 1.05}}
+    checks = bench.targets([{"case": "sparse99", "runs": [run]}])
+    assert {c["against"]: (c["ratio"], c["met"]) for c in checks} == {
+        "gpuback.torch / sparseprop, step": (0.5, True),
+        "gpuback.torch / torch.sparse.mm, step": (0.3, False),
+        "gpuback.torch / gpuback cpu, step": (1.05, True)}
+
+
+def test_gpuback_torch_model_trains_as_the_masked_dense_model_from_the_same_weights() -> None:
+    torch = pytest.importorskip("torch", reason="the PyTorch contenders need PyTorch")
+    from gpuback.benchmark import gpuback_torch_peer as bench_gpuback_torch
+    from gpuback.benchmark import torch_peers as bench_torch
+
+    spec = TINY_SPARSE.spec()
+    sizes = [g["size"] for g in spec["groups"]]
+    model = bench_gpuback_torch.model(spec)
+    masked = bench_torch.MaskedDense(spec["connections"], sizes, "cpu")
+    layers = [m for m in model if not isinstance(m, torch.nn.ReLU)]
+    with torch.no_grad():  # the masked model's weights: the gpuback.torch model's
+        for layer, (w, b, mask) in zip(layers, masked.layers, strict=True):
+            dense = layer.to_dense() if mask is not None else layer
+            w.copy_(dense.weight)
+            b.copy_(dense.bias)
+    X, y = bench_torch.batch_data(spec, TINY_SPARSE.batch)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def losses() -> list[float]:
+        with torch.no_grad():
+            return [float(loss_fn(m(X), y)) for m in (model, masked)]
+
+    before = losses()
+    assert before[0] == pytest.approx(before[1], rel=1e-5)
+    # the gradients of one fwd_bwd: of every edge weight, its masked dense entry's
+    bench_torch.steps(lambda: loss_fn(model(X), y), model.parameters(), "cpu")["fwd_bwd"]()
+    bench_torch.steps(lambda: loss_fn(masked(X), y), masked.params, "cpu")["fwd_bwd"]()
+    for layer, (w, b, mask) in zip(layers, masked.layers, strict=True):
+        dw = w.grad if mask is None else w.grad[layer.edges[1], layer.edges[0]]
+        torch.testing.assert_close(layer.weight.grad, dw, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(layer.bias.grad, b.grad, rtol=1e-5, atol=1e-7)
+        if mask is not None:  # nothing leaks off the edges
+            assert not (w.grad * (1 - mask)).any()
+    # one SGD step with momentum each: the same new weights and the same lower loss
+    bench_torch.steps(lambda: loss_fn(model(X), y), model.parameters(), "cpu")["step"]()
+    bench_torch.steps(lambda: loss_fn(masked(X), y), masked.params, "cpu")["step"]()
+    after = losses()
+    assert after[0] < before[0]
+    assert after[0] == pytest.approx(after[1], rel=1e-5)
+    for layer, (w, _, mask) in zip(layers, masked.layers, strict=True):
+        dense = layer.to_dense().weight if mask is not None else layer.weight
+        torch.testing.assert_close(dense, w * mask if mask is not None else w, rtol=1e-5,
+                                   atol=1e-7)
