@@ -75,6 +75,7 @@ class SparseLinear(nn.Module):
         self.out_features = check_int("out_features", out_features, 1)
         seed = check_int("seed", seed, 0)
         self.deterministic = check_bool("deterministic", deterministic)
+        bias = check_bool("bias", bias)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in MASTER_DTYPES:
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
@@ -113,7 +114,7 @@ class SparseLinear(nn.Module):
             raise ValueError("from_dense: give density or mask, not both")
         weight = linear.weight.detach()
         n_out, n_in = weight.shape
-        values = weight.cpu().numpy().astype(np.float64)
+        values = weight.detach().cpu().double().numpy()
         if density is not None:
             density = check_real("density", density, 0, 1, low_open=True, high_open=False)
             keep = max(1, round(density * values.size))
@@ -189,10 +190,9 @@ class SparseLinear(nn.Module):
             out = rows.new_zeros((0, self.out_features)) + (
                 0 if self.bias is None else self.bias.to(rows.dtype))
             return out.reshape(*lead, self.out_features)
+        out_dtype = self.weight.dtype if precision == "fp32" else PRECISION_DTYPE[precision]
         out = _sparse_pass(rows, self.weight, self.bias, self._index(x.device),
-                                         precision_code(precision), self.out_features,
-                                         self.weight.dtype if precision == "fp32" else
-                                         PRECISION_DTYPE[precision])
+                           precision_code(precision), self.out_features, out_dtype)
         return out.reshape(*lead, self.out_features)
 
     def _index(self, device: torch.device) -> Any:

@@ -217,6 +217,7 @@ def test_under_torch_compile_with_a_graph_break() -> None:
     ({"edges": [[0, 1, 2]]}, ValueError, r"shape \(2, E\)"),
     ({"edges": np.zeros((2, 0), dtype=np.int64)}, ValueError, "at least one edge"),
     ({"density": 0.5, "dtype": torch.float16}, TypeError, "dtype"),
+    ({"density": 0.5, "bias": "yes"}, TypeError, "bias"),
 ])
 def test_bad_construction_is_refused(kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
@@ -236,5 +237,7 @@ def test_bad_inputs_are_refused() -> None:
         wide(torch.zeros(2, 4, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="mask"):
         SparseLinear.from_dense(nn.Linear(4, 3), mask=torch.ones(3, 3))
+    with pytest.raises(TypeError, match="float32 or torch.float64, got torch.bfloat16"):
+        SparseLinear.from_dense(nn.Linear(4, 3, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="no weight is kept"):
         SparseLinear.from_dense(nn.Linear(4, 3), mask=torch.zeros(3, 4))
