@@ -18,18 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import available_backends
+from ..backends import backend_for_device
 from . import torch_peers as bench_torch
 
 LABEL = "gpuback.torch"
-BACKEND = {"cpu": "cpu", "cuda": "cuda"}  # the gpuback backend that runs a device's tensors
 
 
 def runs_on(device: str) -> bool:
     """Whether ``gpuback.torch`` can run on PyTorch's ``device`` here: PyTorch installed and
-    the backend of the device's tensors usable (for "cuda", CuPy on a real GPU)."""
-    return (bench_torch.version() is not None and device in BACKEND
-            and BACKEND[device] in available_backends(include_simulated=False))
+    the backend of the device's tensors usable, not simulated (for "cuda", CuPy on a real
+    GPU)."""
+    if bench_torch.version() is None:
+        return False
+    try:
+        ops = backend_for_device(device)
+    except (ValueError, RuntimeError):  # an unknown device, or its backend cannot run here
+        return False
+    return not ops.status().simulated
 
 
 def model(spec: dict, device: str = "cpu", seed: int = 0) -> Any:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import available_backends, describe, get_backend
+from ..backends import available_backends, backend_for_device, describe, get_backend
 from ..backends.protocol import Backend, SparseIndex
 from ..core.spec import mlp_spec, resmlp_spec, sparse_mlp_spec
 from ..datasets import loaders as datasets
@@ -254,7 +254,7 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
     for device in torch_devices:
         for label, steps in bench_gpuback_torch.contenders(spec, case.batch, device).items():
             contenders[f"{label} ({device})"] = (device, "fp32", steps)
-            via_torch[f"{label} ({device})"] = gpuback_label(bench_gpuback_torch.BACKEND[device],
+            via_torch[f"{label} ({device})"] = gpuback_label(backend_for_device(device).name,
                                                              "fp32")
     for device in torch_devices:
         for label, steps in bench_torch.contenders(spec, case.batch, device).items():
