@@ -237,7 +237,7 @@ def test_bad_inputs_are_refused() -> None:
         wide(torch.zeros(2, 4, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="mask"):
         SparseLinear.from_dense(nn.Linear(4, 3), mask=torch.ones(3, 3))
-    with pytest.raises(TypeError, match="float32 or torch.float64, got torch.bfloat16"):
+    with pytest.raises(TypeError, match=r"float32 or torch\.float64, got torch\.bfloat16"):
         SparseLinear.from_dense(nn.Linear(4, 3, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="no weight is kept"):
         SparseLinear.from_dense(nn.Linear(4, 3), mask=torch.zeros(3, 4))
