@@ -107,3 +107,22 @@ def test_a_loop_of_ones_own_on_the_engine_equals_loss_and_grads(backend: str,
     for k, v in net.parameters().items():
         np.testing.assert_array_equal(params[k], v, err_msg=k)
     assert plan.n_in == X.shape[1] and ops.name == net.backend
+
+
+def test_backpropagation_from_the_loss_deltas_of_ones_own_equals_loss_and_grads(
+        backend: str) -> None:
+    """``run_backpropagate`` from the output deltas the loss op wrote ("a"): the gradients of
+    ``loss_and_grads``; refused from dE/dy ("z") through a softmax output."""
+    spec = next(s for c, s in SPEC_CASES if c == "dag-2")  # softmax output, skip links
+    net = gpuback.Network(spec, backend=backend, seed=5, deterministic=True)
+    X, T = random_data(spec, 7, np.random.default_rng(2), labels=True)
+    _, grads = net.loss_and_grads(X, T)
+    ws, targets = net.load_batch(X, T)
+    net.run_forward(ws)
+    net.run_loss(ws, targets)
+    net.run_backpropagate(ws, "a")
+    mine = net.layout.unpack(net.ops.to_host(net.flat_gradients))
+    for k in grads:
+        np.testing.assert_array_equal(mine[k], grads[k], err_msg=k)
+    with pytest.raises(ValueError, match="elementwise output activation"):
+        net.run_backpropagate(ws, "z")
