@@ -363,11 +363,20 @@ def sparse_mlp_spec(sizes: Sequence[int], density: float = 0.05, seed: int = 0,
     def block(i: int, n_src: int, n_dst: int) -> dict[str, Any]:
         if i == n_blocks - 1 and not sparse_output:
             return {"kind": "dense"}
-        n_edges = max(1, round(density * n_src * n_dst))
-        flat = np.sort(rng.choice(n_src * n_dst, size=n_edges, replace=False))
-        return {"kind": "sparse", "edges": [(flat % n_src).tolist(), (flat // n_src).tolist()]}
+        return {"kind": "sparse", "edges": random_edges(n_src, n_dst, density, rng).tolist()}
 
     return _chain_spec(sizes, activation, loss, output_activation, block)
+
+
+def random_edges(n_src: int, n_dst: int, density: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``max(1, round(density * n_src * n_dst))`` distinct random edges drawn without
+    replacement from ``rng``, as a (2, E) int64 array ``[src, dst]`` ordered by destination,
+    then source: a sparse block's edges (``sparse_mlp_spec``, ``gpuback.torch.SparseLinear``)."""
+    check_real("density", density, 0, 1, low_open=True, high_open=False)
+    n_edges = max(1, round(density * n_src * n_dst))
+    flat = np.sort(rng.choice(n_src * n_dst, size=n_edges, replace=False))
+    return np.stack([flat % n_src, flat // n_src]).astype(np.int64)
 
 
 def resmlp_spec(n_in: int, width: int, depth: int, n_out: int, norm: str | None = "layer",
@@ -445,6 +454,7 @@ __all__ = [
     "NORM_EPS",
     "gain_name",
     "mlp_spec",
+    "random_edges",
     "resmlp_spec",
     "shift_name",
     "sparse_mlp_spec",

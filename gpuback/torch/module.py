@@ -69,7 +69,7 @@ class Module(nn.Module):
         self.biases = nn.ParameterList([nn.Parameter(views[n]) for n in self._group_names])
         self.norms = nn.ParameterList([nn.Parameter(views[n]) for n in self._norm_names])
         self.steps = 0  # training forward passes so far: the dropout draw of the next one
-        self._arena = Arena(plan, net.ops, np.dtype(net.dtype))
+        self._arena = self._new_arena()
         self._generation = 0  # forward passes on the module's own buffers so far
         self._pending: Callable[[], _Lease | None] = _nothing
 
@@ -126,13 +126,15 @@ class Module(nn.Module):
         y = _network_pass(rows, self, draw, *self._ordered())
         return y.reshape(*lead, net.plan.n_out)
 
+    def _new_arena(self) -> Arena:
+        return Arena(self.net.plan, self.net.ops, np.dtype(self.net.dtype))
+
     def _workspace(self, batch: int) -> tuple[Workspace, _Lease]:
         """Buffers for a forward pass and the lease that says whether its backward may
         still read them: the module's own, unless a backward on them is still to come."""
         pending = self._pending()
         if pending is not None and pending.active:
-            return Arena(self.net.plan, self.net.ops, np.dtype(self.net.dtype)
-                         ).workspace(batch), _Lease(None, 0)
+            return self._new_arena().workspace(batch), _Lease(None, 0)
         self._generation += 1
         lease = _Lease(self, self._generation)
         self._pending = weakref.ref(lease)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..backends.protocol import SparseIndex
 from ..core.checks import check_bool, check_int, check_real
+from ..core.spec import random_edges
 from ..kernels.precision import FP32
 from . import sparse_passes
 from .tensors import (
@@ -268,15 +269,6 @@ class SparseLinearFunction(torch.autograd.Function):
                                    None if dx is None else backend_array(dx))
         dx_rows = None if dx is None else dx.t().to(ctx.in_dtype)
         return dx_rows, dw, db, None, None, None, None
-
-
-def random_edges(n_in: int, n_out: int, density: Any, rng: np.random.Generator) -> np.ndarray:
-    """``max(1, round(density * n_in * n_out))`` distinct random (input, output) pairs,
-    (2, E) int64, ordered by output unit, then input (as ``gpuback.sparse_mlp_spec``)."""
-    density = check_real("density", density, 0, 1, low_open=True, high_open=False)
-    n_edges = max(1, round(density * n_in * n_out))
-    flat = np.sort(rng.choice(n_in * n_out, size=n_edges, replace=False))
-    return np.stack([flat % n_in, flat // n_in]).astype(np.int64)
 
 
 def check_edges(edges: Any, n_in: int, n_out: int) -> np.ndarray:

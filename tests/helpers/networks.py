@@ -17,6 +17,13 @@ def randomise_biases(net: gpuback.Network, rng: np.random.Generator) -> None:
                         for g in net.spec["groups"] if g["name"] in params})
 
 
+def network(spec: dict, backend: str, dtype: str = "float64", seed: int = 0) -> gpuback.Network:
+    """``spec`` on ``backend`` with weights from ``seed`` and random biases (``seed + 1``)."""
+    net = gpuback.Network(spec, backend=backend, dtype=dtype, seed=seed)
+    randomise_biases(net, np.random.default_rng(seed + 1))
+    return net
+
+
 KINKED = ("relu", "leaky_relu")
 
 

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers.networks import randomise_biases
+from helpers.networks import network
 from helpers.random_specs import (
     ELEMENTWISE,
     chain_spec,
@@ -85,12 +85,6 @@ def torch_named_parameters(module, net: gpuback.Network) -> dict:
             norm = next(norms)
             named[f"{g}.gain"], named[f"{g}.shift"] = norm.weight, norm.bias
     return named
-
-
-def network(spec: dict, backend: str, dtype: str = "float64", seed: int = 0) -> gpuback.Network:
-    net = gpuback.Network(spec, backend=backend, dtype=dtype, seed=seed)
-    randomise_biases(net, np.random.default_rng(seed + 1))
-    return net
 
 
 def dag_specs() -> list[dict]:

@@ -17,12 +17,12 @@ from helpers.tolerances import TOLERANCES, rel_error
 
 from gpuback.backends import get_backend
 from gpuback.backends.protocol import SparseIndex
+from gpuback.core.spec import random_edges
 
 torch = pytest.importorskip("torch", reason="gpuback.torch needs PyTorch "
                                             "(pip install 'gpuback[torch]')")
 
 from gpuback.torch import Module, SparseLinear, sparse_passes  # noqa: E402  (needs torch)
-from gpuback.torch.sparse_linear import random_edges  # noqa: E402
 from gpuback.torch.tensors import backend_array  # noqa: E402
 
 N_IN, N_OUT, BATCH = 7, 5, 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers.compile_graphs import compiled_graphs
-from helpers.networks import randomise_biases
+from helpers.networks import network
 from helpers.random_specs import chain_spec, random_dag_spec, random_residual_spec
 from helpers.tolerances import TOLERANCES, rel_error
 
@@ -42,12 +42,6 @@ SPECS = {
     "dag": random_dag_spec(2, n_hidden=3, sizes=(1, 3, 5)),
     "residual": no_dropout(random_residual_spec(0, n_hidden=3)),
 }
-
-
-def network(spec: dict, backend: str, dtype: str = "float64", seed: int = 0) -> gpuback.Network:
-    net = gpuback.Network(spec, backend=backend, dtype=dtype, seed=seed)
-    randomise_biases(net, np.random.default_rng(seed + 1))
-    return net
 
 
 def probe_loss(y):
