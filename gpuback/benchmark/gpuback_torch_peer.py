@@ -65,9 +65,7 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
     """``{"gpuback.torch": {"fwd_bwd": fn, "step": fn}}`` for a chain spec with sparse blocks
     on ``device``; empty when no block is sparse, the spec is not a chain (a residual
     network), or ``gpuback.torch`` cannot run on ``device`` here (``runs_on``)."""
-    blocks = spec["connections"]
-    if (not runs_on(device) or all(b["kind"] != "sparse" for b in blocks)
-            or any(b["kind"] == "identity" for b in blocks)):
+    if not runs_on(device) or not bench_torch.has_sparse_chain(spec):
         return {}
     import torch
 

@@ -42,8 +42,9 @@ def absent_reason() -> str:
 
 def contenders(spec: dict, batch: int, seed: int = 0) -> dict[str, dict[str, Callable[[], Any]]]:
     """``{"sparseprop": {"fwd_bwd": fn, "step": fn}}`` for a chain spec with sparse blocks
-    (``sparse_mlp_spec``) on the CPU; empty when SparseProp is absent or no block is sparse."""
-    if version() is None or all(b["kind"] == "dense" for b in spec["connections"]):
+    (``sparse_mlp_spec``) on the CPU; empty when SparseProp is absent, no block is sparse or
+    the spec is not a chain (a residual network)."""
+    if version() is None or not bench_torch.has_sparse_chain(spec):
         return {}
     import torch
     from sparseprop.modules import SparseLinear

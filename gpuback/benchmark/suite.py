@@ -39,12 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import platform
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,20 +48,22 @@ from typing import Any
 import numpy as np
 
 from ..backends import available_backends, backend_for_device, describe, get_backend
-from ..backends.protocol import Backend, SparseIndex
 from ..core.spec import mlp_spec, resmlp_spec, sparse_mlp_spec
 from ..datasets import loaders as datasets
 from ..network import Network
 from ..optim import optimizers as optim
 from . import gpuback_torch_peer as bench_gpuback_torch
+from . import jax_peer as bench_jax
 from . import sparseprop_peer as bench_sparseprop
+from . import torch_compile_peer as bench_torch_compile
 from . import torch_peers as bench_torch
+from .cpu_cases import bench_scaling, bench_startup
+from .timing import settle, time_call
 
 STEP_CASES = ("dense", "sparse95", "sparse99", "small", "resmlp")
 CASES = (*STEP_CASES, "digits", "startup", "scaling")
 TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 40
-SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -102,22 +99,14 @@ QUICK_SHAPES = {
     "small": StepCase((64, 64, 64, 10), 32),
     "resmlp": StepCase((784, 128, 2, 10), 32, residual=True),
 }
-QUICK_CALLS = 3
-
-# ``scaling``: one sparse block of SCALING_UNITS x SCALING_UNITS at each density and batch
-SCALING_UNITS = 16384
-SCALING_DENSITIES = (0.001, 0.01, 0.04)
-SCALING_BATCHES = (32, 256, 1024)
-QUICK_SCALING_UNITS = 2048
-QUICK_SCALING_BATCHES = (32, 256)
 
 # Targets of the cpu backend, each: case, contender, mode, largest time ratio.
-CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 0.9), ("dense", "torch.nn", "step", 0.9),
-               ("sparse95", bench_sparseprop.LABEL, "step", 0.67),
+CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 1.0), ("dense", "torch.nn", "step", 1.0),
+               ("sparse95", bench_sparseprop.LABEL, "step", 0.5),
                ("sparse95", "torch.sparse.mm", "step", 1 / 5),
-               ("sparse99", bench_sparseprop.LABEL, "step", 0.67),
+               ("sparse99", bench_sparseprop.LABEL, "step", 0.5),
                ("sparse99", "torch.sparse.mm", "step", 1 / 10),
-               ("small", "torch.nn", "step", 0.25),
+               ("small", "torch.nn", "step", 0.3),
                ("resmlp", "torch.nn", "step", 1.0))
 # Targets of gpuback.torch on CPU tensors, each: case, the contender its step time is over
 # (a peer, or gpuback's own step on the same kernels), largest step time ratio.
@@ -129,41 +118,7 @@ TORCH_LAYER_TARGETS = (("sparse95", bench_sparseprop.LABEL, 0.6),
                        ("sparse99", "gpuback cpu", 1.1))
 DENSE_FLOOR_TARGET = 1.15
 SCALING_SPREAD_TARGET = 1.2  # largest over smallest time per edge and sample
-STARTUP_TARGETS = {"empty cache (compiles)": 1.5, "cached": 0.3}  # seconds
-
-
-def settle() -> None:
-    """Wait until the thread pools of whatever ran before (BLAS, OpenMP, PyTorch) have stopped
-    spinning: they keep a core busy for up to a few tenths of a second after their work."""
-    time.sleep(SETTLE_SECONDS)
-
-
-def time_call(fn: Callable[[], Any], seconds: float, warm_up: float | None = None,
-              quick: bool = False) -> float:
-    """Median milliseconds per call of ``fn``: settle, warm-up calls for ``warm_up`` seconds
-    (at least two), then calls for ``seconds`` (at least three). ``quick``: one warm-up
-    call and ``QUICK_CALLS`` timed ones, no settling (a smoke check, not a measurement)."""
-    times: list[float] = []
-    if quick:
-        fn()
-        for _ in range(QUICK_CALLS):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1e3
-    warm_up = max(0.2, seconds / 2) if warm_up is None else warm_up
-    settle()
-    start = time.perf_counter()
-    for i in range(1_000_000):
-        fn()
-        if i >= 1 and time.perf_counter() - start >= warm_up:
-            break
-    start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+STARTUP_TARGETS = {"empty cache (compiles)": 2.5, "cached": 0.5}  # seconds
 
 
 def _device_of(backend: str) -> str:
@@ -238,10 +193,14 @@ def gpuback_label(backend: str, precision: str) -> str:
 
 def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[str],
                     gflops: dict[str, float], seconds: float, quick: bool = False,
-                    precisions: Sequence[str] = ("fp32",)) -> dict[str, Any]:
+                    precisions: Sequence[str] = ("fp32",),
+                    jax_device: str | None = None) -> dict[str, Any]:
     """Every contender's ms per fwd_bwd and per step on one case, with ratios and floor
-    (``quick``: on the case's ``QUICK_SHAPES``, timed as ``time_call`` says); a gpuback
-    contender per backend and precision (the peers compute in float32)."""
+    (``quick``: on the case's ``QUICK_SHAPES``, timed as ``time_call`` says), and the
+    seconds of its first call of each mode (where the compiling contenders compile); a
+    gpuback contender per backend and precision (the peers compute in float32); JAX's on
+    ``jax_device`` (None: left out). A peer whose first call fails is left out, with its
+    error in ``failed``."""
     case = (QUICK_SHAPES if quick else STEP_CASE_SHAPES)[name]
     spec = case.spec()
     params = parameter_count(spec)
@@ -257,14 +216,25 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
             via_torch[f"{label} ({device})"] = gpuback_label(backend_for_device(device).name,
                                                              "fp32")
     for device in torch_devices:
-        for label, steps in bench_torch.contenders(spec, case.batch, device).items():
-            contenders[f"{label} ({device})"] = (device, "fp32", steps)
+        for peer in (bench_torch, bench_torch_compile):
+            for label, steps in peer.contenders(spec, case.batch, device).items():
+                contenders[f"{label} ({device})"] = (device, "fp32", steps)
+    if jax_device is not None:
+        for label, steps in bench_jax.contenders(spec, case.batch).items():
+            contenders[f"{label} ({jax_device})"] = (jax_device, "fp32", steps)
     if torch_devices:  # SparseProp runs on PyTorch's CPU tensors
         for label, steps in bench_sparseprop.contenders(spec, case.batch).items():
             contenders[f"{label} (cpu)"] = ("cpu", "fp32", steps)
-    runs = []
+    runs, failed = [], []
     for label, (device, precision, steps) in contenders.items():
         run: dict[str, Any] = {"name": label, "device": device, "precision": precision}
+        try:
+            run["first_call_s"] = round(sum(_seconds_of(fn) for fn in steps.values()), 3)
+        except Exception as error:  # a peer that cannot run here (say, no C++ compiler)
+            if label in ours or label in via_torch:
+                raise
+            failed.append({"name": label, "error": _first_line(error)})
+            continue
         for mode, fn in steps.items():
             run[f"{mode}_ms"] = round(time_call(fn, seconds, quick=quick), 4)
         run["samples_per_s"] = round(case.batch / (run["fwd_bwd_ms"] * 1e-3), 1)
@@ -288,7 +258,20 @@ def bench_step_case(name: str, backends: Sequence[str], torch_devices: Sequence[
             run["step_ratio_to_gpuback"] = {own["name"]: round(run["step_ms"] / own["step_ms"],
                                                                4)}
     return {"case": name, "sizes": list(case.sizes), "batch": case.batch,
-            "density": case.density, "parameters": params, "flops": flops, "runs": runs}
+            "density": case.density, "parameters": params, "flops": flops, "runs": runs,
+            "failed": failed}
+
+
+def _seconds_of(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line of the message``: enough to say why a peer cannot run."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def bench_digits(backends: Sequence[str], torch_devices: Sequence[str],
@@ -343,87 +326,6 @@ def _time_to_accuracy(name: str, train_epoch: Callable[[], None],
     return {"name": name, "seconds": None, "epochs": MAX_EPOCHS, "accuracy": round(reached, 4)}
 
 
-STARTUP_SCRIPT = """
-import time
-start = time.perf_counter()
-import numpy as np
-import gpuback
-net = gpuback.Network(gpuback.sparse_mlp_spec([64, 32, 10], density=0.3), backend="cpu",
-                      dtype="float32")
-net.loss_and_grads(np.ones((8, 64)), np.zeros(8, dtype=int))
-print(time.perf_counter() - start)
-"""
-
-
-def bench_startup() -> dict[str, Any]:
-    """Seconds from a new process's ``import gpuback`` to the end of its first cpu training
-    step (dense and sparse blocks): with an empty Numba cache, then with it filled."""
-    if "cpu" not in available_backends():
-        raise RuntimeError("the startup case times the cpu backend, which cannot run here "
-                           "(gpuback info says why)")
-    runs = []
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        for name in ("empty cache (compiles)", "cached"):
-            # cwd: outside any source checkout, whose gpuback/ would shadow the installed one
-            done = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT], env=env, cwd=cache,
-                                  capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"startup case: the new process failed: "
-                                   f"{done.stderr.strip().splitlines()[-1:]}")
-            runs.append({"name": name, "seconds": round(float(done.stdout.split()[-1]), 3)})
-    return {"case": "startup", "runs": runs}
-
-
-def random_block(n_src: int, n_dst: int, density: float, seed: int = 0) -> SparseIndex:
-    """A sparse block of ``round(density * n_src * n_dst)`` distinct random edges, sorted by
-    destination (as ``sparse_mlp_spec`` draws them, without a permutation of every pair)."""
-    rng = np.random.default_rng(seed)
-    pairs = n_src * n_dst
-    n_edges = max(1, round(density * pairs))
-    flat = np.unique(rng.integers(0, pairs, size=n_edges + n_edges // 8 + 16))
-    while flat.size < n_edges:  # a dense block: too many repeats
-        flat = np.union1d(flat, rng.integers(0, pairs, size=n_edges))
-    flat = np.sort(rng.choice(flat, size=n_edges, replace=False))
-    return SparseIndex.from_edges([flat % n_src, flat // n_src], n_src, n_dst)
-
-
-def _block_step(ops: Backend, w: np.ndarray, index: Any, x: np.ndarray, delta: np.ndarray,
-                dw: np.ndarray, out: np.ndarray) -> None:
-    """One sparse block's share of a step: the forward gather, then the fused backward (into
-    the same ``out`` buffer: only the time is wanted)."""
-    ops.sparse_forward(w, index, x, out, False)
-    ops.sparse_block_backward(w, index, delta, x, dw, out, False)
-
-
-def bench_scaling(seconds: float, quick: bool = False) -> dict[str, Any]:
-    """The cpu backend's ns per edge and sample of one sparse block's share of a training
-    step: ``sparse_forward`` then ``sparse_block_backward`` into the source's deltas, at each
-    density (``SCALING_DENSITIES``) and batch (``SCALING_BATCHES``)."""
-    if "cpu" not in available_backends():
-        raise RuntimeError("the scaling case times the cpu backend, which cannot run here "
-                           "(gpuback info says why)")
-    ops = get_backend("cpu")
-    units = QUICK_SCALING_UNITS if quick else SCALING_UNITS
-    rng = np.random.default_rng(0)
-    runs = []
-    for density in SCALING_DENSITIES:
-        index = random_block(units, units, density)
-        prepared = ops.prepare_index(index, False)
-        w = rng.normal(size=index.n_edges).astype(np.float32)
-        dw = np.empty_like(w)
-        for batch in QUICK_SCALING_BATCHES if quick else SCALING_BATCHES:
-            x, delta = (rng.normal(size=(units, batch)).astype(np.float32) for _ in range(2))
-            step = functools.partial(_block_step, ops, w, prepared, x, delta, dw, np.empty_like(x))
-            ms = time_call(step, seconds, quick=quick)
-            runs.append({"density": density, "edges": index.n_edges, "batch": batch,
-                         "ms": round(ms, 4),
-                         "ns_per_edge_sample": round(ms * 1e6 / (index.n_edges * batch), 5)})
-    per_edge = [r["ns_per_edge_sample"] for r in runs]
-    return {"case": "scaling", "units": units, "runs": runs,
-            "spread": round(max(per_edge) / min(per_edge), 3)}
-
-
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cpu backend's targets, where both sides were measured: value and whether met."""
     by_case = {r["case"]: r for r in results}
@@ -467,7 +369,7 @@ def _run(result: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
 def machine() -> dict[str, Any]:
     return {"cpu": _cpu_name(), "cores": describe("cpu").get("cores"),
             "python": platform.python_version(), "numpy": np.__version__,
-            "torch": bench_torch.version(),
+            "torch": bench_torch.version(), "jax": bench_jax.version(),
             "torch_threads": bench_torch.threads() if bench_torch.version() else None}
 
 
@@ -498,7 +400,9 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
     gflops = gemm_gflops(devices, seconds, quick)
     torch = (f"PyTorch {info['torch']} ({info['torch_threads']} threads)" if info["torch"]
              else "PyTorch not installed")
-    report(f"machine: {info['cpu']}, {info['cores']} cores; NumPy {info['numpy']}; {torch}")
+    jax = f"JAX {info['jax']}" if info["jax"] else "JAX not installed"
+    report(f"machine: {info['cpu']}, {info['cores']} cores; NumPy {info['numpy']}; {torch}; "
+           f"{jax}")
     if quick:
         report("quick run: smaller cases, 3 timed calls each; a smoke check, not a measurement")
     report("float32 GEMM rate: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in gflops.items()))
@@ -507,6 +411,7 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
         report(bench_sparseprop.absent_reason())
     elif sparse_cases and not torch_devices:
         report("SparseProp runs on PyTorch, left out here (--no-torch)")
+    jax_device = _jax_device(cases, devices, report)
     results = []
     for name in cases:
         if name == "digits":
@@ -517,7 +422,7 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
             result = bench_scaling(seconds, quick)
         else:
             result = bench_step_case(name, backends, torch_devices, gflops, seconds, quick,
-                                     precisions)
+                                     precisions, jax_device)
         results.append(result)
         for line in format_result(result):
             report(line)
@@ -527,6 +432,22 @@ def run(cases: Sequence[str] = CASES, backends: Sequence[str] | None = None,
                f"(at most {check['at_most']:.3g}) {'met' if check['met'] else 'NOT met'}")
     return {"machine": info, "gemm_gflops": gflops, "seconds": seconds, "quick": quick,
             "results": results, "targets": checks}
+
+
+def _jax_device(cases: Sequence[str], devices: Sequence[str],
+                report: Callable[[str], None]) -> str | None:
+    """The device JAX's contender runs on (its default one) when some case is dense, JAX is
+    installed and a gpuback backend is timed on that device; else None, said in ``report``."""
+    if not any(c in STEP_CASES and STEP_CASE_SHAPES[c].density is None for c in cases):
+        return None
+    if bench_jax.version() is None:
+        report(bench_jax.absent_reason())
+        return None
+    device = bench_jax.device()
+    if device not in devices:
+        report(f"JAX runs on {device} here, where no gpuback backend is timed: left out")
+        return None
+    return device
 
 
 def format_result(result: dict[str, Any]) -> list[str]:
@@ -552,13 +473,17 @@ def format_result(result: dict[str, Any]) -> list[str]:
     lines = [f"\n{result['case']}: {'-'.join(map(str, result['sizes']))}{density}, batch "
              f"{result['batch']}, {result['parameters']:,} parameters",
              f"  {'contender':<28} {'precision':>9} {'fwd+bwd ms':>11} {'+SGD ms':>9} "
-             f"{'samples/s':>10} {'x floor':>8}  time ratio (fwd+bwd, step) to each contender"]
+             f"{'samples/s':>10} {'x floor':>8} {'1st calls s':>11}  time ratio (fwd+bwd, "
+             f"step) to each contender"]
     for r in result["runs"]:
         floor = "" if r["x_floor"] is None else f"{r['x_floor']:.2f}"
         steps = r.get("step_ratio_to", {})
         ratios = ", ".join(f"{v:.3g}/{steps[k]:.3g} {k}" for k, v in r.get("ratio_to", {}).items())
         lines.append(f"  {r['name']:<28} {r['precision']:>9} {r['fwd_bwd_ms']:>11.3f} "
-                     f"{r['step_ms']:>9.3f} {r['samples_per_s']:>10.0f} {floor:>8}  {ratios}")
+                     f"{r['step_ms']:>9.3f} {r['samples_per_s']:>10.0f} {floor:>8} "
+                     f"{r['first_call_s']:>11.2f}  {ratios}")
+    lines += [f"  {f['name']}: does not run here ({f['error']}), left out"
+              for f in result.get("failed", [])]
     for r in result["runs"]:
         steps = r.get("step_ratio_to_gpuback", {})
         for k, v in r.get("ratio_to_gpuback", {}).items():

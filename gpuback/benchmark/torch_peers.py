@@ -71,15 +71,9 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
     X, y = batch_data(spec, batch, device, seed)
     loss_fn = torch.nn.CrossEntropyLoss()
     blocks = spec["connections"]
-    if any(b["kind"] == "identity" for b in blocks):  # a resmlp_spec
-        model = _residual_mlp(spec).to(device)
-        nn = steps(lambda: loss_fn(model(X), y), model.parameters(), device)
-        return dict(zip(labels(dense=True), [nn], strict=True))
-    if all(b["kind"] == "dense" for b in blocks):
-        layers: list[Any] = []
-        for n_in, n_out in itertools.pairwise(sizes):
-            layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-        model = torch.nn.Sequential(*layers[:-1]).to(device)
+    model = dense_model(spec)
+    if model is not None:
+        model = model.to(device)
         nn = steps(lambda: loss_fn(model(X), y), model.parameters(), device)
         return dict(zip(labels(dense=True), [nn], strict=True))
     sparse = _SparseMM(blocks, sizes, device)
@@ -89,16 +83,46 @@ def contenders(spec: dict, batch: int, device: str, seed: int = 0
                      steps(lambda: loss_fn(masked(X), y), masked.params, device)], strict=True))
 
 
-def batch_data(spec: dict, batch: int, device: str = "cpu", seed: int = 0) -> tuple[Any, Any]:
-    """The batch every PyTorch contender trains on (the same for each, from ``seed``): inputs
-    ``(batch, n_in)`` float32 standard normal, class labels ``(batch,)`` int64."""
+def has_sparse_chain(spec: dict) -> bool:
+    """Whether ``spec`` is a chain (no identity connection: not a residual network) with at
+    least one sparse block: a network the sparse contenders can write."""
+    kinds = {b["kind"] for b in spec["connections"]}
+    return "sparse" in kinds and "identity" not in kinds
+
+
+def dense_model(spec: dict) -> Any:
+    """The network of a chain of dense blocks (``mlp_spec``: ``torch.nn.Linear`` layers, ReLU
+    between) or of a ``resmlp_spec`` (``_residual_mlp``) as a ``torch.nn.Module`` on the CPU,
+    initialised from PyTorch's current seed; None for a network with sparse blocks."""
     import torch
 
+    blocks = spec["connections"]
+    if any(b["kind"] == "identity" for b in blocks):  # a resmlp_spec
+        return _residual_mlp(spec)
+    if any(b["kind"] != "dense" for b in blocks):
+        return None
+    sizes = [g["size"] for g in spec["groups"]]
+    layers: list[Any] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def batch_arrays(spec: dict, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The batch every peer trains on (the same for each, from ``seed``), as NumPy arrays:
+    inputs ``(batch, n_in)`` float32 standard normal, class labels ``(batch,)`` int64."""
     sizes = [g["size"] for g in spec["groups"]]
     rng = np.random.default_rng(seed)
-    X = torch.tensor(rng.normal(size=(batch, sizes[0])), dtype=torch.float32, device=device)
-    y = torch.tensor(rng.integers(0, sizes[-1], size=batch), device=device)
-    return X, y
+    return (rng.normal(size=(batch, sizes[0])).astype(np.float32),
+            rng.integers(0, sizes[-1], size=batch).astype(np.int64))
+
+
+def batch_data(spec: dict, batch: int, device: str = "cpu", seed: int = 0) -> tuple[Any, Any]:
+    """``batch_arrays`` as PyTorch tensors on ``device``."""
+    import torch
+
+    X, y = batch_arrays(spec, batch, seed)
+    return torch.tensor(X, device=device), torch.tensor(y, device=device)
 
 
 def digits_trainer(data: Any, device: str, seed: int = 0
