@@ -5,6 +5,7 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
 * ``dense``: MLP 784-1024-1024-10, batch 256;
 * ``sparse95`` / ``sparse99``: 784-4096-4096-10, both hidden blocks sparse with random
   edges (95% / 99% of the weights absent), the output block dense, batch 256;
+* ``wide98``: 1024-8192-8192-10, the hidden blocks 98% sparse, batch 128;
 * ``small``: MLP 64-64-64-10, batch 32 (per-step overhead);
 * ``resmlp``: the residual MLP of ``resmlp_spec``, 784 -> 4 blocks of 1024 (layer norm,
   GELU, dropout 0.1, identity connections) -> 10, batch 256; its PyTorch peer is the same
@@ -60,7 +61,7 @@ from . import torch_peers as bench_torch
 from .cpu_cases import bench_scaling, bench_startup
 from .timing import settle, time_call
 
-STEP_CASES = ("dense", "sparse95", "sparse99", "small", "resmlp")
+STEP_CASES = ("dense", "sparse95", "sparse99", "wide98", "small", "resmlp")
 CASES = (*STEP_CASES, "digits", "startup", "scaling")
 TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 40
@@ -86,6 +87,7 @@ STEP_CASE_SHAPES = {
     "dense": StepCase((784, 1024, 1024, 10), 256),
     "sparse95": StepCase((784, 4096, 4096, 10), 256, density=0.05),
     "sparse99": StepCase((784, 4096, 4096, 10), 256, density=0.01),
+    "wide98": StepCase((1024, 8192, 8192, 10), 128, density=0.02),
     "small": StepCase((64, 64, 64, 10), 32),
     "resmlp": StepCase((784, 1024, 4, 10), 256, residual=True),
 }
@@ -96,6 +98,7 @@ QUICK_SHAPES = {
     "dense": StepCase((784, 128, 128, 10), 32),
     "sparse95": StepCase((784, 512, 512, 10), 32, density=0.05),
     "sparse99": StepCase((784, 512, 512, 10), 32, density=0.01),
+    "wide98": StepCase((1024, 1024, 1024, 10), 32, density=0.02),
     "small": StepCase((64, 64, 64, 10), 32),
     "resmlp": StepCase((784, 128, 2, 10), 32, residual=True),
 }
@@ -106,6 +109,7 @@ CPU_TARGETS = (("dense", "torch.nn", "fwd_bwd", 1.0), ("dense", "torch.nn", "ste
                ("sparse95", "torch.sparse.mm", "step", 1 / 5),
                ("sparse99", bench_sparseprop.LABEL, "step", 0.5),
                ("sparse99", "torch.sparse.mm", "step", 1 / 10),
+               ("wide98", bench_sparseprop.LABEL, "step", 0.5),
                ("small", "torch.nn", "step", 0.3),
                ("resmlp", "torch.nn", "step", 1.0))
 # Targets of gpuback.torch on CPU tensors, each: case, the contender its step time is over
