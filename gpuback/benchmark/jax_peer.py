@@ -41,10 +41,12 @@ def absent_reason() -> str:
 
 
 def device() -> str:
-    """JAX's default device, as PyTorch (and ``gpuback bench``) names it: "cpu" or "cuda"."""
+    """JAX's default device, as PyTorch (and ``gpuback bench``) names it: "cpu", "cuda" for
+    an NVIDIA GPU, else JAX's own name (which no gpuback backend runs on)."""
     import jax
 
-    return "cpu" if jax.default_backend() == "cpu" else "cuda"
+    backend = jax.default_backend()
+    return {"gpu": "cuda", "cuda": "cuda"}.get(backend, backend)
 
 
 Layout = tuple[list[tuple[str, tuple[int, ...]]], int, float]

@@ -21,16 +21,20 @@ Cases (float32; hidden ReLU, softmax + cross-entropy output):
 
 For each step case every contender is timed for ``fwd_bwd`` (forward + backward: for
 gpuback ``Network.loss_and_grads``) and ``step`` (that plus an SGD-with-momentum
-update). Each is warmed up first (compilation, buffers, and long enough for another
-library's thread pool to stop spinning), then called repeatedly for ``seconds``; the
-median is reported. The contenders are PyTorch's (``bench_torch``) and, on the sparse
-cases, SparseProp's when it is installed (``bench_sparseprop``) and gpuback's own kernels
-inside a PyTorch model, ``gpuback.torch.SparseLinear`` layers (``bench_gpuback_torch``:
-"gpuback.torch"), all trained by the same ``torch.optim.SGD`` step. The floor of a case is
-its FLOPs as the step really works them, 2 x batch for every weight in the forward
-product and in the weight gradient, and again for the backward product of every block
-whose source is not the input (inputs need no delta), over the float32 GEMM rate
-measured in the same run (the best of NumPy's BLAS and PyTorch). Ratios are gpuback's
+update). The first call of each mode is timed on its own (``first_call_s``: where the
+compiling contenders compile), then each is warmed up (buffers, and long enough for
+another library's thread pool to stop spinning) and called repeatedly for ``seconds``;
+the median is reported. The contenders are PyTorch's eager (``bench_torch``); on the
+dense cases the same model under ``torch.compile`` (``bench_torch_compile``) and the same
+network in JAX when it is installed (``bench_jax``); on the sparse cases SparseProp's when
+it is installed (``bench_sparseprop``) and gpuback's own kernels inside a PyTorch model,
+``gpuback.torch.SparseLinear`` layers (``bench_gpuback_torch``: "gpuback.torch"). The
+PyTorch ones are trained by ``torch.optim.SGD``, JAX's by the same update inside its
+jitted step. A peer whose first call fails is left out, its error in ``failed``. The
+floor of a case is its FLOPs as the step really works them, 2 x batch for every weight in
+the forward product and in the weight gradient, and again for the backward product of
+every block whose source is not the input (inputs need no delta), over the float32 GEMM
+rate measured in the same run (the best of NumPy's BLAS and PyTorch). Ratios are gpuback's
 time (its own step, or gpuback.torch's) over a peer's, on the same device; gpuback.torch's
 time over gpuback's own step on the same kernels (the cpu backend's for CPU tensors) is
 the cost of going through PyTorch: autograd, the layers' transposes, PyTorch's optimiser.
