@@ -58,18 +58,14 @@ def _layout(spec: dict) -> Layout | None:
     depth (0: a plain MLP) and the dropout probability. None for a network with sparse
     blocks."""
     blocks = spec["connections"]
-    groups = {g["name"]: g for g in spec["groups"]}
 
     def linear(n_in: int, n_out: int) -> list[tuple[str, tuple[int, ...]]]:
         return [("weight", (n_out, n_in)), ("bias", (n_out,))]
 
     if any(b["kind"] == "identity" for b in blocks):  # a resmlp_spec
-        width, n_out = groups["r0"]["size"], groups["y"]["size"]
-        depth = sum(name.startswith("b") for name in groups)
-        p = groups["b1"].get("dropout", 0.0) if depth else 0.0
+        n_in, width, depth, n_out, p = bench_torch.residual_shape(spec)
         block = [*linear(width, width), ("gain", (width,)), ("shift", (width,))]
-        return [*linear(groups["x"]["size"], width), *block * depth,
-                *linear(width, n_out)], depth, p
+        return [*linear(n_in, width), *block * depth, *linear(width, n_out)], depth, p
     if any(b["kind"] != "dense" for b in blocks):
         return None
     sizes = [g["size"] for g in spec["groups"]]

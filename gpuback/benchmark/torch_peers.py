@@ -157,15 +157,21 @@ def digits_trainer(data: Any, device: str, seed: int = 0
     return train_epoch, accuracy
 
 
+def residual_shape(spec: dict) -> tuple[int, int, int, int, float]:
+    """``(n_in, width, depth, n_out, dropout)`` of a ``resmlp_spec``, read from its groups."""
+    groups = {g["name"]: g for g in spec["groups"]}
+    depth = sum(name.startswith("b") for name in groups)
+    p = groups["b1"].get("dropout", 0.0) if depth else 0.0
+    return groups["x"]["size"], groups["r0"]["size"], depth, groups["y"]["size"], p
+
+
 def _residual_mlp(spec: dict) -> Any:
     """The network of ``gpuback.resmlp_spec`` as PyTorch users write it: a Linear stem,
     blocks ``x + Dropout(GELU(LayerNorm(Linear(x))))`` (the stream's own bias left out), a
     Linear head."""
     import torch
 
-    sizes = {g["name"]: g for g in spec["groups"]}
-    width, depth = sizes["r0"]["size"], sum(name.startswith("b") for name in sizes)
-    p = sizes["b1"].get("dropout", 0.0) if depth else 0.0
+    n_in, width, depth, n_out, p = residual_shape(spec)
 
     class Block(torch.nn.Module):
         def __init__(self) -> None:
@@ -178,9 +184,8 @@ def _residual_mlp(spec: dict) -> Any:
         def forward(self, x: Any) -> Any:
             return x + self.inner(x)
 
-    return torch.nn.Sequential(torch.nn.Linear(sizes["x"]["size"], width),
-                               *[Block() for _ in range(depth)],
-                               torch.nn.Linear(width, sizes["y"]["size"]))
+    return torch.nn.Sequential(torch.nn.Linear(n_in, width), *[Block() for _ in range(depth)],
+                               torch.nn.Linear(width, n_out))
 
 
 def steps(loss: Callable[[], Any], params: Any, device: str) -> dict[str, Callable[[], Any]]:
