@@ -14,6 +14,7 @@ from helpers.tolerances import TOLERANCES, rel_error
 import gpuback
 from gpuback.backends import OP_SET, numpy_backend, resolve_backend_name
 from gpuback.backends.cpu import backend as cpu_backend
+from gpuback.backends.cpu import products as cpu_products
 from gpuback.backends.cpu import threads as cpu_threads
 
 OP_CASES = [c for dtype in DTYPES for c in cases(dtype)]
@@ -32,8 +33,9 @@ def test_cpu_op_split_over_cores_matches_reference(case, monkeypatch: pytest.Mon
     """Each op shared over three ranges however small (check_finite's ranges race to write
     the same status pair: harmless)."""
     monkeypatch.setattr(cpu_threads, "core_count", lambda: 3)
-    for threshold in ("SPLIT_MIN_WORK", "SPLIT_MIN_PRODUCT", "BLAS_THREADED_MIN"):
-        monkeypatch.setattr(cpu_threads, threshold, 0)
+    monkeypatch.setattr(cpu_threads, "SPLIT_MIN_WORK", 0)
+    for threshold in ("SPLIT_MIN_PRODUCT", "SHARE_MIN_PRODUCT", "BLAS_THREADED_MIN"):
+        monkeypatch.setattr(cpu_products, threshold, 0)
     check_case(cpu_backend, case)
 
 
@@ -61,8 +63,9 @@ def test_cpu_split_over_cores_matches_reference(case: str, spec: dict, cores: in
     """Every op shared over three ranges (uneven, and more than this machine may have cores),
     however small, or run whole."""
     monkeypatch.setattr(cpu_threads, "core_count", lambda: cores)
-    for threshold in ("SPLIT_MIN_WORK", "SPLIT_MIN_PRODUCT", "BLAS_THREADED_MIN"):
-        monkeypatch.setattr(cpu_threads, threshold, 0)
+    monkeypatch.setattr(cpu_threads, "SPLIT_MIN_WORK", 0)
+    for threshold in ("SPLIT_MIN_PRODUCT", "SHARE_MIN_PRODUCT", "BLAS_THREADED_MIN"):
+        monkeypatch.setattr(cpu_products, threshold, 0)
     split_into = []
     run_ranges = cpu_threads.run_ranges
 

@@ -15,6 +15,7 @@ from helpers.random_specs import chain_spec, random_dag_spec, random_data
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 import gpuback
+from gpuback.backends.cpu import products as cpu_products
 from gpuback.backends.cpu import threads as cpu_threads
 
 TIMEOUT_S = 30  # a deadlock fails the test after this long instead of hanging the run
@@ -28,8 +29,9 @@ def force_split(monkeypatch: pytest.MonkeyPatch, cores: int = 4) -> None:
     """Every op shared over ``cores`` ranges however small (more ranges than this machine may
     have cores), and every BLAS product run inside ``single_threaded_blas``."""
     monkeypatch.setattr(cpu_threads, "core_count", lambda: cores)
-    for threshold in ("SPLIT_MIN_WORK", "SPLIT_MIN_PRODUCT", "BLAS_THREADED_MIN"):
-        monkeypatch.setattr(cpu_threads, threshold, 0)
+    monkeypatch.setattr(cpu_threads, "SPLIT_MIN_WORK", 0)
+    for threshold in ("SPLIT_MIN_PRODUCT", "SHARE_MIN_PRODUCT", "BLAS_THREADED_MIN"):
+        monkeypatch.setattr(cpu_products, threshold, 0)
 
 
 def run_with_timeout(target, *args) -> None:
@@ -76,17 +78,14 @@ def test_two_threads_train_two_networks_at_once(monkeypatch: pytest.MonkeyPatch)
     train(SPECS[0], 0)
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
     seen: set[tuple[int, ...]] = set()  # BLAS's thread counts while products ran
-    run_product = cpu_threads.run_product
+    run_blocks = cpu_products.run_blocks
 
-    def spying(product, out, inner) -> None:
-        def spied(rows, cols) -> None:
-            time.sleep(1e-4)  # lets the other thread run: more overlapping contexts
-            seen.add(tuple(lib.get_num_threads() for lib in libs))
-            product(rows, cols)
+    def spying(blocks, accumulate) -> None:
+        time.sleep(1e-4)  # lets the other thread run: more overlapping contexts
+        seen.add(tuple(lib.get_num_threads() for lib in libs))
+        run_blocks(blocks, accumulate)
 
-        run_product(spied, out, inner)
-
-    monkeypatch.setattr(cpu_threads, "run_product", spying)
+    monkeypatch.setattr(cpu_products, "run_blocks", spying)
     # a known count above 1 (restored after the test), so one left stuck at 1 shows
     with threadpool_limits(limits=3, user_api="blas"):
         before = blas_threads()
@@ -206,10 +205,13 @@ def test_error_leaves_no_range_writing_after_return() -> None:
 NESTED = """
 import os
 import numpy as np
+from gpuback.backends.cpu import products as cpu_products
+from gpuback.backends.cpu import products as cpu_products
 from gpuback.backends.cpu import threads as cpu_threads
 
 cpu_threads.core_count = lambda: 4
-cpu_threads.SPLIT_MIN_WORK = cpu_threads.SPLIT_MIN_PRODUCT = cpu_threads.BLAS_THREADED_MIN = 0
+cpu_threads.SPLIT_MIN_WORK = cpu_products.SPLIT_MIN_PRODUCT = 0
+cpu_products.SHARE_MIN_PRODUCT = cpu_products.BLAS_THREADED_MIN = 0
 inner = {inner!r}
 # more outer ranges than the pool has workers: every worker (and this thread) runs one, and
 # each shares its own work over the pool again
@@ -232,11 +234,7 @@ def outer_task(lo, hi):
             cpu_threads.run_split(fill, row.size, 1, row, 1.0)
         else:
             block = np.zeros((12, 12))
-
-            def product(rows, cols):
-                np.matmul(w[i][rows], z[:, cols], out=block[rows, cols])
-
-            cpu_threads.run_product(product, block, 5)
+            cpu_products.multiply(w[i], z, block, False)
             row[:] = np.isclose(np.diag(block), np.diag(w[i] @ z))
 
 
@@ -246,7 +244,7 @@ print("done")
 """
 
 
-@pytest.mark.parametrize("inner", ["run_ranges", "run_split", "run_product"])
+@pytest.mark.parametrize("inner", ["run_ranges", "run_split", "multiply"])
 def test_op_from_pool_workers_completes(inner: str) -> None:
     """An op started on a pool worker (a range that itself shares work over the pool) while
     every worker is busy so: no deadlock, and every inner range ran exactly once."""

@@ -1,7 +1,7 @@
 """The cpu backend: the reference op set as Numba kernels and BLAS, shared over the cores.
 
 Dense blocks are BLAS products on contiguous feature-major buffers, a large one split
-into one block of rows per core (``cpu_threads.run_product``). Everything else is a Numba
+into one block of rows per core (``cpu_products``). Everything else is a Numba
 kernel (``cpu_kernels``) that mirrors the CUDA kernel of the same op: the sparse
 forward gathers over a CSR-by-destination index; a sparse block's backward is one pass
 over its CSC-by-source index that both accumulates sum_k w_kj delta_k and writes the
@@ -51,6 +51,7 @@ from ..numpy_backend import update_loss_scale as update_loss_scale
 from ..numpy_backend import zeros as zeros
 from ..protocol import SparseIndex
 from ..status import BackendStatus
+from . import products as cpu_products
 from . import threads as cpu_threads
 
 name = "cpu"
@@ -182,13 +183,7 @@ def check_finite(array: np.ndarray, status: np.ndarray, step: int) -> None:
 
 def dense_forward(w: np.ndarray, z_src: np.ndarray, a_dst: np.ndarray, accumulate: bool) -> None:
     """a_dst (+)= W @ z_src: sum_j w_kj z_j over a dense block (5.48)."""
-    def product(rows: slice, cols: slice) -> None:
-        if accumulate:
-            a_dst[rows, cols] += w[rows] @ z_src[:, cols]
-        else:
-            np.matmul(w[rows], z_src[:, cols], out=a_dst[rows, cols])
-
-    cpu_threads.run_product(product, a_dst, w.shape[1])
+    cpu_products.multiply(w, z_src, a_dst, accumulate)
 
 
 def sparse_forward(w: np.ndarray, index: CpuIndex, z_src: np.ndarray, a_dst: np.ndarray,
@@ -270,13 +265,7 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
 def dense_backward(w: np.ndarray, delta_dst: np.ndarray, acc_src: np.ndarray,
                    accumulate: bool) -> None:
     """acc_src (+)= W.T @ delta_dst: this block's share of sum_k w_kj delta_k (5.56)."""
-    def product(rows: slice, cols: slice) -> None:
-        if accumulate:
-            acc_src[rows, cols] += w[:, rows].T @ delta_dst[:, cols]
-        else:
-            np.matmul(w[:, rows].T, delta_dst[:, cols], out=acc_src[rows, cols])
-
-    cpu_threads.run_product(product, acc_src, w.shape[0])
+    cpu_products.multiply(w.T, delta_dst, acc_src, accumulate)
 
 
 def sparse_backward(w: np.ndarray, index: CpuIndex, delta_dst: np.ndarray,
@@ -323,10 +312,7 @@ def dropout_activation_delta(activation: str, a: np.ndarray, h: np.ndarray, acc:
 
 def dense_weight_grad(delta_dst: np.ndarray, z_src: np.ndarray, dw: np.ndarray) -> None:
     """dE/dw_kj = sum over the batch of delta_k z_j (5.53): dW = Delta @ Z.T."""
-    def product(rows: slice, cols: slice) -> None:
-        np.matmul(delta_dst[rows], z_src[cols].T, out=dw[rows, cols])
-
-    cpu_threads.run_product(product, dw, delta_dst.shape[1])
+    cpu_products.multiply(delta_dst, z_src.T, dw, False)
 
 
 def sparse_weight_grad(index: CpuIndex, delta_dst: np.ndarray, z_src: np.ndarray,

@@ -54,14 +54,10 @@ import numpy as np
 
 from .. import launcher
 
-# Handing ranges to the pool costs about 30 us (measured), so work is shared only when it
-# is well above that: SPLIT_MIN_WORK elementwise operations (the cheapest kind: an add, a
-# max), SPLIT_MIN_PRODUCT multiply-adds of a BLAS product. A smaller product still runs
-# with BLAS held to one thread when it reaches BLAS_THREADED_MIN (m * n * k), OpenBLAS's
-# own threshold for waking its threads; below that BLAS is single-threaded anyway.
+# Handing ranges to the pool costs 30-90 us (measured), so work is shared only when it is
+# well above that: SPLIT_MIN_WORK elementwise operations (the cheapest kind: an add, a max).
+# (The dense products have their own rule: ``products``.)
 SPLIT_MIN_WORK = 1 << 20
-SPLIT_MIN_PRODUCT = 1 << 23
-BLAS_THREADED_MIN = 1 << 18
 
 
 @functools.cache
@@ -191,6 +187,17 @@ class _SingleThreadedBlas:
 _SINGLE_THREADED_BLAS = _SingleThreadedBlas()
 
 
+def per_thread_blas() -> list[Any]:
+    """The BLAS libraries whose thread count is the calling thread's own (OpenBLAS on
+    OpenMP): a thread that only ever runs single-threaded products sets its own to 1."""
+    return _blas_libraries()[1]
+
+
+def on_pool_worker() -> bool:
+    """Whether the calling thread is one of the pool's (where an op runs all its ranges)."""
+    return bool(getattr(_worker, "active", False))
+
+
 def single_threaded_blas() -> _SingleThreadedBlas:
     """A context in which BLAS uses one thread. Reference counted over the process: the
     first to enter saves each library's thread count and sets 1, the last to leave restores
@@ -208,7 +215,7 @@ def run_ranges(task: Callable[[int, int], None], bounds: Sequence[int]) -> None:
     every range has finished). On a pool worker, every range runs here, in turn."""
     ranges = [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(bounds) - 1)
               if bounds[i + 1] > bounds[i]]
-    if len(ranges) <= 1 or getattr(_worker, "active", False):  # on a pool worker: all here
+    if len(ranges) <= 1 or on_pool_worker():  # on a pool worker: all here
         for lo, hi in ranges:
             task(lo, hi)
         return
@@ -268,32 +275,3 @@ def balanced_bounds(ptr: np.ndarray, work_per_item: int) -> list[int]:
         return [0, n_rows]
     targets = np.linspace(0, ptr[-1], parts + 1)[1:-1]
     return [0, *np.searchsorted(ptr, targets).tolist(), n_rows]
-
-
-def run_product(product: Callable[[slice, slice], None], out: np.ndarray, inner: int) -> None:
-    """Fill ``out`` (rows, cols) by ``product(row_slice, col_slice)``, a BLAS product into that
-    block of ``out``, over one block of rows per core (of columns, when ``out`` has too few
-    rows), with BLAS single-threaded. ``inner`` is the product's inner dimension."""
-    rows, cols = out.shape
-    everything = slice(None)
-    size = rows * cols * inner
-    if size < BLAS_THREADED_MIN:
-        product(everything, everything)
-        return
-    if size < SPLIT_MIN_PRODUCT or core_count() == 1:
-        with single_threaded_blas():
-            product(everything, everything)
-        return
-    along_rows = rows >= min(cols, 8 * core_count())
-    n = rows if along_rows else cols
-    parts = min(core_count(), n)
-    bounds = [n * i // parts for i in range(parts + 1)]
-
-    def part(lo: int, hi: int) -> None:
-        if along_rows:
-            product(slice(lo, hi), everything)
-        else:
-            product(everything, slice(lo, hi))
-
-    with single_threaded_blas():
-        run_ranges(part, bounds)
