@@ -73,6 +73,28 @@ def test_operands_blas_cannot_read_are_computed_by_numpy(monkeypatch) -> None:
     np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "int64"])
+def test_other_dtypes_are_computed_by_numpy(dtype: str, monkeypatch) -> None:
+    """No gemm is called on memory of another type: NumPy computes the product."""
+    share_everything(monkeypatch)
+    rng = np.random.default_rng(1)
+    a = (rng.normal(size=(30, 20)) * 4).astype(dtype)
+    b = (rng.normal(size=(20, 40)) * 4).astype(dtype)
+    c = np.zeros((30, 40), dtype)
+    cpu_products.multiply(a, b, c, False)
+    np.testing.assert_array_equal(c, a @ b)
+
+
+def test_a_product_into_its_own_operand_is_computed_by_numpy(monkeypatch) -> None:
+    """c overlapping a (BLAS's result would be undefined): NumPy, which copies first."""
+    share_everything(monkeypatch)
+    rng = np.random.default_rng(2)
+    buffer = rng.normal(size=(40, 40))
+    a, b = buffer.copy(), rng.normal(size=(40, 40))
+    cpu_products.multiply(buffer, b, buffer, False)
+    np.testing.assert_allclose(buffer, a @ b, rtol=1e-12, atol=1e-12)
+
+
 def product_bits(monkeypatch: pytest.MonkeyPatch, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(256, 300)).astype(np.float32)

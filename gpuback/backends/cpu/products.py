@@ -112,12 +112,17 @@ def blas_layout(x: np.ndarray) -> tuple[int, int] | None:
 
 def _task(found: Blas, a: np.ndarray, b: np.ndarray, c: np.ndarray,
           beta: int) -> np.ndarray | None:
-    """The task (``gemm_kernels``) c = a @ b + beta * c, or None when an operand is not in a
-    layout BLAS reads (then NumPy computes it)."""
+    """The task (``gemm_kernels``) c = a @ b + beta * c, or None when BLAS cannot compute it
+    in place (then NumPy does): a dtype other than float32 or float64, or not the same for
+    all three, an operand in a layout BLAS does not read, or c overlapping a or b."""
     from . import gemm_kernels as g
 
+    if not (a.dtype == b.dtype == c.dtype and c.dtype in (np.float32, np.float64)):
+        return None
     op_a, op_b, op_c = blas_layout(a), blas_layout(b), blas_layout(c)
     if op_a is None or op_b is None or op_c is None or op_c[0] != 111:
+        return None
+    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
         return None
     task = np.zeros(g.TASK_FIELDS, np.int64)
     double = c.dtype == np.float64
