@@ -95,6 +95,12 @@ def test_a_product_into_its_own_operand_is_computed_by_numpy(monkeypatch) -> Non
     np.testing.assert_allclose(buffer, a @ b, rtol=1e-12, atol=1e-12)
 
 
+def spin_longer(monkeypatch: pytest.MonkeyPatch, shared: cpu_products.Helpers) -> None:
+    """The helpers' next spins last 50 times longer (0.1 s): a test polling from a loaded
+    machine, whose sleeps may overshoot 2 ms, still finds a woken helper spinning."""
+    monkeypatch.setattr(shared, "turns", 50 * shared.turns)
+
+
 def product_bits(monkeypatch: pytest.MonkeyPatch, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(256, 300)).astype(np.float32)
@@ -119,6 +125,7 @@ def test_helpers_and_pool_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) ->
         return used[-1]
 
     monkeypatch.setattr(shared, "run", recording)
+    spin_longer(monkeypatch, shared)
     deadline = time.monotonic() + 10
     with_helper = product_bits(monkeypatch, 0)
     while not used[-1] and time.monotonic() < deadline:  # the first may find it asleep
@@ -142,11 +149,16 @@ def test_a_helper_asleep_is_woken_and_the_product_still_done(monkeypatch) -> Non
     while shared.mailboxes[0, gemm_kernels.STATE] != gemm_kernels.SLEEPING:
         assert time.monotonic() < deadline, f"the helper still spins (state {state})"
         time.sleep(cpu_products.SPIN_SECONDS)
+    spin_longer(monkeypatch, shared)
     assert product_bits(monkeypatch, 1) == expected  # on the pool; wakes the helper
     while shared.mailboxes[0, gemm_kernels.STATE] != gemm_kernels.SPINNING:
         assert time.monotonic() < deadline, "the helper was not woken"
         time.sleep(1e-4)
+    used: list[bool] = []
+    run = shared.run
+    monkeypatch.setattr(shared, "run", lambda tasks: used.append(run(tasks)) or used[-1])
     assert product_bits(monkeypatch, 1) == expected
+    assert used == [True], "the woken helper did not take the block"
 
 
 @needs_openblas
