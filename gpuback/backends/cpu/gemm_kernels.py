@@ -28,7 +28,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernel_cache import cached
+from .kernel_cache import cached, inlined
 
 Array = Any
 
@@ -40,7 +40,7 @@ MAILBOX = TASK + TASK_FIELDS + 8
 SLEEPING, SPINNING, CLAIMED = 0, 1, 2
 # a task's fields
 (GEMM, DOUBLE, INT32, TRANS_A, TRANS_B, M, N, K, A, LDA, B, LDB, BETA, C, LDC) = range(15)
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS's enum values
+ROW_MAJOR = 101  # CBLAS's enum value (its transpositions: ``products``)
 
 
 def _element(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
@@ -125,27 +125,26 @@ def _call_gemm(typingctx: Any, address: Any, trans_a: Any, trans_b: Any, m: Any,
 call_gemm: Any = intrinsic(_call_gemm)
 
 
+@inlined
+def _gemm_in(task: Array, m: Any, n: Any, k: Any, lda: Any, ldb: Any, ldc: Any) -> None:
+    """The task's gemm with its sizes in the integer type given, alpha = 1 and beta (0 or 1)
+    in the task's float type."""
+    g, ta, tb, a, b, c = task[GEMM], task[TRANS_A], task[TRANS_B], task[A], task[B], task[C]
+    if task[DOUBLE]:
+        call_gemm(g, ta, tb, m, n, k, 1.0, a, lda, b, ldb, np.float64(task[BETA]), c, ldc)
+    else:
+        call_gemm(g, ta, tb, m, n, k, np.float32(1.0), a, lda, b, ldb, np.float32(task[BETA]),
+                  c, ldc)
+
+
 @cached(__file__, nogil=True)
 def run_task(task: Array) -> None:
-    """The task's gemm, in its float and integer widths (alpha = 1, beta = 0 or 1)."""
-    g, ta, tb = task[GEMM], task[TRANS_A], task[TRANS_B]
-    a, b, c, beta = task[A], task[B], task[C], task[BETA]
+    """The task's gemm, with the integer width of the library's interface."""
     if task[INT32]:
-        m, n, k = np.int32(task[M]), np.int32(task[N]), np.int32(task[K])
-        lda, ldb, ldc = np.int32(task[LDA]), np.int32(task[LDB]), np.int32(task[LDC])
-        if task[DOUBLE]:
-            call_gemm(g, ta, tb, m, n, k, 1.0, a, lda, b, ldb, np.float64(beta), c, ldc)
-        else:
-            call_gemm(g, ta, tb, m, n, k, np.float32(1.0), a, lda, b, ldb, np.float32(beta), c,
-                      ldc)
+        _gemm_in(task, np.int32(task[M]), np.int32(task[N]), np.int32(task[K]),
+                 np.int32(task[LDA]), np.int32(task[LDB]), np.int32(task[LDC]))
     else:
-        m, n, k = task[M], task[N], task[K]
-        lda, ldb, ldc = task[LDA], task[LDB], task[LDC]
-        if task[DOUBLE]:
-            call_gemm(g, ta, tb, m, n, k, 1.0, a, lda, b, ldb, np.float64(beta), c, ldc)
-        else:
-            call_gemm(g, ta, tb, m, n, k, np.float32(1.0), a, lda, b, ldb, np.float32(beta), c,
-                      ldc)
+        _gemm_in(task, task[M], task[N], task[K], task[LDA], task[LDB], task[LDC])
 
 
 @cached(__file__, nogil=True)

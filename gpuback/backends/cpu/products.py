@@ -39,6 +39,7 @@ BLAS_THREADED_MIN = 1 << 18
 SHARE_MIN_PRODUCT = 1 << 21
 SPLIT_MIN_PRODUCT = 1 << 23
 SPIN_SECONDS = 2e-3  # a helper's spin after its last block: the gaps between a step's products
+NO_TRANS, TRANS = 111, 112  # CBLAS's enum values
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ def blas_layout(x: np.ndarray) -> tuple[int, int] | None:
     item, (rows, cols) = x.itemsize, x.shape
     row_stride, col_stride = x.strides
     if col_stride == item and row_stride % item == 0 and row_stride // item >= max(1, cols):
-        return 111, row_stride // item
+        return NO_TRANS, row_stride // item
     if row_stride == item and col_stride % item == 0 and col_stride // item >= max(1, rows):
-        return 112, col_stride // item
+        return TRANS, col_stride // item
     return None
 
 
@@ -120,7 +121,7 @@ def _task(found: Blas, a: np.ndarray, b: np.ndarray, c: np.ndarray,
     if not (a.dtype == b.dtype == c.dtype and c.dtype in (np.float32, np.float64)):
         return None
     op_a, op_b, op_c = blas_layout(a), blas_layout(b), blas_layout(c)
-    if op_a is None or op_b is None or op_c is None or op_c[0] != 111:
+    if op_a is None or op_b is None or op_c is None or op_c[0] != NO_TRANS:
         return None
     if np.may_share_memory(c, a) or np.may_share_memory(c, b):
         return None
@@ -233,17 +234,20 @@ def multiply(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool) -> N
 
 
 def run_blocks(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                accumulate: bool) -> None:
+               accumulate: bool) -> None:
+    """c (+)= a @ b for each block (a, b, c), one block per core: on the helpers where they
+    spin, else on the pool; NumPy's products where BLAS cannot compute a block in place."""
     found = blas()
-    tasks = None if found is None else [_task(found, *block, int(accumulate))
-                                        for block in blocks]
-    if tasks is None or any(task is None for task in tasks):
+    tasks = [] if found is None else [_task(found, *block, int(accumulate))
+                                      for block in blocks]
+    ready = [task for task in tasks if task is not None]
+    if len(ready) < len(blocks):
         cpu_threads.run_ranges(lambda lo, hi: _numpy_product(*blocks[lo], accumulate),
                                range(len(blocks) + 1))
         return
     from . import gemm_kernels
 
-    stacked = np.stack(tasks)  # type: ignore[arg-type]  # none is None here
+    stacked = np.stack(ready)
     if len(blocks) == 1:
         gemm_kernels.run_task(stacked[0])
         return
