@@ -72,8 +72,9 @@ class Network(Engine):
         every epoch. ``shuffle``/``seed``: the batch order, reproducible from the seed: an
         integer draws each epoch's order from a generator of its own per (seed, epoch
         number), so a resumed run shuffles as an unbroken one; a
-        ``numpy.random.RandomState`` gives its next ``permutation`` every epoch (as
-        scikit-learn's MLP draws it from its ``random_state``).
+        ``numpy.random.RandomState`` shuffles the last epoch's order of this call by its
+        next ``permutation`` every epoch (as scikit-learn's MLP draws it from its
+        ``random_state``).
         ``early_stopping``: stop after that many epochs without a lower validation loss;
         the network then goes back to the best epoch, whole: its weights, its
         ``epochs_trained``, the optimiser's state and, with ``checkpoint``, the directory

@@ -319,6 +319,19 @@ class SGD(Optimizer):
         return {**super()._hyperparameters(), "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
+    def set_lr_keeping_steps(self, lr: float) -> None:
+        """Set the learning rate to ``lr`` and scale the velocity by the old rate over the
+        new one, so that ``lr v``, the step the velocity carries, is kept: the next update
+        is momentum times the last step less ``lr`` times the new gradient, as in SGD whose
+        velocity holds steps rather than gradients (scikit-learn's MLP, Keras). Setting
+        ``lr`` alone keeps the velocity, which the new rate then scales whole (PyTorch's
+        form). Before the first step there is no velocity to scale."""
+        lr = check_real("lr", lr, 0, low_open=True)
+        velocity = self._state.get("velocity")
+        if velocity is not None and self._ops is not None and lr != self.lr:
+            velocity *= self.lr / lr  # a backend array: scaled where it lives
+        self.lr = lr
+
     def _update(self, ops: Backend, param: Array, grad: Array, state: dict[str, Array],
                 lr: float, weight_decay: float, status: Array, rounded: Array,
                 code: int) -> None:

@@ -26,6 +26,10 @@ from ..training.lbfgs import fit_lbfgs
 from ..training.stopping import Plateau, TrainingDivergedError
 from .params import ACTIVATIONS, STOCHASTIC, check_hyperparameters, patience
 from .stochastic import ScikitLearnEpochs
+from .weights import fitted_attributes, glorot_uniform, network_parameters
+
+NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+              "large values and need to be preprocessed.")  # scikit-learn's, word for word
 
 
 class BaseMLP(BaseEstimator):
@@ -90,12 +94,26 @@ class BaseMLP(BaseEstimator):
         return 1
 
     def _score_targets(self, Y: np.ndarray) -> np.ndarray:
-        """What ``_score`` compares predictions with, from the 2-D held-out ``Y``."""
+        """What ``_score_outputs`` compares predictions with, from the 2-D held-out
+        ``Y``."""
         raise NotImplementedError
 
-    def _score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """The validation score of early stopping: accuracy or R^2."""
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """What ``predict`` returns for the network's ``outputs``."""
         raise NotImplementedError
+
+    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
+        """The score of ``predictions`` against ``y``: accuracy or R^2."""
+        raise NotImplementedError
+
+    def _score_outputs(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        """The validation score of early stopping of the network's ``outputs`` against the
+        held-out ``y``, as scikit-learn's ``_score_with_function``: NaN when the
+        predictions are floats and not all finite."""
+        predictions = self._predictions(outputs)
+        if np.issubdtype(predictions.dtype, np.floating) and not np.isfinite(predictions).all():
+            return float("nan")
+        return self._metric(y, predictions)
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -130,8 +148,7 @@ class BaseMLP(BaseEstimator):
             self._fit_lbfgs(X, Y)
         self._export_parameters()
         if not all(np.isfinite(w).all() for w in [*self.coefs_, *self.intercepts_]):
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
-                             "may contain large values and need to be preprocessed.")
+            raise ValueError(NON_FINITE)
         return self
 
     def _initialize(self, Y: np.ndarray, units: list[int], x_dtype: Any,
@@ -147,16 +164,17 @@ class BaseMLP(BaseEstimator):
         default = x_dtype if self.precision == "fp32" else np.float32
         dtype = np.dtype(default).name if self.dtype is None else np.dtype(self.dtype).name
         activation = ACTIVATIONS[self.activation]
-        seed = int(rs.randint(np.iinfo(np.int32).max))
+        coefs, intercepts = glorot_uniform(units, self.activation, rs)
         if self.density is None:
             spec = mlp_spec(units, activation=activation, loss=loss)
-        else:
+        else:  # the mask drawn after the dense weights: those are scikit-learn's draws
             spec = sparse_mlp_spec(units, density=float(self.density),
                                    seed=int(rs.randint(np.iinfo(np.int32).max)),
                                    activation=activation, loss=loss)
         # deterministic: the sparse backward gathers (bitwise reproducible from random_state)
-        self.network_ = Network(spec, backend=self.backend, dtype=dtype, seed=seed,
+        self.network_ = Network(spec, backend=self.backend, dtype=dtype,
                                 deterministic=True, precision=self.precision)
+        self.network_.set_parameters(network_parameters(self.network_, coefs, intercepts))
         self._optimizer: Optimizer | None = None
         self._best_parameters = self.network_.parameters()
         if self.solver in STOCHASTIC:
@@ -185,7 +203,9 @@ class BaseMLP(BaseEstimator):
         (``Network.fit``, on one process, in the order ``rs`` draws) with scikit-learn's
         rules as a callback (``ScikitLearnEpochs``); ``max_iter`` epochs, or one for
         ``partial_fit``. gpuback's divergence rule (10x the loss) does not apply, as in
-        scikit-learn; a step gone NaN or infinite raises ``ValueError``."""
+        scikit-learn. After a step gone NaN or infinite scikit-learn's epochs go on with NaN
+        weights (``ScikitLearnEpochs.go_on_diverged``) and the fit ends as its does: its
+        ``ValueError``, or with early stopping the best epoch's weights."""
         net = self.network_
         if not incremental or self._optimizer is None:
             self._optimizer = self._new_optimizer()
@@ -202,23 +222,25 @@ class BaseMLP(BaseEstimator):
         self._plateau = Plateau(float(self.tol), patience(self.n_iter_no_change), best=best,
                                 count=count)
         rules = ScikitLearnEpochs(self, optimizer, self._plateau, validation, incremental,
-                                  self._loss_scale(), self._score)
+                                  self._loss_scale(), self._score_outputs)
         self.n_iter_ = 0
+        epochs = 1 if incremental else int(self.max_iter)
         try:
-            net.fit(X, self._engine_targets(Y), epochs=1 if incremental else int(self.max_iter),
-                    batch_size=batch_size, optimizer=optimizer, shuffle=bool(self.shuffle),
-                    seed=rs, progress=False, comm=SingleProcess(), callbacks=[rules],
-                    divergence_factor=None)
-            if rules.ran_out:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              f"reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=4)
-        except TrainingDivergedError as error:
-            raise rules.non_finite(error) from error
+            net.fit(X, self._engine_targets(Y), epochs=epochs, batch_size=batch_size,
+                    optimizer=optimizer, shuffle=bool(self.shuffle), seed=rs, progress=False,
+                    comm=SingleProcess(), callbacks=[rules], divergence_factor=None)
+        except TrainingDivergedError:
+            rules.go_on_diverged(epochs - self.n_iter_, X.shape[0])
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+        if rules.ran_out:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                          f"reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=4)
         if rules.best_parameters is not None:
             self._best_parameters = rules.best_parameters
+        if rules.diverged and (not self.early_stopping or rules.best_diverged):
+            raise ValueError(NON_FINITE)  # scikit-learn's end: the weights it kept are NaN
         if self.early_stopping:
             net.set_parameters(self._best_parameters)
 
@@ -247,21 +269,24 @@ class BaseMLP(BaseEstimator):
         return int(np.clip(self.batch_size, 1, n))
 
     def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray) -> None:
-        """Full-batch L-BFGS (``gpuback.lbfgs``), as scikit-learn's ``_fit_lbfgs``."""
+        """Full-batch L-BFGS (``gpuback.lbfgs``), as scikit-learn's ``_fit_lbfgs``: the
+        same objective and gradient (its value's data part divided by ``_loss_scale``),
+        the same SciPy options, its ``ConvergenceWarning`` word for word."""
         result = fit_lbfgs(self.network_, X, self._engine_targets(Y),
                            max_iter=int(self.max_iter), tol=float(self.tol),
                            l2=float(self.alpha), max_fun=int(self.max_fun),
-                           verbose=bool(self.verbose))
-        if result["status"] != 0:
-            warnings.warn(
-                f"lbfgs failed to converge after {result['n_iter']} iteration(s) (status="
-                f"{result['status']}):\n{result['message']}.\n\nIncrease the number of "
-                f"iterations to improve the convergence (max_iter={self.max_iter}).\nYou "
-                "might also want to scale the data.", ConvergenceWarning, stacklevel=4)
+                           verbose=bool(self.verbose), value_scale=self._loss_scale())
         self.n_iter_ = min(result["n_iter"], int(self.max_iter))
-        penalty = 0.5 * float(self.alpha) * sum(
-            float(np.vdot(w, w)) for w in self._weight_arrays()) / X.shape[0]
-        self.loss_ = (result["loss"] - penalty) / self._loss_scale() + penalty
+        if result["status"] != 0:
+            message = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                       f"(status={result['status']}):\n{result['message']}\n")
+            if self.n_iter_ == self.max_iter:
+                message += (f"\nIncrease the number of iterations to improve the "
+                            f"convergence (max_iter={self.max_iter}).")
+            message += ("\nYou might also want to scale the data as shown in:\n"
+                        "    https://scikit-learn.org/stable/modules/preprocessing.html")
+            warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        self.loss_ = result["loss"]
 
     # --- parameters --------------------------------------------------------------------------
 
@@ -270,24 +295,8 @@ class BaseMLP(BaseEstimator):
         return [params[b.name] for b in self.network_.plan.blocks]
 
     def _export_parameters(self) -> None:
-        """``coefs_`` (n_in, n_out) and ``intercepts_`` from the network: gpuback's dense
-        weights are (n_dst, n_src), transposed here; a sparse block's edge values are
-        scattered into a dense array (zeros where there is no edge)."""
-        net = self.network_
-        params = net.parameters()
-        coefs, intercepts = [], []
-        for block in net.plan.blocks:
-            w = params[block.name]
-            if block.index is None:
-                coefs.append(np.ascontiguousarray(w.T))
-            else:
-                dense = np.zeros((net.plan.groups[block.src].size,
-                                  net.plan.groups[block.dst].size), dtype=w.dtype)
-                dense[block.index.src, block.index.dst] = w
-                coefs.append(dense)
-            intercepts.append(params[block.dst])
-        self.coefs_ = coefs
-        self.intercepts_ = intercepts
+        """``coefs_`` and ``intercepts_`` from the network (``weights.fitted_attributes``)."""
+        self.coefs_, self.intercepts_ = fitted_attributes(self.network_)
 
     # --- prediction ------------------------------------------------------------------------
 

@@ -138,9 +138,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _score_targets(self, Y: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(Y)
 
-    def _score(self, X: np.ndarray, y: np.ndarray) -> float:
-        y_pred = self._predict(X, check_input=False)
-        return float(accuracy_score(y, y_pred))
+    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
+        return float(accuracy_score(y, predictions))
 
     @available_if(_is_stochastic)
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
@@ -162,11 +161,14 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             self.classes_ = self._label_binarizer.classes_
         return self._fit(X, y, incremental=True)
 
-    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
-        y_pred = self._forward(X, check_input)
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """The classes the network's ``outputs`` predict (scikit-learn's ``_predict``)."""
         if self.n_outputs_ == 1:
-            y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+            outputs = outputs.ravel()
+        return self._label_binarizer.inverse_transform(outputs)
+
+    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
+        return self._predictions(self._forward(X, check_input))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted classes (an indicator matrix for multilabel targets)."""
@@ -253,20 +255,19 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _score_targets(self, Y: np.ndarray) -> np.ndarray:
         return Y.ravel() if Y.shape[1] == 1 else Y
 
-    def _score(self, X: np.ndarray, y: np.ndarray) -> float:
-        y_pred = self._predict(X, check_input=False)
-        if not np.isfinite(y_pred).all():
-            return float("nan")
-        return float(r2_score(y, y_pred))
+    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
+        return float(r2_score(y, predictions))
 
     @available_if(_is_stochastic)
     def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
         """One epoch over ``(X, y)``."""
         return self._fit(X, y, incremental=True)
 
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
     def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
-        y_pred = self._forward(X, check_input)
-        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+        return self._predictions(self._forward(X, check_input))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted values, (n_samples,) for one output, else (n_samples, n_outputs)."""

@@ -5,13 +5,16 @@ gpuback's one epoch loop (``gpuback.training.fit``): what scikit-learn's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..network import Network
-from ..optim.optimizers import Optimizer
+from ..optim.optimizers import SGD, Adam, Optimizer
 from ..training.callbacks import Callback, EpochFigures
-from ..training.stopping import Plateau, TrainingDivergedError
+from ..training.stopping import Plateau
 
 
 class StochasticEstimator(Protocol):
@@ -19,6 +22,7 @@ class StochasticEstimator(Protocol):
     its parameters, its network and its fitted attributes."""
 
     alpha: float
+    epsilon: float
     solver: str
     learning_rate: str
     learning_rate_init: float
@@ -56,27 +60,37 @@ class ScikitLearnEpochs(Callback):
 
     def __init__(self, est: StochasticEstimator, optimizer: Optimizer, plateau: Plateau,
                  validation: tuple[Any, Any] | None, incremental: bool, loss_scale: int,
-                 score: Callable[[Any, Any], float]) -> None:
+                 score_outputs: Callable[[Any, Any], float]) -> None:
         self.est, self.optimizer, self.plateau = est, optimizer, plateau
         self.validation, self.incremental = validation, incremental
-        self.loss_scale, self.score = loss_scale, score
+        self.loss_scale, self.score_outputs = loss_scale, score_outputs
         self.best_parameters: dict[str, Any] | None = None  # of the best validation score
         self.alpha = float(est.alpha)
+        self.epsilon = float(est.epsilon)
         net = est.network_
         views = net.layout.views(net.flat_parameters)
         # every weight block as a flat view of the parameter buffer (backend arrays: the
         # penalty is summed where the weights live)
         self.weights = [views[block.name].reshape(-1) for block in net.plan.blocks]
         self.xp = net.ops.array_namespace(net.flat_parameters)
+        self.n_outputs = net.plan.n_out
         self.penalty: Any = 0.0  # sum over the epoch's steps of |W|^2, on the device
         self.ran_out = False
+        self.diverged = False  # a step went NaN or infinite: the weights are NaN from there
+        self.best_diverged = False  # the best validation score was of NaN weights
 
     def before_update(self, step: int, batch: int) -> None:
         if self.alpha > 0.0:
             for w in self.weights:
                 self.penalty = self.penalty + self.xp.vdot(w, w)  # stays on the device
         # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay
-        self.optimizer.weight_decay = self.alpha / batch
+        optimizer = self.optimizer
+        optimizer.weight_decay = self.alpha / batch
+        if isinstance(optimizer, Adam):
+            # scikit-learn adds epsilon to sqrt(v), gpuback to sqrt(v_hat) = sqrt(v / c2),
+            # c2 = 1 - beta_2^t: epsilon / sqrt(c2) in gpuback's is epsilon in its
+            t = optimizer.steps + 1
+            optimizer.eps = self.epsilon / math.sqrt(1.0 - optimizer.betas[1] ** t)
 
     def on_epoch_end(self, epoch: int, figures: EpochFigures) -> bool:
         est = self.est
@@ -91,9 +105,9 @@ class ScikitLearnEpochs(Callback):
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         stalled = self._stalled()
-        if est.solver == "sgd" and est.learning_rate == "invscaling":
-            self.optimizer.lr = float(est.learning_rate_init) / (est.t_ + 1) ** \
-                float(est.power_t)
+        if isinstance(self.optimizer, SGD) and est.learning_rate == "invscaling":
+            self.optimizer.set_lr_keeping_steps(
+                float(est.learning_rate_init) / (est.t_ + 1) ** float(est.power_t))
         stop = False
         if stalled:
             what = "Validation score" if self.validation is not None else "Training loss"
@@ -114,7 +128,10 @@ class ScikitLearnEpochs(Callback):
             stalled = plateau.stalled(est.loss_)
             est.best_loss_ = plateau.best
             return stalled
-        score = self.score(*self.validation)
+        X_val, y_val = self.validation
+        outputs = np.full((X_val.shape[0], self.n_outputs), np.nan) if self.diverged \
+            else est.network_.predict(X_val)
+        score = self.score_outputs(outputs, y_val)
         assert est.validation_scores_ is not None
         est.validation_scores_.append(score)
         if est.verbose:
@@ -123,14 +140,15 @@ class ScikitLearnEpochs(Callback):
         stalled = plateau.stalled(-score)  # higher is better: the rule watches -score
         if improved:
             est.best_validation_score_ = score
-            self.best_parameters = est.network_.parameters()
+            self.best_diverged = self.diverged
+            self.best_parameters = None if self.diverged else est.network_.parameters()
         return stalled
 
     def _trigger_stopping(self, msg: str) -> bool:
         """scikit-learn's ``trigger_stopping``: stop, or for sgd with an adaptive learning
         rate divide it by 5 and go on until it is 1e-6 or less."""
         est, optimizer = self.est, self.optimizer
-        if est.solver == "adam" or est.learning_rate != "adaptive":
+        if not isinstance(optimizer, SGD) or est.learning_rate != "adaptive":
             if est.verbose:
                 print(msg + " Stopping.")
             return True
@@ -138,21 +156,20 @@ class ScikitLearnEpochs(Callback):
             if est.verbose:
                 print(msg + " Learning rate too small. Stopping.")
             return True
-        optimizer.lr /= 5.0
+        optimizer.set_lr_keeping_steps(optimizer.lr / 5.0)
         if est.verbose:
             print(msg + f" Setting learning rate to {optimizer.lr:f}")
         return False
 
-    def non_finite(self, error: TrainingDivergedError) -> ValueError:
-        """scikit-learn's error for a run that went NaN or infinite (gpuback's loop raised
-        ``error``), naming the epoch of this call and the step."""
-        epoch = self.est.n_iter_ + 1
-        if error.step is not None:
-            where = f"{error.what} became NaN or infinite at epoch {epoch}, step {error.step}"
-        elif error.what is not None:
-            where = f"{error.what} became NaN or infinite at epoch {epoch}"
-        else:  # an fp16 network's loss scale fell below its least
-            where = f"epoch {epoch} overflowed at every loss scale ({error})"
-        return ValueError(f"Solver produced non-finite parameter weights: {where}. The input "
-                          "data may contain large values and need to be preprocessed, or "
-                          "learning_rate_init lowered.")
+    def go_on_diverged(self, epochs: int, samples: int) -> None:
+        """What scikit-learn does once a step went NaN or infinite (gpuback's loop stops
+        there with ``TrainingDivergedError``): its epochs go on with NaN weights, each with a
+        NaN loss over ``samples`` and the validation score of NaN outputs, under the same
+        rules, until they stop or ``epochs`` (those left, the diverging one included) ran."""
+        self.diverged = True
+        for _ in range(epochs):
+            nan = float("nan")
+            figures = EpochFigures(loss_sum=nan, loss=nan, correct=nan, accuracy=None,
+                                   samples=samples, seconds=0.0)
+            if self.on_epoch_end(self.est.n_iter_, figures):
+                break

@@ -58,8 +58,9 @@ class Objective:
     ``live``: the flat-buffer positions of the parameters, in layout order; ``weights``: a
     boolean mask over ``live`` of the weight entries (the penalised ones)."""
 
-    def __init__(self, net: Engine, X: Any, T: Any, l2: float, chunk_size: int) -> None:
-        self.net, self.l2 = net, l2
+    def __init__(self, net: Engine, X: Any, T: Any, l2: float, chunk_size: int,
+                 value_scale: float = 1.0) -> None:
+        self.net, self.l2, self.value_scale = net, l2, value_scale
         self.chunk = chunk_size
         self.data = dataset(net, X, T, chunk_size)
         self.n = self.data.n
@@ -99,7 +100,7 @@ class Objective:
             # each chunk's loss and gradient are means over its samples: weight by its size
             loss += propagation.mean_loss(ops, ws) * ws.batch
             grad += ops.to_host(net.flat_gradients)[self.live] * ws.batch
-        loss /= self.n
+        loss /= self.n * self.value_scale
         grad /= self.n
         if self.l2 > 0.0:
             w = theta[self.weights]
@@ -118,7 +119,8 @@ class Objective:
 
 def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-4,
               l2: float = 0.0, max_fun: int = 15000, chunk_size: int = DEFAULT_CHUNK,
-              ftol: float | None = None, verbose: bool = False) -> dict[str, Any]:
+              ftol: float | None = None, verbose: bool = False,
+              value_scale: float = 1.0) -> dict[str, Any]:
     """Train every parameter of ``net`` in place by full-batch L-BFGS (SciPy's L-BFGS-B).
 
     Minimises the mean loss over ``(X, T)`` plus ``l2 / (2 N) * sum W^2`` over the weights
@@ -128,7 +130,10 @@ def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-
     ``chunk_size``: samples per forward/backward pass; ``ftol``: SciPy's other stop, on the
     relative decrease of E in an iteration (None: SciPy's default, 2.2e-9, which
     scikit-learn keeps; 0 to stop on ``tol`` alone); ``verbose``: print E after each
-    iteration.
+    iteration; ``value_scale``: the mean loss in the value SciPy sees is divided by it, its
+    gradient is not (scikit-learn's ``MLPRegressor`` reports its squared error as a mean
+    over its ``n_outputs`` outputs and takes the gradient of their sum: its L-BFGS, line
+    search included, runs on that pair, and ``gpuback.sklearn`` passes ``n_outputs``).
     ``X``, ``T``: as ``Network.fit`` takes them.
 
     Returns ``{"loss": final E, "loss_curve": E after each iteration, "n_iter": iterations
@@ -146,9 +151,10 @@ def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-
     l2 = check_real("l2", l2, 0.0)
     if ftol is not None:
         ftol = check_real("ftol", ftol, 0.0)
+    value_scale = check_real("value_scale", value_scale, 0.0, low_open=True)
     check_bool("verbose", verbose)
     minimize = _scipy_minimize()
-    objective = Objective(net, X, T, l2, chunk_size)
+    objective = Objective(net, X, T, l2, chunk_size, value_scale)
     net.reserve(min(chunk_size, objective.n))
     curve: list[float] = []
 

@@ -125,9 +125,11 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         EarlyStopping(early_stopping, net, optimizer, run.scaler)
     bar = ProgressBar.on_terminal(epochs * -(-data.n // batch_size), progress and comm.is_root)
     checkpoint = checkpoint if comm.is_root else None  # rank 0 alone writes it
+    order = np.arange(data.n)
     try:
         for _ in range(epochs):
-            figures = run.epoch(_epoch_order(seed, shuffle, net.epochs_trained, data.n), bar)
+            order = _epoch_order(seed, shuffle, net.epochs_trained, order)
+            figures = run.epoch(order, bar)
             _record(history, figures)
             if val is not None:
                 figures = run.validate(figures)
@@ -261,15 +263,20 @@ class _Run:
         return self.net.epochs_trained + 1, self.metrics.read()[0] / seen
 
 
-def _epoch_order(seed: Seed, shuffle: bool, epochs_trained: int, n: int) -> np.ndarray:
-    """The sample order of the epoch after ``epochs_trained``: with ``shuffle``, drawn from
-    the ``RandomState`` ``seed`` (its next ``permutation(n)``, as scikit-learn's MLP draws
-    it) or, for an integer seed, from a generator of its own per (seed, epoch number), so a
-    resumed run shuffles as an unbroken one; else the samples in order."""
+def _epoch_order(seed: Seed, shuffle: bool, epochs_trained: int,
+                 previous: np.ndarray) -> np.ndarray:
+    """The sample order of the epoch after ``epochs_trained`` (``previous``: the last
+    epoch's order in this call, the samples in order before the first): with ``shuffle``
+    and the ``RandomState`` ``seed``, the last order shuffled by its next
+    ``permutation(n)`` (as scikit-learn's MLP draws it, so its estimators see the same
+    batches); with an integer seed, a permutation from a generator of its own per (seed,
+    epoch number), so a resumed run shuffles as an unbroken one; without ``shuffle``, the
+    samples in order."""
+    n = previous.shape[0]
     if not shuffle:
         return np.arange(n)
     if isinstance(seed, np.random.RandomState):
-        return seed.permutation(n)
+        return previous[seed.permutation(n)]
     return np.random.default_rng([seed, epochs_trained]).permutation(n)
 
 

@@ -249,8 +249,9 @@ def test_running_out_of_epochs_warns() -> None:
 
 def test_early_stopping_keeps_the_best_validation_epoch() -> None:
     """The held-out part is scikit-learn's: ``train_test_split`` on the estimator's random
-    state after its one draw (the network's seed), stratified for binary targets. The model
-    returned scores exactly the best validation score on it."""
+    state after its initial weights (four uniform draws: 4x8 and 8 values, 8x1 and 1),
+    stratified for binary targets. The model returned scores exactly the best validation
+    score on it."""
     X, y = blobs(n=200, labels=["a", "b"], seed=3, std=2.0)  # overlapping: scores wander
     clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.05, early_stopping=True,
                         validation_fraction=0.2, n_iter_no_change=4, max_iter=100,
@@ -261,7 +262,8 @@ def test_early_stopping_keeps_the_best_validation_epoch() -> None:
     assert scores[-1] < max(scores)  # so the last epoch's weights are not the ones kept
     assert clf.best_loss_ is None
     rs = np.random.RandomState(7)
-    rs.randint(np.iinfo(np.int32).max)
+    for size in [(4, 8), 8, (8, 1), 1]:
+        rs.uniform(-1.0, 1.0, size)
     _, X_val, _, y_val = train_test_split(X, y, random_state=rs, test_size=0.2, stratify=y)
     assert clf.score(X_val, y_val) == clf.best_validation_score_
 

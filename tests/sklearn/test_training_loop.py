@@ -68,17 +68,20 @@ def test_the_estimators_train_through_fit_on_one_process(monkeypatch, quiet) -> 
 
 
 def test_each_epoch_is_in_the_order_scikit_learn_draws(monkeypatch, quiet) -> None:
-    """The estimator's random_state gives the network's seed (one draw), then each epoch's
-    order: the draw scikit-learn's MLP makes each epoch (``sklearn.utils.shuffle`` of the
-    sample indices). (scikit-learn applies it to the previous epoch's order; both are a
-    uniform shuffle drawn from the same numbers.)"""
+    """The estimator's random_state draws the initial weights (four uniform draws: 4x4 and
+    4 values, 4x3 and 3), then each epoch's order exactly as scikit-learn's MLP does:
+    ``sklearn.utils.shuffle`` of the last epoch's order."""
     orders = record_orders(monkeypatch)
     X, y = blobs(n=30)
     MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, batch_size=8, backend="numpy",
                   random_state=11).fit(X, y)
     theirs = np.random.RandomState(11)
-    theirs.randint(np.iinfo(np.int32).max)  # the network's seed
-    expected = [sklearn_shuffle(np.arange(30), random_state=theirs) for _ in range(3)]
+    for size in [(4, 4), 4, (4, 3), 3]:
+        theirs.uniform(-1.0, 1.0, size)
+    expected, order = [], np.arange(30)
+    for _ in range(3):
+        order = sklearn_shuffle(order, random_state=theirs)
+        expected.append(order)
     assert len(orders) == 3
     for ours, drawn in zip(orders, expected, strict=True):
         np.testing.assert_array_equal(ours, drawn)
@@ -97,11 +100,15 @@ def test_a_loss_growing_tenfold_does_not_stop_an_estimator(quiet) -> None:
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow on the way to inf
 def test_a_step_gone_infinite_is_scikit_learns_value_error() -> None:
+    """scikit-learn's epochs go on with NaN weights to ``max_iter`` (its warning), then its
+    ValueError, word for word."""
     X, y = regression(n=20)
-    with pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights: "
-                                         r"loss became NaN or infinite at epoch 1, step 1\."):
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(7\)"), \
+            pytest.raises(ValueError, match=r"^Solver produced non-finite parameter weights\. "
+                                            r"The input data may contain large values and "
+                                            r"need to be preprocessed\.$"):
         MLPRegressor(hidden_layer_sizes=(4,), activation="identity", batch_size=10,
-                     backend="numpy", random_state=0).fit(X * 1e200, y)
+                     max_iter=7, backend="numpy", random_state=0).fit(X * 1e200, y)
 
 
 def _stop_of(figures, tol: float, patience: int, higher_is_better: bool) -> int | None:
