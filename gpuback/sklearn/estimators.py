@@ -42,18 +42,24 @@ What is scikit-learn's, exactly as its ``_multilayer_perceptron.py`` does it (1.
 
 The stochastic solvers train through gpuback's one epoch loop (``Network.fit``; the
 rules above are its callback, ``gpuback.sklearn.stochastic``, and the plateau rule is
-``gpuback.training.Plateau``), on one process, each epoch's order drawn from
-``random_state`` as scikit-learn draws it; ``network_.epochs_trained`` counts the epochs
-trained. gpuback's rule that stops a run whose loss grows tenfold does not apply (nor does
-it in scikit-learn); a step whose loss or gradient goes NaN or infinite raises
-``ValueError``.
+``gpuback.training.Plateau``), on one process; ``network_.epochs_trained`` counts the
+epochs trained. gpuback's rule that stops a run whose loss grows tenfold does not apply
+(nor does it in scikit-learn); after a step gone NaN or infinite the fit ends as
+scikit-learn's does (its epochs go on with NaN weights: its ``ValueError``, or with early
+stopping the best epoch's weights).
 
-Where it differs: the initial weights are gpuback's (``gpuback.core.init``: He or Glorot
-normals, zero biases; not scikit-learn's uniform draws), so results match scikit-learn's
-statistically, not bitwise. ``sample_weight`` is not supported (``fit(X, y)``), sparse
-``X`` neither (pass ``X.toarray()``), and ``MLPRegressor(loss="poisson")`` neither. SGD
-with a changing learning rate ("invscaling", "adaptive") scales the whole velocity, where
-scikit-learn scales only the new gradient. ``momentum`` must be below 1.
+The same model: from the same arguments and ``random_state`` the initial weights are
+scikit-learn's Glorot-uniform draws (``gpuback.sklearn.weights``), the held-out samples and
+each epoch's batches are the ones it draws, sgd's velocity keeps its steps when the rate
+changes and adam adds ``epsilon`` where it does, so on the numpy backend in float64
+``coefs_`` and ``intercepts_`` equal scikit-learn's to rounding (1e-10 in the tests), and
+the other backends to their dtype's rounding. With ``density`` the weights are those draws
+at the kept connections.
+
+Where it differs: ``sample_weight`` is not supported (``fit(X, y)``), sparse ``X`` neither
+(pass ``X.toarray()``), and ``MLPRegressor(loss="poisson")`` neither. ``momentum`` must be
+below 1. The reported log-loss does not clip probabilities to float epsilon as
+scikit-learn's does (the gradient is the same).
 
 scikit-learn is an optional dependency: ``pip install 'gpuback[sklearn]'``. ``import
 gpuback`` never imports it; ``import gpuback.sklearn`` does. (Inside this module ``import

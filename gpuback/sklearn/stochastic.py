@@ -82,7 +82,9 @@ class ScikitLearnEpochs(Callback):
     def before_update(self, step: int, batch: int) -> None:
         if self.alpha > 0.0:
             for w in self.weights:
-                self.penalty = self.penalty + self.xp.vdot(w, w)  # stays on the device
+                # on the device; not a BLAS dot: a multithreaded one (OpenBLAS's ddot)
+                # leaves BLAS threads spinning on the cores the cpu backend's products share
+                self.penalty = self.penalty + (w * w).sum()
         # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay
         optimizer = self.optimizer
         optimizer.weight_decay = self.alpha / batch

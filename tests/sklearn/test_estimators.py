@@ -48,6 +48,18 @@ CHECKED = [
                   random_state=0),
     MLPRegressor(hidden_layer_sizes=(20,), density=0.5, max_iter=50, learning_rate_init=0.01,
                  backend="cpu", random_state=0),
+    # what scikit-learn's own MLP passes with: the defaults at max_iter=30
+    MLPClassifier(max_iter=30, random_state=0),
+    MLPRegressor(max_iter=30, random_state=0),
+    # sgd with each changing learning rate (scikit-learn's own MLPRegressor with sgd fails
+    # check_regressors_train at these sizes, and so, being the same model, does this one),
+    # and L-BFGS for the regressor
+    MLPClassifier(hidden_layer_sizes=(10,), solver="sgd", learning_rate="invscaling",
+                  learning_rate_init=0.1, max_iter=30, backend="numpy", random_state=0),
+    MLPClassifier(hidden_layer_sizes=(10,), solver="sgd", learning_rate="adaptive",
+                  learning_rate_init=0.1, max_iter=30, backend="numpy", random_state=0),
+    MLPRegressor(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=50, backend="numpy",
+                 random_state=0),
 ]
 
 

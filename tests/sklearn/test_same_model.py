@@ -16,8 +16,12 @@ from helpers.backend_params import backend_param
 pytest.importorskip("sklearn")
 
 import sklearn.neural_network as sk
-from sklearn.datasets import load_digits, make_classification, make_multilabel_classification
-from sklearn.datasets import make_regression
+from sklearn.datasets import (
+    load_digits,
+    make_classification,
+    make_multilabel_classification,
+    make_regression,
+)
 from sklearn.exceptions import ConvergenceWarning
 
 from gpuback.sklearn import MLPClassifier, MLPRegressor
