@@ -290,10 +290,6 @@ class BaseMLP(BaseEstimator):
 
     # --- parameters --------------------------------------------------------------------------
 
-    def _weight_arrays(self) -> list[np.ndarray]:
-        params = self.network_.parameters()
-        return [params[b.name] for b in self.network_.plan.blocks]
-
     def _export_parameters(self) -> None:
         """``coefs_`` and ``intercepts_`` from the network (``weights.fitted_attributes``)."""
         self.coefs_, self.intercepts_ = fitted_attributes(self.network_)

@@ -53,8 +53,10 @@ class ScikitLearnEpochs(Callback):
     carried over by warm starts and ``partial_fit``) on the training loss, or with
     ``validation`` ``(X_val, y_val)`` on the validation score (``score``; higher is better:
     the rule watches its negation), keeping the best epoch's parameters
-    (``best_parameters``); the invscaling and adaptive learning rates of ``sgd``; the
-    verbose lines. ``on_epoch_end`` returns True when scikit-learn stops; ``ran_out`` tells
+    (``best_parameters``); the invscaling and adaptive learning rates of ``sgd`` (set by
+    ``SGD.set_lr_keeping_steps``: scikit-learn's velocity holds steps); for ``adam``, its
+    ``epsilon`` added to sqrt(v) (the optimiser's ``eps`` set each step to the value that
+    does this in gpuback's form); the verbose lines. ``on_epoch_end`` returns True when scikit-learn stops; ``ran_out`` tells
     whether the last epoch ran out ``max_iter`` (scikit-learn's ``ConvergenceWarning``).
     """
 
