@@ -56,8 +56,9 @@ class ScikitLearnEpochs(Callback):
     (``best_parameters``); the invscaling and adaptive learning rates of ``sgd`` (set by
     ``SGD.set_lr_keeping_steps``: scikit-learn's velocity holds steps); for ``adam``, its
     ``epsilon`` added to sqrt(v) (the optimiser's ``eps`` set each step to the value that
-    does this in gpuback's form); the verbose lines. ``on_epoch_end`` returns True when scikit-learn stops; ``ran_out`` tells
-    whether the last epoch ran out ``max_iter`` (scikit-learn's ``ConvergenceWarning``).
+    does this in gpuback's form); the verbose lines. ``on_epoch_end`` returns True when
+    scikit-learn stops; ``ran_out`` tells whether the last epoch ran out ``max_iter``
+    (scikit-learn's ``ConvergenceWarning``).
     """
 
     def __init__(self, est: StochasticEstimator, optimizer: Optimizer, plateau: Plateau,
