@@ -328,7 +328,7 @@ class SGD(Optimizer):
         form). Before the first step there is no velocity to scale."""
         lr = check_real("lr", lr, 0, low_open=True)
         velocity = self._state.get("velocity")
-        if velocity is not None and self._ops is not None and lr != self.lr:
+        if velocity is not None and lr != self.lr:
             velocity *= self.lr / lr  # a backend array: scaled where it lives
         self.lr = lr
 

@@ -296,6 +296,10 @@ class BaseMLP(BaseEstimator):
 
     # --- prediction ------------------------------------------------------------------------
 
+    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
+        """What ``predict`` returns for ``X`` (validated unless ``check_input`` is False)."""
+        return self._predictions(self._forward(X, check_input))
+
     def _forward(self, X: Any, check_input: bool = True) -> np.ndarray:
         """The network's outputs for ``X`` (validated unless ``check_input`` is False)."""
         check_is_fitted(self)

@@ -173,9 +173,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             outputs = outputs.ravel()
         return self._label_binarizer.inverse_transform(outputs)
 
-    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
-        return self._predictions(self._forward(X, check_input))
-
     def predict(self, X: Any) -> np.ndarray:
         """The predicted classes (an indicator matrix for multilabel targets)."""
         return self._predict(X)
@@ -271,9 +268,6 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
-
-    def _predict(self, X: Any, check_input: bool = True) -> np.ndarray:
-        return self._predictions(self._forward(X, check_input))
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted values, (n_samples,) for one output, else (n_samples, n_outputs)."""
