@@ -58,7 +58,8 @@ class Network(Engine):
             on_epoch_end: Callable[[int], None] | None = None,
             history: dict[str, list[Any]] | None = None, callbacks: Iterable[Callback] = (),
             divergence_factor: float | None = DIVERGENCE_FACTOR,
-            clip_grad_norm: float | None = None) -> dict[str, list[Any]]:
+            clip_grad_norm: float | None = None,
+            sample_weight: Any = None) -> dict[str, list[Any]]:
         """Train by mini-batch gradient descent on the error E = sum_n E_n (Bishop 5.44):
         each step's gradient (5.53, by backpropagation 5.54-5.56) is that of the mean
         loss over its batch; return the per-epoch history.
@@ -112,7 +113,8 @@ class Network(Engine):
         keeps the figures of the epochs a run completed when it is interrupted (``gpuback
         train``'s ``history.jsonl``); a new dict by default.
         ``callbacks``: ``gpuback.training.Callback`` objects, called in order:
-        ``before_update(step, batch)`` in every step, after its passes and before the
+        ``on_epoch_begin(epoch, order)`` before every epoch, ``before_update(step, batch)``
+        in every step, after its passes and before the
         optimiser's update, and ``on_epoch_end(epoch, figures)`` after every epoch
         (``gpuback.training.EpochFigures``), before early stopping's decision and the
         epoch's checkpoint; one returning True stops training after that epoch (see
@@ -125,7 +127,14 @@ class Network(Engine):
         ``clip_grad_norm / (norm + 1e-6)`` when that is below 1 (``gpuback.training.clipping``;
         the norm of all the network's gradients together, on the backend, no host wait;
         under fp16 loss scaling the unscaled gradients). None (the default): no clipping.
-        History keys: ``loss``, ``accuracy`` (None entries for sum of squares),
+        ``sample_weight``: each sample's weight in the loss, a 1-D array of ``len(X)``
+        finite, non-negative numbers, not all zero (None, the default: all alike). Each
+        step's loss is then the weighted mean over its batch, sum_n w_n E_n / sum_n w_n
+        (as scikit-learn's and PyTorch's weighted means), and so are its gradient and the
+        training loss of the history (the mean over the epoch of its batches' weighted
+        means, by batch size); the validation figures are unweighted
+        (``gpuback.training.data.SampleWeights``).
+        History keys: ``loss``, ``accuracy`` (None entries for sum of squares and Poisson),
         ``samples_per_second``, and with validation ``val_loss``, ``val_accuracy``: one
         entry per epoch run (early stopping included).
         Raises ``gpuback.TrainingDivergedError`` when training diverges: a step whose loss
@@ -144,7 +153,8 @@ class Network(Engine):
         return loop.fit(self, X, T, epochs, batch_size, optimizer, validation, shuffle, seed,
                         early_stopping, checkpoint, progress, on_epoch_end, tol,
                         n_iter_no_change, history, loss_scale, comm, callbacks=callbacks,
-                        divergence_factor=divergence_factor, clip_grad_norm=clip_grad_norm)
+                        divergence_factor=divergence_factor, clip_grad_norm=clip_grad_norm,
+                        sample_weight=sample_weight)
 
     def save(self, path: str | os.PathLike[str], optimizer: Optimizer | None = None,
              metadata: dict[str, Any] | None = None) -> None:

@@ -6,8 +6,9 @@ Each writes ``losses[n] = E_n``, ``delta[k, n] = dE/da_k`` for the mean loss
 E = (1/N) sum_n E_n (so the deltas carry the 1/N, ``inv_batch``) and ``correct[n]``, the
 sample's correct predictions (cross-entropy: the first arg-max of y is the label or the first
 arg-max of the target row; binary cross-entropy: outputs with (y > 0.5) == (t > 0.5); sum of
-squares: 0). The formulas are those of ``scalar.py`` (which the cpu backend runs per sample):
-the same stable log-sum-exp, the softplus form of BCE, the same tie rule (``better``).
+squares and Poisson: 0). The formulas are those of ``scalar.py`` (which the cpu backend runs
+per sample): the same stable log-sum-exp, the softplus form of BCE, the expm1 form of the
+Poisson deviance, the same tie rule (``better``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def build(real):
     derivative = dev.derivative
     bce_term = dev.bce_term
     bce_match = dev.bce_match
+    poisson_term = dev.poisson_term
     better = dev.better
     zero, one, half = real(0.0), real(1.0), real(0.5)
     minus_inf = real(-math.inf)
@@ -111,6 +113,27 @@ def build(real):
             cuda.syncthreads()
             n += cuda.gridDim.x
 
+    def poisson(a, y, t, delta, losses, correct, inv_batch):
+        """E_n = sum_k t_k log(t_k / y_k) - t_k + y_k, y = e^a; delta_k = y_k - t_k."""
+        lane = cuda.threadIdx.x
+        lanes = cuda.blockDim.x
+        total = cuda.shared.array(REDUCE_CAPACITY, real)
+        n = cuda.blockIdx.x
+        while n < a.shape[1]:
+            local = zero
+            k = lane
+            while k < a.shape[0]:
+                local += poisson_term(a[k, n], t[k, n])
+                delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+                k += lanes
+            total[lane] = local
+            block_sum(total, 0, lane, lanes)
+            if lane == 0:
+                losses[n] = total[0]
+                correct[n] = zero
+            cuda.syncthreads()
+            n += cuda.gridDim.x
+
     def cross_entropy(a, y, t, delta, losses, correct, inv_batch):
         """E_n = -sum_k t_k log y_k, log y_k = a_k - logsumexp(a); delta_k = y_k - t_k."""
         lane = cuda.threadIdx.x
@@ -189,12 +212,14 @@ def build(real):
             n += cuda.gridDim.x
 
     return {"sum_of_squares": sum_of_squares, "binary_cross_entropy": binary_cross_entropy,
-            "cross_entropy": cross_entropy, "cross_entropy_labels": cross_entropy_labels}
+            "poisson": poisson, "cross_entropy": cross_entropy,
+            "cross_entropy_labels": cross_entropy_labels}
 
 
 def arguments(real, mat, vec):
     return {"sum_of_squares": (mat, mat, mat, mat, vec, vec, int32, real),
             "binary_cross_entropy": (mat, mat, mat, mat, vec, vec, real),
+            "poisson": (mat, mat, mat, mat, vec, vec, real),
             "cross_entropy": (mat, mat, mat, mat, vec, vec, real),
             "cross_entropy_labels": (mat, mat, INDEX, mat, vec, vec, real)}
 

@@ -11,9 +11,10 @@ turns a float32 expression into float64 instructions). The cpu backend compiles 
 
 A CUDA kernel calls a per-element function for its thread's element, and builds its
 block-per-sample reductions (softmax, losses) from the per-element pieces here (``softplus``,
-``bce_term``, ``bce_match``, ``better``); a cpu kernel calls the per-sample functions in a loop
-over its share of the samples. So both backends compute every activation, loss, correct count
-and optimiser step with the same formulas. Nothing here imports a Numba target.
+``bce_term``, ``bce_match``, ``poisson_term``, ``better``); a cpu kernel calls the per-sample
+functions in a loop over its share of the samples. So both backends compute every activation,
+loss, correct count and optimiser step with the same formulas. Nothing here imports a Numba
+target.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-IDENTITY, TANH, SIGMOID, RELU, LEAKY_RELU, SOFTPLUS, GELU, SILU = range(8)
+IDENTITY, TANH, SIGMOID, RELU, LEAKY_RELU, SOFTPLUS, GELU, SILU, EXP = range(9)
 CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU,
-         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "gelu": GELU, "silu": SILU}
+         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "gelu": GELU, "silu": SILU, "exp": EXP}
 LEAKY_SLOPE = 0.01
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_K = 0.044715
@@ -44,6 +45,10 @@ GROWTH_FACTOR = 2.0
 CLIP_EPS = 1e-6
 # Layer normalisation: xhat = (a - mean) / sqrt(var + NORM_EPS), as nn.LayerNorm's default.
 NORM_EPS = 1e-5
+# The largest a whose e^a is finite, per float type (log of numpy.finfo(...).max): beyond it
+# ``exp_or_inf`` returns inf, as the hardware's exp does (Python's math.exp, which the CUDA
+# simulator runs, raises OverflowError there instead)
+LOG_MAX = {"float32": 88.72283905206835, "float64": 709.782712893384}
 
 
 def better(value, index, best, best_index):
@@ -57,8 +62,9 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
     """The functions below, each decorated with ``device``, computing in the float type
     ``real``, as attributes of a namespace."""
     zero, one, half, three = real(0.0), real(1.0), real(0.5), real(3.0)
-    minus_inf = real(-math.inf)
+    minus_inf, inf = real(-math.inf), real(math.inf)
     slope, gelu_c, gelu_k = real(LEAKY_SLOPE), real(GELU_C), real(GELU_K)
+    log_max = real(LOG_MAX[str(real)])
 
     first_better = device(better)
 
@@ -72,6 +78,11 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
     def softplus(a):
         """log(1 + e^a) = max(a, 0) + log1p(e^-|a|), without overflow."""
         return max(a, zero) + math.log1p(math.exp(-abs(a)))
+
+    @device
+    def exp_or_inf(a):
+        """e^a, and inf where it overflows (``LOG_MAX``) on every target."""
+        return inf if a > log_max else math.exp(a)
 
     @device
     def activate(code, a):
@@ -90,6 +101,8 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
             return half * a * (one + math.tanh(gelu_c * (a + gelu_k * a * a * a)))
         if code == SILU:
             return a * sigmoid(a)
+        if code == EXP:
+            return exp_or_inf(a)
         return a
 
     @device
@@ -112,6 +125,8 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
         if code == SILU:  # d/da a s(a) = s(a) + a s(a) (1 - s(a))
             s = sigmoid(a)
             return s * (one + a * (one - s))
+        if code == EXP:  # d/da e^a = e^a = z
+            return z
         return one
 
     @device
@@ -124,6 +139,20 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
     def bce_match(y, t):
         """1 when the output and its target fall on the same side of 0.5, else 0."""
         return one if (y > half) == (t > half) else zero
+
+    @device
+    def poisson_term(a, t):
+        """One output's half Poisson deviance t log(t / y) - t + y, y = e^a (t log t = 0 at
+        t = 0), from a: with r = a - log t it is t (e^r - 1 - r); for r <= 1 as
+        t (expm1(r) - r), exact where y is near t (where t log t - t a and y - t cancel), for
+        r > 1 as e^a - t (1 + r) (t e^r would overflow before e^a for a tiny t); e^a at
+        t = 0."""
+        if t > zero:
+            r = a - math.log(t)
+            if r > one:
+                return exp_or_inf(a) - t * (one + r)
+            return t * (math.expm1(r) - r)
+        return exp_or_inf(a)
 
     @device
     def softmax_bias(a, b, z, n):
@@ -190,6 +219,17 @@ def compile_for(device: Callable[[Callable], Any], real: Any) -> SimpleNamespace
             delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
         losses[n] = total
         correct[n] = count
+
+    @device
+    def poisson(a, y, t, delta, losses, correct, inv_batch, n):
+        """E_n = sum_k t_k log(t_k / y_k) - t_k + y_k, y = e^a (half the Poisson deviance);
+        delta_k = y_k - t_k; correct: 0 (a regression loss)."""
+        total = zero
+        for k in range(a.shape[0]):
+            total += poisson_term(a[k, n], t[k, n])
+            delta[k, n] = (y[k, n] - t[k, n]) * inv_batch
+        losses[n] = total
+        correct[n] = zero
 
     @device
     def cross_entropy(a, y, t, delta, losses, correct, inv_batch, n):

@@ -30,8 +30,8 @@ OP_SET = (
     # layer normalisation of a group, forward and backward; dropout's counter-based masks
     "layer_norm", "layer_norm_backward", "dropout", "bias_activation_dropout",
     "dropout_activation_delta",
-    # loss and output deltas (5.54)
-    "loss_and_output_delta",
+    # loss and output deltas (5.54), each sample's weighted
+    "loss_and_output_delta", "weight_samples",
     # per-step metrics and non-finite detection, kept on the backend until read
     "accumulate_metrics", "check_finite",
     # backward (5.56) and gradients (5.53)

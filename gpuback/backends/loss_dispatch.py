@@ -23,6 +23,6 @@ def loss_kernel(loss: str, activation: str, a: Array, y: Array, t: Array, delta:
         return loss, (a, y, t, delta, losses, correct, CODES[activation], inv_batch)
     if loss == "cross_entropy" and t.ndim == 1:
         return "cross_entropy_labels", (a, y, t, delta, losses, correct, inv_batch)
-    if loss not in ("cross_entropy", "binary_cross_entropy"):
+    if loss not in ("cross_entropy", "binary_cross_entropy", "poisson"):
         raise ValueError(f"loss: unknown {loss!r}")
     return loss, (a, y, t, delta, losses, correct, inv_batch)

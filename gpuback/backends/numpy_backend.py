@@ -201,6 +201,9 @@ def _activate(activation: str, a: np.ndarray, out: np.ndarray) -> None:
         out[...] = 0.5 * a * (1.0 + _gelu_tanh(a))
     elif activation == "silu":  # a * sigmoid(a), also called swish
         out[...] = a * _sigmoid(a)
+    elif activation == "exp":
+        with np.errstate(over="ignore"):  # an infinite y is what the loss's status reports
+            np.exp(a, out=out)
     elif activation == "softmax":  # over the units of each sample (axis 0), shifted by the max
         e = np.exp(_wide(a) - a.max(axis=0, keepdims=True))
         out[...] = e / e.sum(axis=0, keepdims=True)
@@ -229,6 +232,8 @@ def _derivative(activation: str, a: np.ndarray, z: np.ndarray) -> np.ndarray:
     elif activation == "silu":
         s = _sigmoid(a)
         h_prime = s * (1.0 + a * (1.0 - s))
+    elif activation == "exp":  # d/da e^a = e^a = z
+        h_prime = z.copy()
     else:
         raise ValueError(f"activation: no elementwise derivative for {activation!r}")
     return h_prime
@@ -324,6 +329,20 @@ def bias_activation(activation: str, b: np.ndarray, a: np.ndarray, z: np.ndarray
 
 # --- output deltas and the loss (5.54) -----------------------------------------------------
 
+def _half_poisson_deviance(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """t log(t / y) - t + y per element, y = e^a and t log t = 0 at t = 0 (scikit-learn's
+    half Poisson deviance), from a: with r = a - log t, t (expm1(r) - r) where r <= 1 (exact
+    where y is near t, where t log t - t a and y - t cancel), e^a - t (1 + r) where r > 1
+    (t e^r would overflow before e^a for a tiny t), e^a where t = 0."""
+    positive = t > 0
+    r = a - np.log(np.where(positive, t, 1.0))
+    with np.errstate(over="ignore"):  # e^a overflows where y does
+        y = np.exp(a)
+    near = t * (np.expm1(np.minimum(r, 1.0)) - r)
+    deviance: np.ndarray = np.where(positive, np.where(r > 1.0, y - t * (1.0 + r), near), y)
+    return deviance
+
+
 def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarray,
                           t: np.ndarray, delta: np.ndarray, losses: np.ndarray,
                           correct: np.ndarray) -> None:
@@ -335,7 +354,7 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
     ``losses`` (batch,) receives the per-sample losses E_n (the mean loss is their mean).
     ``correct`` (batch,) receives, per sample: cross-entropy, 1 if the first arg-max of y is
     the label (or the first arg-max of the target row), else 0; binary cross-entropy, the
-    number of outputs with (y > 0.5) == (t > 0.5); sum of squares, 0.
+    number of outputs with (y > 0.5) == (t > 0.5); sum of squares and Poisson, 0.
     """
     n = a.shape[1]
     if loss == "cross_entropy":
@@ -365,9 +384,20 @@ def loss_and_output_delta(loss: str, activation: str, a: np.ndarray, y: np.ndarr
         log_y = a64 - (m + np.log(np.exp(a64 - m).sum(axis=0, keepdims=True)))
         losses[...] = -np.sum(t64 * log_y, axis=0)
         delta[...] = y - t
+    elif loss == "poisson":  # y = e^a, the canonical (log) link: delta = y - t as in 5.54
+        losses[...] = np.sum(_half_poisson_deviance(a64, t64), axis=0)
+        delta[...] = y - t
     else:
         raise ValueError(f"loss: unknown {loss!r}")
     delta /= n
+
+
+def weight_samples(delta: np.ndarray, losses: np.ndarray, weights: np.ndarray) -> None:
+    """Each sample's output deltas and loss times its weight: ``delta[:, n] *= weights[n]``,
+    ``losses[n] *= weights[n]`` (the deltas of a weighted mean loss: 5.53 then sums
+    w_n delta_n z_n over the batch)."""
+    delta *= weights
+    losses *= weights
 
 
 # --- backward: hidden deltas (5.56) and gradients (5.53) -----------------------------------

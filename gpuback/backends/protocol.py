@@ -206,6 +206,12 @@ class Backend(Protocol):
         (B,). ``a``, ``y`` (K, B) are the output group's pre-activations and outputs;
         ``t`` is (K, B) targets or (B,) int64 class labels (cross-entropy)."""
 
+    def weight_samples(self, delta: Array, losses: Array, weights: Array) -> None:
+        """Each sample's output deltas and loss times its weight, in place:
+        ``delta[:, n] *= weights[n]`` over ``delta`` (K, B) and ``losses[n] *= weights[n]``
+        over ``losses`` (B,); ``weights`` (B,) in ``delta``'s float dtype (a weighted mean
+        loss: ``gpuback.training.data.SampleWeights`` gives them)."""
+
     # --- per-step metrics, kept on the backend until read -------------------------------
 
     def accumulate_metrics(self, losses: Array, correct: Array, totals: Array,

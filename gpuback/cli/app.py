@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "label column, or one per output): they are ignored."))
     add_evaluate_parser(sub.add_parser(
         "evaluate", help="a saved model's loss and accuracy on a data file",
-        description="A saved model's mean loss and accuracy (none for sum_of_squares) on "
+        description="A saved model's mean loss and accuracy (none for sum_of_squares and "
+        "poisson) on "
         "samples with targets: a table's columns are the model's inputs, then the targets "
         "as train reads them (one label column, or one per output)."))
     add_spec_parser(sub.add_parser("spec", help="write a spec file: mlp, sparse-mlp or skip "

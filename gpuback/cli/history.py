@@ -5,10 +5,10 @@ Line ``i`` is epoch ``i`` (counted over the model's whole life, across ``--resum
 "seconds"}``, ``loss`` and ``accuracy`` the training epoch's running means (what
 ``gpuback.training.fit`` records), ``val_*`` those of the data each epoch was evaluated on
 (the test part, or the validation part with ``--early-stopping``) and ``accuracy`` null
-for sum of squares. An epoch that is in the checkpoint but whose figures ``gpuback train``
-never saw (epochs trained by the Python API before a ``--resume``) has a line whose figures
-are null and ``"recorded": false``; an interrupted or diverged run keeps the figures
-``fit`` recorded for the epochs its checkpoint holds.
+for sum of squares and Poisson. An epoch that is in the checkpoint but whose figures
+``gpuback train`` never saw (epochs trained by the Python API before a ``--resume``) has a
+line whose figures are null and ``"recorded": false``; an interrupted or diverged run keeps
+the figures ``fit`` recorded for the epochs its checkpoint holds.
 
 Every write keeps the lines of the epochs before the run's first one, drops any others (so
 a resumed run replaces the lines of epochs an interrupted run or early stopping left past

@@ -13,14 +13,15 @@ checkpoint; ``--scale`` says otherwise). Targets may be there or not:
 * an MNIST IDX images file needs its labels file beside it, as for ``train``.
 
 ``predict`` ignores the targets; ``evaluate`` needs them (labels in 0..outputs-1, values
-in [0, 1] for binary cross-entropy). Without ``--data`` both use the test part of the
-data the model was trained on (from the run's options in its checkpoint).
+in [0, 1] for binary cross-entropy, >= 0 for Poisson). Without ``--data`` both use the
+test part of the data the model was trained on (from the run's options in its checkpoint).
 
 ``predict`` writes CSV with a header row: for a classifier ``label`` (the class with the
 largest probability) then ``p0 .. p{K-1}``, the softmax outputs; for binary
 cross-entropy ``label0 ..`` (1 where the output is >= 0.5) then ``p0 ..``; for sum of
-squares ``y0 ..``, the outputs. Values are written with enough digits to read back the
-network's own numbers (9 for float32, 17 for float64).
+squares and Poisson ``y0 ..``, the outputs (Poisson's: the predicted means e^a). Values are
+written with enough digits to read back the network's own numbers (9 for float32, 17 for
+float64).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from .run_data import run_test_part
 from .run_settings import saved_settings
 
 DIGITS = {"float32": 9, "float64": 17}  # significant digits that read back the same value
+# what a loss's target values must be (evaluate's message); other losses: finite
+TARGET_RULES = {"binary_cross_entropy": "within [0, 1]", "poisson": ">= 0 and finite"}
 
 
 def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
@@ -218,7 +221,7 @@ def _target_text(net: Network) -> str:
 
 def _check_targets(T: np.ndarray, net: Network, data: str) -> np.ndarray:
     """Targets fit for ``net``'s loss: class labels in 0..outputs-1 (one per sample), or
-    one value per output (within [0, 1] for binary cross-entropy)."""
+    one value per output (within [0, 1] for binary cross-entropy, >= 0 for Poisson)."""
     plan, n = net.plan, len(T)
     T = T.astype(np.float64)
     if plan.loss == "cross_entropy":
@@ -242,9 +245,11 @@ def _check_targets(T: np.ndarray, net: Network, data: str) -> np.ndarray:
     bad = ~np.isfinite(values)
     if plan.loss == "binary_cross_entropy":
         bad |= (values < 0) | (values > 1)
+    if plan.loss == "poisson":
+        bad |= values < 0
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        rule = "within [0, 1]" if plan.loss == "binary_cross_entropy" else "finite"
+        rule = TARGET_RULES.get(plan.loss, "finite")
         raise UsageError(f"--data {data}: targets must be {rule}; found {values[row, col]} at "
                          f"sample {row}, column {col}")
     return values

@@ -19,7 +19,7 @@ from .run_settings import run_options
 
 # what a data file's targets are for each loss (gpuback.datasets.TARGET_KINDS)
 LOSS_TARGETS = {"cross_entropy": "labels", "sum_of_squares": "values",
-                "binary_cross_entropy": "binary"}
+                "binary_cross_entropy": "binary", "poisson": "values"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +63,8 @@ def read_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
     targets = LOSS_TARGETS[opts["loss"]]
     if targets == "labels" and opts["target_columns"] != 1:
         raise UsageError(f"--target-columns {opts['target_columns']}: class labels are one "
-                         f"column; several target columns need --loss sum_of_squares or "
-                         f"binary_cross_entropy")
+                         f"column; several target columns need --loss sum_of_squares, "
+                         f"binary_cross_entropy or poisson")
     if opts["data"] is None:
         if targets != "labels":
             raise UsageError(f"--loss {opts['loss']}: the embedded digits hold class labels; "
@@ -78,6 +78,11 @@ def read_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
     path = opts["data"]
     with reading(path, "data file"):
         X, y = datasets.load_file(path, targets=targets, target_columns=opts["target_columns"])
+    if opts["loss"] == "poisson" and (y < 0).any():
+        row, col = np.argwhere(y.reshape(len(y), -1) < 0)[0]
+        raise UsageError(f"--data {path}: --loss poisson needs targets >= 0 (counts or rates); "
+                         f"found {y.reshape(len(y), -1)[row, col]:g} at sample {row}, "
+                         f"column {col}")
     auto = 255.0 if datasets.is_idx_images(path) else 1.0
     scale = auto if opts["scale"] == "auto" else opts["scale"]
     opts["data"] = str(Path(path).resolve())  # what the checkpoint's metadata records

@@ -85,8 +85,8 @@ def add_spec_parser(spec: argparse.ArgumentParser) -> None:
         add_option(parser, "--activation", "hidden activation", "gelu" if residual else "relu",
                    choices=ELEMENTWISE_ACTIVATIONS)
         add_option(parser, "--loss", "the loss, which sets the output activation (softmax for "
-                   "cross_entropy, sigmoid for binary_cross_entropy, identity for "
-                   "sum_of_squares)", "cross_entropy",
+                   "cross_entropy, sigmoid for binary_cross_entropy, exp for poisson, "
+                   "identity for sum_of_squares)", "cross_entropy",
                    choices=sorted(LOSSES, key=lambda loss: loss != "cross_entropy"))
         if residual:
             add_option(parser, "--depth", "the number of residual blocks", 4,

@@ -39,10 +39,12 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
         metavar="FILE", shown="the embedded 8x8 digits")
     add("--loss", "what the network learns: cross_entropy, classes (softmax outputs, "
         "labels 0..K-1); sum_of_squares, regression (identity outputs, real targets); "
-        "binary_cross_entropy, multi-label (sigmoid outputs, targets in [0, 1])",
+        "binary_cross_entropy, multi-label (sigmoid outputs, targets in [0, 1]); poisson, "
+        "counts or rates (exp outputs, targets >= 0)",
         choices=sorted(LOSSES, key=lambda loss: loss != "cross_entropy"))
     add("--target-columns", "how many last columns of a .csv or .npy file are targets "
-        "(sum_of_squares and binary_cross_entropy; an .npz file's y gives them itself)",
+        "(sum_of_squares, binary_cross_entropy and poisson; an .npz file's y gives them "
+        "itself)",
         type=POSITIVE_INT, metavar="K")
     add("--scale", "divide every feature by this; auto: 255 for MNIST IDX files (pixels "
         "0..255 to [0, 1]), else 1 (the values as stored; the embedded digits come scaled)",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 FLOAT_DTYPES = ("float32", "float64")  # the dtypes a network computes in
 PROBABILITY_ATOL = 1e-6  # how far a cross-entropy target row may sum from 1
+# the range a loss's target rows must lie in, as the messages of ``check_targets`` say it
+TARGET_RANGES = {"binary_cross_entropy": " in [0, 1]", "poisson": " >= 0"}
 
 
 # --- numbers and flags handed in as arguments ----------------------------------------------
@@ -184,8 +186,7 @@ def accepted_targets(loss: str, n_out: int, batch: int) -> str:
         labels = f"({batch},) / ({batch}, 1)" if n_out >= 2 else f"({batch},)"
         return (f"({batch}, {n_out}) probability rows, or {labels} class labels "
                 f"0..{n_out - 1}, for loss {loss!r}")
-    rows = f"({batch}, {n_out}) targets" + (" in [0, 1]" if loss == "binary_cross_entropy"
-                                             else "")
+    rows = f"({batch}, {n_out}) targets" + TARGET_RANGES.get(loss, "")
     if n_out == 1:
         return f"{rows}, or ({batch},) for a single output, for loss {loss!r}"
     return f"{rows} for loss {loss!r}"
@@ -205,8 +206,9 @@ def check_targets(ops: Backend, T: Any, loss: str, n_out: int, batch: int,
       (0.0, 1.0, ...). Labels come back as int64 (batch,). Non-integral floats in a labels
       shape (0.5) are refused: probability rows must have shape (batch, n_out). With
       n_out == 1 a (batch, 1) array is a probability row, as for any n_out.
-    * sum of squares, binary cross-entropy: (batch, n_out) targets (binary cross-entropy's
-      in [0, 1]); with a single output (n_out == 1) also (batch,), returned as (batch, 1).
+    * sum of squares, binary cross-entropy, Poisson: (batch, n_out) targets (binary
+      cross-entropy's in [0, 1], Poisson's >= 0: counts or rates); with a single output
+      (n_out == 1) also (batch,), returned as (batch, 1).
       A 1-D array for n_out > 1 is refused: 1-D targets are accepted only for one output.
     * Boolean arrays are refused (as for X): their meaning, labels or 0/1 rows, is the
       caller's to say with ``.astype(int)`` or ``.astype(float)``.
@@ -234,6 +236,9 @@ def check_targets(ops: Backend, T: Any, loss: str, n_out: int, batch: int,
     if loss == "binary_cross_entropy" and ((arr < 0) | (arr > 1)).any():
         raise ValueError(f"{name}: binary cross-entropy targets must lie in [0, 1], got values in "
                          f"[{arr.min()}, {arr.max()}]; accepted: {accepted}")
+    if loss == "poisson" and (arr < 0).any():
+        raise ValueError(f"{name}: Poisson targets must be >= 0 (counts or rates), got a "
+                         f"minimum of {arr.min()}; accepted: {accepted}")
     if loss == "cross_entropy":
         if (arr < 0).any():
             raise ValueError(f"{name}: cross-entropy target rows must be non-negative, got a "

@@ -400,16 +400,18 @@ class Engine:
 
     def run_backward(self, ws: Workspace, targets: Array, loss_scale: Array | None = None,
                      on_group_done: Callable[[str], None] | None = None,
-                     dropout: DropoutDraw | None = None) -> None:
+                     dropout: DropoutDraw | None = None,
+                     sample_weights: Array | None = None) -> None:
         """After ``run_forward``: the loss and backpropagation (5.53-5.56); every gradient
         into ``flat_gradients``. ``targets`` is ``ws.labels`` or ``ws.targets``.
         ``loss_scale``: a ``gpuback.loss_scale.LossScaler``'s ``state`` (the gradients come
         out multiplied by its scale) or None. ``on_group_done(group)``: called as each
         group's gradients become final (``gpuback.core.propagation.backward``). ``dropout``:
-        the masks the forward pass drew (the same draw), or None."""
+        the masks the forward pass drew (the same draw), or None. ``sample_weights``: a
+        backend (batch,) buffer of each sample's weight of the loss, or None."""
         propagation.backward(self._ops, self._plan, self._rounded, self._indices, ws, targets,
                              self._grads, self._precision_code, loss_scale, on_group_done,
-                             dropout)
+                             dropout, sample_weights)
 
     def run_backpropagate(self, ws: Workspace, output_delta: str = "z",
                           input_delta: Array | None = None,

@@ -91,12 +91,17 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
              ws: Workspace, targets: Any, grads: dict[str, Any],
              precision: int = FP32, loss_scale: Any = None,
              on_group_done: Callable[[str], None] | None = None,
-             dropout: DropoutDraw | None = None) -> None:
+             dropout: DropoutDraw | None = None, sample_weights: Any = None) -> None:
     """Error backpropagation after ``forward``; fills ``grads`` (and the per-sample losses).
 
     1. Output deltas from the loss (5.54).
     2. ``backpropagate`` from them (5.53-5.56).
 
+    ``sample_weights``: a backend (batch,) buffer of each sample's weight r_n, or None.
+    Given, each sample's output deltas and loss are multiplied by r_n right after the loss
+    op (``weight_samples``), so the gradient is that of the weighted mean (1/B) sum_n r_n E_n;
+    ``gpuback.training.data.SampleWeights`` makes r_n = B w_n / sum_m w_m over a batch, a
+    mean weighted by the caller's w_n.
     ``loss_scale``: a backend scaler pair (``gpuback.loss_scale``) or None. Given, the output
     deltas are multiplied by its scale S right after the loss op, before anything reads or
     rounds them, so every delta and gradient is S times the true one (the loss scaled by S);
@@ -104,6 +109,8 @@ def backward(ops: Backend, plan: Plan, params: dict[str, Any], indices: dict[str
     for ``backpropagate``.
     """
     loss_and_output_delta(ops, plan, ws, targets)
+    if sample_weights is not None:
+        ops.weight_samples(ws.delta[plan.output], ws.losses, sample_weights)
     if loss_scale is not None:
         ops.scale_by_loss_scale(ws.delta[plan.output], loss_scale)
     backpropagate(ops, plan, params, indices, ws, grads, precision, on_group_done, dropout)

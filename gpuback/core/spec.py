@@ -38,9 +38,9 @@ from ..kernels.scalar import NORM_EPS
 from .checks import check_int, check_real, is_integer
 
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu",
-               "softmax")
+               "exp", "softmax")
 ELEMENTWISE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softmax")
-LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy")
+LOSSES = ("sum_of_squares", "binary_cross_entropy", "cross_entropy", "poisson")
 KINDS = ("dense", "sparse", "identity")
 NORMS = ("layer",)
 
@@ -49,6 +49,7 @@ LOSS_OUTPUT_ACTIVATION = {
     "sum_of_squares": None,
     "binary_cross_entropy": "sigmoid",
     "cross_entropy": "softmax",
+    "poisson": "exp",  # the log link: y = e^a, the mean of a Poisson count
 }
 
 _SPEC_KEYS = {"groups", "connections", "input", "output", "loss"}
@@ -340,7 +341,8 @@ def mlp_spec(sizes: Sequence[int], activation: str = "relu", loss: str = "cross_
     """A fully connected MLP: groups ``x, h1, ..., y`` chained by dense blocks.
 
     ``output_activation`` defaults to the one ``loss`` is paired with (softmax for
-    cross-entropy, sigmoid for binary cross-entropy, identity for sum of squares).
+    cross-entropy, sigmoid for binary cross-entropy, exp for Poisson, identity for sum of
+    squares).
     """
     return _chain_spec(sizes, activation, loss, output_activation,
                        lambda i, n_src, n_dst: {"kind": "dense"})

@@ -22,7 +22,8 @@ outputs, and a single class would train a classifier that cannot be wrong.
 ``split(X, y)`` makes a seeded, stratified train/test :class:`Split`.
 
 Targets other than class labels (``targets=`` of ``load_file`` and ``split``, one of
-``TARGET_KINDS``): ``"values"``, real numbers for regression (sum of squares), and
+``TARGET_KINDS``): ``"values"``, real numbers for regression (sum of squares; Poisson's
+counts or rates, >= 0), and
 ``"binary"``, values in [0, 1] such as multi-label 0/1 targets (binary cross-entropy). Then
 ``y`` is float64 of shape (n_samples, n_targets): the ``.npz`` array ``y`` may be 1-D or 2-D,
 and a table's (``.npy``, ``.csv``) last ``target_columns`` columns are the targets.

@@ -260,9 +260,12 @@ def _within_group_terms(net: Network, trace: Any, params: dict[str, np.ndarray],
 
 def random_targets(loss: str, n_out: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` random targets that ``loss`` accepts: class labels for cross-entropy, values in
-    [0, 1] for binary cross-entropy, normal values for sum of squares."""
+    [0, 1] for binary cross-entropy, Poisson counts (mean 1, zeros among them) for Poisson,
+    normal values for sum of squares."""
     if loss == "cross_entropy":
         return rng.integers(0, n_out, size=n)
     if loss == "binary_cross_entropy":
         return rng.uniform(size=(n, n_out))
+    if loss == "poisson":
+        return rng.poisson(1.0, size=(n, n_out)).astype(np.float64)
     return rng.normal(size=(n, n_out))

@@ -7,8 +7,8 @@ loss (and correct count), taken in the forward pass of its batch, before that ba
 update, divided by the number of samples: a running mean over the epoch while the weights
 change, not an evaluation of the weights the epoch ends with. ``val_loss`` and
 ``val_accuracy`` evaluate the validation data with the weights at the end of the epoch.
-``accuracy`` entries are None for sum of squares (a regression loss): then only the loss
-panel is drawn.
+``accuracy`` entries are None for sum of squares and Poisson (regression losses): then only
+the loss panel is drawn.
 
 matplotlib (``pip install 'gpuback[plot]'``) is imported only when a curve is drawn, and
 never through ``pyplot``: the figure is a ``matplotlib.figure.Figure`` on an Agg canvas of
@@ -46,7 +46,7 @@ def plot_history(history: Mapping[str, Sequence[float | None]], path: str | os.P
     """Draw ``history`` (what ``Network.fit`` returns) to the image file ``path``; return it.
 
     Loss on the left, accuracy on the right (left out when the history has no accuracy:
-    sum of squares), against the epoch number: ``first_epoch`` is the number of the
+    sum of squares, Poisson), against the epoch number: ``first_epoch`` is the number of the
     history's first epoch, for a resumed run whose history holds only the epochs run now:
     the network's ``epochs_trained`` before the ``fit`` call, plus one (after it, without
     early stopping, ``net.epochs_trained - len(history["loss"]) + 1``; early stopping

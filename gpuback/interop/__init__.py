@@ -71,15 +71,17 @@ def from_torch(module: torch.nn.Module, backend: str = "auto", dtype: Any = None
     relu, ``nn.LeakyReLU(0.01)`` leaky_relu, ``nn.Softplus()`` (beta 1; above its
     threshold, 20 by default, PyTorch returns x, which differs from log(1 + e^x) by less
     than e^-20) and ``gpuback.interop.modules.Softplus`` softplus, ``nn.GELU(approximate=
-    "tanh")`` gelu, ``nn.SiLU`` silu, and, last only, ``nn.Softmax(dim=-1)`` (or ``dim=1``) softmax.
+    "tanh")`` gelu, ``nn.SiLU`` silu, ``gpuback.interop.modules.Exp`` exp (PyTorch has no
+    module for e^a; ``to_torch`` writes this one), and, last only, ``nn.Softmax(dim=-1)`` (or
+    ``dim=1``) softmax.
     Anything else raises ``TypeError`` naming the module and its position.
     Groups are named as ``gpuback.mlp_spec`` names them: ``x, h1, ..., y``.
 
     ``dtype``: "float32" or "float64"; None: the module's parameter dtype.
     ``loss``: the gpuback loss; None: the one the module carries (``to_torch`` records the
     network's loss as ``module.gpuback_loss``), else the one paired with the output
-    activation: cross_entropy for softmax, binary_cross_entropy for sigmoid,
-    sum_of_squares for every other.
+    activation: cross_entropy for softmax, binary_cross_entropy for sigmoid, poisson for
+    exp, sum_of_squares for every other.
     Parameters are copied into the network (the module is left as it was).
     """
     require_torch()

@@ -31,6 +31,15 @@ class Softplus(nn.Module):
         return torch.logaddexp(a, torch.zeros_like(a))
 
 
+class Exp(nn.Module):
+    """gpuback's exp, h(a) = e^a (h'(a) = e^a): the output activation of the Poisson loss, the
+    log link (PyTorch has no module for it; ``torch.exp``, with ``poisson_nll_loss(...,
+    log_input=True)`` on a, is the same model)."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.exp(a)
+
+
 def activation_module(activation: str) -> nn.Module:
     """A module computing gpuback's ``activation`` (5.49) on batch-major ``(batch, units)``."""
     if activation == "identity":
@@ -49,6 +58,8 @@ def activation_module(activation: str) -> nn.Module:
         return nn.GELU(approximate="tanh")
     if activation == "silu":
         return nn.SiLU()
+    if activation == "exp":
+        return Exp()
     if activation == "softmax":  # over each sample's units
         return nn.Softmax(dim=-1)
     raise ValueError(f"activation: expected one of {list(ACTIVATIONS)}, got {activation!r}")
@@ -62,7 +73,7 @@ def activation_name(module: nn.Module, where: str) -> str:
     kind = type(module)
     settings: Any = module  # read the settings of the types matched below
     simple = {nn.Identity: "identity", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
-              nn.ReLU: "relu", Softplus: "softplus", nn.SiLU: "silu"}
+              nn.ReLU: "relu", Softplus: "softplus", nn.SiLU: "silu", Exp: "exp"}
     if kind in simple:
         return simple[kind]
     if kind is nn.LeakyReLU:
@@ -93,7 +104,8 @@ def activation_name(module: nn.Module, where: str) -> str:
                     "nn.LayerNorm (eps 1e-5, after an nn.Linear), nn.Dropout or one of the "
                     "activations "
                     "nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU(0.01), "
-                    "nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, nn.Softmax(dim=-1)")
+                    "nn.Softplus(), nn.GELU(approximate='tanh'), nn.SiLU, "
+                    "gpuback.interop.modules.Exp, nn.Softmax(dim=-1)")
 
 
 class GroupNetwork(nn.Module):

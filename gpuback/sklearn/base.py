@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..backends import AUTO
 from ..core.spec import mlp_spec, sparse_mlp_spec
@@ -102,18 +102,21 @@ class BaseMLP(BaseEstimator):
         """What ``predict`` returns for the network's ``outputs``."""
         raise NotImplementedError
 
-    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
-        """The score of ``predictions`` against ``y``: accuracy or R^2."""
+    def _metric(self, y: np.ndarray, predictions: np.ndarray,
+                sample_weight: np.ndarray | None) -> float:
+        """The score of ``predictions`` against ``y``, weighted by ``sample_weight`` (or
+        not): accuracy or R^2."""
         raise NotImplementedError
 
-    def _score_outputs(self, outputs: np.ndarray, y: np.ndarray) -> float:
+    def _score_outputs(self, outputs: np.ndarray, y: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> float:
         """The validation score of early stopping of the network's ``outputs`` against the
-        held-out ``y``, as scikit-learn's ``_score_with_function``: NaN when the
-        predictions are floats and not all finite."""
+        held-out ``y`` (weighted by their ``sample_weight``, or not), as scikit-learn's
+        ``_score_with_function``: NaN when the predictions are floats and not all finite."""
         predictions = self._predictions(outputs)
         if np.issubdtype(predictions.dtype, np.floating) and not np.isfinite(predictions).all():
             return float("nan")
-        return self._metric(y, predictions)
+        return self._metric(y, predictions, sample_weight)
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -124,15 +127,19 @@ class BaseMLP(BaseEstimator):
 
     # --- fit -------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any) -> BaseMLP:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseMLP:
         """Fit the model to ``X`` (n_samples, n_features) and targets ``y`` (class labels
-        for the classifier, real numbers, one column per output, for the regressor)."""
-        return self._fit(X, y, incremental=False)
+        for the classifier, real numbers, one column per output, for the regressor).
+        ``sample_weight``: each sample's weight in the loss (n_samples,), non-negative;
+        None weighs them alike."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def _fit(self, X: Any, y: Any, incremental: bool) -> BaseMLP:
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> BaseMLP:
         hidden = self._check_hyperparameters()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         units = [X.shape[1], *hidden, Y.shape[1]]
         rs = check_random_state(self.random_state)
@@ -143,9 +150,9 @@ class BaseMLP(BaseEstimator):
                              f"the fitted network's {self._layer_units}; refit with "
                              f"warm_start=False")
         if self.solver in STOCHASTIC:
-            self._fit_stochastic(X, Y, rs, incremental)
+            self._fit_stochastic(X, Y, rs, incremental, sample_weight)
         else:
-            self._fit_lbfgs(X, Y)
+            self._fit_lbfgs(X, Y, sample_weight)
         self._export_parameters()
         if not all(np.isfinite(w).all() for w in [*self.coefs_, *self.intercepts_]):
             raise ValueError(NON_FINITE)
@@ -198,14 +205,15 @@ class BaseMLP(BaseEstimator):
                     betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
 
     def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState,
-                        incremental: bool) -> None:
+                        incremental: bool, sample_weight: np.ndarray | None) -> None:
         """scikit-learn's ``_fit_stochastic``: its epochs run by gpuback's one loop
         (``Network.fit``, on one process, in the order ``rs`` draws) with scikit-learn's
         rules as a callback (``ScikitLearnEpochs``); ``max_iter`` epochs, or one for
         ``partial_fit``. gpuback's divergence rule (10x the loss) does not apply, as in
         scikit-learn. After a step gone NaN or infinite scikit-learn's epochs go on with NaN
         weights (``ScikitLearnEpochs.go_on_diverged``) and the fit ends as its does: its
-        ``ValueError``, or with early stopping the best epoch's weights."""
+        ``ValueError``, or with early stopping the best epoch's weights. ``sample_weight``
+        weighs each batch's loss (``Network.fit``), its penalty and the validation score."""
         net = self.network_
         if not incremental or self._optimizer is None:
             self._optimizer = self._new_optimizer()
@@ -214,7 +222,7 @@ class BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         validation = None
         if self.early_stopping:
-            X, Y, validation = self._held_out(X, Y, rs)
+            X, Y, sample_weight, validation = self._held_out(X, Y, sample_weight, rs)
         batch_size = self._batch_size(X.shape[0])
         # the plateau rule's state goes on from the last call (warm_start, partial_fit)
         best, count = (math.inf, 0) if self._plateau is None else \
@@ -222,13 +230,15 @@ class BaseMLP(BaseEstimator):
         self._plateau = Plateau(float(self.tol), patience(self.n_iter_no_change), best=best,
                                 count=count)
         rules = ScikitLearnEpochs(self, optimizer, self._plateau, validation, incremental,
-                                  self._loss_scale(), self._score_outputs)
+                                  self._loss_scale(), self._score_outputs, sample_weight,
+                                  batch_size)
         self.n_iter_ = 0
         epochs = 1 if incremental else int(self.max_iter)
         try:
             net.fit(X, self._engine_targets(Y), epochs=epochs, batch_size=batch_size,
                     optimizer=optimizer, shuffle=bool(self.shuffle), seed=rs, progress=False,
-                    comm=SingleProcess(), callbacks=[rules], divergence_factor=None)
+                    comm=SingleProcess(), callbacks=[rules], divergence_factor=None,
+                    sample_weight=sample_weight)
         except TrainingDivergedError:
             rules.go_on_diverged(epochs - self.n_iter_, X.shape[0])
         except KeyboardInterrupt:
@@ -244,19 +254,23 @@ class BaseMLP(BaseEstimator):
         if self.early_stopping:
             net.set_parameters(self._best_parameters)
 
-    def _held_out(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def _held_out(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None,
+                  rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                      tuple[np.ndarray, np.ndarray, Any]]:
         """Early stopping's split, scikit-learn's: ``validation_fraction`` of the data held
-        out by ``train_test_split`` on ``rs`` (stratified for one output of a classifier);
-        the training part and ``(X_val, y_val)``."""
+        out by ``train_test_split`` on ``rs`` (stratified for one output of a classifier;
+        the sample weights split alike, if any); the training part (X, Y, its weights) and
+        ``(X_val, y_val, their weights)``."""
         stratify = Y if is_classifier(self) and self.n_outputs_ == 1 else None
-        X, X_val, Y, Y_val = train_test_split(X, Y, random_state=rs,
-                                              test_size=self.validation_fraction,
-                                              stratify=stratify)
+        arrays = [X, Y] if sample_weight is None else [X, Y, sample_weight]
+        parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        X, X_val, Y, Y_val = parts[:4]
+        weight, weight_val = (None, None) if sample_weight is None else parts[4:]
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
-        return X, Y, (X_val, self._score_targets(Y_val))
+        return X, Y, weight, (X_val, self._score_targets(Y_val), weight_val)
 
     def _batch_size(self, n: int) -> int:
         """scikit-learn's batch size for ``n`` samples: "auto" is min(200, n); a larger one
@@ -268,14 +282,16 @@ class BaseMLP(BaseEstimator):
                           "is going to be clipped", stacklevel=5)
         return int(np.clip(self.batch_size, 1, n))
 
-    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray) -> None:
+    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         """Full-batch L-BFGS (``gpuback.lbfgs``), as scikit-learn's ``_fit_lbfgs``: the
-        same objective and gradient (its value's data part divided by ``_loss_scale``),
-        the same SciPy options, its ``ConvergenceWarning`` word for word."""
+        same objective and gradient (its value's data part divided by ``_loss_scale``;
+        weighted by ``sample_weight``, if given), the same SciPy options, its
+        ``ConvergenceWarning`` word for word."""
         result = fit_lbfgs(self.network_, X, self._engine_targets(Y),
                            max_iter=int(self.max_iter), tol=float(self.tol),
                            l2=float(self.alpha), max_fun=int(self.max_fun),
-                           verbose=bool(self.verbose), value_scale=self._loss_scale())
+                           verbose=bool(self.verbose), value_scale=self._loss_scale(),
+                           sample_weight=sample_weight)
         self.n_iter_ = min(result["n_iter"], int(self.max_iter))
         if result["status"] != 0:
             message = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "

@@ -23,10 +23,12 @@ that fraction of its connections, drawn from ``random_state``, ``gpuback.sparse_
 
 What is scikit-learn's, exactly as its ``_multilayer_perceptron.py`` does it (1.9):
 
-* the losses: half squared error (``0.5 * mean over samples and outputs``) for regression;
-  log-loss for classification: a softmax output over the classes for multiclass targets,
-  one logistic output for two classes (``predict_proba`` gives both columns) and one
-  logistic output per label for multilabel (indicator-matrix) targets;
+* the losses: half squared error (``0.5 * mean over samples and outputs``) for regression,
+  or with ``loss="poisson"`` half the Poisson deviance (``mean over samples of the sum over
+  outputs of t ln(t / y) - t + y``) through an exp output (the log link; ``y`` must be
+  non-negative); log-loss for classification: a softmax output over the classes for
+  multiclass targets, one logistic output for two classes (``predict_proba`` gives both
+  columns) and one logistic output per label for multilabel (indicator-matrix) targets;
 * ``alpha``: an L2 penalty on the weights only, ``0.5 * alpha * sum W^2 / batch`` added to
   each batch's mean loss (Bishop 5.112), so ``alpha * W / batch`` added to the weights'
   gradient: gpuback's coupled (L2, not decoupled) ``weight_decay`` set to
@@ -38,7 +40,11 @@ What is scikit-learn's, exactly as its ``_multilayer_perceptron.py`` does it (1.
   by accuracy / R^2 after every epoch, the best epoch's weights restored at the end;
   ``learning_rate`` "invscaling" and "adaptive" for sgd; ``solver="lbfgs"``: full-batch
   L-BFGS through SciPy (``gpuback.lbfgs``) with ``max_iter``, ``tol`` (SciPy's ``gtol``)
-  and ``max_fun``.
+  and ``max_fun``;
+* ``sample_weight`` in ``fit`` and ``partial_fit``: each batch's weighted mean loss
+  (``Network.fit(sample_weight=)``), its penalty over the batch's sum of weights, the
+  weights held out with their samples and the validation score weighted; L-BFGS on the
+  weighted mean.
 
 The stochastic solvers train through gpuback's one epoch loop (``Network.fit``; the
 rules above are its callback, ``gpuback.sklearn.stochastic``, and the plateau rule is
@@ -56,9 +62,10 @@ changes and adam adds ``epsilon`` where it does, so on the numpy backend in floa
 the other backends to their dtype's rounding. With ``density`` the weights are those draws
 at the kept connections.
 
-Where it differs: ``sample_weight`` is not supported (``fit(X, y)``), sparse ``X`` neither
-(pass ``X.toarray()``), and ``MLPRegressor(loss="poisson")`` neither. ``momentum`` must be
-below 1. The reported log-loss does not clip probabilities to float epsilon as
+Where it differs: sparse ``X`` is not supported (pass ``X.toarray()``). Sample weights must
+be non-negative; a batch whose weights are all zero adds a zero gradient (scikit-learn's
+weights go non-finite there). ``MLPRegressor(loss="poisson")`` refuses negative targets.
+``momentum`` must be below 1. The reported log-loss does not clip probabilities to float epsilon as
 scikit-learn's does (the gradient is the same).
 
 scikit-learn is an optional dependency: ``pip install 'gpuback[sklearn]'``. ``import
@@ -144,13 +151,16 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _score_targets(self, Y: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(Y)
 
-    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
-        return float(accuracy_score(y, predictions))
+    def _metric(self, y: np.ndarray, predictions: np.ndarray,
+                sample_weight: np.ndarray | None) -> float:
+        return float(accuracy_score(y, predictions, sample_weight=sample_weight))
 
     @available_if(_is_stochastic)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
-        """One epoch over ``(X, y)``. ``classes``: every class of all the calls, needed by
-        the first (``np.unique(y_all)``); later calls may see a subset."""
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+                    classes: Any = None) -> MLPClassifier:
+        """One epoch over ``(X, y)``, each sample's loss weighted by ``sample_weight`` (or
+        not). ``classes``: every class of all the calls, needed by the first
+        (``np.unique(y_all)``); later calls may see a subset."""
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -165,7 +175,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             else:
                 self._label_binarizer.fit(classes)
             self.classes_ = self._label_binarizer.classes_
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:
         """The classes the network's ``outputs`` predict (scikit-learn's ``_predict``)."""
@@ -206,7 +216,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     Minimises half the squared error (Bishop 5.11) plus ``alpha``'s L2 penalty, through an
     identity output per target column (multi-output ``y`` of shape (n_samples, n_outputs)
-    is supported). ``loss``: "squared_error" (scikit-learn's "poisson" is not supported).
+    is supported); or with ``loss="poisson"`` half the Poisson deviance through an exp
+    output per column (gpuback's ``poisson`` loss: non-negative ``y``, counts or rates).
     """
 
     def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Any = (100,),
@@ -234,11 +245,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         self.loss = loss
 
     def _check_hyperparameters(self) -> list[int]:
-        if self.loss == "poisson":
-            raise ValueError("loss: 'poisson' is not supported by gpuback.sklearn."
-                             "MLPRegressor; use 'squared_error' (or scikit-learn's own "
-                             "MLPRegressor for the Poisson loss)")
-        check_choice("loss", self.loss, ("squared_error",))
+        check_choice("loss", self.loss, ("squared_error", "poisson"))
         return super()._check_hyperparameters()
 
     def _validate_input(self, X: Any, y: Any, incremental: bool,
@@ -247,24 +254,32 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                              dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression.")
         return X, y
 
     def _output(self, Y: np.ndarray) -> tuple[str, str]:
+        if self.loss == "poisson":
+            return "poisson", "exp"
         return "sum_of_squares", "identity"
 
     def _loss_scale(self) -> int:
-        return int(self.n_outputs_)
+        # the Poisson deviance is summed over the outputs, the squared error averaged
+        return 1 if self.loss == "poisson" else int(self.n_outputs_)
 
     def _score_targets(self, Y: np.ndarray) -> np.ndarray:
         return Y.ravel() if Y.shape[1] == 1 else Y
 
-    def _metric(self, y: np.ndarray, predictions: np.ndarray) -> float:
-        return float(r2_score(y, predictions))
+    def _metric(self, y: np.ndarray, predictions: np.ndarray,
+                sample_weight: np.ndarray | None) -> float:
+        return float(r2_score(y, predictions, sample_weight=sample_weight))
 
     @available_if(_is_stochastic)
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over ``(X, y)``."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over ``(X, y)``, each sample's loss weighted by ``sample_weight`` (or
+        not)."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
@@ -277,6 +292,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         tags.target_tags.multi_output = True
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags
 
 

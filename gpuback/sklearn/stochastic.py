@@ -14,6 +14,7 @@ import numpy as np
 from ..network import Network
 from ..optim.optimizers import SGD, Adam, Optimizer
 from ..training.callbacks import Callback, EpochFigures
+from ..training.data import batch_sums
 from ..training.stopping import Plateau
 
 
@@ -47,12 +48,15 @@ class ScikitLearnEpochs(Callback):
     Each step: ``alpha``'s L2 penalty ``0.5 * alpha * |W|^2 / batch`` (Bishop 5.112) enters
     the weights' gradient as ``alpha * W / batch``: the optimiser's coupled ``weight_decay``
     set to ``alpha / batch`` (the last, smaller batch included); ``|W|^2`` at the step's
-    weights is summed on the device, for ``loss_``. Each epoch: ``loss_`` (the mean of the
-    batch losses, gpuback's divided by ``loss_scale``, with their penalties), ``t_``,
-    ``loss_curve_``; the plateau rule (``gpuback.training.Plateau``, its state ``plateau``
-    carried over by warm starts and ``partial_fit``) on the training loss, or with
-    ``validation`` ``(X_val, y_val)`` on the validation score (``score``; higher is better:
-    the rule watches its negation), keeping the best epoch's parameters
+    weights is summed on the device, for ``loss_``. With ``sample_weight`` (of the training
+    samples; the loop weights each batch's loss, ``Network.fit``) the batch's sum of weights
+    replaces ``batch`` (summed from the epoch's order, ``batch_size`` at a time). Each epoch:
+    ``loss_`` (the mean of the batch losses, gpuback's divided by ``loss_scale``, with their
+    penalties), ``t_``, ``loss_curve_``; the plateau rule (``gpuback.training.Plateau``, its
+    state ``plateau`` carried over by warm starts and ``partial_fit``) on the training loss,
+    or with ``validation`` ``(X_val, y_val, weights or None)`` on the validation score
+    (``score_outputs``, weighted; higher is better: the rule watches its negation), keeping
+    the best epoch's parameters
     (``best_parameters``); the invscaling and adaptive learning rates of ``sgd`` (set by
     ``SGD.set_lr_keeping_steps``: scikit-learn's velocity holds steps); for ``adam``, its
     ``epsilon`` added to sqrt(v) (the optimiser's ``eps`` set each step to the value that
@@ -62,11 +66,14 @@ class ScikitLearnEpochs(Callback):
     """
 
     def __init__(self, est: StochasticEstimator, optimizer: Optimizer, plateau: Plateau,
-                 validation: tuple[Any, Any] | None, incremental: bool, loss_scale: int,
-                 score_outputs: Callable[[Any, Any], float]) -> None:
+                 validation: tuple[Any, Any, Any] | None, incremental: bool, loss_scale: int,
+                 score_outputs: Callable[[Any, Any, Any], float],
+                 sample_weight: np.ndarray | None = None, batch_size: int = 1) -> None:
         self.est, self.optimizer, self.plateau = est, optimizer, plateau
         self.validation, self.incremental = validation, incremental
         self.loss_scale, self.score_outputs = loss_scale, score_outputs
+        self.sample_weight, self.batch_size = sample_weight, batch_size
+        self.totals: np.ndarray | None = None  # each batch's sum of sample weights
         self.best_parameters: dict[str, Any] | None = None  # of the best validation score
         self.alpha = float(est.alpha)
         self.epsilon = float(est.epsilon)
@@ -82,15 +89,22 @@ class ScikitLearnEpochs(Callback):
         self.diverged = False  # a step went NaN or infinite: the weights are NaN from there
         self.best_diverged = False  # the best validation score was of NaN weights
 
+    def on_epoch_begin(self, epoch: int, order: np.ndarray) -> None:
+        if self.sample_weight is not None:
+            self.totals = batch_sums(self.sample_weight[order], self.batch_size)
+
     def before_update(self, step: int, batch: int) -> None:
-        if self.alpha > 0.0:
+        # the batch's sum of sample weights: the penalty's and its gradient's divisor
+        total = float(batch) if self.totals is None else float(self.totals[step - 1])
+        if self.alpha > 0.0 and total > 0.0:
             for w in self.weights:
                 # on the device; not a BLAS dot: a multithreaded one (OpenBLAS's ddot)
                 # leaves BLAS threads spinning on the cores the cpu backend's products share
-                self.penalty = self.penalty + (w * w).sum()
-        # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay
+                self.penalty = self.penalty + (w * w).sum() * (batch / total)
+        # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay (a batch
+        # of zero weights adds nothing)
         optimizer = self.optimizer
-        optimizer.weight_decay = self.alpha / batch
+        optimizer.weight_decay = self.alpha / total if total > 0.0 else 0.0
         if isinstance(optimizer, Adam):
             # scikit-learn adds epsilon to sqrt(v), gpuback to sqrt(v_hat) = sqrt(v / c2),
             # c2 = 1 - beta_2^t: epsilon / sqrt(c2) in gpuback's is epsilon in its
@@ -133,10 +147,10 @@ class ScikitLearnEpochs(Callback):
             stalled = plateau.stalled(est.loss_)
             est.best_loss_ = plateau.best
             return stalled
-        X_val, y_val = self.validation
+        X_val, y_val, weight_val = self.validation
         outputs = np.full((X_val.shape[0], self.n_outputs), np.nan) if self.diverged \
             else est.network_.predict(X_val)
-        score = self.score_outputs(outputs, y_val)
+        score = self.score_outputs(outputs, y_val, weight_val)
         assert est.validation_scores_ is not None
         est.validation_scores_.append(score)
         if est.verbose:

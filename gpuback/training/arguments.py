@@ -68,6 +68,14 @@ def run_fields(net: Engine, X: Any, T: Any, arguments: dict[str, Any]) -> dict[s
     if validation is not None and isinstance(validation, (tuple, list)) and len(validation) == 2:
         fields.update({"X_val shape": np.shape(validation[0]),
                        "T_val shape": np.shape(validation[1])})
+    weight = args.get("sample_weight")
+    if weight is not None:  # compared by a digest of its values (checked later, in fit)
+        host = net.ops.to_host(weight) if net.ops.is_device_array(weight) else weight
+        try:
+            values = np.ascontiguousarray(np.asarray(host, dtype=np.float64))
+            fields["sample_weight"] = hashlib.sha256(values.tobytes()).hexdigest()
+        except (TypeError, ValueError):
+            fields["sample_weight"] = repr(host)
     if isinstance(optimizer, Optimizer):
         try:
             config: Any = optimizer.config()

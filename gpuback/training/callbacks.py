@@ -1,8 +1,13 @@
 """What ``fit`` tells code of the caller's during a run: ``Callback`` and ``EpochFigures``.
 
-A callback is any object with the two methods of ``Callback`` (subclass it and override
+A callback is any object with the three methods of ``Callback`` (subclass it and override
 what you need; the defaults do nothing). ``fit(..., callbacks=[...])`` calls them, in the
 order given, on every rank of a data-parallel run:
+
+* ``on_epoch_begin(epoch, order)``: before each epoch's first step; ``epoch`` is the number
+  it will have in ``net.epochs_trained``, ``order`` the host array of sample positions (rows
+  of ``X``) in the order the epoch's steps take them, ``batch_size`` at a time (the same
+  on every rank). The ``gpuback.sklearn`` estimators sum each batch's sample weights here.
 
 * ``before_update(step, batch)``: in every step, after its forward and backward passes
   (Bishop 5.48-5.56; the gradients are in ``net.flat_gradients``, the parameters are still
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class EpochFigures:
@@ -31,7 +38,7 @@ class EpochFigures:
     ``loss_sum``: the sum over the epoch's samples of each sample's loss E_n at the
     parameters of its step (E = sum_n E_n, Bishop 5.44); ``loss``: its mean, ``loss_sum /
     samples``; ``correct`` and ``accuracy``: the count of correct predictions and the
-    fraction correct (None for sum of squares); ``samples``: the epoch's samples;
+    fraction correct (None for sum of squares and Poisson); ``samples``: the epoch's samples;
     ``seconds``: its wall time; ``val_loss``, ``val_accuracy``: the validation figures
     after the epoch (None without validation data).
     """
@@ -47,7 +54,10 @@ class EpochFigures:
 
 
 class Callback:
-    """The callback protocol of ``fit`` (module docstring): both methods do nothing here."""
+    """The callback protocol of ``fit`` (module docstring): every method does nothing here."""
+
+    def on_epoch_begin(self, epoch: int, order: np.ndarray) -> None:
+        """Epoch ``epoch`` is about to take the samples in ``order``."""
 
     def before_update(self, step: int, batch: int) -> None:
         """A step's passes are done and its update comes next."""

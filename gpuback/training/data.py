@@ -1,6 +1,8 @@
 """Training data on the backend: ``Dataset`` (put there once, batch-major; a user's CuPy
 arrays are used in place), ``StreamedDataset`` (too large for the backend's memory budget:
-kept on the host and streamed through pinned buffers) and ``dataset``, which picks one."""
+kept on the host and streamed through pinned buffers) and ``dataset``, which picks one;
+``SampleWeights``, each sample's weight in the loss, and ``sample_weights``, which checks
+them."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.protocol import Backend
-from ..core.checks import check_inputs, check_targets
+from ..core.checks import as_numeric_array, check_finite, check_inputs, check_targets
 from ..core.engine import Engine
 from ..core.memory import LABELS_ITEMSIZE
 from ..core.workspace import Workspace
@@ -103,6 +105,73 @@ class StreamedDataset:
 
 
 TrainingData = Dataset | StreamedDataset
+
+
+class SampleWeights:
+    """Each sample's weight in the loss (``fit(..., sample_weight=w)``), on the backend.
+
+    A step's loss is then the weighted mean over its batch, sum_n w_n E_n / sum_n w_n
+    (scikit-learn's, and PyTorch's ``"mean"`` reduction with weights), and its gradient
+    (5.53) that of this mean. The loss op gives the deltas (5.54) of the plain mean
+    (1/B) sum_n E_n, so each sample's deltas and loss are multiplied by
+    r_n = B w_n / sum_m w_m, the sum over its batch (the ``weight_samples`` op): (1/B) sum_n
+    r_n E_n is the weighted mean. A batch whose weights are all zero adds nothing (r = 0).
+
+    ``set_order`` computes r for a pass's order and batch size on the host and copies it to
+    the backend once; ``at(start, rows)`` is the backend view of the rows of a step (on a
+    rank of a data-parallel run, its share of the global batch: r is the global batch's).
+    """
+
+    def __init__(self, net: Engine, weights: np.ndarray) -> None:
+        self.net, self.weights = net, weights
+        self.n = int(weights.shape[0])
+        self.factors = net.ops.zeros((self.n,), net.dtype)
+        self.totals = np.zeros(0)  # each batch's sum of weights, of the last order
+
+    def set_order(self, order: np.ndarray, batch_size: int) -> None:
+        """The factors r of a pass over the samples in ``order`` in batches of
+        ``batch_size`` (the last batch takes what is left); ``totals`` each batch's sum of
+        weights."""
+        w = self.weights[order]
+        sizes = np.diff(np.append(np.arange(0, self.n, batch_size), self.n))
+        self.totals = batch_sums(w, batch_size)
+        scale = np.divide(sizes, self.totals, out=np.zeros_like(self.totals),
+                          where=self.totals > 0)
+        factors = w * np.repeat(scale, sizes)
+        self.net.ops.copy_into(self.factors, factors.astype(self.net.dtype))
+
+    def at(self, start: int, rows: int) -> Any:
+        """The factors of the ``rows`` samples from position ``start`` of the order."""
+        return self.factors[start:start + rows]
+
+
+def batch_sums(weights: np.ndarray, batch_size: int) -> np.ndarray:
+    """The sums of ``weights`` (in a pass's order) over each batch of ``batch_size`` (the
+    last takes what is left)."""
+    return np.add.reduceat(weights, np.arange(0, weights.shape[0], batch_size))
+
+
+def sample_weights(net: Engine, sample_weight: Any, n: int,
+                   name: str = "sample_weight") -> SampleWeights | None:
+    """``sample_weight`` checked (None: every sample weighs the same): a 1-D array of ``n``
+    finite, non-negative numbers, not all zero (``name``: what messages call it); its
+    ``SampleWeights``."""
+    if sample_weight is None:
+        return None
+    ops = net.ops
+    arr = as_numeric_array(ops, name, sample_weight, f"a 1-D array of {n} weights")
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected a 1-D array of {n} weights, one per sample; got "
+                         f"shape {arr.shape}")
+    check_finite(ops, name, arr, None)
+    host = _to_numpy(ops, arr).astype(np.float64)
+    if (host < 0).any():
+        bad = int(np.argmax(host < 0))
+        raise ValueError(f"{name}: expected non-negative weights, got {host[bad]} at index "
+                         f"{bad}")
+    if not host.any():
+        raise ValueError(f"{name}: every weight is zero: nothing to train on")
+    return SampleWeights(net, host)
 
 
 def dataset(net: Engine, X: Any, T: Any | None, batch: int,

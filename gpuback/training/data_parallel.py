@@ -10,7 +10,7 @@ from ..core import loss_scale as scaling
 from ..core.engine import Engine
 from ..distributed import buckets
 from ..distributed.mpi import SingleProcess
-from .data import TrainingData
+from .data import SampleWeights, TrainingData
 from .metrics import Metrics
 from .step import checked_gradients
 
@@ -59,11 +59,13 @@ class DataParallel:
         return self.scaled
 
     def step(self, data: TrainingData, start: int, batch_size: int, metrics: Metrics,
-             step: int, global_step: int = 0) -> tuple[Any, int]:
+             step: int, global_step: int = 0,
+             weights: SampleWeights | None = None) -> tuple[Any, int]:
         """The global batch at ``start``: this rank's passes, the all-reduce and the check;
         the status pair for the optimiser and the global batch's size. With dropout, the
         rank's rows draw the masks of training step ``global_step`` at their place in the
-        global batch: the masks a single process draws for them."""
+        global batch: the masks a single process draws for them. ``weights``: the samples'
+        weights in the loss (factors of the global batch), or None."""
         net, ops, comm = self.net, self.net.ops, self.comm
         batch = min(batch_size, data.n - start)
         lo, hi = comm.share(data.n, start, batch_size)
@@ -71,7 +73,8 @@ class DataParallel:
             ws, targets = data.load(lo, hi - lo)
             draw = net.dropout_draw(global_step, lo - start)
             net.run_forward(ws, dropout=draw)
-            net.run_backward(ws, targets, self._scale(hi - lo, batch), self._group_done, draw)
+            net.run_backward(ws, targets, self._scale(hi - lo, batch), self._group_done, draw,
+                             None if weights is None else weights.at(lo, hi - lo))
             ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
         else:
             ops.fill_zero(net.flat_gradients)

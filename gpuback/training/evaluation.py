@@ -32,7 +32,8 @@ def predict(net: Engine, X: Any, batch_size: int = 1024) -> np.ndarray:
 
 
 def evaluate(net: Engine, X: Any, T: Any, batch_size: int = 1024) -> dict[str, float | None]:
-    """Mean loss and accuracy (None for sum of squares) over the whole of ``X``, ``T``."""
+    """Mean loss and accuracy (None for sum of squares and Poisson) over the whole of ``X``,
+    ``T``."""
     batch_size = check_int("batch_size", batch_size, 1)
     loss, accuracy = evaluate_data(net, dataset(net, X, T, batch_size), batch_size,
                                    Metrics(net.ops))
@@ -41,9 +42,9 @@ def evaluate(net: Engine, X: Any, T: Any, batch_size: int = 1024) -> dict[str, f
 
 def evaluate_data(net: Engine, data: TrainingData, batch_size: int, metrics: Metrics,
                   comm: SingleProcess | None = None) -> tuple[float, float | None]:
-    """The mean loss and the accuracy (None for sum of squares) over ``data``; with a
-    ``comm`` of several ranks (``gpuback.distributed``), each sweeps its share of the rows
-    and the sums are reduced, so every rank gets the same figures."""
+    """The mean loss and the accuracy (None for sum of squares and Poisson) over ``data``;
+    with a ``comm`` of several ranks (``gpuback.distributed``), each sweeps its share of the
+    rows and the sums are reduced, so every rank gets the same figures."""
     if comm is None or comm.size == 1:
         _sweep(net, data, batch_size, metrics)
     else:

@@ -34,7 +34,7 @@ import numpy as np
 from ..core import propagation
 from ..core.checks import check_bool, check_int, check_real
 from ..core.engine import Engine
-from .data import dataset
+from .data import dataset, sample_weights
 
 INSTALL_HINT = "pip install 'gpuback[lbfgs]'"
 DEFAULT_CHUNK = 4096  # samples per forward/backward pass of one evaluation
@@ -59,11 +59,18 @@ class Objective:
     boolean mask over ``live`` of the weight entries (the penalised ones)."""
 
     def __init__(self, net: Engine, X: Any, T: Any, l2: float, chunk_size: int,
-                 value_scale: float = 1.0) -> None:
+                 value_scale: float = 1.0, sample_weight: Any = None) -> None:
         self.net, self.l2, self.value_scale = net, l2, value_scale
         self.chunk = chunk_size
         self.data = dataset(net, X, T, chunk_size)
         self.n = self.data.n
+        self.data.set_order(np.arange(self.n))
+        # with sample weights, one batch of the whole data set: the weighted mean over it
+        self.sample_weights = sample_weights(net, sample_weight, self.n)
+        self.total = float(self.n)  # N: the sum of the weights (1 each without them)
+        if self.sample_weights is not None:
+            self.sample_weights.set_order(np.arange(self.n), self.n)
+            self.total = float(self.sample_weights.totals[0])
         layout, plan = net.layout, net.plan
         weight_names = {b.name for b in plan.blocks}
         live, weights = [], []
@@ -90,13 +97,13 @@ class Objective:
         """E(theta) and its gradient, float64 (what ``minimize(jac=True)`` calls)."""
         net, ops, data = self.net, self.net.ops, self.data
         self.write(theta)
-        data.set_order(np.arange(self.n))
         loss = 0.0
         grad = np.zeros(self.live.size)
         for start in range(0, self.n, self.chunk):
             ws, targets = data.load(start, min(self.chunk, self.n - start))
             net.run_forward(ws)
-            net.run_backward(ws, targets)
+            net.run_backward(ws, targets, sample_weights=None if self.sample_weights is None
+                             else self.sample_weights.at(start, ws.batch))
             # each chunk's loss and gradient are means over its samples: weight by its size
             loss += propagation.mean_loss(ops, ws) * ws.batch
             grad += ops.to_host(net.flat_gradients)[self.live] * ws.batch
@@ -106,8 +113,8 @@ class Objective:
             w = theta[self.weights]
             # not a BLAS dot: a multithreaded one leaves BLAS threads spinning on the cores
             # the cpu backend's products share
-            loss += 0.5 * self.l2 * float((w * w).sum()) / self.n
-            grad[self.weights] += self.l2 * w / self.n
+            loss += 0.5 * self.l2 * float((w * w).sum()) / self.total
+            grad[self.weights] += self.l2 * w / self.total
         self.evaluations += 1
         self.last = (theta.copy(), loss)
         return loss, grad
@@ -122,7 +129,7 @@ class Objective:
 def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-4,
               l2: float = 0.0, max_fun: int = 15000, chunk_size: int = DEFAULT_CHUNK,
               ftol: float | None = None, verbose: bool = False,
-              value_scale: float = 1.0) -> dict[str, Any]:
+              value_scale: float = 1.0, sample_weight: Any = None) -> dict[str, Any]:
     """Train every parameter of ``net`` in place by full-batch L-BFGS (SciPy's L-BFGS-B).
 
     Minimises the mean loss over ``(X, T)`` plus ``l2 / (2 N) * sum W^2`` over the weights
@@ -136,7 +143,9 @@ def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-
     gradient is not (scikit-learn's ``MLPRegressor`` reports its squared error as a mean
     over its ``n_outputs`` outputs and takes the gradient of their sum: its L-BFGS, line
     search included, runs on that pair, and ``gpuback.sklearn`` passes ``n_outputs``).
-    ``X``, ``T``: as ``Network.fit`` takes them.
+    ``X``, ``T``, ``sample_weight``: as ``Network.fit`` takes them; with ``sample_weight``
+    (w_n) E is the weighted mean sum_n w_n E_n / sum_n w_n plus ``l2 / (2 sum_n w_n) * sum
+    W^2``, N replaced by the weights' sum as scikit-learn does.
 
     Returns ``{"loss": final E, "loss_curve": E after each iteration, "n_iter": iterations
     run, "n_fun": evaluations of E, "converged": bool (SciPy's success), "status": SciPy's
@@ -156,7 +165,7 @@ def fit_lbfgs(net: Engine, X: Any, T: Any, max_iter: int = 200, tol: float = 1e-
     value_scale = check_real("value_scale", value_scale, 0.0, low_open=True)
     check_bool("verbose", verbose)
     minimize = _scipy_minimize()
-    objective = Objective(net, X, T, l2, chunk_size, value_scale)
+    objective = Objective(net, X, T, l2, chunk_size, value_scale, sample_weight)
     net.reserve(min(chunk_size, objective.n))
     curve: list[float] = []
 

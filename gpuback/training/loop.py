@@ -49,7 +49,7 @@ from . import memory
 from .arguments import callback_list, check_fit_arguments, check_history, run_fields
 from .callbacks import Callback, EpochFigures
 from .clipping import GradientClip, check_clip_grad_norm
-from .data import TrainingData, dataset
+from .data import SampleWeights, TrainingData, dataset, sample_weights
 from .data_parallel import DataParallel
 from .evaluation import evaluate_data
 from .metrics import Metrics, accuracy_from_count
@@ -76,7 +76,7 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         loss_scale: Any = None, comm: distributed.SingleProcess | None = None, *,
         callbacks: Iterable[Callback] = (),
         divergence_factor: float | None = DIVERGENCE_FACTOR,
-        clip_grad_norm: float | None = None) -> dict[str, list[Any]]:
+        clip_grad_norm: float | None = None, sample_weight: Any = None) -> dict[str, list[Any]]:
     """Train ``net`` in place; return the per-epoch history. ``Network.fit`` documents every
     argument; this is the loop behind it (and behind ``gpuback train`` and the
     ``gpuback.sklearn`` estimators)."""
@@ -87,11 +87,11 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
             "validation": validation, "shuffle": shuffle, "seed": seed,
             "early_stopping": early_stopping, "tol": tol, "n_iter_no_change": n_iter_no_change,
             "loss_scale": loss_scale, "divergence_factor": divergence_factor,
-            "clip_grad_norm": clip_grad_norm}))
+            "clip_grad_norm": clip_grad_norm, "sample_weight": sample_weight}))
     history = {} if history is None else history
 
     def prepare() -> tuple[Plateau, int, Optimizer, TrainingData, TrainingData | None,
-                           list[Callback], GradientClip | None]:
+                           list[Callback], GradientClip | None, SampleWeights | None]:
         check_fit_arguments(epochs, optimizer, validation, early_stopping, seed,
                             divergence_factor)
         max_norm = check_clip_grad_norm(clip_grad_norm)
@@ -103,6 +103,7 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         chosen = Adam() if optimizer is None else optimizer
         chosen.check(net)  # its lr_multipliers and freeze name parameters of net
         data = dataset(net, X, T, batch)
+        weights = sample_weights(net, sample_weight, data.n)
         val_batch = max(batch, VALIDATION_BATCH)
         val = None if validation is None else dataset(net, *validation, val_batch,
                                                       names=("X_val", "T_val"))
@@ -112,12 +113,12 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
         memory.check_training(net, largest, chosen)
         net.reserve(largest)
         clip = None if max_norm is None else GradientClip(net, max_norm)
-        return plateau, batch, chosen, data, val, listed, clip
+        return plateau, batch, chosen, data, val, listed, clip, weights
 
     # under MPI, a bad argument or bad data on any rank is raised on every rank
-    plateau, batch_size, optimizer, data, val, listed, clip = comm.agree(prepare)
+    plateau, batch_size, optimizer, data, val, listed, clip, weights = comm.agree(prepare)
     run = _Run(net, data, batch_size, optimizer, comm, listed,
-               scaling.for_fit(net, loss_scale), divergence_factor, val, clip)
+               scaling.for_fit(net, loss_scale), divergence_factor, val, clip, weights)
     history.update(loss=[], accuracy=[], samples_per_second=[])
     if val is not None:
         history.update(val_loss=[], val_accuracy=[])
@@ -129,6 +130,8 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
     try:
         for _ in range(epochs):
             order = _epoch_order(seed, shuffle, net.epochs_trained, order)
+            for callback in listed:
+                callback.on_epoch_begin(net.epochs_trained + 1, order)
             figures = run.epoch(order, bar)
             _record(history, figures)
             if val is not None:
@@ -157,15 +160,17 @@ def fit(net: Engine, X: Any, T: Any, epochs: int = 10, batch_size: int = 32,
 class _Run:
     """The training state of one ``fit`` call on ``net``: its data, batch size, optimiser,
     callbacks, accumulators, loss scaler, divergence watch, validation data (or None),
-    gradient clipping (or None) and, with several ranks, its data-parallel step (the
-    parameters first broadcast from rank 0)."""
+    gradient clipping (or None), the samples' weights in the loss (or None) and, with several
+    ranks, its data-parallel step (the parameters first broadcast from rank 0)."""
 
     def __init__(self, net: Engine, data: TrainingData, batch_size: int, optimizer: Optimizer,
                  comm: distributed.SingleProcess, callbacks: list[Callback],
                  scaler: scaling.LossScaler | None, divergence_factor: float | None,
-                 val: TrainingData | None, clip: GradientClip | None = None) -> None:
+                 val: TrainingData | None, clip: GradientClip | None = None,
+                 weights: SampleWeights | None = None) -> None:
         self.net, self.data, self.batch_size, self.optimizer = net, data, batch_size, optimizer
         self.comm, self.callbacks, self.scaler, self.clip = comm, callbacks, scaler, clip
+        self.weights = weights
         self.parallel: DataParallel | None = None
         if comm.size > 1:
             comm.broadcast(net.ops, net.flat_parameters)  # every rank starts from rank 0's
@@ -209,10 +214,13 @@ class _Run:
         skips only that step), and the master values are checked after the update. With
         clipping the gradients are clipped after the callbacks' ``before_update``, right
         before the update (after the ranks' sum and the unscaling). Every step trains with
-        dropout (``Engine.dropout_draw`` of the step counted over the network's training)."""
+        dropout (``Engine.dropout_draw`` of the step counted over the network's training).
+        With sample weights each step's loss is their weighted mean over its batch."""
         net, data, metrics, parallel = self.net, self.data, self.metrics, self.parallel
-        batch_size, scaler = self.batch_size, self.scaler
+        batch_size, scaler, weights = self.batch_size, self.scaler, self.weights
         data.set_order(order)
+        if weights is not None:
+            weights.set_order(order, batch_size)
         metrics.reset()
         if parallel is not None:
             parallel.seen = 0
@@ -223,12 +231,13 @@ class _Run:
             global_step = steps_before + step - 1
             if parallel is None:
                 ws, targets = data.load(start, min(batch_size, data.n - start))
-                step_status = forward_backward(net, ws, targets, metrics, step, scaler,
-                                               net.dropout_draw(global_step))
+                step_status = forward_backward(
+                    net, ws, targets, metrics, step, scaler, net.dropout_draw(global_step),
+                    None if weights is None else weights.at(start, ws.batch))
                 batch = ws.batch
             else:
                 step_status, batch = parallel.step(data, start, batch_size, metrics, step,
-                                                   global_step)
+                                                   global_step, weights)
             if self.watch.wants_first_batch:  # an untrained network's first step
                 self._read_first_batch(batch)
             for callback in self.callbacks:

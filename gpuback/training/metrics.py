@@ -15,7 +15,8 @@ STATUS_WHAT = {LOSS_NOT_FINITE: "loss", GRADIENT_NOT_FINITE: "a gradient"}
 
 
 def accuracy_from_count(loss: str, correct: float, samples: int, n_out: int) -> float | None:
-    """Fraction correct from the count the loss op accumulates (None for sum of squares).
+    """Fraction correct from the count the loss op accumulates (None for sum of squares
+    and Poisson).
 
     Cross-entropy: a sample is correct when the arg-max of the outputs is its label (or
     its target row's arg-max). Binary cross-entropy: each of the ``n_out`` outputs

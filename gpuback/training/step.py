@@ -15,16 +15,18 @@ from .metrics import Metrics
 
 def forward_backward(net: Engine, ws: Workspace, targets: Any, metrics: Metrics, step: int,
                      scaler: scaling.LossScaler | None = None,
-                     dropout: DropoutDraw | None = None) -> Any:
+                     dropout: DropoutDraw | None = None, sample_weights: Any = None) -> Any:
     """One training step's passes on a loaded workspace, left on the backend: forward,
     backward (on the loss scaled by ``scaler``, if given), the step's loss and correct
     count added into ``metrics``, and the gradients checked (unscaled first, with
     ``scaler``). Returns the status pair the optimiser's step is to read: ``metrics.status``
     (set from a non-finite loss or gradient on, skipping every later update), or with
     ``scaler`` the step's own pair (an overflow skips that step alone). ``dropout``: the
-    step's masks (``Engine.dropout_draw``), or None."""
+    step's masks (``Engine.dropout_draw``), or None. ``sample_weights``: the batch's
+    factors of the loss (``SampleWeights.at``), or None."""
     net.run_forward(ws, dropout=dropout)
-    net.run_backward(ws, targets, None if scaler is None else scaler.state, dropout=dropout)
+    net.run_backward(ws, targets, None if scaler is None else scaler.state, dropout=dropout,
+                     sample_weights=sample_weights)
     net.ops.accumulate_metrics(ws.losses, ws.correct, metrics.totals, metrics.status, step)
     return checked_gradients(net, metrics, step, scaler)
 

@@ -75,6 +75,7 @@ WORK = {
     "reduce.row_sum": ("rows", lambda a: (a[0].shape[0],)),
     "loss.sum_of_squares": ("sample", lambda a: (a[0].shape[1],)),
     "loss.binary_cross_entropy": ("sample", lambda a: (a[0].shape[1],)),
+    "loss.poisson": ("sample", lambda a: (a[0].shape[1],)),
     "loss.cross_entropy": ("sample", lambda a: (a[0].shape[1],)),
     "loss.cross_entropy_labels": ("sample", lambda a: (a[0].shape[1],)),
     "metrics.accumulate_metrics": ("one", lambda a: ()),
@@ -84,6 +85,7 @@ WORK = {
     "rounding.round_elements": ("1d", lambda a: (a[1].size,)),
     "clip.global_norm": ("one", lambda a: ()),
     "clip.clip_scale": ("1d", lambda a: (a[0].size,)),
+    "sample_weight.weight_samples": ("1d", lambda a: (a[0].size,)),
     "loss_scale.scale_elements": ("1d", lambda a: (a[0].size,)),
     "loss_scale.unscale_check": ("1d", lambda a: (a[0].size,)),
     "loss_scale.update_scale": ("one", lambda a: ()),
@@ -156,9 +158,11 @@ def run_every_op(n_src: int, n_dst: int, edges: int, batch: int) -> set[str]:
     targets, labels = f((n_dst, batch)), f((batch,), "int64")
     for loss, activation, t in [("sum_of_squares", "tanh", targets),
                                 ("binary_cross_entropy", "sigmoid", targets),
+                                ("poisson", "exp", targets),
                                 ("cross_entropy", "softmax", targets),
                                 ("cross_entropy", "softmax", labels)]:
         call("loss_and_output_delta", loss, activation, a, a, t, a, per_sample, per_sample)
+    call("weight_samples", a, per_sample, per_sample)
     call("accumulate_metrics", per_sample, per_sample, totals, status, 3)
     call("check_finite", w, status, 3)
     call("check_finite", dense, status, 3)
@@ -277,7 +281,8 @@ GPU_SHAPE_CASES = ["bias_activation-relu-17x5", "bias_activation-softmax-17x5",
                    "sparse_backward-3to17-b5-acc0-det0", "sparse_backward-3to17-b5-acc1-det1",
                    "sparse_weight_grad-3to17-b5", "loss_and_output_delta-ce-targets-17x5",
                    "loss_and_output_delta-ce-labels-ties", "loss_and_output_delta-bce-17x5",
-                   "accumulate_metrics-b300", "check_finite-3x5-inf-first",
+                   "loss_and_output_delta-poisson-17x5",
+                   "accumulate_metrics-b300", "weight_samples-17x300", "check_finite-3x5-inf-first",
                    "sgd_update-300-status0-nesterov1-mu0.9", "take_batch-20x17-b13-at0",
                    "add_into-17x5-acc1", "layer_norm-17x5", "layer_norm_backward-17x5",
                    "dropout-17x5-p0.1", "bias_activation_dropout-gelu-17x5-p0.1",

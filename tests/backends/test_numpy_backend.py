@@ -201,3 +201,23 @@ def test_an_output_of_one_half_predicts_zero(backend: str) -> None:
     np.testing.assert_array_equal(net.predict(X), np.full((4, 3), 0.5))
     assert net.evaluate(X, np.zeros((4, 3)))["accuracy"] == 1.0
     assert net.evaluate(X, np.ones((4, 3)))["accuracy"] == 0.0
+
+
+def test_poisson_is_scikit_learns_half_poisson_deviance() -> None:
+    """The per-sample losses summed over the batch and divided by it are scikit-learn's
+    ``poisson_loss`` (what ``MLPRegressor(loss="poisson")`` minimises), zero targets
+    included; the output deltas are (e^a - t) / N, its gradient with respect to a."""
+    base = pytest.importorskip("sklearn.neural_network._base",
+                               reason="scikit-learn (the sklearn extra) defines the loss")
+    rng = np.random.default_rng(8)
+    a = rng.normal(scale=2.0, size=(3, 7))
+    t = rng.poisson(2.0, size=(3, 7)).astype(np.float64)
+    t[0, :3] = 0.0
+    y, delta = np.exp(a), np.zeros((3, 7))
+    losses, correct = np.zeros(7), np.ones(7)
+    numpy_backend.loss_and_output_delta("poisson", "exp", a, y, t, delta, losses, correct)
+    # scikit-learn's arrays are batch-major (samples, outputs)
+    expected = base.poisson_loss(t.T, y.T)
+    assert losses.mean() == pytest.approx(expected, rel=1e-14)
+    np.testing.assert_allclose(delta, (y - t) / 7, rtol=1e-15)
+    assert correct.tolist() == [0.0] * 7

@@ -147,23 +147,30 @@ def test_sparse_gathers_over_many_edges(op: str, accumulate: bool) -> None:
 
 # --- per-sample losses over a wide output layer (5.54) and softmax ----------------------------
 
-@pytest.mark.parametrize("loss", ["sum_of_squares", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["sum_of_squares", "binary_cross_entropy", "poisson"])
 def test_loss_over_many_outputs(loss: str) -> None:
-    """E_n sums 2^16 positive terms, one per output unit: unit 0's is ~2^13 (sum of squares)
-    or 2^14 (binary cross-entropy), every other one below half an ulp of that, so a float32
-    sum that starts from unit 0 drops them all (about 20 and 40 in all)."""
+    """E_n sums 2^16 positive terms, one per output unit: unit 0's is ~2^13 (sum of squares,
+    Poisson) or 2^14 (binary cross-entropy), every other one below half an ulp of that, so a
+    float32 sum that starts from unit 0 drops them all (about 20, 40 and 20 in all)."""
     rng = np.random.default_rng(5)
     spec = gpuback.mlp_spec([1, LONG], loss=loss)
     net32, net64 = networks(spec)
     if loss == "sum_of_squares":  # y = 0: E_n = 1/2 sum_k t_k^2
         T = rng.uniform(0.02, 0.03, size=(2, LONG))
         T[:, 0] = 128.0
-    else:  # y = sigmoid(b): E_n = sum_k softplus(b_k) - t_k b_k
+    elif loss == "binary_cross_entropy":  # y = sigmoid(b): E_n = sum_k softplus(b_k) - t_k b_k
         bias = rng.uniform(-8.0, -7.5, size=LONG).astype(np.float32)
         bias[0] = 2.0**14
         for net in (net32, net64):
             net.set_parameters({"y": bias})
         T = rng.uniform(0.0, 1e-5, size=(2, LONG))
+    else:  # y = e^b: E_n = sum_k t_k log(t_k / y_k) - t_k + y_k, e^9 ~ 2^13 for unit 0
+        bias = rng.uniform(-9.0, -8.5, size=LONG).astype(np.float32)
+        bias[0] = 9.0
+        for net in (net32, net64):
+            net.set_parameters({"y": bias})
+        T = rng.uniform(0.0, 1e-5, size=(2, LONG))
+        T[:, 0] = 0.0
     X, T = np.ones((2, 1)), T.astype(np.float32)
     assert_rounded_once(mean_loss(net32, X, T), mean_loss(net64, X, T), f"{loss} loss")
 

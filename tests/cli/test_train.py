@@ -1,5 +1,5 @@
-"""``gpuback train`` beyond the digits: every loss (regression, multi-label, several target
-columns), the options a loss cannot take, resuming with the loss kept, and early stopping
+"""``gpuback train`` beyond the digits: every loss (regression, multi-label, counts, several
+target columns), the options a loss cannot take, resuming with the loss kept, and early stopping
 on a validation part held out of the training data."""
 
 from __future__ import annotations
@@ -62,6 +62,51 @@ def test_multi_label_with_binary_cross_entropy(tmp_path: Path, capsys) -> None:
     assert summary["test_accuracy"] > 0.9  # of the 3 x 60 test labels
     net = gpuback.Network.load(tmp_path / "out" / "model", backend="numpy")
     assert net.plan.n_out == 3 and net.spec["groups"][-1]["activation"] == "sigmoid"
+
+
+def _counts_csv(path: Path, n: int = 300, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts with rate e^(0.8 x0 - 0.5 x1 + 0.2), minus ``shift``; the targets and
+    the rates."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, 3))
+    rate = np.exp(0.8 * X[:, 0] - 0.5 * X[:, 1] + 0.2)
+    y = rng.poisson(rate).astype(np.float64)
+    np.savetxt(path, np.c_[X, y - shift], delimiter=",")
+    return y, rate
+
+
+def test_counts_with_poisson(tmp_path: Path, capsys) -> None:
+    y, rate = _counts_csv(tmp_path / "c.csv")
+    assert main(["train", "--data", str(tmp_path / "c.csv"), "--loss", "poisson", "--hidden",
+                 "16", "--epochs", "40", "--lr", "0.01", "--backend", "numpy", "--no-progress",
+                 "--json", "--out", str(tmp_path / "out")]) == 0
+    summary = _only_json(capsys.readouterr().out)
+    assert summary["loss"] == "poisson" and summary["test_accuracy"] is None
+
+    def deviance(mean: np.ndarray | float) -> float:  # half the Poisson deviance, per sample
+        t_log_t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
+        return float(np.mean(t_log_t - y * np.log(mean) - y + mean))
+
+    # near the true rates' deviance (0.52), far below the constant mean's (1.39)
+    assert summary["test_loss"] < 0.5 * deviance(y.mean())
+    assert summary["test_loss"] < 1.5 * deviance(rate)
+    net = gpuback.Network.load(tmp_path / "out" / "model", backend="numpy")
+    assert net.plan.loss == "poisson" and net.spec["groups"][-1]["activation"] == "exp"
+
+
+def test_poisson_refuses_negative_targets(tmp_path: Path, capsys) -> None:
+    _counts_csv(tmp_path / "c.csv")
+    _counts_csv(tmp_path / "neg.csv", shift=1.0)
+    assert main(["train", "--data", str(tmp_path / "neg.csv"), "--loss", "poisson", *TINY,
+                 "--out", str(tmp_path / "o")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--loss poisson needs targets >= 0 (counts or rates); found -1 at sample" in err
+    assert main(["train", "--data", str(tmp_path / "c.csv"), "--loss", "poisson", *TINY,
+                 "--out", str(tmp_path / "o")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "o" / "model"), "--data",
+                 str(tmp_path / "neg.csv")]) == EXIT_USAGE
+    assert "targets must be >= 0 and finite; found -1.0 at sample" in capsys.readouterr().err
 
 
 def test_several_target_columns_of_a_csv(tmp_path: Path, capsys) -> None:

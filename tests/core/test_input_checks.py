@@ -109,6 +109,10 @@ BAD_T = [
      r"T: expected finite values, got nan at index \(1, 1\)"),
     ("bce-out-of-unit-interval", "binary_cross_entropy", np.array([[0, 1], [0, 2], [0, 0]]),
      ValueError, r"T: binary cross-entropy targets must lie in \[0, 1\]"),
+    ("poisson-negative", "poisson", np.array([[0, 1], [2, -1], [0, 3]]), ValueError,
+     r"T: Poisson targets must be >= 0 \(counts or rates\), got a minimum of -1"),
+    ("poisson-inf", "poisson", np.array([[0, 1], [2, np.inf], [0, 3]]), ValueError,
+     r"T: expected finite values, got inf at index \(1, 1\)"),
     ("strings", "sum_of_squares", np.array([["a", "b"]] * 3), TypeError, "T: expected a numeric"),
 ]
 

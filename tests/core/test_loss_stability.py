@@ -1,5 +1,6 @@
 """Numerical stability on every backend: huge pre-activations give finite losses and exact
-canonical deltas (log-sum-exp, binary cross-entropy from the logits, saturated activations)."""
+canonical deltas (log-sum-exp, binary cross-entropy from the logits, saturated activations,
+the Poisson deviance far from its targets)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,20 @@ def test_saturating_activations_stay_finite(backend: str, activation: str, dtype
     assert rel_error(loss, loss_ref) <= tol
     for k, g in grads_ref.items():
         assert rel_error(grads[k], g) <= tol, k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bias", [[80.0, 30.0], [-80.0, -30.0]], ids=["far-above", "far-below"])
+def test_poisson_far_from_its_targets(backend: str, dtype: str, bias: list[float]) -> None:
+    """y = e^a up to e^80 and down to e^-80 (both within float32's range): E_n = sum_k
+    t_k log(t_k / y_k) - t_k + y_k stays finite and exact, with t log t = 0 where t = 0, and
+    dE/db = y - t (5.54, with the exp output's log link)."""
+    net = gpuback.Network(gpuback.mlp_spec([1, 2], loss="poisson"), backend=backend,
+                          dtype=dtype)
+    b = np.array(bias)
+    net.set_parameters({"x->y": np.zeros((2, 1)), "y": b})
+    t = np.array([2.0, 0.0])
+    loss, grads = net.loss_and_grads(np.zeros((1, 1)), t[None, :])
+    expected = 2.0 * np.log(2.0) - 2.0 * b[0] - 2.0 + np.exp(b[0]) + np.exp(b[1])
+    assert loss == pytest.approx(expected, rel=TOLERANCES[dtype]["invariance"])
+    assert rel_error(grads["y"], np.exp(b) - t) <= TOLERANCES[dtype]["invariance"]

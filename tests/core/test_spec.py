@@ -103,7 +103,8 @@ def test_mlp_spec_builds_a_dense_chain() -> None:
 
 @pytest.mark.parametrize(("loss", "out"), [("sum_of_squares", "identity"),
                                            ("binary_cross_entropy", "sigmoid"),
-                                           ("cross_entropy", "softmax")])
+                                           ("cross_entropy", "softmax"),
+                                           ("poisson", "exp")])
 def test_mlp_spec_pairs_output_activation_with_loss(loss: str, out: str) -> None:
     assert gpuback.mlp_spec([2, 3], loss=loss)["groups"][-1]["activation"] == out
 
@@ -188,6 +189,8 @@ BAD_SPECS = [
      "'cross_entropy' needs output activation 'softmax'.*has 'sigmoid'"),
     ("bce-needs-sigmoid", {**_base(), "loss": "binary_cross_entropy"}, ValueError,
      "'binary_cross_entropy' needs output activation 'sigmoid'.*has 'softmax'"),
+    ("poisson-needs-exp", {**_base(), "loss": "poisson"}, ValueError,
+     "'poisson' needs output activation 'exp'.*has 'softmax'"),
     ("sse-no-softmax", {**_base(), "loss": "sum_of_squares"}, ValueError,
      "'sum_of_squares' needs an elementwise output activation"),
     ("cycle", {**_base(), "groups": _base()["groups"] + [EXTRA],

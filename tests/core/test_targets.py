@@ -91,7 +91,7 @@ def test_label_forms_give_the_int_label_results_bitwise(backend: str, form: str,
                                   y)
 
 
-@pytest.mark.parametrize("loss", ["sum_of_squares", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["sum_of_squares", "binary_cross_entropy", "poisson"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_one_output_takes_1d_targets_as_its_column(backend: str, loss: str,
                                                    dtype: str) -> None:
@@ -208,6 +208,15 @@ REFUSED = [
      ["expected finite values, got nan at index (3,)", "or (6,) for a single output"]),
     ("bce-bool", (N_IN, 5, 1), "binary_cross_entropy", Y[:, None] == 1, TypeError,
      ["got dtype bool", "T.astype(float)"]),
+    ("poisson-1d-for-3-outputs", (N_IN, 5, 3), "poisson", np.zeros(6), ValueError,
+     ["T: expected (6, 3) targets >= 0 for loss 'poisson'; got shape (6,)",
+      "1-D targets are accepted only for a single output"]),
+    ("poisson-1d-negative", (N_IN, 5, 1), "poisson", np.array([0, 1, -2, 0, 3, 0.5]),
+     ValueError, ["T: Poisson targets must be >= 0 (counts or rates), got a minimum of -2",
+                  "(6, 1) targets >= 0, or (6,) for a single output, for loss 'poisson'"]),
+    ("poisson-nan", (N_IN, 5, 3), "poisson", np.array([[0, 1, 2]] * 5 + [[0, NAN, 1]]),
+     ValueError, ["T: expected finite values, got nan at index (5, 1)",
+                  "(6, 3) targets >= 0 for loss 'poisson'"]),
 ]
 
 

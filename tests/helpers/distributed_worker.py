@@ -73,12 +73,14 @@ def _sgd_run(backend: str, comm: Any) -> dict[str, np.ndarray]:
 
 def _adam_run(backend: str, comm: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    # 41 samples: the last global batch has 1 row, so with 2 or 3 ranks some get none
+    # 41 samples: the last global batch has 1 row, so with 2 or 3 ranks some get none;
+    # sample weights: each rank's rows weighted by the global batch's sum of weights
     net = network(backend)
     X, y = data(41, seed=1)
     Xv, yv = data(13, seed=2)
+    weights = np.random.default_rng(4).uniform(0.0, 2.0, size=41)
     h = net.fit(X, y, epochs=3, batch_size=10, seed=7, progress=False, comm=comm,
-                optimizer=optim.Adam(lr=0.01), validation=(Xv, yv))
+                optimizer=optim.Adam(lr=0.01), validation=(Xv, yv), sample_weight=weights)
     out.update({f"adam/{k}": v for k, v in net.parameters().items()})
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         out[f"adam/{key}"] = np.array(h[key])

@@ -21,8 +21,8 @@ parameters: relu is ``where(Re a > 0, a, 0)`` (not ``maximum``, which compares c
 numbers); nothing that carries the perturbation goes through ``abs``, ``conj`` or
 ``maximum``; softmax is shifted by the row maximum of the *real* part. Losses are written
 from their definitions, with ``1 - y`` for a sigmoid output taken as ``sigmoid(-a)`` and
-``log y`` for a softmax output as ``a - m - log sum exp(a - m)`` (exact identities, free of
-cancellation). Inputs in the tests are small, so the plain formulas
+``log y`` for a softmax output as ``a - m - log sum exp(a - m)`` and for an exp output as ``a``
+(exact identities, free of cancellation). Inputs in the tests are small, so the plain formulas
 (``log(1 + exp(a))``, ``1 / (1 + exp(-a))``) need no overflow tricks.
 """
 
@@ -74,6 +74,10 @@ def _silu(a: np.ndarray) -> np.ndarray:
     return a / (1.0 + np.exp(-a))
 
 
+def _exp(a: np.ndarray) -> np.ndarray:
+    return np.exp(a)
+
+
 def _softmax(a: np.ndarray) -> np.ndarray:
     """Softmax over units (axis 1), shifted by the row maximum of the real part.
 
@@ -92,6 +96,7 @@ ACTIVATIONS = {
     "softplus": _softplus,
     "gelu": _gelu,
     "silu": _silu,
+    "exp": _exp,
     "softmax": _softmax,
 }
 
@@ -197,7 +202,8 @@ def _mean_loss(spec: Mapping[str, Any], params: Mapping[str, np.ndarray], X: np.
 
     The logs are taken without cancellation, by identities that hold exactly (and
     analytically): for a sigmoid output ``1 - y = sigmoid(-a)``; for a softmax output
-    ``log y_k = a_k - m - log sum_j exp(a_j - m)`` with ``m`` the row maximum of Re a.
+    ``log y_k = a_k - m - log sum_j exp(a_j - m)`` with ``m`` the row maximum of Re a; for
+    an exp output ``log y = a``.
     """
     A, Y = _output(spec, params, X, masks)
     batch = Y.shape[0]
@@ -218,6 +224,11 @@ def _mean_loss(spec: Mapping[str, Any], params: Mapping[str, np.ndarray], X: np.
             log_Y = np.log(Y)
         # integer class labels pick one log-probability per row; probability rows weight all
         E = -np.sum(log_Y[np.arange(batch), T]) if T.ndim == 1 else -np.sum(T * log_Y)
+    elif loss == "poisson":
+        # half the Poisson deviance, t log(t / y) - t + y, with t log t = 0 at t = 0
+        log_Y = A if out_activation == "exp" else np.log(Y)
+        t_log_t = np.where(T > 0, T * np.log(np.where(T > 0, T, 1.0)), 0.0)
+        E = np.sum(t_log_t - T * log_Y - T + Y)
     else:
         raise ValueError(f"spec['loss']: unknown loss {loss!r}")
     return E / batch

@@ -193,6 +193,13 @@ def cases(dtype: str) -> list[Case]:
     targets[1, 3] = 1.0
     loss_case("ce-targets-ties", "cross_entropy", "softmax", tied, targets.astype(dtype))
 
+    # each sample's output deltas and loss weighted (zero weights included)
+    for units, batch in itertools.product([1, 3, 17], [1, 5, 300]):
+        weights = np.abs(real(batch))
+        weights[::4] = 0.0
+        add(f"{units}x{batch}", "weight_samples", real(units, batch), np.abs(real(batch)),
+            weights)
+
     # per-step metrics and non-finite status (positions: totals 2, status 3)
     for batch in (1, 5, 300):
         losses, correct = np.abs(real(batch)), rng.integers(0, 2, size=batch).astype(dtype)
@@ -300,7 +307,43 @@ def cases(dtype: str) -> list[Case]:
             ("growth", (1024.0, 6.0), STATUS_CLEAR, STATUS_CLEAR)]:
         add(tag, "update_loss_scale", np.array(scaler, dtype), _status(step_status),
             _status(status), 7, exact=(0, 1, 2))
+    _poisson_loss_cases(dtype, add, loss_case)
     return out
+
+
+def _poisson_loss_cases(dtype: str, add: Any, loss_case: Any) -> None:
+    """The Poisson loss (exp outputs) and sum of squares on exp outputs, from a generator of
+    their own (the cases above keep their values): counts with zeros among them (t log t = 0),
+    pre-activations far out on both sides (y up to e^80 and down to e^-80), targets so small
+    that t e^(a - log t) overflows where e^a does not, and, in float64, y within 1e-4 of t,
+    where t log t - t a and y - t cancel (float32 rounds log t by more than that leaves).
+    Beyond e^a's range, y, the losses and the deltas are inf on every backend (the CUDA
+    simulator's math.exp would raise instead: ``scalar.exp_or_inf``)."""
+    rng = np.random.default_rng(6 if dtype == "float64" else 7)
+    for units, batch in itertools.product([1, 3, 17], [1, 5]):
+        size = f"{units}x{batch}"
+        a = 2.0 * rng.normal(size=(units, batch))
+        counts = rng.poisson(2.0, size=(units, batch)).astype(dtype)
+        counts.flat[::3] = 0.0
+        loss_case(f"poisson-{size}", "poisson", "exp", a, counts)
+        loss_case(f"sos-exp-{size}", "sum_of_squares", "exp", a,
+                  rng.normal(size=(units, batch)).astype(dtype))
+    far = rng.uniform(20.0, 80.0, size=(17, 5))
+    counts = rng.poisson(3.0, size=(17, 5)).astype(dtype)
+    counts[::2] = 0.0
+    loss_case("poisson-far-above", "poisson", "exp", far, counts)
+    loss_case("poisson-far-below", "poisson", "exp", -far, counts)
+    tiny = np.full((3, 5), 1e-30 if dtype == "float32" else 1e-300, dtype)
+    tiny[1] = 0.0
+    loss_case("poisson-tiny-targets", "poisson", "exp", np.full((3, 5), 30.0), tiny)
+    beyond = np.full((3, 5), 800.0)
+    add("exp-overflow-3x5", "bias_activation", "exp", np.zeros(3, dtype), beyond.astype(dtype),
+        np.zeros((3, 5), dtype))
+    loss_case("poisson-overflow", "poisson", "exp", beyond, tiny)
+    if dtype == "float64":
+        counts = rng.poisson(50.0, size=(17, 5)).astype(dtype) + 1.0
+        near = np.log(counts) + 1e-4 * rng.normal(size=(17, 5))
+        loss_case("poisson-near-targets", "poisson", "exp", near, counts)
 
 
 def _backend_arg(backend: Any, arg: Any) -> Any:

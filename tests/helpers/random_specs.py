@@ -11,9 +11,15 @@ import itertools
 
 import numpy as np
 
-ELEMENTWISE = ["identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu"]
+ELEMENTWISE = ["identity", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "gelu", "silu",
+               "exp"]
 OUTPUT_FOR_LOSS = {"sum_of_squares": "identity", "binary_cross_entropy": "sigmoid",
-                   "cross_entropy": "softmax"}
+                   "cross_entropy": "softmax", "poisson": "exp"}
+# What the random DAGs draw from: the activations and losses as they were before exp and
+# Poisson, so that every seed keeps the spec that tests name it for ("dag-2", a cross-entropy
+# DAG); exp and Poisson have cases of their own in ``SPEC_CASES`` and ``SIM_CASES``.
+DRAWN_ACTIVATIONS = ELEMENTWISE[:8]
+DRAWN_LOSSES = ["sum_of_squares", "binary_cross_entropy", "cross_entropy"]
 SIZES = (1, 3, 17)
 
 
@@ -55,17 +61,16 @@ def random_dag_spec(seed: int, n_hidden: int = 4, loss: str | None = None,
     """A random DAG: every group receives from at least one earlier group, feeds at least one
     later group, and many have extra skip connections; random kinds, activations, sizes."""
     rng = np.random.default_rng(seed)
-    losses = list(OUTPUT_FOR_LOSS)
-    loss = loss or losses[seed % len(losses)]
+    loss = loss or DRAWN_LOSSES[seed % len(DRAWN_LOSSES)]
     names = ["x"] + [f"g{i}" for i in range(n_hidden)] + ["y"]
     size_choices = sizes
     sizes = {n: int(rng.choice(size_choices)) for n in names}
     groups = [{"name": "x", "size": sizes["x"]}]
-    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(ELEMENTWISE))}
+    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(DRAWN_ACTIVATIONS))}
                for n in names[1:-1]]
     out_act = OUTPUT_FOR_LOSS[loss]
     if loss == "sum_of_squares":
-        out_act = str(rng.choice(ELEMENTWISE))
+        out_act = str(rng.choice(DRAWN_ACTIVATIONS))
     groups.append({"name": "y", "size": sizes["y"], "activation": out_act})
     pairs = set()
     for i in range(1, len(names)):  # an incoming connection for every group
@@ -94,14 +99,13 @@ def random_residual_spec(seed: int, n_hidden: int = 5, width: int = 3,
     among them, are layer-normalised (at least one); about half the hidden groups have
     dropout (at least one), which only training passes apply."""
     rng = np.random.default_rng(1000 + seed)
-    losses = list(OUTPUT_FOR_LOSS)
-    loss = loss or losses[seed % len(losses)]
+    loss = loss or DRAWN_LOSSES[seed % len(DRAWN_LOSSES)]
     names = ["x"] + [f"r{i}" for i in range(n_hidden)] + ["y"]
     sizes = {n: width if rng.random() < 0.75 else int(rng.choice(SIZES)) for n in names}
     sizes["y"] = int(rng.choice(SIZES))
     sizes["r0"] = sizes["r1"] = width  # r0 -> r1 is always an identity block
     groups = [{"name": "x", "size": sizes["x"]}]
-    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(ELEMENTWISE))}
+    groups += [{"name": n, "size": sizes[n], "activation": str(rng.choice(DRAWN_ACTIVATIONS))}
                for n in names[1:-1]]
     groups.append({"name": "y", "size": sizes["y"], "activation": OUTPUT_FOR_LOSS[loss]})
     connections = []
@@ -124,6 +128,21 @@ def random_residual_spec(seed: int, n_hidden: int = 5, width: int = 3,
             "loss": loss}
 
 
+def _poisson_cases(simulated: bool = False) -> list[tuple[str, dict]]:
+    """Poisson (exp outputs): a dense chain and a DAG with skip connections and sparse blocks
+    (``random_dag_spec``'s seed 1 with the Poisson loss); unsimulated, also a sparse chain and
+    one unit per group (exp hidden too)."""
+    if simulated:
+        return [("poisson", chain_spec([3, 3, 2], "tanh", "poisson")),
+                ("dag-poisson", random_dag_spec(1, n_hidden=3, loss="poisson",
+                                                sizes=(1, 3, 5)))]
+    return [("poisson", chain_spec([17, 3, 3], "tanh", "poisson")),
+            ("sparse-poisson", chain_spec([3, 17, 3], "softplus", "poisson", kind="sparse",
+                                          seed=3)),
+            ("size-1-poisson", chain_spec([1, 1, 1], "exp", "poisson")),
+            ("dag-poisson", random_dag_spec(1, n_hidden=3, loss="poisson"))]
+
+
 def _cases() -> list[tuple[str, dict]]:
     cases = []
     for act in ELEMENTWISE:
@@ -139,6 +158,7 @@ def _cases() -> list[tuple[str, dict]]:
                                              kind="sparse", seed=1)))
     cases.append(("sparse-sse", chain_spec([3, 17, 3], "leaky_relu", "sum_of_squares",
                                            kind="sparse", seed=2)))
+    cases += _poisson_cases()
     for seed in range(6):
         cases.append((f"dag-{seed}", random_dag_spec(seed)))
     # 17 units wide: a layer-normalised group of 3 units keeps 1 of 3 directions of dE/du
@@ -163,6 +183,7 @@ def _sim_cases() -> list[tuple[str, dict]]:
     cases.append(("size-1", chain_spec([1, 1, 1], "tanh", "sum_of_squares")))
     cases.append(("sparse-chain", chain_spec([5, 5, 3, 3], "softplus", "cross_entropy",
                                              kind="sparse", seed=1)))
+    cases += _poisson_cases(simulated=True)
     cases += [(f"dag-{seed}", random_dag_spec(seed, n_hidden=3, sizes=(1, 3, 5)))
               for seed in range(3)]
     cases += [(f"residual-{seed}", random_residual_spec(seed, n_hidden=3)) for seed in range(2)]
@@ -176,7 +197,8 @@ def random_data(spec: dict, batch: int, rng: np.random.Generator,
                 labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (batch, n_in) and targets matching the spec's loss.
 
-    Cross-entropy targets are probability rows, or integer class labels with ``labels``.
+    Cross-entropy targets are probability rows, or integer class labels with ``labels``;
+    Poisson targets are counts drawn with mean 1 (a third of them 0).
     """
     sizes = {g["name"]: g["size"] for g in spec["groups"]}
     n_in, n_out = sizes[spec["input"]], sizes[spec["output"]]
@@ -186,6 +208,8 @@ def random_data(spec: dict, batch: int, rng: np.random.Generator,
         T = rng.normal(size=(batch, n_out))
     elif loss == "binary_cross_entropy":
         T = rng.uniform(size=(batch, n_out))
+    elif loss == "poisson":  # counts, zeros among them
+        T = rng.poisson(1.0, size=(batch, n_out)).astype(np.float64)
     elif labels:
         T = rng.integers(0, n_out, size=batch)
     else:

@@ -3,7 +3,8 @@
 The reference for every output is the other side: ``net.forward`` for ``to_torch``,
 ``module(X)`` for ``from_torch``. The gradients of the torch modules come from PyTorch's
 autograd of a loss written here from its definition (Bishop 5.11, 5.21, 5.24, as means over
-the batch), independent of gpuback's backprop, and are compared with ``net.loss_and_grads``.
+the batch; Poisson from ``torch.nn.functional.poisson_nll_loss``), independent of gpuback's
+backprop, and are compared with ``net.loss_and_grads``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ torch = pytest.importorskip("torch", reason="gpuback.interop needs PyTorch "
                                             "(pip install 'gpuback[torch]')")
 nn = torch.nn
 
-from gpuback.interop.modules import GroupNetwork, Softplus  # noqa: E402  (needs torch)
+from gpuback.interop.modules import Exp, GroupNetwork, Softplus  # noqa: E402  (needs torch)
 
 BATCH = 5
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
@@ -65,6 +66,10 @@ def torch_loss(loss: str, y, T: np.ndarray):
         per_sample = 0.5 * ((y - t) ** 2).sum(dim=1)
     elif loss == "binary_cross_entropy":
         per_sample = -(t * torch.log(y) + (1 - t) * torch.log(1 - y)).sum(dim=1)
+    elif loss == "poisson":  # y - t log y per element, plus t log t - t: t log(t / y) - t + y
+        nll = nn.functional.poisson_nll_loss(torch.log(y), t, log_input=True, full=False,
+                                             reduction="none")
+        per_sample = (nll + torch.special.xlogy(t, t) - t).sum(dim=1)
     else:
         per_sample = -(t * torch.log(y)).sum(dim=1)
     return per_sample.mean()
@@ -119,6 +124,19 @@ def test_every_activation_maps_to_a_module_with_the_same_formula(backend, activa
     model = to_torch(net)
     X = 3 * rng.normal(size=(BATCH, 3))  # reaching both sides of every kink and the tails
     assert rel_error(outputs(model, X, "float64"), net.forward(X)) < tol("float64")
+
+
+def test_exp_converts_both_ways_as_its_own_module(backend, rng):
+    """PyTorch has no exp module: ``to_torch`` writes ``gpuback.interop.modules.Exp``, and
+    ``from_torch`` reads it back as exp (the Poisson loss's output, its default loss)."""
+    net = network(chain_spec([3, 4, 2], "exp", "poisson"), backend)
+    model = to_torch(net)
+    assert [type(m) for m in model] == [nn.Linear, Exp, nn.Linear, Exp]
+    X = rng.normal(size=(BATCH, 3))
+    assert rel_error(outputs(model, X, "float64"), net.forward(X)) < tol("float64")
+    again = from_torch(model, backend=backend)
+    assert again.spec == net.spec
+    assert rel_error(again.forward(X), net.forward(X)) < tol("float64")
 
 
 def test_softplus_matches_far_beyond_torchs_threshold():
@@ -360,7 +378,8 @@ def test_from_torch_of_to_torch_gives_the_network_back(backend, spec, rng):
 
 @pytest.mark.parametrize(("last", "expected"), [
     ([], "sum_of_squares"), ([nn.Identity()], "sum_of_squares"), ([nn.Tanh()], "sum_of_squares"),
-    ([nn.Sigmoid()], "binary_cross_entropy"), ([nn.Softmax(dim=1)], "cross_entropy")])
+    ([nn.Sigmoid()], "binary_cross_entropy"), ([nn.Softmax(dim=1)], "cross_entropy"),
+    ([Exp()], "poisson")])
 def test_the_default_loss_follows_the_output_activation(last, expected):
     net = from_torch(nn.Sequential(nn.Linear(2, 3), *last).double(), backend="numpy")
     assert net.spec["loss"] == expected

@@ -25,7 +25,7 @@ REPORT = kernel_report.__file__
 
 ARCHS = ("sm_80", "sm_90")
 FAMILIES = ("activation", "sparse", "reduce", "loss", "optimizer", "metrics", "buffers", "clip",
-            "identity", "layer_norm", "dropout")
+            "identity", "layer_norm", "dropout", "sample_weight")
 # float32 kernels allowed float64 instructions, and why (each is commented in the kernel).
 F64_ALLOWED = {
     "activation.activation_delta": "bias-gradient partials over the batch summed in float64",

@@ -49,6 +49,15 @@ def regression(n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return X, y / 100.0
 
 
+def counts(n_targets: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts whose log-mean is linear in the features."""
+    rng = np.random.RandomState(5)
+    X = rng.normal(size=(140, 6))
+    mean = np.exp(0.4 * X[:, :n_targets] + 0.5)
+    y = rng.poisson(mean).astype(float)
+    return X, y[:, 0] if n_targets == 1 else y
+
+
 BASE = {"hidden_layer_sizes": (12, 7), "random_state": 0, "max_iter": 12}
 SGD = {**BASE, "solver": "sgd"}
 
@@ -82,7 +91,15 @@ CASES = [
                                                                     "activation": "identity"}),
     ("adam-early-stopping-regression", sk.MLPRegressor, regression,
      {**BASE, "early_stopping": True, "learning_rate_init": 0.01}),
+    ("sgd-poisson", sk.MLPRegressor, counts, {**SGD, "loss": "poisson",
+                                               "learning_rate_init": 0.01}),
+    ("adam-poisson-multi-output", sk.MLPRegressor, lambda: counts(2),
+     {**BASE, "loss": "poisson", "activation": "tanh"}),
+    ("adam-poisson-early-stopping", sk.MLPRegressor, counts,
+     {**BASE, "loss": "poisson", "early_stopping": True, "learning_rate_init": 0.01}),
     ("lbfgs", sk.MLPClassifier, digits, {**BASE, "solver": "lbfgs"}),
+    ("lbfgs-poisson", sk.MLPRegressor, lambda: counts(2), {**BASE, "solver": "lbfgs",
+                                                             "loss": "poisson"}),
     ("lbfgs-multi-output", sk.MLPRegressor, lambda: regression(2),
      {**BASE, "solver": "lbfgs", "alpha": 0.5}),
 ]
@@ -92,13 +109,23 @@ FITTED = ["n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "loss_"
 CURVES = ["loss_curve_", "validation_scores_"]
 
 
-def fit_both(theirs: type, data, params: dict, X_dtype=np.float64, **ours_params):
+def weights_for(n: int) -> np.ndarray:
+    """Sample weights from 0 to 3, about one in ten of them zero."""
+    rng = np.random.RandomState(7)
+    weights = rng.uniform(0.0, 3.0, size=n)
+    weights[rng.uniform(size=n) < 0.1] = 0.0
+    return weights
+
+
+def fit_both(theirs: type, data, params: dict, X_dtype=np.float64, weighted: bool = False,
+             **ours_params):
     X, y = data()
     X = X.astype(X_dtype)
+    sample_weight = weights_for(X.shape[0]) if weighted else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        reference = theirs(**params).fit(X, y)
-        ours = OURS[theirs](**params, **ours_params).fit(X, y)
+        reference = theirs(**params).fit(X, y, sample_weight=sample_weight)
+        ours = OURS[theirs](**params, **ours_params).fit(X, y, sample_weight=sample_weight)
     return reference, ours
 
 
@@ -141,6 +168,38 @@ def test_numpy_float64_fits_scikit_learns_model_to_1e10(theirs, data, params) ->
     assert_same_model(reference, ours, atol=1e-10)
 
 
+# with sample weights: each batch's weighted mean loss, its penalty over the batch's sum of
+# weights, the weighted validation score and the weighted L-BFGS objective
+WEIGHTED = ["sgd", "sgd-adaptive", "sgd-early-stopping", "sgd-binary-logistic",
+            "sgd-regression", "adam-multilabel", "adam-multi-output",
+            "adam-early-stopping-regression", "lbfgs", "lbfgs-multi-output", "sgd-poisson",
+            "lbfgs-poisson"]
+
+
+@pytest.mark.parametrize(("theirs", "data", "params"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES
+                          if case[0] in WEIGHTED])
+def test_weighted_fits_are_scikit_learns_model_to_1e10(theirs, data, params) -> None:
+    reference, ours = fit_both(theirs, data, params, weighted=True, backend="numpy")
+    assert_same_model(reference, ours, atol=1e-10)
+    unweighted = OURS[theirs](**params, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        unweighted.fit(*data())
+    assert not np.allclose(unweighted.coefs_[0], ours.coefs_[0], atol=1e-6)  # they matter
+
+
+@pytest.mark.parametrize(("loss", "data"), [("squared_error", regression),
+                                            ("poisson", counts)])
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("cuda")])
+def test_weighted_fits_on_every_backend_are_scikit_learns_model(backend, loss, data) -> None:
+    params = {"hidden_layer_sizes": (5,), "random_state": 4, "max_iter": 3, "solver": "adam",
+              "batch_size": 16, "alpha": 0.01, "loss": loss}
+    reference, ours = fit_both(sk.MLPRegressor, data, params, weighted=True,
+                               backend=backend)
+    assert_same_model(reference, ours, atol=1e-10)
+
+
 @pytest.mark.parametrize(("theirs", "data", "params"),
                          [pytest.param(*case[1:], id=case[0]) for case in CASES[:3] + CASES[9:11]])
 def test_cpu_float32_fits_scikit_learns_float32_model(theirs, data, params) -> None:
@@ -180,11 +239,15 @@ def test_partial_fit_and_warm_start_go_on_as_scikit_learns() -> None:
     classes = np.unique(y)
     params = {"hidden_layer_sizes": (10,), "solver": "sgd", "random_state": 1,
               "learning_rate": "invscaling", "learning_rate_init": 0.1}
-    reference, ours = sk.MLPClassifier(**params), MLPClassifier(**params, backend="numpy")
-    for start in range(0, 240, 80):
-        reference.partial_fit(X[start:start + 80], y[start:start + 80], classes=classes)
-        ours.partial_fit(X[start:start + 80], y[start:start + 80], classes=classes)
-    assert_same_model(reference, ours, atol=1e-10)
+    weights = weights_for(240)
+    for sample_weight in [None, weights]:
+        reference, ours = sk.MLPClassifier(**params), MLPClassifier(**params, backend="numpy")
+        for start in range(0, 240, 80):
+            part = slice(start, start + 80)
+            w = None if sample_weight is None else sample_weight[part]
+            reference.partial_fit(X[part], y[part], sample_weight=w, classes=classes)
+            ours.partial_fit(X[part], y[part], sample_weight=w, classes=classes)
+        assert_same_model(reference, ours, atol=1e-10)
     warm = {"hidden_layer_sizes": (10,), "solver": "adam", "random_state": 2, "max_iter": 4,
             "warm_start": True}
     reference, ours = sk.MLPClassifier(**warm), MLPClassifier(**warm, backend="numpy")

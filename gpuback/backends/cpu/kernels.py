@@ -41,6 +41,7 @@ derivative = CPU.derivative
 softmax_bias_sample = CPU.softmax_bias
 sum_of_squares_sample = CPU.sum_of_squares
 binary_cross_entropy_sample = CPU.binary_cross_entropy
+poisson_sample = CPU.poisson
 cross_entropy_sample = CPU.cross_entropy
 cross_entropy_labels_sample = CPU.cross_entropy_labels
 sgd_element = CPU.sgd
@@ -265,6 +266,13 @@ def binary_cross_entropy(lo: int, hi: int, a: Array, y: Array, t: Array, delta: 
                          losses: Array, correct: Array, inv_batch: float) -> None:
     for n in range(lo, hi):
         binary_cross_entropy_sample(a, y, t, delta, losses, correct, inv_batch, n)
+
+
+@kernel
+def poisson(lo: int, hi: int, a: Array, y: Array, t: Array, delta: Array, losses: Array,
+            correct: Array, inv_batch: float) -> None:
+    for n in range(lo, hi):
+        poisson_sample(a, y, t, delta, losses, correct, inv_batch, n)
 
 
 @kernel

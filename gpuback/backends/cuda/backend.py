@@ -261,6 +261,13 @@ def loss_and_output_delta(loss: str, activation: str, a: Any, y: Any, t: Any, de
             *arrays, _real(a, inv_batch))
 
 
+def weight_samples(delta: Any, losses: Any, weights: Any) -> None:
+    """``delta[:, n] *= weights[n]``, ``losses[n] *= weights[n]``: one elementwise kernel."""
+    flat = _flat(delta)
+    _launch("sample_weight", "weight_samples", _dtype(delta),
+            cuda_launch.elementwise(flat.size, _simulated()), flat, losses, weights)
+
+
 def accumulate_metrics(losses: Any, correct: Any, totals: Any, status: Any, step: int) -> None:
     """totals (float64) += (sum of losses, sum of correct), in a fixed order (one block); the
     first non-finite loss sum recorded in ``status``."""
