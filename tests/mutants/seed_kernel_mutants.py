@@ -271,9 +271,9 @@ MUTANTS = [
            (CPU_SPLIT, *k("sparse_forward")),
            "the edge-balanced split of a sparse gather drops the last row"),
     Mutant("cpu-product-split-drops-last-range", "off-by-one range split",
-           "gpuback/backends/cpu/threads.py",
-           "    bounds = [n * i // parts for i in range(parts + 1)]",
-           "    bounds = [n * i // parts for i in range(parts)]",
+           "gpuback/backends/cpu/products.py",
+           "(n * i // parts, n * (i + 1) // parts) for i in range(parts))]",
+           "(n * i // parts, n * (i + 1) // parts) for i in range(parts - 1))]",
            (CPU_SPLIT, *k("dense")),
            "the split of a BLAS product leaves out its last block of rows or columns"),
     # --- CUDA launch grids (gpuback/backends/cuda/launch.py) ----------------------------------
