@@ -97,10 +97,14 @@ class ScikitLearnEpochs(Callback):
         # the batch's sum of sample weights: the penalty's and its gradient's divisor
         total = float(batch) if self.totals is None else float(self.totals[step - 1])
         if self.alpha > 0.0 and total > 0.0:
+            squares: Any = 0.0
             for w in self.weights:
                 # on the device; not a BLAS dot: a multithreaded one (OpenBLAS's ddot)
                 # leaves BLAS threads spinning on the cores the cpu backend's products share
-                self.penalty = self.penalty + (w * w).sum() * (batch / total)
+                squares = squares + (w * w).sum()
+            # the batch's share of loss_: its size times its penalty over its weights' sum
+            self.penalty = self.penalty + (squares if total == batch else
+                                           squares * (batch / total))
         # scikit-learn's alpha W / batch on the weights' gradient: coupled L2 decay (a batch
         # of zero weights adds nothing)
         optimizer = self.optimizer
