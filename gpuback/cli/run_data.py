@@ -19,7 +19,7 @@ from .run_settings import run_options
 
 # what a data file's targets are for each loss (gpuback.datasets.TARGET_KINDS)
 LOSS_TARGETS = {"cross_entropy": "labels", "sum_of_squares": "values",
-                "binary_cross_entropy": "binary", "poisson": "values"}
+                "binary_cross_entropy": "binary", "poisson": "counts"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +78,6 @@ def read_data(opts: dict[str, Any]) -> tuple[datasets.Split, str]:
     path = opts["data"]
     with reading(path, "data file"):
         X, y = datasets.load_file(path, targets=targets, target_columns=opts["target_columns"])
-    if opts["loss"] == "poisson" and (y < 0).any():
-        row, col = np.argwhere(y.reshape(len(y), -1) < 0)[0]
-        raise UsageError(f"--data {path}: --loss poisson needs targets >= 0 (counts or rates); "
-                         f"found {y.reshape(len(y), -1)[row, col]:g} at sample {row}, "
-                         f"column {col}")
     auto = 255.0 if datasets.is_idx_images(path) else 1.0
     scale = auto if opts["scale"] == "auto" else opts["scale"]
     opts["data"] = str(Path(path).resolve())  # what the checkpoint's metadata records

@@ -22,9 +22,9 @@ outputs, and a single class would train a classifier that cannot be wrong.
 ``split(X, y)`` makes a seeded, stratified train/test :class:`Split`.
 
 Targets other than class labels (``targets=`` of ``load_file`` and ``split``, one of
-``TARGET_KINDS``): ``"values"``, real numbers for regression (sum of squares; Poisson's
-counts or rates, >= 0), and
-``"binary"``, values in [0, 1] such as multi-label 0/1 targets (binary cross-entropy). Then
+``TARGET_KINDS``): ``"values"``, real numbers for regression (sum of squares),
+``"counts"``, numbers >= 0 such as counts or rates (Poisson), and ``"binary"``, values in
+[0, 1] such as multi-label 0/1 targets (binary cross-entropy). Then
 ``y`` is float64 of shape (n_samples, n_targets): the ``.npz`` array ``y`` may be 1-D or 2-D,
 and a table's (``.npy``, ``.csv``) last ``target_columns`` columns are the targets.
 
@@ -54,7 +54,10 @@ __all__ = ["TARGET_KINDS", "DataError", "Split", "load_digits", "load_file", "lo
            "split"]
 
 # what a data set's targets are: class indices, real values, or values in [0, 1]
-TARGET_KINDS = ("labels", "values", "binary")
+TARGET_KINDS = ("labels", "values", "counts", "binary")
+# what the targets of a kind must be beyond finite (``_check_values``' messages)
+TARGET_RULES = {"counts": ">= 0 (Poisson counts or rates)",
+                "binary": "within [0, 1] (binary cross-entropy)"}
 
 PathLike = str | os.PathLike[str]
 
@@ -80,7 +83,7 @@ class Split:
     """A train/test split of a data set.
 
     ``X_*`` are float64 (samples x features); ``y_*`` int64 class labels (samples,), or,
-    for ``"values"`` and ``"binary"`` targets, float64 (samples, n_targets).
+    for ``"values"``, ``"counts"`` and ``"binary"`` targets, float64 (samples, n_targets).
     ``n_classes`` is one more than the largest label in either part (labels are
     ``0 .. n_classes - 1``; None for other targets); ``n_features`` is the number of
     columns of ``X``; ``n_outputs`` the outputs a network for it needs.
@@ -461,7 +464,7 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, where: str,
                   targets: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     """Features as finite float64 (n, d >= 1); labels as int64 (n,) class indices 0..K-1,
     K >= 2, with every class present (``_check_classes``); other targets as finite float64
-    (n, k), within [0, 1] for ``"binary"`` (``_check_values``)."""
+    (n, k), >= 0 for ``"counts"``, within [0, 1] for ``"binary"`` (``_check_values``)."""
     _check_target_kind(targets, 1)
     if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
         bad, arr = ("features", X) if X.dtype.kind not in "biuf" else ("targets", y)
@@ -503,16 +506,19 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, where: str,
 
 
 def _check_values(y: np.ndarray, where: str, targets: str) -> np.ndarray:
-    """Real-valued targets as finite float64, within [0, 1] for binary ones."""
+    """Real-valued targets as finite float64, >= 0 for counts, within [0, 1] for binary
+    ones (``TARGET_RULES``)."""
     y = y.astype(np.float64, copy=False)
     if y.shape[1] == 0:
         raise DataError(f"{where}: expected at least one target column, found shape {y.shape}")
     bad = ~np.isfinite(y)
+    if targets in TARGET_RULES:
+        bad |= y < 0
     if targets == "binary":
-        bad |= (y < 0) | (y > 1)
+        bad |= y > 1
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        rule = "within [0, 1] (binary cross-entropy)" if targets == "binary" else "finite"
+        rule = TARGET_RULES.get(targets, "finite")
         raise DataError(f"{where}: targets must be {rule}; found {y[row, col]} at sample "
                         f"{row}, column {col} ({int(bad.sum())} such values in all)")
     return y

@@ -100,7 +100,7 @@ def test_poisson_refuses_negative_targets(tmp_path: Path, capsys) -> None:
     assert main(["train", "--data", str(tmp_path / "neg.csv"), "--loss", "poisson", *TINY,
                  "--out", str(tmp_path / "o")]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "--loss poisson needs targets >= 0 (counts or rates); found -1 at sample" in err
+    assert "targets must be >= 0 (Poisson counts or rates); found -1.0 at sample" in err
     assert main(["train", "--data", str(tmp_path / "c.csv"), "--loss", "poisson", *TINY,
                  "--out", str(tmp_path / "o")]) == 0
     capsys.readouterr()

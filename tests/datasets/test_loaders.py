@@ -379,6 +379,12 @@ def test_binary_targets_lie_in_0_1(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", X=np.ones((3, 2)), y=y * 2)
     _raises(tmp_path / "bad.npz", "within [0, 1]", "found 2.0 at sample 0, column 1",
             targets="binary")
+    np.savez(tmp_path / "counts.npz", X=np.ones((3, 2)), y=y * 2.5)
+    _, got = load_file(tmp_path / "counts.npz", targets="counts")
+    assert np.array_equal(got, y * 2.5)
+    np.savez(tmp_path / "negative.npz", X=np.ones((3, 2)), y=y - 0.5)
+    _raises(tmp_path / "negative.npz", ">= 0 (Poisson counts or rates)",
+            "found -0.5 at sample 0, column 0", targets="counts")
     np.savez(tmp_path / "nan.npz", X=np.ones((2, 2)), y=np.array([1.0, np.nan]))
     _raises(tmp_path / "nan.npz", "must be finite", "sample 1", targets="values")
 
